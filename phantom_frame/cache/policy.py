@@ -1,0 +1,313 @@
+"""
+What may be stored: the rules of the cache strategies, response statuses,
+C{Cache-Control}, C{Vary} and soft 404s.
+
+Headers are sequences of C{(name, value)} byte pairs as received: names in
+any case, repeated names allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+
+from phantom_frame.proxyconfig import CacheStrategy
+
+Headers = Iterable[Tuple[bytes, bytes]]
+
+MAIN_STATUSES: FrozenSet[int] = frozenset({200, 203, 300, 301, 308, 410})
+"""
+Statuses stored in the main cache.
+"""
+
+NOT_FOUND_STATUSES: FrozenSet[int] = frozenset({404})
+"""
+Statuses stored in the 404 cache.
+"""
+
+_HTML = frozenset({"text/html", "application/xhtml+xml"})
+_ASSETS = frozenset(
+    {
+        "text/css",
+        "text/javascript",
+        "application/javascript",
+        "application/x-javascript",
+        "application/json",
+        "application/manifest+json",
+        "application/wasm",
+        "application/xml",
+        "text/xml",
+    }
+)
+_KNOWN_CODINGS = frozenset({"identity", "br", "gzip", "x-gzip", "deflate"})
+_SOFT_404_WINDOW = 64 * 1024
+
+
+def header_values(headers: Headers, name: bytes) -> List[bytes]:
+    """
+    Every value of a header.
+
+    @param headers: C{(name, value)} pairs.
+    @param name: the header name, in any case.
+    @return: the values in order; empty when the header is absent.
+    """
+    wanted = name.lower()
+    return [value for key, value in headers if key.lower() == wanted]
+
+
+def header_value(headers: Headers, name: bytes) -> Optional[bytes]:
+    """
+    A header's values joined as one.
+
+    @param headers: C{(name, value)} pairs.
+    @param name: the header name, in any case.
+    @return: the values joined with C{b", "}, or L{None} when absent.
+    """
+    values = header_values(headers, name)
+    if not values:
+        return None
+    return b", ".join(values)
+
+
+def media_type(headers: Headers) -> Optional[str]:
+    """
+    The media type of a response.
+
+    @param headers: the response headers.
+    @return: the C{Content-Type}, lower-cased, without parameters and
+        whitespace (the last one when the header is repeated); L{None} when
+        absent or empty.
+    """
+    values = header_values(headers, b"content-type")
+    for value in reversed(values):
+        media = value.split(b";", 1)[0].strip().lower()
+        if media:
+            return media.decode("latin-1")
+    return None
+
+
+def strategy_allows(strategy: CacheStrategy, media: Optional[str]) -> bool:
+    """
+    Whether a cache strategy lets a response of some media type be stored.
+
+    @param strategy: the server's C{cache_strategy}.
+    @param media: the response's media type (see L{media_type}), or L{None}
+        when it has no C{Content-Type}.
+    @return: L{True} when the response may be stored: C{all} stores
+        everything; C{none} nothing; C{only_html} C{text/html} and
+        C{application/xhtml+xml}; C{only_images} C{image/*}; C{no_images}
+        anything but C{image/*}; C{only_assets} images, fonts, style sheets,
+        scripts, JSON, manifests, WebAssembly and XML. Without a media type,
+        only C{all} and C{no_images} store.
+    """
+    if strategy == CacheStrategy.ALL:
+        return True
+    if strategy == CacheStrategy.NONE:
+        return False
+    if media is None:
+        return strategy == CacheStrategy.NO_IMAGES
+    image = media.startswith("image/")
+    if strategy == CacheStrategy.NO_IMAGES:
+        return not image
+    if strategy == CacheStrategy.ONLY_IMAGES:
+        return image
+    if strategy == CacheStrategy.ONLY_HTML:
+        return media in _HTML
+    if strategy == CacheStrategy.ONLY_ASSETS:
+        return image or media.startswith("font/") or media in _ASSETS
+    return False
+
+
+_CC_TOKEN = re.compile(r"[^,=\"]*")
+_CC_VALUE = re.compile(r"[^,\"\s]*")
+
+
+def _quoted_string(text: str, start: int) -> Optional[Tuple[str, int]]:
+    """
+    Read a quoted string.
+
+    @param text: the input.
+    @param start: the index of the opening quote.
+    @return: the unquoted value and the index after the closing quote, or
+        L{None} when the quote is never closed.
+    """
+    chars: List[str] = []
+    i = start + 1
+    length = len(text)
+    while i < length:
+        char = text[i]
+        if char == '"':
+            return "".join(chars), i + 1
+        if char == "\\" and i + 1 < length:
+            i += 1
+            char = text[i]
+        chars.append(char)
+        i += 1
+    return None
+
+
+def parse_cache_control(values: Sequence[bytes]) -> Dict[str, Optional[str]]:
+    """
+    Parse C{Cache-Control} header values.
+
+    Malformed input never raises: empty items and stray commas are skipped,
+    garbage after a value is ignored up to the next comma, and a value with
+    an unbalanced quote ends at the next comma like a token (so that a
+    malformed value cannot hide a following C{private} or C{no-store}).
+
+    @param values: the header's values, as received.
+    @return: directive names, lower-cased, mapped to their values (quoted
+        strings unquoted), or to L{None} for directives without one. A
+        repeated directive keeps its first value.
+    """
+    text = b",".join(values).decode("latin-1")
+    result: Dict[str, Optional[str]] = {}
+    length = len(text)
+    i = 0
+    while i < length:
+        match = _CC_TOKEN.match(text, i)
+        assert match is not None
+        name = match.group().strip().lower()
+        i = match.end()
+        value: Optional[str] = None
+        if i < length and text[i] == "=":
+            i += 1
+            while i < length and text[i] in " \t":
+                i += 1
+            if text.startswith('"', i):
+                quoted = _quoted_string(text, i)
+                if quoted is not None:
+                    value, i = quoted
+                else:
+                    i += 1
+            if value is None:
+                match = _CC_VALUE.match(text, i)
+                assert match is not None
+                value = match.group()
+                i = match.end()
+        # Skip whatever garbage remains up to the next comma.
+        comma = text.find(",", i)
+        i = length if comma == -1 else comma + 1
+        if name and name not in result:
+            result[name] = value
+    return result
+
+
+def request_bypass_reason(method: str, headers: Headers) -> Optional[str]:
+    """
+    Why a request must bypass the cache entirely, whatever the patterns say.
+
+    @param method: the request method.
+    @param headers: the request headers.
+    @return: C{"authorization"} when the request carries credentials,
+        otherwise L{None}.
+    """
+    if header_values(headers, b"authorization"):
+        return "authorization"
+    return None
+
+
+def _tokens(values: Sequence[bytes]) -> List[str]:
+    """
+    Split comma-separated header values into lower-cased, stripped,
+    non-empty items.
+    """
+    tokens = []
+    for value in values:
+        for item in value.decode("latin-1").split(","):
+            item = item.strip().lower()
+            if item:
+                tokens.append(item)
+    return tokens
+
+
+def response_bypass_reason(
+    status: int, headers: Headers, strategy: CacheStrategy
+) -> Optional[str]:
+    """
+    Why a response must not be stored.
+
+    @param status: the response status.
+    @param headers: the response headers.
+    @param strategy: the server's C{cache_strategy}.
+    @return: L{None} when the response may be stored; otherwise the first
+        reason that applies, checked in this order: C{"status"} (not a
+        stored status), C{"set-cookie"}, C{"no-store"}, C{"private"}
+        (C{Cache-Control: private}, qualified or not), C{"vary-star"}
+        (C{Vary: *}), C{"encoding"} (a C{Content-Encoding} that cannot be
+        decoded) and C{"strategy"} (the media type is not stored under
+        C{strategy}).
+    """
+    headers = list(headers)
+    if status not in MAIN_STATUSES and status not in NOT_FOUND_STATUSES:
+        return "status"
+    if header_values(headers, b"set-cookie"):
+        return "set-cookie"
+    directives = parse_cache_control(header_values(headers, b"cache-control"))
+    if "no-store" in directives:
+        return "no-store"
+    if "private" in directives:
+        return "private"
+    if "*" in _tokens(header_values(headers, b"vary")):
+        return "vary-star"
+    for coding in _tokens(header_values(headers, b"content-encoding")):
+        if coding not in _KNOWN_CODINGS:
+            return "encoding"
+    if not strategy_allows(strategy, media_type(headers)):
+        return "strategy"
+    return None
+
+
+def vary_names(headers: Headers) -> Tuple[str, ...]:
+    """
+    The request headers a response varies on, for keying its variants.
+
+    @param headers: the response headers.
+    @return: the lower-cased names listed by every C{Vary} value, without
+        C{accept-encoding} (handled by content negotiation), deduplicated and
+        sorted. C{*} is kept: check for it (see L{response_bypass_reason})
+        first.
+    """
+    names = set(_tokens(header_values(headers, b"vary")))
+    names.discard("accept-encoding")
+    return tuple(sorted(names))
+
+
+_META_TAG = re.compile(rb"<meta\b([^<>]*)>", re.IGNORECASE)
+_ATTRIBUTE = re.compile(
+    rb"""([^\s"'<>/=]+)\s*(?:=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'<>`=]+)))?"""
+)
+
+
+def is_soft_404(body: bytes) -> bool:
+    """
+    Whether a body marks itself as a soft 404 with
+    C{<meta name="phantom-404" content="true">}.
+
+    Attribute order, quoting (single, double or none), case, whitespace,
+    further attributes and a self-closing C{/>} do not matter. Only the
+    first 64 KiB are examined, so the cost is bounded whatever the body.
+
+    @param body: the decoded response body.
+    @return: L{True} when the marker is present.
+    """
+    window = body[:_SOFT_404_WINDOW]
+    if b"phantom-404" not in window.lower():
+        return False
+    for tag in _META_TAG.finditer(window):
+        attributes = {}
+        for match in _ATTRIBUTE.finditer(tag.group(1)):
+            name = match.group(1).lower()
+            value = match.group(2)
+            if value is None:
+                value = match.group(3)
+            if value is None:
+                # An unquoted value may be followed by a self-closing "/>".
+                value = (match.group(4) or b"").rstrip(b"/")
+            attributes.setdefault(name, value.strip().lower())
+        if (
+            attributes.get(b"name") == b"phantom-404"
+            and attributes.get(b"content") == b"true"
+        ):
+            return True
+    return False

@@ -1,0 +1,375 @@
+"""
+Tests for L{phantom_frame.cache.patterns}.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from phantom_frame.cache.patterns import (
+    InvalidationPattern,
+    PathPattern,
+    PatternError,
+    RequestFilter,
+    compile_glob,
+)
+
+
+def _matches(glob: str, subject: str) -> bool:
+    """
+    @return: whether C{glob} matches all of C{subject}.
+    """
+    return compile_glob(glob).fullmatch(subject) is not None
+
+
+class CompileGlobTests(SynchronousTestCase):
+    """
+    Tests for L{compile_glob}.
+    """
+
+    def test_starAcrossSegments(self) -> None:
+        """
+        C{/a/*x} matches C{/a/x/x}: the star spans a C{/} (the original
+        only looked at the last segment and missed this).
+        """
+        self.assertTrue(_matches("/a/*x", "/a/x/x"))
+        self.assertTrue(_matches("/a/*x", "/a/x"))
+        self.assertFalse(_matches("/a/*x", "/a/x/y"))
+
+    def test_starAtEnd(self) -> None:
+        """
+        A trailing star matches any rest, empty included.
+        """
+        self.assertTrue(_matches("/api/*", "/api/"))
+        self.assertTrue(_matches("/api/*", "/api/v1/users/7"))
+        self.assertFalse(_matches("/api/*", "/api"))
+        self.assertFalse(_matches("/api/*", "/apix/1"))
+
+    def test_starAtStart(self) -> None:
+        """
+        A leading star matches any beginning.
+        """
+        self.assertTrue(_matches("*.css", "/static/deep/site.css"))
+        self.assertTrue(_matches("*.css", ".css"))
+        self.assertFalse(_matches("*.css", "/site.css.map"))
+
+    def test_starInMiddle(self) -> None:
+        """
+        Stars in the middle match any run, several segments included.
+        """
+        self.assertTrue(_matches("/users/*/posts", "/users/7/posts"))
+        self.assertTrue(_matches("/users/*/posts", "/users/a/b/posts"))
+        self.assertFalse(_matches("/users/*/posts", "/users/7/posts/1"))
+        self.assertTrue(_matches("/a*b*c", "/aXbYbZc"))
+        self.assertTrue(_matches("/a*b*c", "/abc"))
+
+    def test_consecutiveStars(self) -> None:
+        """
+        Several stars in a row act as one.
+        """
+        self.assertTrue(_matches("/a/**/z", "/a/b/c/z"))
+        self.assertTrue(_matches("**", ""))
+
+    def test_literalCharacters(self) -> None:
+        """
+        C{?}, C{.}, C{[}, C{+} and C{\\} are literal.
+        """
+        self.assertTrue(_matches("/a?b=1", "/a?b=1"))
+        self.assertFalse(_matches("/a?b", "/ab"))
+        self.assertFalse(_matches("/a?b", "/axb"))
+        self.assertTrue(_matches("/site.css", "/site.css"))
+        self.assertFalse(_matches("/site.css", "/siteXcss"))
+        self.assertTrue(_matches("/[x]+\\", "/[x]+\\"))
+        self.assertFalse(_matches("/[x]", "/x"))
+
+    def test_noStar(self) -> None:
+        """
+        A glob without a star matches only itself.
+        """
+        self.assertTrue(_matches("/about", "/about"))
+        self.assertFalse(_matches("/about", "/about/"))
+
+    def test_newline(self) -> None:
+        """
+        A star matches newlines too.
+        """
+        self.assertTrue(_matches("/a*", "/a\nb"))
+
+    def test_agreesWithReference(self) -> None:
+        """
+        On random globs and subjects the compiled glob agrees with a plain
+        backtracking translation.
+        """
+        rng = random.Random(4)
+        for _ in range(3000):
+            glob = "".join(rng.choice("ab*/") for _ in range(rng.randint(0, 7)))
+            subject = "".join(rng.choice("ab/") for _ in range(rng.randint(0, 9)))
+            reference = ".*".join(re.escape(part) for part in glob.split("*"))
+            self.assertEqual(
+                _matches(glob, subject),
+                re.fullmatch(reference, subject, re.DOTALL) is not None,
+                (glob, subject),
+            )
+
+    def test_noCatastrophicBacktracking(self) -> None:
+        """
+        Many stars against a long subject that almost matches take little
+        time.
+        """
+        regex = compile_glob("*/*/*/*/*/x")
+        subject = "/" * 50000
+        start = time.perf_counter()
+        self.assertIsNone(regex.fullmatch(subject))
+        self.assertLess(time.perf_counter() - start, 1.0)
+
+
+class PathPatternTests(SynchronousTestCase):
+    """
+    Tests for L{PathPattern}.
+    """
+
+    def test_parsePath(self) -> None:
+        """
+        A pattern without a method has C{method} L{None}.
+        """
+        pattern = PathPattern.parse("/api/*")
+        self.assertIsNone(pattern.method)
+        self.assertEqual(pattern.path, "/api/*")
+        self.assertEqual(str(pattern), "/api/*")
+
+    def test_parseMethod(self) -> None:
+        """
+        C{METHOD PATH} names a method.
+        """
+        pattern = PathPattern.parse("POST /api/search")
+        self.assertEqual(pattern.method, "POST")
+        self.assertEqual(pattern.path, "/api/search")
+        self.assertEqual(str(pattern), "POST /api/search")
+
+    def test_parseStarPath(self) -> None:
+        """
+        A path may begin with C{*}.
+        """
+        self.assertEqual(PathPattern.parse("GET *.js").path, "*.js")
+
+    def test_parseErrors(self) -> None:
+        """
+        Malformed patterns raise L{PatternError}, a L{ValueError}.
+        """
+        for text in ["", "  ", "api/*", "get /x", "GET api", "GET /a /b", "G!T /x"]:
+            self.assertRaises(PatternError, PathPattern.parse, text)
+        self.assertTrue(issubclass(PatternError, ValueError))
+
+    def test_matchesAnyMethod(self) -> None:
+        """
+        A pattern without a method matches the path whatever the method.
+        """
+        pattern = PathPattern.parse("/x/*")
+        self.assertTrue(pattern.matches("GET", "/x/1"))
+        self.assertTrue(pattern.matches("POST", "/x/1"))
+        self.assertFalse(pattern.matches("GET", "/y/1"))
+
+    def test_matchesMethod(self) -> None:
+        """
+        A pattern naming a method matches only that method, and C{GET} also
+        matches C{HEAD}.
+        """
+        pattern = PathPattern.parse("GET /x")
+        self.assertTrue(pattern.matches("GET", "/x"))
+        self.assertTrue(pattern.matches("HEAD", "/x"))
+        self.assertFalse(pattern.matches("POST", "/x"))
+        self.assertFalse(PathPattern.parse("POST /x").matches("GET", "/x"))
+
+
+class RequestFilterTests(SynchronousTestCase):
+    """
+    Tests for L{RequestFilter}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Without patterns, C{GET} and C{HEAD} use the cache and other methods
+        do not.
+        """
+        f = RequestFilter([], [])
+        self.assertIsNone(f.bypass_reason("GET", "/anything"))
+        self.assertIsNone(f.bypass_reason("HEAD", "/anything"))
+        for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "get"]:
+            self.assertEqual(f.bypass_reason(method, "/anything"), "method")
+        self.assertEqual(f.methods, ("GET", "HEAD"))
+
+    def test_include(self) -> None:
+        """
+        With a non-empty include list, only matching paths use the cache.
+        """
+        f = RequestFilter(["/api/*", "*.css"], [])
+        self.assertIsNone(f.bypass_reason("GET", "/api/users"))
+        self.assertIsNone(f.bypass_reason("GET", "/static/site.css"))
+        self.assertEqual(f.bypass_reason("GET", "/about"), "not-included")
+
+    def test_exclude(self) -> None:
+        """
+        Paths matching an exclude pattern do not use the cache.
+        """
+        f = RequestFilter([], ["/admin/*"])
+        self.assertEqual(f.bypass_reason("GET", "/admin/x"), "excluded")
+        self.assertIsNone(f.bypass_reason("GET", "/admins"))
+
+    def test_excludeWins(self) -> None:
+        """
+        A path matching both an include and an exclude pattern is excluded.
+        """
+        f = RequestFilter(["/api/*"], ["/api/private/*"])
+        self.assertIsNone(f.bypass_reason("GET", "/api/public/1"))
+        self.assertEqual(f.bypass_reason("GET", "/api/private/1"), "excluded")
+
+    def test_headAsGet(self) -> None:
+        """
+        C{HEAD} is matched as if it were C{GET}: a C{GET} include covers it
+        and a C{GET} exclude excludes it.
+        """
+        f = RequestFilter(["GET /x/*"], ["GET /x/no"])
+        self.assertIsNone(f.bypass_reason("HEAD", "/x/yes"))
+        self.assertEqual(f.bypass_reason("HEAD", "/x/no"), "excluded")
+        self.assertEqual(f.bypass_reason("HEAD", "/y"), "not-included")
+
+    def test_methodPatternsOnlyForThatMethod(self) -> None:
+        """
+        An include naming C{GET} does not include other methods, and an
+        exclude naming C{POST} leaves C{GET} alone.
+        """
+        f = RequestFilter(["GET /x", "POST /s"], ["POST /x"])
+        self.assertIsNone(f.bypass_reason("GET", "/x"))
+        self.assertEqual(f.bypass_reason("GET", "/s"), "not-included")
+        self.assertEqual(f.bypass_reason("POST", "/x"), "excluded")
+
+    def test_otherMethodExplicitInclude(self) -> None:
+        """
+        A method other than C{GET} and C{HEAD} uses the cache only where an
+        include pattern names it.
+        """
+        f = RequestFilter(["POST /api/search", "/api/*"], [])
+        self.assertIsNone(f.bypass_reason("POST", "/api/search"))
+        self.assertEqual(f.bypass_reason("PUT", "/api/search"), "method")
+        self.assertEqual(f.methods, ("GET", "HEAD", "POST"))
+
+    def test_unnamedPatternsCoverEnabledMethods(self) -> None:
+        """
+        Patterns without a method apply to a method the include list
+        enabled, excludes included.
+        """
+        f = RequestFilter(["POST /api/search", "/api/*"], ["/api/secret"])
+        self.assertIsNone(f.bypass_reason("POST", "/api/other"))
+        self.assertEqual(f.bypass_reason("POST", "/api/secret"), "excluded")
+        self.assertEqual(f.bypass_reason("POST", "/else"), "not-included")
+
+    def test_methodCheckedFirst(self) -> None:
+        """
+        A method that may not use the cache gives C{"method"}, whatever the
+        patterns.
+        """
+        f = RequestFilter(["/x"], ["/x"])
+        self.assertEqual(f.bypass_reason("DELETE", "/x"), "method")
+
+    def test_invalidPattern(self) -> None:
+        """
+        A malformed pattern raises L{PatternError} at construction.
+        """
+        self.assertRaises(PatternError, RequestFilter, ["nope"], [])
+        self.assertRaises(PatternError, RequestFilter, [], ["GET"])
+
+    def test_manyPatterns(self) -> None:
+        """
+        Hundreds of patterns are combined: every one is honoured.
+        """
+        include = [f"/p{i}/*" for i in range(300)]
+        f = RequestFilter(include, ["/p7/x"])
+        self.assertIsNone(f.bypass_reason("GET", "/p299/a/b"))
+        self.assertIsNone(f.bypass_reason("GET", "/p0/"))
+        self.assertEqual(f.bypass_reason("GET", "/p7/x"), "excluded")
+        self.assertEqual(f.bypass_reason("GET", "/p300/a"), "not-included")
+
+
+class InvalidationPatternTests(SynchronousTestCase):
+    """
+    Tests for L{InvalidationPattern}.
+    """
+
+    def test_slashMatchesAnyMethod(self) -> None:
+        """
+        A pattern starting with C{/} matches the path part of keys of every
+        method, query included.
+        """
+        pattern = InvalidationPattern("/api/*")
+        self.assertTrue(pattern.matches("GET:/api/x"))
+        self.assertTrue(pattern.matches("POST:/api/y?z=1"))
+        self.assertTrue(pattern.matches("M-SEARCH:/api/"))
+        self.assertFalse(pattern.matches("GET:/other/api/x"))
+        self.assertFalse(pattern.matches("GET:/api"))
+
+    def test_slashExact(self) -> None:
+        """
+        A pattern without a star matches one path, for every method.
+        """
+        pattern = InvalidationPattern("/about")
+        self.assertTrue(pattern.matches("GET:/about"))
+        self.assertTrue(pattern.matches("HEAD:/about"))
+        self.assertFalse(pattern.matches("GET:/about?x=1"))
+
+    def test_slashCustomKey(self) -> None:
+        """
+        A custom key not of the form C{METHOD:/...} is matched whole.
+        """
+        pattern = InvalidationPattern("/api/*")
+        self.assertTrue(pattern.matches("/api/x"))
+        self.assertFalse(pattern.matches("tenant:/api/x"))
+        self.assertFalse(pattern.matches("v1|/api/x"))
+
+    def test_methodPrefix(self) -> None:
+        """
+        C{GET:/api/*} matches only C{GET} keys.
+        """
+        pattern = InvalidationPattern("GET:/api/*")
+        self.assertTrue(pattern.matches("GET:/api/x?y=1"))
+        self.assertFalse(pattern.matches("POST:/api/x"))
+
+    def test_leadingStar(self) -> None:
+        """
+        C{*/users/*} matches C{GET:/v1/users/7}.
+        """
+        pattern = InvalidationPattern("*/users/*")
+        self.assertTrue(pattern.matches("GET:/v1/users/7"))
+        self.assertTrue(pattern.matches("POST:/users/"))
+        self.assertFalse(pattern.matches("GET:/v1/user/7"))
+
+    def test_everything(self) -> None:
+        """
+        C{*} matches every key, custom keys and the empty key included.
+        """
+        pattern = InvalidationPattern("*")
+        for key in ["GET:/", "POST:/x?y", "custom", ""]:
+            self.assertTrue(pattern.matches(key))
+
+    def test_literal(self) -> None:
+        """
+        C{?} and C{.} in an invalidation pattern are literal.
+        """
+        pattern = InvalidationPattern("GET:/a.html?x=1")
+        self.assertTrue(pattern.matches("GET:/a.html?x=1"))
+        self.assertFalse(pattern.matches("GET:/aXhtml?x=1"))
+
+    def test_empty(self) -> None:
+        """
+        An empty pattern raises L{PatternError}.
+        """
+        self.assertRaises(PatternError, InvalidationPattern, "")
+
+    def test_repr(self) -> None:
+        """
+        The representation shows the pattern.
+        """
+        self.assertEqual(repr(InvalidationPattern("/x")), "InvalidationPattern('/x')")
