@@ -58,9 +58,14 @@ class ThreadRunner:
             self._pool = ThreadPool(0, self._maxThreads, self._name)
             self._pool.start()
             self._shutdownTrigger = self._reactor.addSystemEventTrigger(
-                "during", "shutdown", self.stop
+                "during", "shutdown", self._stopAtShutdown
             )
         return deferToThreadPool(self._reactor, self._pool, f, *args)
+
+    def _stopAtShutdown(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
 
     def stop(self) -> None:
         """

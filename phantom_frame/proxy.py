@@ -1,0 +1,553 @@
+"""
+L{ProxyServer}: one origin behind the cache, and L{ProxyResource}, the
+twisted.web resource that turns its HTTP requests into cache operations.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, List, Optional, Tuple
+from urllib.parse import unquote_to_bytes
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from .cache.cache import NOT_SHARED, CacheEntry, Exclusive, ResponseCache, Shared, variant_of
+from .cache.codec import STORED_CODING, Codec, DecodeError, choose_coding
+from .cache.keys import RequestInfo, default_cache_key
+from .cache.patterns import RequestFilter
+from .cache.policy import (
+    header_value,
+    is_soft_404,
+    media_type,
+    request_bypass_reason,
+    response_bypass_reason,
+    vary_names,
+)
+from .cache.store import FilesystemStore, MemoryStore
+from .proxyconfig import CacheStorageMode, CacheStrategy, CreateProxyConfig, ProxyMode
+from .upstream import (
+    FILL_DROPPED,
+    BodyRelay,
+    Header,
+    Origin,
+    UpstreamError,
+    UpstreamTimeout,
+    body_producer,
+    end_to_end,
+    known_length,
+)
+
+log = Logger()
+
+GET_HEAD = (b"GET", b"HEAD")
+
+#: Response headers the cache recomputes for every client.
+_RECOMPUTED = frozenset(
+    {b"content-length", b"content-encoding", b"vary", b"age", b"set-cookie"}
+)
+
+#: Media types whose bodies are compressed already: stored as they are.
+_PRECOMPRESSED = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "video/",
+    "audio/",
+    "font/woff",
+    "font/woff2",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/octet-stream",
+)
+
+#: Request headers the proxy sets itself (the Agent sets Content-Length from
+#: the body it sends).
+_REPLACED = frozenset(
+    {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+)
+
+_CODING_NAMES = {"br": b"br", "gzip": b"gzip", "deflate": b"deflate"}
+
+
+def cache_status(*params: str) -> bytes:
+    """
+    @return: a C{Cache-Status} field value (RFC 9211) for this cache.
+    """
+    return "; ".join(("phantom-frame",) + params).encode("ascii")
+
+
+STATUS_HIT = cache_status("hit")
+STATUS_STORED = cache_status("fwd=uri-miss", "stored")
+STATUS_COLLAPSED = cache_status("fwd=uri-miss", "collapsed")
+
+
+def split_target(request) -> Optional[Tuple[bytes, bytes]]:
+    """
+    Normalise the request target to origin-form, rewriting the request's
+    C{uri}, C{path} and C{postpath} for an absolute-form target.
+
+    @return: the raw path and the raw query (C{b""} for none), or C{None}
+        when the target is malformed.
+    """
+    uri = request.uri
+    if not uri.startswith(b"/"):
+        lowered = uri[:8].lower()
+        if not (lowered.startswith(b"http://") or lowered.startswith(b"https://")):
+            return None
+        slash = uri.find(b"/", uri.index(b"//") + 2)
+        query = uri.find(b"?", uri.index(b"//") + 2)
+        if slash < 0 or (0 <= query < slash):
+            uri = b"/" + (uri[query:] if query >= 0 else b"")
+        else:
+            uri = uri[slash:]
+        request.uri = uri
+        request.path = uri.split(b"?", 1)[0]
+        request.prepath = []
+        request.postpath = [unquote_to_bytes(s) for s in request.path[1:].split(b"/")]
+    path, _, query = uri.partition(b"?")
+    path = path.split(b"#", 1)[0]
+    if any(c < 0x21 or c == 0x7F for c in path):
+        return None
+    return path, query
+
+
+def stripped_path(request, raw_path: bytes) -> bytes:
+    """
+    @return: C{raw_path} without the segments of the prefix this resource
+        is mounted at (C{request.prepath}), starting with C{/}.
+    """
+    consumed = len(request.prepath)
+    if not consumed:
+        return raw_path
+    return b"/" + b"/".join(raw_path.split(b"/")[1 + consumed :])
+
+
+def is_upgrade(request) -> bool:
+    """
+    @return: whether the request asks to switch protocols: an C{Upgrade}
+        header and the C{upgrade} token in C{Connection} (any case, any
+        position).
+    """
+    headers = request.requestHeaders
+    if not headers.hasHeader(b"upgrade"):
+        return False
+    for value in headers.getRawHeaders(b"connection", ()):
+        for token in value.split(b","):
+            if token.strip().lower() == b"upgrade":
+                return True
+    return False
+
+
+def error_response(request, code: int, text: str, headers=()) -> bytes:
+    """
+    Prepare a short plain-text error answer (never a traceback).
+
+    @return: the body, to be returned from C{render}.
+    """
+    request.setResponseCode(code)
+    request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+    for name, value in headers:
+        request.responseHeaders.setRawHeaders(name, [value])
+    body = (text + "\n").encode("utf-8")
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
+    return body
+
+
+def _alive(request) -> bool:
+    return not (request.finished or getattr(request, "_disconnected", False))
+
+
+def _send_error(request, code: int, text: str, status: Optional[bytes] = None) -> None:
+    if not _alive(request):
+        return
+    request.responseHeaders = Headers()
+    body = error_response(request, code, text)
+    if status is not None:
+        request.responseHeaders.setRawHeaders(b"cache-status", [status])
+    request.write(body)
+    request.finish()
+
+
+class ProxyServer:
+    """
+    One origin: its settings, its cache and how its requests are answered.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: CreateProxyConfig,
+        agent: IAgent,
+        reactor,
+        runner: Callable,
+    ) -> None:
+        """
+        @param name: the server's name (config block), used for stats and
+            the filesystem bucket.
+        @param config: its settings.
+        @param agent: reaches the origin.
+        @param reactor: clock and threads.
+        @param runner: runs blocking work (compression, file I/O) off the
+            reactor thread.
+        """
+        self.name = name
+        self.config = config
+        self._clock = reactor
+        self.origin = Origin(config.proxy_url, agent, reactor, config.upstream_timeout)
+        self.filter = RequestFilter(config.include_paths, config.exclude_paths)
+        if config.cache_storage_mode == CacheStorageMode.FILESYSTEM:
+            import tempfile
+
+            directory = config.cache_directory or tempfile.gettempdir() + "/phantom-frame"
+            store = FilesystemStore(directory, name, runner)
+        else:
+            store = MemoryStore()
+        self.cache = ResponseCache(
+            name, store, reactor, config.cache_max_bytes, config.cache_404_capacity
+        )
+        self.codec = Codec(runner)
+        self.key_fn = config.cache_key_fn or default_cache_key
+        self.caching = config.cache_strategy != CacheStrategy.NONE
+        self.stored_coding = STORED_CODING[config.compress_strategy]
+        self.resource = ProxyResource(self)
+
+    def open(self) -> None:
+        """
+        Prepare the store (filesystem mode empties the server's bucket).
+        """
+        self.cache.store.open()
+
+    def close(self) -> None:
+        """
+        Drop the cache and close the store.
+        """
+        self.cache.close()
+
+    # Requests
+
+    def handle(self, request) -> Deferred[None]:
+        """
+        Answer C{request} (its target already normalised by L{split_target}).
+        """
+        d = Deferred.fromCoroutine(self._handle(request))
+        request.notifyFinish().addErrback(lambda _: d.cancel())
+        d.addErrback(self._unexpected, request)
+        return d
+
+    def _unexpected(self, failure: Failure, request) -> None:
+        if failure.check(CancelledError):
+            return
+        log.failure(
+            "unexpected error answering {method} {uri} for server {server}",
+            failure,
+            method=request.method,
+            uri=request.uri,
+            server=self.name,
+        )
+        _send_error(request, 500, "Internal Server Error")
+
+    async def _handle(self, request) -> None:
+        method = request.method
+        raw_path, query = split_target(request)  # checked by render
+        path = stripped_path(request, raw_path)
+        path_qs = path + b"?" + query if query else path
+        reason = self._bypass_reason(request, method, path)
+        if reason is not None:
+            await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=" + reason))
+            return
+        info = RequestInfo.from_raw(
+            b"GET" if method == b"HEAD" else method,
+            path,
+            query,
+            (
+                (name, value)
+                for name, values in request.requestHeaders.getAllRawHeaders()
+                for value in values
+            ),
+        )
+        try:
+            key = self.key_fn(info)
+        except Exception:
+            log.failure("cache key function failed for {path!r} on server {server}",
+                        path=path, server=self.name)
+            await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=key-error"))
+            return
+        header = _header_lookup(request)
+        entry = self.cache.lookup(key, header)
+        if entry is not None:
+            self.cache.hits += 1
+            await self._serve(request, entry, STATUS_HIT)
+            return
+        if self.config.proxy_mode == ProxyMode.PRE_GENERATE and not self.config.pre_generate_fallthrough:
+            _send_error(request, 404, "Not Found", cache_status("fwd=uri-miss", "detail=not-pre-generated"))
+            return
+        fwd = self._forward_headers(request, FILL_DROPPED)
+        fill_method = b"GET" if method == b"HEAD" else method
+        waiter, collapsed = self.cache.fill(
+            key,
+            lambda: Deferred.fromCoroutine(
+                self._fetch_for_cache(key, fill_method, path_qs, fwd, header)
+            ),
+        )
+        try:
+            result = await waiter
+        except UpstreamTimeout as e:
+            _send_error(request, 504, "Gateway Timeout", cache_status("fwd=uri-miss", "detail=timeout"))
+            log.warn("server {server}: {error}", server=self.name, error=str(e))
+            return
+        except UpstreamError as e:
+            _send_error(request, 502, "Bad Gateway", cache_status("fwd=uri-miss", "detail=origin-error"))
+            log.warn("server {server}: origin {origin} failed: {error}",
+                     server=self.name, origin=self.origin.url, error=str(e))
+            return
+        if result is NOT_SHARED:
+            await self._passthrough(request, path_qs, cache_status("fwd=uri-miss", "detail=not-shared"))
+        elif isinstance(result, Exclusive):
+            response, relay = result.value
+            await self._relay(request, response, relay, cache_status("fwd=uri-miss", "detail=" + result.reason))
+        else:
+            entry = result.entry
+            if entry.vary and entry.variant != variant_of(entry.vary, header):
+                await self._passthrough(request, path_qs, cache_status("fwd=uri-miss", "detail=vary"))
+            else:
+                await self._serve(request, entry, STATUS_COLLAPSED if collapsed else STATUS_STORED)
+
+    def _bypass_reason(self, request, method: bytes, path: bytes) -> Optional[str]:
+        if not self.caching:
+            return "strategy"
+        reason = self.filter.bypass_reason(method.decode("latin-1"), path.decode("latin-1"))
+        if reason is not None:
+            return reason
+        if request.requestHeaders.hasHeader(b"authorization"):
+            return "authorization"
+        return None
+
+    def _forward_headers(self, request, drop: frozenset = frozenset()) -> List[Header]:
+        headers = request.requestHeaders
+        pairs = end_to_end(
+            headers,
+            drop | _REPLACED,
+        )
+        client = getattr(request.getClientAddress(), "host", None)
+        forwarded = headers.getRawHeaders(b"x-forwarded-for", [])
+        if client:
+            forwarded = forwarded + [client.encode("ascii")]
+        if forwarded:
+            pairs.append((b"X-Forwarded-For", b", ".join(forwarded)))
+        pairs.append((b"X-Forwarded-Proto", b"https" if request.isSecure() else b"http"))
+        host = headers.getRawHeaders(b"host")
+        if host:
+            pairs.append((b"X-Forwarded-Host", host[0]))
+        return pairs
+
+    # Cache fills
+
+    async def _fetch_for_cache(
+        self,
+        key: str,
+        method: bytes,
+        path_qs: bytes,
+        headers: List[Header],
+        header: Callable[[str], Optional[str]],
+    ):
+        config = self.config
+        response = await self.origin.request(method, path_qs, headers)
+        rheaders = end_to_end(response.headers)
+        status = response.code
+        reason = response_bypass_reason(status, rheaders, config.cache_strategy)
+        if reason is None and status == 404 and not config.cache_404_capacity:
+            reason = "status"
+        length = known_length(response)
+        if reason is None and length is not None and length > config.max_cacheable_bytes:
+            reason = "size"
+        relay = BodyRelay(self._clock, config.upstream_timeout, None if reason else config.max_cacheable_bytes)
+        response.deliverBody(relay)
+        if reason is not None:
+            return Exclusive((response, relay), reason, relay.abort)
+        complete = await relay.ready()
+        if not complete:
+            return Exclusive((response, relay), "size", relay.abort)
+        body = relay.collected()
+        try:
+            identity = await self.codec.decode(body, header_value(rheaders, b"content-encoding"))
+        except DecodeError as e:
+            raise UpstreamError(f"origin sent a body that does not decode: {e}")
+        not_found = status == 404
+        phrase = response.phrase
+        if (
+            not not_found
+            and config.use_404_meta
+            and status == 200
+            and is_soft_404(identity)
+        ):
+            if not config.cache_404_capacity:
+                return Exclusive((response, relay), "status", relay.abort)
+            not_found, status, phrase = True, 404, b"Not Found"
+        coding = self.stored_coding
+        media = media_type(rheaders) or ""
+        if coding != "identity" and (len(identity) < 128 or media.startswith(_PRECOMPRESSED)):
+            coding = "identity"
+        encoded = identity
+        if coding != "identity":
+            encoded = await self.codec.encode(identity, coding)
+            if len(encoded) >= len(identity):
+                coding, encoded = "identity", identity
+        names = vary_names(rheaders)
+        stored = await self.cache.put_body(key, encoded)
+        entry = CacheEntry(
+            key=key,
+            status=status,
+            phrase=phrase,
+            headers=tuple((n, v) for n, v in rheaders if n.lower() not in _RECOMPUTED),
+            coding=coding,
+            body=stored,
+            identity_length=len(identity),
+            stored_at=self._clock.seconds(),
+            vary=names,
+            variant=variant_of(names, header) if names else (),
+            not_found=not_found,
+        )
+        return Shared(entry)
+
+    # Answers
+
+    async def _serve(self, request, entry: CacheEntry, status: bytes) -> None:
+        coding = choose_coding(request.requestHeaders.getRawHeaders(b"accept-encoding", [None])[0]
+                               if request.requestHeaders.hasHeader(b"accept-encoding") else None,
+                               entry.coding)
+        if coding is None:
+            _send_error(request, 406, "Not Acceptable: no acceptable content-coding", status)
+            return
+        stored = entry.body
+        body = stored.data
+        if body is None:
+            body = await self.cache.store.read(stored)
+        if coding != entry.coding:
+            body = await self.codec.decode(body, entry.coding.encode("ascii"))
+        if not _alive(request):
+            return
+        request.setResponseCode(entry.status, entry.phrase)
+        headers = Headers()
+        for name, value in entry.headers:
+            headers.addRawHeader(name, value)
+        if not headers.hasHeader(b"date"):
+            headers.setRawHeaders(b"date", [datetimeToString()])
+        if coding != "identity":
+            headers.setRawHeaders(b"content-encoding", [_CODING_NAMES[coding]])
+        vary = [b"Accept-Encoding"] + [n.encode("latin-1") for n in entry.vary]
+        headers.setRawHeaders(b"vary", [b", ".join(vary)])
+        headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        age = int(self._clock.seconds() - entry.stored_at)
+        headers.setRawHeaders(b"age", [b"%d" % (age if age > 0 else 0)])
+        headers.setRawHeaders(b"cache-status", [status])
+        request.responseHeaders = headers
+        request.write(body)
+        request.finish()
+
+    async def _passthrough(self, request, path_qs: bytes, status: bytes) -> None:
+        content = request.content
+        length = None
+        if request.requestHeaders.hasHeader(b"content-length") or request.requestHeaders.hasHeader(
+            b"transfer-encoding"
+        ):
+            content.seek(0, 2)
+            length = content.tell()
+        try:
+            response = await self.origin.request(
+                request.method,
+                path_qs,
+                self._forward_headers(request),
+                body_producer(content, length),
+            )
+        except UpstreamTimeout as e:
+            _send_error(request, 504, "Gateway Timeout", cache_status("fwd=bypass", "detail=timeout"))
+            log.warn("server {server}: {error}", server=self.name, error=str(e))
+            return
+        except UpstreamError as e:
+            _send_error(request, 502, "Bad Gateway", cache_status("fwd=bypass", "detail=origin-error"))
+            log.warn("server {server}: origin {origin} failed: {error}",
+                     server=self.name, origin=self.origin.url, error=str(e))
+            return
+        relay = BodyRelay(self._clock, self.config.upstream_timeout)
+        response.deliverBody(relay)
+        await self._relay(request, response, relay, status)
+
+    async def _relay(self, request, response, relay: BodyRelay, status: bytes) -> None:
+        if not _alive(request):
+            relay.abort()
+            return
+        request.setResponseCode(response.code, response.phrase)
+        headers = Headers()
+        for name, value in end_to_end(response.headers):
+            headers.addRawHeader(name, value)
+        if not headers.hasHeader(b"date"):
+            headers.setRawHeaders(b"date", [datetimeToString()])
+        headers.setRawHeaders(b"cache-status", [status])
+        request.responseHeaders = headers
+        if request.method == b"HEAD" and response.request.method != b"HEAD":
+            # A GET fill answering a HEAD: the headers are the answer.
+            request.write(b"")
+            request.finish()
+            relay.abort()
+            return
+        try:
+            await relay.stream_to(request)
+        except CancelledError:
+            relay.abort()
+            raise
+
+
+def _header_lookup(request) -> Callable[[str], Optional[str]]:
+    """
+    @return: a function giving a request header's value by lower-cased
+        name (repeated headers joined with C{", "}), as text.
+    """
+    headers = request.requestHeaders
+
+    def header(name: str) -> Optional[str]:
+        values = headers.getRawHeaders(name.encode("latin-1"))
+        if values is None:
+            return None
+        return ", ".join(v.decode("latin-1") for v in values)
+
+    return header
+
+
+class ProxyResource(Resource):
+    """
+    The twisted.web face of a L{ProxyServer}: mount it anywhere in a
+    L{twisted.web.server.Site}; the path it is mounted at is stripped.
+    """
+
+    isLeaf = True
+
+    def __init__(self, server: ProxyServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def render(self, request) -> object:
+        """
+        Gate the request, then answer it asynchronously.
+        """
+        request.defaultContentType = None
+        if split_target(request) is None:
+            return error_response(request, 400, "Bad Request: malformed request target")
+        config = self.server.config
+        if config.forward_get_only and request.method not in GET_HEAD:
+            return error_response(
+                request, 405, "Method Not Allowed", [(b"allow", b"GET, HEAD")]
+            )
+        if is_upgrade(request):
+            return error_response(request, 501, "Not Implemented: protocol upgrades are not tunnelled")
+        self.server.handle(request)
+        return NOT_DONE_YET

@@ -1,0 +1,49 @@
+"""
+The twistd plugin's options and service: C{twistd -n phantom-frame --config FILE}.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+
+class Options(usage.Options):
+    """
+    Command line of C{twistd phantom-frame}.
+    """
+
+    synopsis = "--config FILE"
+    longdesc = "Run phantom-frame, a caching reverse proxy, from a TOML config file."
+    optParameters = [["config", "c", None, "Path to the TOML configuration file."]]
+
+    def postOptions(self) -> None:
+        """
+        Load and validate the configuration now, so a bad one stops start-up
+        with every error listed.
+
+        @raise usage.UsageError: when C{--config} is missing or invalid.
+        """
+        from .config import ConfigError, load_config
+
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+        try:
+            self["parsed"] = load_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"invalid configuration {self['config']}:\n{e}")
+        except OSError as e:
+            raise usage.UsageError(f"cannot read {self['config']}: {e.strerror}")
+
+
+def makeService(options: Options, reactor=None) -> MultiService:
+    """
+    @param options: parsed L{Options}.
+    @param reactor: the reactor (the global one when omitted).
+    @return: the proxy's L{MultiService}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from .service import build_service
+
+    return build_service(options["parsed"], reactor)

@@ -1,0 +1,386 @@
+"""
+Talking to an origin: the request we send, the errors we map, and the relay
+that moves a response body to a client (streamed, with back-pressure) or into
+memory (bounded) for the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Tuple
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectingCancelledError, TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
+from zope.interface import implementer
+
+log = Logger()
+
+Header = Tuple[bytes, bytes]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+#: Request headers a cache fill never forwards: the fill wants the whole,
+#: unconditional representation, in a coding we can store.
+FILL_DROPPED = frozenset(
+    {
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-match",
+        b"if-unmodified-since",
+        b"if-range",
+        b"range",
+        b"accept-encoding",
+        b"content-length",
+    }
+)
+
+
+class UpstreamError(Exception):
+    """
+    The origin could not give us a response (refused, reset, unreachable).
+    """
+
+
+class UpstreamTimeout(UpstreamError):
+    """
+    The origin did not answer within C{upstream_timeout}.
+    """
+
+
+def connection_tokens(headers: Headers) -> frozenset:
+    """
+    @return: the lower-cased tokens of every C{Connection} header.
+    """
+    tokens = set()
+    for value in headers.getRawHeaders(b"connection", ()):
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                tokens.add(token)
+    return frozenset(tokens)
+
+
+def end_to_end(headers: Headers, drop: frozenset = frozenset()) -> List[Header]:
+    """
+    The headers of a message that travel past a proxy, in order, repeated
+    headers kept.
+
+    @param headers: the received headers.
+    @param drop: further lower-case names to leave out.
+    @return: C{(name, value)} pairs without hop-by-hop headers, without
+        those named in C{Connection}, and without C{drop}.
+    """
+    excluded = HOP_BY_HOP | connection_tokens(headers) | drop
+    pairs = []
+    for name, values in headers.getAllRawHeaders():
+        if name.lower() in excluded:
+            continue
+        for value in values:
+            pairs.append((name, value))
+    return pairs
+
+
+class Origin:
+    """
+    One origin server (a C{proxy_url}) reached through an L{IAgent}.
+    """
+
+    def __init__(
+        self, proxy_url: str, agent: IAgent, clock: IReactorTime, timeout: float
+    ) -> None:
+        """
+        @param proxy_url: C{http[s]://host[:port][/base]}; the base path
+            prefixes every upstream path.
+        @param agent: makes the requests (a pooled L{twisted.web.client.Agent}).
+        @param clock: schedules the timeout.
+        @param timeout: seconds to wait for response headers, and at most
+            between two chunks of a response body.
+        """
+        parts = urlsplit(proxy_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL with a host, got {proxy_url!r}")
+        self.url = proxy_url
+        self.scheme = parts.scheme.encode("ascii")
+        self.netloc = parts.netloc.encode("idna" if not parts.netloc.isascii() else "ascii")
+        self.base_path = parts.path.rstrip("/").encode("utf-8")
+        self._prefix = self.scheme + b"://" + self.netloc + self.base_path
+        self._agent = agent
+        self._clock = clock
+        self.timeout = timeout
+
+    def url_for(self, path_and_query: bytes) -> bytes:
+        """
+        @param path_and_query: the stripped path, starting with C{/}, with
+            its query.
+        @return: the absolute upstream URL.
+        """
+        return self._prefix + path_and_query
+
+    def request(
+        self,
+        method: bytes,
+        path_and_query: bytes,
+        headers: Iterable[Header],
+        body: Optional[IBodyProducer] = None,
+    ) -> Deferred[IResponse]:
+        """
+        Send a request and wait (at most C{timeout}) for the response head.
+
+        @return: a L{Deferred} firing with the L{IResponse}, or failing with
+            L{UpstreamTimeout} or L{UpstreamError}. Cancelling it cancels the
+            request.
+        """
+        h = Headers()
+        for name, value in headers:
+            h.addRawHeader(name, value)
+        h.setRawHeaders(b"host", [self.netloc])
+        d = self._agent.request(method, self.url_for(path_and_query), h, body)
+        timedOut = []
+
+        def onTimeout() -> None:
+            timedOut.append(True)
+            d.cancel()
+
+        delayed = self._clock.callLater(self.timeout, onTimeout)
+
+        def done(result):
+            if delayed.active():
+                delayed.cancel()
+            if isinstance(result, Failure):
+                if timedOut:
+                    raise UpstreamTimeout(
+                        f"no answer from {self.url} within {self.timeout:g}s"
+                    )
+                if result.check(CancelledError):
+                    return result
+                raise UpstreamError(_describe(result))
+            return result
+
+        d.addBoth(done)
+        return d
+
+
+def _describe(failure: Failure) -> str:
+    """
+    @return: a short reason for an upstream failure, fit for a log line.
+    """
+    value = failure.value
+    reasons = getattr(value, "reasons", None)
+    if reasons:
+        return "; ".join(_describe(r) for r in reasons)
+    if isinstance(value, (ConnectingCancelledError, TimeoutError)):
+        return "connection timed out"
+    text = str(value).strip() or type(value).__name__
+    return text
+
+
+def body_producer(content, length: Optional[int]) -> Optional[IBodyProducer]:
+    """
+    The producer for a client's request body, as twisted.web stored it.
+
+    @param content: the request's C{content} file (memory or a temp file).
+    @param length: the body's length from the request head; C{None} when
+        the request had no body.
+    """
+    if not length:
+        if length == 0:
+            return _BytesProducer(b"")
+        return None
+    content.seek(0, 0)
+    if length <= 65536:
+        return _BytesProducer(content.read())
+    return FileBodyProducer(content)
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """
+    A small body written in one go.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class BodyTooLarge(Exception):
+    """
+    Internal signal: a body grew past the buffering limit.
+    """
+
+
+class BodyRelay(Protocol):
+    """
+    Receives a response body, in one of three modes: I{buffer} (collect up to
+    C{limit} bytes, for the cache), I{held} (origin paused, waiting to be
+    handed to a client) and I{stream} (written to a request as it arrives,
+    with back-pressure: the origin connection is the request's producer).
+
+    A buffering relay that overflows pauses the origin and becomes held;
+    L{stream_to} then sends what it has and the rest.
+    """
+
+    _BUFFER, _HELD, _STREAM = range(3)
+
+    def __init__(
+        self, clock: IReactorTime, idleTimeout: float, limit: Optional[int] = None
+    ) -> None:
+        """
+        @param clock: for the idle timeout.
+        @param idleTimeout: seconds the origin may pause between chunks.
+        @param limit: bytes to buffer before overflowing; C{None} to hold the
+            body for L{stream_to} from the start.
+        """
+        self._clock = clock
+        self._idleTimeout = idleTimeout
+        self._limit = limit
+        self._mode = self._HELD if limit is None else self._BUFFER
+        self._chunks: List[bytes] = []
+        self._size = 0
+        self._request = None
+        self._idle: Optional[IDelayedCall] = None
+        self._lost: Optional[Failure] = None
+        self._timedOut = False
+        self._ready: Deferred[bool] = Deferred(lambda d: self.abort())
+        self._streamed: Optional[Deferred[None]] = None
+
+    def ready(self) -> Deferred[bool]:
+        """
+        In buffer mode: fires with C{True} once the whole body is buffered
+        (see L{collected}), with C{False} when it overflowed the limit (the
+        relay is then held), or fails on a transfer error. Cancelling it
+        aborts the transfer.
+        """
+        return self._ready
+
+    def connectionMade(self) -> None:
+        self._idle = self._clock.callLater(self._idleTimeout, self._onIdle)
+
+    def _onIdle(self) -> None:
+        self._timedOut = True
+        self._idle = None
+        self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._idle is not None:
+            self._idle.reset(self._idleTimeout)
+        if self._mode == self._STREAM:
+            self._request.write(data)
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._mode == self._BUFFER and self._size > self._limit:
+            self._mode = self._HELD
+            self.transport.pauseProducing()
+            self._ready.callback(False)
+
+    def collected(self) -> bytes:
+        """
+        @return: the buffered body.
+        """
+        return b"".join(self._chunks)
+
+    def stream_to(self, request) -> Deferred[None]:
+        """
+        Write what is buffered to C{request}, then stream the rest of the
+        body to it with back-pressure, and finish it.
+
+        @return: a L{Deferred} firing when the request is over (finished or
+            cut short); it never fails.
+        """
+        streamed = self._streamed = Deferred()
+        chunks, self._chunks = self._chunks, []
+        for chunk in chunks:
+            request.write(chunk)
+        if self._lost is not None:
+            self._finish(request, self._lost)
+        else:
+            self._mode = self._STREAM
+            self._request = request
+            request.registerProducer(self.transport, True)
+            self.transport.resumeProducing()
+        return streamed
+
+    def abort(self) -> None:
+        """
+        Give up on the body: close the origin connection.
+        """
+        if self._lost is None and self.transport is not None:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._idle is not None:
+            if self._idle.active():
+                self._idle.cancel()
+            self._idle = None
+        if self._timedOut:
+            reason = Failure(UpstreamTimeout("origin stalled while sending the body"))
+        self._lost = reason
+        if self._mode == self._STREAM:
+            self._request.unregisterProducer()
+            self._finish(self._request, reason)
+        elif self._mode == self._BUFFER and not self._ready.called:
+            if reason.check(ResponseDone, PotentialDataLoss):
+                self._ready.callback(True)
+            else:
+                self._ready.errback(reason)
+        # Held: stream_to (or whoever aborted) sees _lost.
+
+    def _finish(self, request, reason: Failure) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            pass
+        elif reason.check(ResponseDone, PotentialDataLoss):
+            request.finish()
+        else:
+            # Mid-body failure: the status line is gone, so the only honest
+            # signal left is to cut the connection short.
+            log.warn(
+                "origin body failed mid-stream: {reason}",
+                reason=reason.getErrorMessage(),
+            )
+            if request.channel is not None:
+                request.channel.transport.abortConnection()
+        streamed, self._streamed = self._streamed, None
+        if streamed is not None:
+            streamed.callback(None)
+
+
+def known_length(response: IResponse) -> Optional[int]:
+    """
+    @return: the response's body length, or C{None} when unknown.
+    """
+    length = response.length
+    return None if length is UNKNOWN_LENGTH else length

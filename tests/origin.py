@@ -1,0 +1,270 @@
+"""
+A real origin server for end-to-end tests, and helpers to run the proxy and
+a client against it on loopback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections import Counter
+from typing import Any, Dict, List, Optional
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IPushProducer
+from io import BytesIO
+
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
+
+from phantom_frame import CreateProxyConfig, create_proxy
+
+PAGE = b"<!doctype html><html><body>" + b"phantom frame " * 200 + b"</body></html>"
+
+
+@implementer(IPushProducer)
+class StreamingBody:
+    """
+    Writes C{total} bytes to a request in chunks, honouring pause/resume, and
+    records how far it got (to observe back-pressure).
+    """
+
+    chunk = b"x" * 65536
+
+    def __init__(self, request, total: int) -> None:
+        self.request = request
+        self.remaining = total
+        self.sent = 0
+        self.paused = False
+        self.pauses = 0
+        self.stopped = False
+        request.registerProducer(self, True)
+        reactor.callLater(0, self._produce)
+
+    def _produce(self) -> None:
+        while not self.paused and not self.stopped and self.remaining > 0:
+            data = self.chunk[: min(len(self.chunk), self.remaining)]
+            self.remaining -= len(data)
+            self.sent += len(data)
+            self.request.write(data)
+        if self.remaining <= 0 and not self.stopped:
+            self.stopped = True
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            reactor.callLater(0, self._produce)
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class Origin(Resource):
+    """
+    The test origin. Every request is counted in C{hits} by path; paths
+    choose the behaviour.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hits: Counter = Counter()
+        self.requests: List[Dict[str, Any]] = []
+        self.pending: List[Any] = []
+        self.streams: List[StreamingBody] = []
+        self.gate: Optional[Deferred] = None
+
+    def render(self, request) -> Any:
+        path = request.path.decode()
+        self.hits[path] += 1
+        body = request.content.read()
+        self.requests.append(
+            {
+                "method": request.method.decode(),
+                "uri": request.uri.decode(),
+                "headers": {
+                    k.decode().lower(): [v.decode() for v in vs]
+                    for k, vs in request.requestHeaders.getAllRawHeaders()
+                },
+                "body": body,
+            }
+        )
+        if path.startswith("/echo"):
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"set-cookie", b"echo=1")
+            return json.dumps(
+                {
+                    "method": request.method.decode(),
+                    "uri": request.uri.decode(),
+                    "headers": self.requests[-1]["headers"],
+                    "length": len(body),
+                    "sha256": hashlib.sha256(body).hexdigest(),
+                }
+            ).encode()
+        if path == "/gated":
+            # Answer only when the test fires self.gate.
+            def answer(_: Any) -> None:
+                request.setHeader(b"content-type", b"text/html")
+                request.write(PAGE)
+                request.finish()
+
+            self.gate.addCallback(answer)
+            return NOT_DONE_YET
+        if path == "/slow":
+            self.pending.append(request)
+            return NOT_DONE_YET
+        if path == "/big":
+            total = int(request.args.get(b"n", [b"1048576"])[0])
+            request.setHeader(b"content-type", b"application/octet-stream")
+            if b"length" in request.args:
+                request.setHeader(b"content-length", b"%d" % total)
+            self.streams.append(StreamingBody(request, total))
+            return NOT_DONE_YET
+        if path == "/cookie":
+            request.responseHeaders.setRawHeaders(b"set-cookie", [b"a=1", b"b=2"])
+            request.setHeader(b"content-type", b"text/html")
+            return b"cookie " + str(self.hits[path]).encode()
+        if path == "/nostore":
+            request.setHeader(b"cache-control", b"no-store")
+            request.setHeader(b"content-type", b"text/html")
+            return b"nostore " + str(self.hits[path]).encode()
+        if path == "/private":
+            request.setHeader(b"cache-control", b"private, max-age=60")
+            request.setHeader(b"content-type", b"text/html")
+            return b"private " + str(self.hits[path]).encode()
+        if path == "/redirect":
+            request.setResponseCode(302)
+            request.setHeader(b"location", b"/page/target")
+            return b""
+        if path.startswith("/status/"):
+            request.setResponseCode(int(path.split("/")[2]))
+            request.setHeader(b"content-type", b"text/plain")
+            return b"status " + path.split("/")[2].encode()
+        if path == "/gzip":
+            request.setHeader(b"content-type", b"text/html")
+            request.setHeader(b"content-encoding", b"gzip")
+            return gzip.compress(PAGE)
+        if path == "/weird-encoding":
+            request.setHeader(b"content-type", b"text/html")
+            request.setHeader(b"content-encoding", b"x-custom")
+            return b"opaque"
+        if path.endswith(".png"):
+            request.setHeader(b"content-type", b"image/png")
+            return b"\x89PNG fake image " + str(self.hits[path]).encode()
+        if path.endswith(".css"):
+            request.setHeader(b"content-type", b"text/css; charset=utf-8")
+            return b"body { color: red }"
+        if path.endswith(".json"):
+            request.setHeader(b"content-type", b"application/json")
+            return b'{"ok": true}'
+        if path == "/vary":
+            request.setHeader(b"content-type", b"text/html")
+            request.setHeader(b"vary", b"Accept-Language")
+            lang = request.getHeader(b"accept-language") or b"none"
+            return b"lang=" + lang
+        if path == "/soft404":
+            request.setHeader(b"content-type", b"text/html")
+            return b'<html><head><meta name="phantom-404" content="true"></head></html>'
+        if path == "/plain":
+            request.defaultContentType = None
+            return b"no content type"
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return PAGE + path.encode() + b" " + str(self.hits[path]).encode()
+
+
+class Running:
+    """
+    An origin, a proxy in front of it and a client, all on loopback; every
+    port, pooled connection and pending request is cleaned up.
+    """
+
+    def __init__(self, testcase, config: Optional[CreateProxyConfig] = None, **proxy: Any) -> None:
+        self.testcase = testcase
+        self.origin = Origin()
+        self.originSite = Site(self.origin)
+        self.originPort = reactor.listenTCP(0, self.originSite, interface="127.0.0.1")
+        testcase.addCleanup(self._stopOrigin)
+        url = "http://127.0.0.1:%d" % (self.originPort.getHost().port,)
+        if config is None:
+            config = CreateProxyConfig(url)
+        else:
+            import attr
+
+            config = attr.evolve(config, proxy_url=url)
+        from phantom_frame.library import default_agent
+
+        self.agent, self.upstreamPool = default_agent(reactor)
+        self.resource, self.handle = create_proxy(config, reactor, agent=self.agent, **proxy)
+        self.server = next(self.handle.servers())
+        testcase.addCleanup(self.handle.close)
+        testcase.addCleanup(self.upstreamPool.closeCachedConnections)
+        self.site = Site(self.resource)
+        self.site.displayTracebacks = False
+        self.site.noisy = False
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        testcase.addCleanup(self.port.stopListening)
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        testcase.addCleanup(self.pool.closeCachedConnections)
+        self.client = Agent(reactor, pool=self.pool)
+        self.base = "http://127.0.0.1:%d" % (self.port.getHost().port,)
+
+    def _stopOrigin(self) -> Deferred:
+        for request in self.origin.pending:
+            if not request.finished and not request._disconnected:
+                request.finish()
+        for stream in self.origin.streams:
+            stream.stopProducing()
+        return self.originPort.stopListening()
+
+    def request(
+        self, method: str, path: str, headers: Optional[Dict[str, str]] = None, data: Optional[bytes] = None
+    ) -> Deferred:
+        """
+        Send a request through the proxy with a plain L{Agent}: no redirects
+        followed, no content decoding, headers sent as given.
+        """
+        h = Headers({k: [v] for k, v in (headers or {}).items()})
+        body = None if data is None else FileBodyProducer(BytesIO(data))
+        return self.client.request(method.encode(), (self.base + path).encode(), h, body)
+
+    def fetch(self, method: str, path: str, **kw: Any) -> Deferred:
+        """
+        @return: a L{Deferred} firing with the response and its whole body.
+        """
+        return Deferred.fromCoroutine(self._fetch(method, path, **kw))
+
+    async def _fetch(self, method: str, path: str, **kw: Any):
+        response = await self.request(method, path, **kw)
+        body = await treq.content(response)
+        return response, body
+
+
+def header(response, name: str) -> Optional[str]:
+    """
+    @return: the response header's first value, decoded.
+    """
+    values = response.headers.getRawHeaders(name.encode("latin-1"))
+    return values[0].decode("latin-1") if values else None
+
+
+def gather(ds) -> Deferred:
+    """
+    @return: a L{Deferred} firing with the results of C{ds}, failing on the
+        first failure.
+    """
+    return DeferredList(list(ds), fireOnOneErrback=True, consumeErrors=True).addCallback(
+        lambda results: [r for _, r in results]
+    )
