@@ -108,9 +108,11 @@ class _LRU:
 
     def put(self, entry: CacheEntry) -> List[CacheEntry]:
         """
-        Store C{entry}, replacing the one in its slot.
+        Store C{entry}, replacing the one in its slot. An entry larger than
+        C{max_bytes} is not stored (it would evict everything else first).
 
-        @return: the replaced entry (if any) followed by what was evicted.
+        @return: the replaced entry (if any) followed by what was evicted,
+            C{entry} itself among them when it was not stored.
         """
         slot = (entry.key, entry.variant)
         dropped = []
@@ -118,6 +120,9 @@ class _LRU:
         if old is not None:
             self.bytes -= old.size
             dropped.append(old)
+        if entry.size > self.max_bytes:
+            dropped.append(entry)
+            return dropped
         self.entries[slot] = entry
         self.bytes += entry.size
         while self.entries and (
@@ -204,11 +209,17 @@ class _Flight:
         waiters, self.waiters = self.waiters, []
         self.fetching = None
         if isinstance(result, Failure):
+            if not waiters and not result.check(CancelledError):
+                log.failure(
+                    "fill of {key!r} on server {server} failed with nobody waiting",
+                    result,
+                    key=self.key,
+                    server=self.cache.name,
+                )
             for waiter in waiters:
-                waiter.errback(Failure(result.value, result.type, result.tb))
+                if not waiter.called:
+                    waiter.errback(Failure(result.value, result.type, result.tb))
             return
-        if isinstance(result, Shared) and not self.doomed:
-            self.cache._store(result.entry)
         if isinstance(result, Exclusive):
             if not waiters:
                 result.release()
@@ -216,10 +227,20 @@ class _Flight:
             first, rest = waiters[0], waiters[1:]
             first.callback(result)
             for waiter in rest:
-                waiter.callback(NOT_SHARED)
+                if not waiter.called:
+                    waiter.callback(NOT_SHARED)
             return
+        stored = False
+        if isinstance(result, Shared) and not self.doomed:
+            stored = self.cache._store(result.entry)
         for waiter in waiters:
-            waiter.callback(result)
+            # A waiter's callback may have cancelled a later waiter.
+            if not waiter.called:
+                waiter.callback(result)
+        if isinstance(result, Shared) and not stored:
+            # Not held by the cache: its body goes once the waiters have
+            # started reading it.
+            self.cache._forget(result.entry)
 
 
 class ResponseCache:
@@ -240,14 +261,15 @@ class ResponseCache:
         @param name: the server's name, for logs and stats.
         @param store: where bodies live (L{MemoryStore}/L{FilesystemStore}).
         @param clock: gives entries their storage time.
-        @param max_bytes: bound on the bytes of stored entries (main cache;
-            the 404 cache is bounded by a quarter of it as well).
+        @param max_bytes: bound on the bytes of stored entries, both caches
+            together; the 404 cache may take at most a quarter of it.
         @param max_404_entries: entries of the 404 cache; 0 disables it.
         @param max_variants: how many C{Vary} variants one key may have.
         """
         self.name = name
         self.store = store
         self._clock = clock
+        self._maxBytes = max_bytes
         self._main = _LRU(max_bytes)
         self._notFound = _LRU(max_bytes // 4, max_404_entries)
         self._max404 = max_404_entries
@@ -352,7 +374,13 @@ class ResponseCache:
         """
         return self.store.put(key, body)
 
-    def _store(self, entry: CacheEntry) -> None:
+    def _store(self, entry: CacheEntry) -> bool:
+        """
+        Hold C{entry}, dropping what it replaces and what it evicts.
+
+        @return: whether C{entry} is held (it is not when larger than its
+            LRU's bound); when it is not, its body is the caller's to delete.
+        """
         key = entry.key
         if entry.vary:
             if self._vary.get(key) != entry.vary:
@@ -371,11 +399,21 @@ class ResponseCache:
         other = self._main if entry.not_found else self._notFound
         self._forget(other.pop((key, entry.variant)))
         dropped = lru.put(entry)
+        # Both LRUs together stay within max_bytes: the 404 cache's own
+        # bound is a quarter of it, and the main cache yields the rest.
+        main = self._main
+        while main.entries and main.bytes + self._notFound.bytes > self._maxBytes:
+            dropped.append(main.entries.popitem(last=False)[1])
+            main.bytes -= dropped[-1].size
         for victim in dropped:
-            if victim is not entry and (victim.key, victim.variant) != (key, entry.variant):
+            if victim is entry:
+                self._untrackVariant(entry)
+                continue
+            if (victim.key, victim.variant) != (key, entry.variant):
                 self.evictions += 1
                 self._untrackVariant(victim)
             self._forget(victim)
+        return entry not in dropped
 
     def _untrackVariant(self, entry: CacheEntry) -> None:
         variants = self._variants.get(entry.key)
