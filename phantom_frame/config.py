@@ -565,7 +565,7 @@ def _url_check(what: str, allow_query: bool) -> Callable[[object], str]:
         if isinstance(value, str) and not any(c.isspace() for c in value):
             try:
                 parts = urlsplit(value)
-                parts.port  # raises ValueError for a bad port
+                parts.port  # noqa: B018 (raises ValueError for a bad port)
             except ValueError as e:
                 raise _Invalid(f"{expected}, got {_show(value)} ({e})") from None
             if parts.scheme in ("http", "https") and parts.hostname:

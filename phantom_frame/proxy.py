@@ -5,7 +5,6 @@ twisted.web resource that turns its HTTP requests into cache operations.
 
 from __future__ import annotations
 
-import time
 from typing import Callable, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
@@ -26,7 +25,6 @@ from .cache.policy import (
     header_value,
     is_soft_404,
     media_type,
-    request_bypass_reason,
     response_bypass_reason,
     vary_names,
 )

@@ -6,7 +6,7 @@ holding the caches, the listeners and the control site.
 from __future__ import annotations
 
 import signal
-from typing import Any, List
+from typing import Any, List, Optional
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
@@ -20,6 +20,7 @@ from .config import Config
 from .control import ControlResource
 from .library import CacheHandle, create_proxy, default_agent
 from .routing import Router
+from .tls import CertificateReloader, ReloadableContext, tls_factory
 
 log = Logger()
 
@@ -149,29 +150,21 @@ class CacheService(Service):
         return self._pool.closeCachedConnections()
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
-
-
-def https_endpoint(config: Config) -> str:
-    """
-    @return: the strports description of the TLS listener.
-    """
-    if config.https_listen:
-        return config.https_listen
-    return "ssl:port={}:interface={}:privateKey={}:certKey={}".format(
-        config.https_port,
-        _escape(config.bind_address),
-        _escape(config.key_path),
-        _escape(config.cert_path),
-    )
-
-
-def build_service(config: Config, reactor) -> MultiService:
+def build_service(
+    config: Config,
+    reactor,
+    tls: Optional[ReloadableContext] = None,
+    install_signals: bool = False,
+) -> MultiService:
     """
     @param config: a validated configuration.
     @param reactor: the reactor everything runs on.
+    @param tls: the HTTPS certificate, already loaded (loaded here when
+        omitted and an HTTPS listener is configured).
+    @param install_signals: reload the certificate on C{SIGHUP} (only for
+        the process's real reactor).
     @return: the whole proxy, ready for C{setServiceParent}.
+    @raise TLSConfigError: when the certificate or key cannot be used.
     """
     top = MultiService()
     agent, pool = default_agent(reactor)
@@ -189,8 +182,12 @@ def build_service(config: Config, reactor) -> MultiService:
     CacheService(handle, pool, runner).setServiceParent(top)
     GracefulStop([site], config.shutdown_grace, reactor).setServiceParent(top)
     strports.service(config.http_endpoint(), site, reactor=reactor).setServiceParent(top)
-    if config.https_port is not None or config.https_listen:
-        strports.service(https_endpoint(config), site, reactor=reactor).setServiceParent(top)
+    https = config.https_port_endpoint()
+    if https is not None:
+        if tls is None:
+            tls = ReloadableContext(config.cert_path, config.key_path)
+        strports.service(https, tls_factory(tls, site), reactor=reactor).setServiceParent(top)
+        CertificateReloader(tls, reactor, install_signals).setServiceParent(top)
     control = server.Site(ControlResource(handle, config.control_auth), reactor=reactor)
     control.displayTracebacks = False
     control.noisy = False

@@ -25,6 +25,7 @@ class Options(usage.Options):
         @raise usage.UsageError: when C{--config} is missing or invalid.
         """
         from .config import ConfigError, load_config
+        from .tls import ReloadableContext, TLSConfigError
 
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
@@ -34,6 +35,13 @@ class Options(usage.Options):
             raise usage.UsageError(f"invalid configuration {self['config']}:\n{e}")
         except OSError as e:
             raise usage.UsageError(f"cannot read {self['config']}: {e.strerror}")
+        config = self["parsed"]
+        self["tls"] = None
+        if config.https_port_endpoint() is not None:
+            try:
+                self["tls"] = ReloadableContext(config.cert_path, config.key_path)
+            except TLSConfigError as e:
+                raise usage.UsageError(f"invalid configuration {self['config']}: {e}")
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
@@ -46,4 +54,6 @@ def makeService(options: Options, reactor=None) -> MultiService:
         from twisted.internet import reactor
     from .service import build_service
 
-    return build_service(options["parsed"], reactor)
+    return build_service(
+        options["parsed"], reactor, tls=options.get("tls"), install_signals=True
+    )

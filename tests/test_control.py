@@ -9,9 +9,6 @@ import json
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.test.requesthelper import DummyRequest
 
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.cache import CacheEntry

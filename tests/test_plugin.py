@@ -19,7 +19,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+import treq
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from phantom_frame import tap
 from phantom_frame.service import ProxySite
@@ -191,7 +192,7 @@ class TwistdTests(TestCase):
                     break
                 await deferLater(reactor, 0.05, lambda: None)
         self.assertIsNotNone(response, b"".join(child.output).decode(errors="replace"))
-        body = await readBody(response)
+        body = await treq.content(response)
         self.assertEqual(response.code, 200)
         self.assertTrue(body.startswith(PAGE))
         self.assertEqual(origin.requests[-1]["uri"], "/v1/page")

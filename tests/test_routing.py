@@ -69,7 +69,7 @@ class RouterTests(SynchronousTestCase):
         """
         C{/api} takes C{/api}, C{/api/} and C{/api/x}, but not C{/apix}.
         """
-        for uri, name, path in (
+        for uri, name, _stripped in (
             (b"/api", b"api", b"/"),
             (b"/api/", b"api", b"/"),
             (b"/api/users?x=1", b"api", b"/users"),

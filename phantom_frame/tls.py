@@ -1,0 +1,174 @@
+"""
+The HTTPS listener's certificate: loaded and checked at start, TLS 1.2 or
+newer, layered over any listening endpoint, and reloadable without dropping
+connections.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from typing import Any, List, Optional
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL, crypto
+from twisted.application.service import Service
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.logger import Logger
+from zope.interface import implementer
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+log = Logger()
+
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+class TLSConfigError(ValueError):
+    """
+    The certificate or key cannot be used; the message names the key.
+    """
+
+
+def _read(path: str, key: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise TLSConfigError(f"{key}: cannot read {path}: {e.strerror}") from None
+
+
+def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
+    """
+    Load a PEM certificate chain and its PEM private key into a server
+    context that accepts TLS 1.2 and newer.
+
+    @param cert_path: the leaf certificate followed by its intermediates.
+    @param key_path: the private key of the leaf certificate.
+    @raise TLSConfigError: when a file is missing, unreadable, not PEM, or
+        the key does not belong to the certificate; the message names the
+        config key at fault.
+    """
+    chain_pem = _read(cert_path, "cert_path")
+    key_pem = _read(key_path, "key_path")
+    blocks: List[bytes] = _PEM_CERT.findall(chain_pem)
+    if not blocks:
+        raise TLSConfigError(f"cert_path: no PEM certificate in {cert_path}")
+    try:
+        chain = [x509.load_pem_x509_certificate(block) for block in blocks]
+    except ValueError as e:
+        raise TLSConfigError(f"cert_path: invalid certificate in {cert_path}: {e}") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise TLSConfigError(f"key_path: no usable PEM private key in {key_path}") from None
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_session_id(b"phantom-frame")
+    try:
+        context.use_certificate(_compatible(chain[0]))
+        for extra in chain[1:]:
+            context.add_extra_chain_cert(_compatible(extra))
+        context.use_privatekey(_compatible_key(key))
+        context.check_privatekey()
+    except SSL.Error:
+        raise TLSConfigError(
+            f"key_path: the key in {key_path} does not match the certificate in {cert_path}"
+        ) from None
+    return context
+
+
+def _compatible(cert: x509.Certificate) -> Any:
+    # pyOpenSSL >= 24.3 takes cryptography objects; older ones need X509.
+    if _TAKES_CRYPTOGRAPHY:
+        return cert
+    return crypto.X509.from_cryptography(cert)
+
+
+def _compatible_key(key: Any) -> Any:
+    if _TAKES_CRYPTOGRAPHY:
+        return key
+    return crypto.PKey.from_cryptography_key(key)
+
+
+_TAKES_CRYPTOGRAPHY = "x509.Certificate" in str(
+    getattr(SSL.Context.use_certificate, "__annotations__", {}).get("cert", "")
+)
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableContext:
+    """
+    A connection creator whose certificate can be replaced while listening:
+    new connections get the new one, open connections keep theirs.
+    """
+
+    def __init__(self, cert_path: str, key_path: str) -> None:
+        """
+        @raise TLSConfigError: as L{load_server_context}.
+        """
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self._context = load_server_context(cert_path, key_path)
+
+    def getContext(self) -> SSL.Context:
+        """
+        @return: the context of the current certificate.
+        """
+        return self._context
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        """
+        @return: a server-side TLS connection with the current certificate.
+        """
+        return SSL.Connection(self._context, None)
+
+    def reload(self) -> bool:
+        """
+        Load the files again; keep the old certificate if they are broken.
+
+        @return: whether the new certificate is in use.
+        """
+        try:
+            self._context = load_server_context(self.cert_path, self.key_path)
+        except TLSConfigError as e:
+            log.error("TLS certificate not reloaded, keeping the old one: {error}", error=str(e))
+            return False
+        log.info("TLS certificate reloaded from {path}", path=self.cert_path)
+        return True
+
+
+def tls_factory(context: ReloadableContext, factory: Any) -> TLSMemoryBIOFactory:
+    """
+    @return: C{factory} behind TLS with C{context}, for any stream endpoint.
+    """
+    return TLSMemoryBIOFactory(context, False, factory)
+
+
+class CertificateReloader(Service):
+    """
+    Reloads the certificate on C{SIGHUP}.
+    """
+
+    def __init__(self, context: ReloadableContext, reactor: Any, install_signal: bool = True) -> None:
+        self._context = context
+        self._reactor = reactor
+        self._install = install_signal
+        self._previous: Optional[Any] = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self._install and hasattr(signal, "SIGHUP"):
+            self._previous = signal.signal(signal.SIGHUP, self._onSignal)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _onSignal(self, signum: int, frame: Any) -> None:
+        self._reactor.callFromThread(self._context.reload)
