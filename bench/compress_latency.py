@@ -11,16 +11,13 @@ proxy's thread pool). Prints wrk's latency percentiles for both runs.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
 
-from stream_rss import free_port, wait_port
+from _harness import origin_and_proxy
 
 ORIGIN = r'''
 import sys, random
@@ -55,20 +52,6 @@ def wrk(url: str, seconds: int = 5) -> dict:
 
 
 def main() -> None:
-    origin_port, proxy_port, control_port = free_port(), free_port(), free_port()
-    tmp = tempfile.mkdtemp()
-    config = os.path.join(tmp, "config.toml")
-    with open(config, "w") as f:
-        f.write(
-            f'http_port = {proxy_port}\ncontrol_port = {control_port}\nbind_address = "127.0.0.1"\n'
-            f'access_log = false\n[server.s]\nproxy_url = "http://127.0.0.1:{origin_port}"\n'
-        )
-    origin = subprocess.Popen([sys.executable, "-c", ORIGIN, str(origin_port)])
-    proxy = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-         "-n", "--pidfile=", "phantom-frame", "--config", config],
-        stdout=subprocess.DEVNULL,
-    )
     stop = threading.Event()
     fills = []
 
@@ -82,9 +65,7 @@ def main() -> None:
             urllib.request.urlopen(req).read()
             fills.append(time.time() - started)
 
-    try:
-        wait_port(origin_port)
-        wait_port(proxy_port)
+    with origin_and_proxy(ORIGIN) as (proxy_port, _):
         url = f"http://127.0.0.1:{proxy_port}/page"
         urllib.request.urlopen(url).read()
         wrk(url, 2)
@@ -101,11 +82,6 @@ def main() -> None:
             print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} |")
         print(f"{len(fills)} fills of 5 MB during the run, median {sorted(fills)[len(fills)//2]*1000:.0f} ms each; "
               f"p99 ratio {busy['p99'] / alone['p99']:.2f}")
-    finally:
-        proxy.terminate()
-        origin.terminate()
-        proxy.wait()
-        origin.wait()
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ with curl, and reports the proxy's RSS before and at its peak.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
+
+from _harness import origin_and_proxy, rss_kb
 
 ORIGIN = r'''
 import sys
@@ -58,48 +57,9 @@ reactor.run()
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def wait_port(port: int) -> None:
-    for _ in range(600):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
-
-
 def main() -> None:
     size_mb = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
-    origin_port, proxy_port, control_port = free_port(), free_port(), free_port()
-    tmp = tempfile.mkdtemp()
-    config = os.path.join(tmp, "config.toml")
-    with open(config, "w") as f:
-        f.write(
-            f'http_port = {proxy_port}\ncontrol_port = {control_port}\nbind_address = "127.0.0.1"\n'
-            f'access_log = false\n[server.big]\nproxy_url = "http://127.0.0.1:{origin_port}"\n'
-        )
-    origin = subprocess.Popen([sys.executable, "-c", ORIGIN, str(origin_port), str(size_mb)])
-    proxy = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-         "-n", "--pidfile=", "phantom-frame", "--config", config],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(origin_port)
-        wait_port(proxy_port)
+    with origin_and_proxy(ORIGIN, [str(size_mb)]) as (proxy_port, proxy):
         before = rss_kb(proxy.pid)
         peak = before
         started = time.time()
@@ -116,11 +76,6 @@ def main() -> None:
         print(f"streamed {size / 1048576:.0f} MiB in {elapsed:.1f}s "
               f"({size / 1048576 / elapsed:.0f} MiB/s); proxy RSS {before / 1024:.1f} MiB -> "
               f"peak {peak / 1024:.1f} MiB (growth {(peak - before) / 1024:.1f} MiB)")
-    finally:
-        proxy.terminate()
-        origin.terminate()
-        proxy.wait()
-        origin.wait()
 
 
 if __name__ == "__main__":

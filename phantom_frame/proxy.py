@@ -299,14 +299,8 @@ class ProxyServer:
         )
         try:
             result = await waiter
-        except UpstreamTimeout as e:
-            _send_error(request, 504, "Gateway Timeout", cache_status("fwd=uri-miss", "detail=timeout"))
-            log.warn("server {server}: {error}", server=self.name, error=str(e))
-            return
         except UpstreamError as e:
-            _send_error(request, 502, "Bad Gateway", cache_status("fwd=uri-miss", "detail=origin-error"))
-            log.warn("server {server}: origin {origin} failed: {error}",
-                     server=self.name, origin=self.origin.url, error=str(e))
+            self._origin_failed(request, e, "fwd=uri-miss")
             return
         if result is NOT_SHARED:
             await self._passthrough(request, path_qs, cache_status("fwd=uri-miss", "detail=not-shared"))
@@ -319,6 +313,23 @@ class ProxyServer:
                 await self._passthrough(request, path_qs, cache_status("fwd=uri-miss", "detail=vary"))
             else:
                 await self._serve(request, entry, STATUS_COLLAPSED if collapsed else STATUS_STORED)
+
+    def _origin_failed(self, request, error: UpstreamError, fwd: str) -> None:
+        """
+        Answer 504 for a timeout, 502 for any other origin failure, and log
+        it with the server and origin.
+        """
+        if isinstance(error, UpstreamTimeout):
+            code, text, detail = 504, "Gateway Timeout", "detail=timeout"
+        else:
+            code, text, detail = 502, "Bad Gateway", "detail=origin-error"
+        _send_error(request, code, text, cache_status(fwd, detail))
+        log.warn(
+            "server {server}: origin {origin} failed: {error}",
+            server=self.name,
+            origin=self.origin.url,
+            error=str(error),
+        )
 
     def _bypass_reason(self, request, method: bytes, path: bytes) -> Optional[str]:
         if not self.caching:
@@ -467,14 +478,8 @@ class ProxyServer:
                 self._forward_headers(request),
                 body_producer(content, length),
             )
-        except UpstreamTimeout as e:
-            _send_error(request, 504, "Gateway Timeout", cache_status("fwd=bypass", "detail=timeout"))
-            log.warn("server {server}: {error}", server=self.name, error=str(e))
-            return
         except UpstreamError as e:
-            _send_error(request, 502, "Bad Gateway", cache_status("fwd=bypass", "detail=origin-error"))
-            log.warn("server {server}: origin {origin} failed: {error}",
-                     server=self.name, origin=self.origin.url, error=str(e))
+            self._origin_failed(request, e, "fwd=bypass")
             return
         relay = BodyRelay(self._clock, self.config.upstream_timeout)
         response.deliverBody(relay)
