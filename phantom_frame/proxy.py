@@ -359,6 +359,31 @@ class ProxyServer:
             pairs.append((b"X-Forwarded-Host", host[0]))
         return pairs
 
+    # Upgrades
+
+    def tunnel(self, request) -> object:
+        """
+        Hand an upgrade request (WebSocket and others) to a raw tunnel to
+        the origin: the request head goes upstream with the stripped path
+        and forwarding headers, and bytes are spliced both ways.
+        """
+        from .tunnel import start_tunnel
+
+        raw_path, query = split_target(request)
+        path = stripped_path(request, raw_path)
+        headers = self._forward_headers(request)
+        headers.append((b"Connection", b"Upgrade"))
+        for value in request.requestHeaders.getRawHeaders(b"upgrade", ()):
+            headers.append((b"Upgrade", value))
+        return start_tunnel(
+            request,
+            self.origin,
+            path + b"?" + query if query else path,
+            headers,
+            self._clock,
+            self.config.upstream_timeout,
+        )
+
     # Cache fills
 
     async def _fetch_for_cache(
@@ -551,6 +576,10 @@ class ProxyResource(Resource):
                 request, 405, "Method Not Allowed", [(b"allow", b"GET, HEAD")]
             )
         if is_upgrade(request):
+            if config.enable_websocket and (
+                config.proxy_mode == ProxyMode.DYNAMIC or config.pre_generate_fallthrough
+            ):
+                return self.server.tunnel(request)
             return error_response(request, 501, "Not Implemented: protocol upgrades are not tunnelled")
         self.server.handle(request)
         return NOT_DONE_YET
