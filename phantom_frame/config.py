@@ -731,6 +731,7 @@ _SERVER_KINDS: Dict[str, _Kind] = {
         _list_check(_is_path, 'a path starting with "/"'), _env_list
     ),
     "pre_generate_fallthrough": _BOOL,
+    "pre_generate_concurrency": _kind(_integer(1), _env_int),
     "cache_max_bytes": _SIZE_KIND,
     "max_cacheable_bytes": _SIZE_KIND,
     "upstream_timeout": _POSITIVE_SECONDS,

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from .library import CacheHandle, UnknownServer
+from .snapshots import NotPreGenerated, SnapshotError
+from .upstream import UpstreamError
 
 log = Logger()
 
@@ -35,6 +40,25 @@ def _json(request, code: int, payload: Any) -> bytes:
     body = json.dumps(payload, sort_keys=True).encode("utf-8") + b"\n"
     request.setHeader(b"content-length", b"%d" % len(body))
     return body
+
+
+def _summary(paths: List[str], outcomes) -> Dict[str, Any]:
+    """
+    @return: the answer of a bulk call: counts and one result per path.
+    """
+    results = []
+    for path, (ok, value) in zip(paths, outcomes):
+        item: Dict[str, Any] = {"path": path, "ok": ok}
+        if not ok:
+            item["error"] = value.getErrorMessage()
+        results.append(item)
+    succeeded = sum(1 for r in results if r["ok"])
+    return {
+        "requested": len(paths),
+        "succeeded": succeeded,
+        "failed": len(paths) - succeeded,
+        "results": results,
+    }
 
 
 class ControlResource(Resource):
@@ -59,6 +83,14 @@ class ControlResource(Resource):
             (b"POST", b"/invalidate"): self._invalidate,
             (b"POST", b"/bulk_invalidate"): self._bulk_invalidate,
             (b"GET", b"/stats"): self._stats,
+            (b"POST", b"/add_snapshot"): self._snapshot("add_snapshot"),
+            (b"POST", b"/refresh_snapshot"): self._snapshot("refresh_snapshot"),
+            (b"POST", b"/remove_snapshot"): self._snapshot("remove_snapshot"),
+            (b"POST", b"/bulk_add_snapshot"): self._bulk_snapshot("add_snapshot"),
+            (b"POST", b"/bulk_refresh_snapshot"): self._bulk_snapshot("refresh_snapshot"),
+            (b"POST", b"/bulk_remove_snapshot"): self._bulk_snapshot("remove_snapshot"),
+            (b"POST", b"/refresh_all_snapshots"): self._refresh_all,
+            (b"GET", b"/snapshots"): self._list_snapshots,
         }
 
     def _authorized(self, request) -> bool:
@@ -67,7 +99,7 @@ class ControlResource(Resource):
         given = request.getHeader(b"authorization") or b""
         return hmac.compare_digest(given, self._expected)
 
-    def render(self, request) -> bytes:
+    def render(self, request) -> object:
         """
         Dispatch: health, then auth, then route, then body.
         """
@@ -90,12 +122,39 @@ class ControlResource(Resource):
             return _json(request, 404, {"error": "no such route"})
         try:
             body = self._body(request) if method == b"POST" else {}
-            code, payload = route(body)
-        except BadRequest as e:
-            return _json(request, 400, {"error": str(e)})
-        except UnknownServer as e:
-            return _json(request, 404, {"error": f"unknown server {e.args[0]!r}"})
-        return _json(request, code, payload)
+            result = route(body)
+        except Exception as e:
+            return self._error(request, e)
+        if not isinstance(result, Deferred):
+            code, payload = result
+            return _json(request, code, payload)
+
+        def answer(outcome: Any) -> None:
+            if request.finished or getattr(request, "_disconnected", False):
+                return
+            if isinstance(outcome, Failure):
+                body = self._error(request, outcome.value)
+            else:
+                code, payload = outcome
+                body = _json(request, code, payload)
+            request.write(body)
+            request.finish()
+
+        result.addBoth(answer)
+        return NOT_DONE_YET
+
+    def _error(self, request, error: BaseException) -> bytes:
+        """
+        Map an exception to its answer: 400, 404 or 502 with the reason.
+        """
+        if isinstance(error, (BadRequest, NotPreGenerated)):
+            return _json(request, 400, {"error": str(error)})
+        if isinstance(error, UnknownServer):
+            return _json(request, 404, {"error": f"unknown server {error.args[0]!r}"})
+        if isinstance(error, (SnapshotError, UpstreamError)):
+            return _json(request, 502, {"error": str(error)})
+        log.failure("control request failed", Failure(error))
+        return _json(request, 500, {"error": "internal error"})
 
     def _body(self, request) -> Dict[str, Any]:
         content = request.content
@@ -166,6 +225,62 @@ class ControlResource(Resource):
             "failed": len(patterns) - succeeded,
             "results": results,
         }
+
+    def _path(self, body: Dict[str, Any], name: str = "path") -> str:
+        path = self._field(body, name, str)
+        if not path.startswith("/"):
+            raise BadRequest(f"{name!r} must start with '/'")
+        return path
+
+    def _paths(self, body: Dict[str, Any]) -> List[str]:
+        paths = self._field(body, "paths", list)
+        for path in paths:
+            if not path.startswith("/"):
+                raise BadRequest(f"every path must start with '/', got {path!r}")
+        return paths
+
+    def _snapshot(self, operation: str) -> Callable[[Dict[str, Any]], Deferred]:
+        def route(body: Dict[str, Any]) -> Deferred:
+            path = self._path(body)
+            server = self._server(body)
+            d = getattr(self._handle, operation)(path, server)
+            return d.addCallback(lambda _: (200, {"ok": True, "path": path}))
+
+        return route
+
+    def _bulk_snapshot(self, operation: str) -> Callable[[Dict[str, Any]], Deferred]:
+        def route(body: Dict[str, Any]) -> Deferred:
+            paths = self._paths(body)
+            server = self._server(body)
+            self._handle._snapshot_servers(server)
+            ds = [getattr(self._handle, operation)(path, server) for path in paths]
+            return DeferredList(ds, consumeErrors=True).addCallback(
+                lambda outcomes: (200, _summary(paths, outcomes))
+            )
+
+        return route
+
+    def _refresh_all(self, body: Dict[str, Any]) -> Deferred:
+        server = self._server(body)
+
+        def summarise(results: Dict[str, Dict[str, Optional[str]]]) -> Tuple[int, Any]:
+            items = [
+                {"server": name, "path": path, "ok": reason is None, **({"error": reason} if reason else {})}
+                for name, paths in results.items()
+                for path, reason in paths.items()
+            ]
+            succeeded = sum(1 for item in items if item["ok"])
+            return 200, {
+                "requested": len(items),
+                "succeeded": succeeded,
+                "failed": len(items) - succeeded,
+                "results": items,
+            }
+
+        return self._handle.refresh_all_snapshots(server).addCallback(summarise)
+
+    def _list_snapshots(self, body: Dict[str, Any]) -> Tuple[int, Any]:
+        return 200, {"servers": self._handle.snapshots()}
 
     def _stats(self, body: Dict[str, Any]) -> Tuple[int, Any]:
         return 200, {"servers": self._handle.stats()}

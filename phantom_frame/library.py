@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
 from twisted.web.iweb import IAgent
 from twisted.web.resource import IResource
 
 from .cache.workers import ThreadRunner
 from .proxy import ProxyServer
+from .snapshots import NotPreGenerated
 from .proxyconfig import CreateProxyConfig
 
 
@@ -54,6 +56,76 @@ class CacheHandle:
             return list(self._servers.values())
         return [self.server(server)]
 
+    def _snapshot_servers(self, server: Optional[str]):
+        """
+        @raise NotPreGenerated: when the named server (or, with none named,
+            every server) is not in pre_generate mode.
+        """
+        if server is not None:
+            chosen = self.server(server)
+            chosen.require_snapshots()
+            return [chosen]
+        chosen = [s for s in self._servers.values() if s.snapshots is not None]
+        if not chosen:
+            raise NotPreGenerated("no server is in pre_generate mode")
+        return chosen
+
+    def _each(self, server: Optional[str], op) -> Deferred[None]:
+        try:
+            servers = self._snapshot_servers(server)
+        except (NotPreGenerated, UnknownServer):
+            return fail()
+        ds = [maybeDeferred(op, s) for s in servers]
+        if len(ds) == 1:
+            return ds[0]
+        return gatherResults(ds, consumeErrors=True).addCallbacks(
+            lambda _: None, lambda f: f.value.subFailure
+        )
+
+    def add_snapshot(self, path: str, server: Optional[str] = None) -> Deferred[None]:
+        """
+        Track C{path} as a snapshot (once) and fetch it now.
+
+        @return: a L{Deferred} firing when it is stored, failing with the
+            reason when the origin fails or the page cannot be stored.
+        """
+        return self._each(server, lambda s: s.snapshots.add(path))
+
+    def refresh_snapshot(self, path: str, server: Optional[str] = None) -> Deferred[None]:
+        """
+        Fetch C{path} again; readers see the old page until the new one is
+        stored, and keep it when the fetch fails.
+        """
+        return self._each(server, lambda s: s.snapshots.fetch(path))
+
+    def remove_snapshot(self, path: str, server: Optional[str] = None) -> Deferred[None]:
+        """
+        Stop tracking C{path} and drop its page.
+        """
+        return self._each(server, lambda s: s.snapshots.remove(path) and None)
+
+    def refresh_all_snapshots(self, server: Optional[str] = None) -> Deferred[Dict[str, Dict[str, Optional[str]]]]:
+        """
+        Fetch every tracked snapshot again.
+
+        @return: a L{Deferred} firing with C{{server: {path: None or the
+            failure's reason}}}.
+        """
+        try:
+            servers = self._snapshot_servers(server)
+        except (NotPreGenerated, UnknownServer):
+            return fail()
+        ds = [s.snapshots.fetch_all(what="refreshed") for s in servers]
+        return gatherResults(ds).addCallback(
+            lambda results: {s.name: r for s, r in zip(servers, results)}
+        )
+
+    def snapshots(self, server: Optional[str] = None) -> Dict[str, list]:
+        """
+        @return: the tracked snapshot paths of each pre_generate server.
+        """
+        return {s.name: list(s.snapshots.tracked) for s in self._snapshot_servers(server)}
+
     def invalidate_all(self, server: Optional[str] = None) -> int:
         """
         Forget every stored response (of one server, or all). When this
@@ -62,7 +134,7 @@ class CacheHandle:
 
         @return: how many entries were dropped.
         """
-        return sum(s.cache.invalidate_all() for s in self._select(server))
+        return sum(s.invalidate_all() for s in self._select(server))
 
     def invalidate(self, pattern: str, server: Optional[str] = None) -> int:
         """
@@ -73,7 +145,7 @@ class CacheHandle:
         @return: how many entries were dropped.
         @raise ValueError: on an empty pattern.
         """
-        return sum(s.cache.invalidate(pattern) for s in self._select(server))
+        return sum(s.invalidate(pattern) for s in self._select(server))
 
     def stats(self) -> Dict[str, Dict[str, int]]:
         """
@@ -144,4 +216,8 @@ def create_proxy(
     server = ProxyServer(name, config, agent, reactor, runner)
     server.open()
     handle._add(server)
+    if server.snapshots is not None:
+        # On the first reactor turn: at once when it runs already, or as
+        # soon as it starts.
+        reactor.callLater(0, server.snapshots.warm_up)
     return server.resource, handle

@@ -30,6 +30,8 @@ from .cache.policy import (
 )
 from .cache.store import FilesystemStore, MemoryStore
 from .proxyconfig import CacheStorageMode, CacheStrategy, CreateProxyConfig, ProxyMode
+from .snapshots import NotPreGenerated, SnapshotError, Snapshots
+from .webhooks import Webhooks
 from .upstream import (
     FILL_DROPPED,
     BodyRelay,
@@ -165,14 +167,33 @@ def _alive(request) -> bool:
     return not (request.finished or getattr(request, "_disconnected", False))
 
 
-def _send_error(request, code: int, text: str, status: Optional[bytes] = None) -> None:
+def _send_error(
+    request, code: int, text: str, status: Optional[bytes] = None, headers=()
+) -> None:
     if not _alive(request):
         return
     request.responseHeaders = Headers()
-    body = error_response(request, code, text)
+    body = error_response(request, code, text, headers)
     if status is not None:
         request.responseHeaders.setRawHeaders(b"cache-status", [status])
     request.write(body)
+    request.finish()
+
+
+def _send_verdict(request, verdict) -> None:
+    """
+    Answer with what a blocking webhook said (its status, C{Location}, body).
+    """
+    if not _alive(request):
+        return
+    request.responseHeaders = Headers()
+    request.setResponseCode(verdict.status)
+    for name, value in verdict.headers:
+        request.responseHeaders.addRawHeader(name, value)
+    if not request.responseHeaders.hasHeader(b"content-type") and verdict.body:
+        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(verdict.body)])
+    request.write(verdict.body)
     request.finish()
 
 
@@ -215,6 +236,15 @@ class ProxyServer:
         )
         self.codec = Codec(runner)
         self.key_fn = config.cache_key_fn or default_cache_key
+        self.pure_ssg = (
+            config.proxy_mode == ProxyMode.PRE_GENERATE and not config.pre_generate_fallthrough
+        )
+        self.snapshots = (
+            Snapshots(self, config.pre_generate_paths, config.pre_generate_concurrency)
+            if config.proxy_mode == ProxyMode.PRE_GENERATE
+            else None
+        )
+        self.webhooks = Webhooks(name, config.webhooks, agent, reactor)
         self.caching = config.cache_strategy != CacheStrategy.NONE
         self.stored_coding = STORED_CODING[config.compress_strategy]
         self.resource = ProxyResource(self)
@@ -259,35 +289,59 @@ class ProxyServer:
         raw_path, query = split_target(request)  # checked by render
         path = stripped_path(request, raw_path)
         path_qs = path + b"?" + query if query else path
-        reason = self._bypass_reason(request, method, path)
-        if reason is not None:
-            await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=" + reason))
-            return
-        info = RequestInfo.from_raw(
-            b"GET" if method == b"HEAD" else method,
-            path,
-            query,
-            (
-                (name, value)
-                for name, values in request.requestHeaders.getAllRawHeaders()
-                for value in values
-            ),
-        )
-        try:
-            key = self.key_fn(info)
-        except Exception:
-            log.failure("cache key function failed for {path!r} on server {server}",
-                        path=path, server=self.name)
-            await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=key-error"))
-            return
+        webhooks = self.webhooks
+        payload = b""
+        if webhooks:
+            payload = webhooks.payload(request, path, query)
+            if webhooks.blocking:
+                verdict = await webhooks.gate(payload)
+                if verdict.status is not None:
+                    _send_verdict(request, verdict)
+                    return
+            if webhooks.notify:
+                webhooks.fire(payload)
+        if self.pure_ssg:
+            # Pure SSG never reaches the origin at request time.
+            if method not in GET_HEAD:
+                _send_error(request, 405, "Method Not Allowed", None, ((b"allow", b"GET, HEAD"),))
+                return
+        else:
+            reason = self._bypass_reason(request, method, path)
+            if reason is not None:
+                await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=" + reason))
+                return
+        key = await webhooks.key(payload) if webhooks.cache_key else None
+        if key is None:
+            info = RequestInfo.from_raw(
+                b"GET" if method == b"HEAD" else method,
+                path,
+                query,
+                (
+                    (name, value)
+                    for name, values in request.requestHeaders.getAllRawHeaders()
+                    for value in values
+                ),
+            )
+            try:
+                key = self.key_fn(info)
+            except Exception:
+                log.failure("cache key function failed for {path!r} on server {server}",
+                            path=path, server=self.name)
+                await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=key-error"))
+                return
         header = _header_lookup(request)
         entry = self.cache.lookup(key, header)
         if entry is not None:
             self.cache.hits += 1
             await self._serve(request, entry, STATUS_HIT)
             return
-        if self.config.proxy_mode == ProxyMode.PRE_GENERATE and not self.config.pre_generate_fallthrough:
-            _send_error(request, 404, "Not Found", cache_status("fwd=uri-miss", "detail=not-pre-generated"))
+        if self.pure_ssg:
+            # A snapshot being fetched is waited for; anything else is 404.
+            waiter = self.cache.join(key)
+            if waiter is None:
+                _send_error(request, 404, "Not Found", cache_status("fwd=uri-miss", "detail=not-pre-generated"))
+                return
+            await self._answer_fill(request, waiter, True, path_qs, header)
             return
         fwd = self._forward_headers(request, FILL_DROPPED)
         fill_method = b"GET" if method == b"HEAD" else method
@@ -297,6 +351,12 @@ class ProxyServer:
                 self._fetch_for_cache(key, fill_method, path_qs, fwd, header)
             ),
         )
+        await self._answer_fill(request, waiter, collapsed, path_qs, header)
+
+    async def _answer_fill(self, request, waiter: Deferred, collapsed: bool, path_qs: bytes, header) -> None:
+        """
+        Answer C{request} with what the fill it waits for gives.
+        """
         try:
             result = await waiter
         except UpstreamError as e:
@@ -367,6 +427,26 @@ class ProxyServer:
         the origin: the request head goes upstream with the stripped path
         and forwarding headers, and bytes are spliced both ways.
         """
+        if self.webhooks.blocking:
+            d = Deferred.fromCoroutine(self._gated_tunnel(request))
+            request.notifyFinish().addErrback(lambda _: d.cancel())
+            d.addErrback(self._unexpected, request)
+            return NOT_DONE_YET
+        return self._tunnel(request)
+
+    async def _gated_tunnel(self, request) -> None:
+        raw_path, query = split_target(request)
+        path = stripped_path(request, raw_path)
+        verdict = await self.webhooks.gate(self.webhooks.payload(request, path, query))
+        if verdict.status is not None:
+            _send_verdict(request, verdict)
+            return
+        body = self._tunnel(request)
+        if body is not NOT_DONE_YET and _alive(request):
+            request.write(body)
+            request.finish()
+
+    def _tunnel(self, request) -> object:
         from .tunnel import start_tunnel
 
         raw_path, query = split_target(request)
@@ -393,16 +473,33 @@ class ProxyServer:
         path_qs: bytes,
         headers: List[Header],
         header: Callable[[str], Optional[str]],
+        snapshot: bool = False,
     ):
         config = self.config
         response = await self.origin.request(method, path_qs, headers)
         rheaders = end_to_end(response.headers)
         status = response.code
-        reason = response_bypass_reason(status, rheaders, config.cache_strategy)
+        if snapshot:
+            # Snapshots are stored whatever their media type; an error
+            # status is a failed snapshot, not a page.
+            reason = response_bypass_reason(status, rheaders, CacheStrategy.ALL)
+            if status >= 400 or reason is not None:
+                drain = BodyRelay(self._clock, config.upstream_timeout, 65536)
+                response.deliverBody(drain)
+                drain.ready().addCallbacks(lambda complete: complete or drain.abort(), lambda _: None)
+                raise SnapshotError(
+                    f"origin answered {status} {response.phrase.decode('latin-1')}"
+                    if status >= 400
+                    else f"not storable ({reason})"
+                )
+        else:
+            reason = response_bypass_reason(status, rheaders, config.cache_strategy)
         if reason is None and status == 404 and not config.cache_404_capacity:
             reason = "status"
         length = known_length(response)
         if reason is None and length is not None and length > config.max_cacheable_bytes:
+            if snapshot:
+                raise SnapshotError(f"larger than max_cacheable_bytes ({length} bytes)")
             reason = "size"
         relay = BodyRelay(self._clock, config.upstream_timeout, None if reason else config.max_cacheable_bytes)
         response.deliverBody(relay)
@@ -410,6 +507,9 @@ class ProxyServer:
             return Exclusive((response, relay), reason, relay.abort)
         complete = await relay.ready()
         if not complete:
+            if snapshot:
+                relay.abort()
+                raise SnapshotError("larger than max_cacheable_bytes")
             return Exclusive((response, relay), "size", relay.abort)
         body = relay.collected()
         try:
@@ -450,8 +550,90 @@ class ProxyServer:
             vary=names,
             variant=variant_of(names, header) if names else (),
             not_found=not_found,
+            pinned=snapshot,
         )
         return Shared(entry)
+
+    # Snapshots
+
+    def _snapshot_key(self, path: str) -> str:
+        plain, _, query = path.partition("?")
+        return self.key_fn(RequestInfo("GET", plain, query, {}))
+
+    def require_snapshots(self) -> Snapshots:
+        """
+        @raise NotPreGenerated: unless this server is in pre_generate mode.
+        """
+        if self.snapshots is None:
+            raise NotPreGenerated(f"server {self.name!r} is not in pre_generate mode")
+        return self.snapshots
+
+    def fetch_snapshot(self, path: str, limiter) -> Deferred[None]:
+        """
+        Fetch C{path} (through the single-flight fills, so requests for it
+        wait for this fetch) and keep it as a snapshot; the stored page it
+        replaces stays visible until the new one is stored.
+
+        @param limiter: a L{DeferredSemaphore} bounding concurrent fetches;
+            the fill is registered at once, the fetch runs when allowed.
+        @return: a L{Deferred} firing when stored, failing with
+            L{SnapshotError} or L{UpstreamError} otherwise.
+        """
+        key = self._snapshot_key(path)
+        path_qs = path.encode("utf-8")
+
+        def fetch() -> Deferred:
+            return limiter.run(
+                lambda: Deferred.fromCoroutine(
+                    self._fetch_for_cache(key, b"GET", path_qs, [], _no_header, snapshot=True)
+                )
+            )
+
+        waiter, _ = self.cache.fill(key, fetch)
+
+        def stored(result: object) -> None:
+            if isinstance(result, Exclusive):
+                result.release()
+                raise SnapshotError(f"not storable ({result.reason})")
+            if result is NOT_SHARED:
+                raise SnapshotError("not storable")
+            if not result.entry.pinned:
+                self.cache.pin(result.entry)
+
+        return waiter.addCallback(stored)
+
+    def drop_snapshot(self, path: str) -> None:
+        """
+        Forget the stored page of C{path}.
+        """
+        self.cache.drop(self._snapshot_key(path))
+
+    def has_snapshot(self, path: str) -> bool:
+        """
+        @return: whether a page is stored for C{path}.
+        """
+        return self.cache.has(self._snapshot_key(path))
+
+    # Invalidation
+
+    def invalidate(self, pattern: str) -> int:
+        """
+        Drop matching entries; in pre_generate mode, fetch the tracked
+        snapshots that lost their page again, in the background.
+        """
+        count = self.cache.invalidate(pattern)
+        if self.snapshots is not None:
+            self.snapshots.rewarm()
+        return count
+
+    def invalidate_all(self) -> int:
+        """
+        Drop every entry (and re-fetch the tracked snapshots, as above).
+        """
+        count = self.cache.invalidate_all()
+        if self.snapshots is not None:
+            self.snapshots.rewarm()
+        return count
 
     # Answers
 
@@ -533,6 +715,10 @@ class ProxyServer:
         except CancelledError:
             relay.abort()
             raise
+
+
+def _no_header(name: str) -> Optional[str]:
+    return None
 
 
 def _header_lookup(request) -> Callable[[str], Optional[str]]:

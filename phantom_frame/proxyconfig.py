@@ -136,6 +136,7 @@ class CreateProxyConfig:
     proxy_mode: ProxyMode = attr.ib(default=ProxyMode.DYNAMIC, converter=ProxyMode)
     pre_generate_paths: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
     pre_generate_fallthrough: bool = False
+    pre_generate_concurrency: int = 8
     cache_max_bytes: int = 256 * MiB
     max_cacheable_bytes: int = 8 * MiB
     upstream_timeout: float = 30.0

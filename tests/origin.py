@@ -86,6 +86,9 @@ class Origin(Resource):
         self.pending: List[Any] = []
         self.streams: List[StreamingBody] = []
         self.gate: Optional[Deferred] = None
+        self.version = 1
+        self.inFlight = 0
+        self.maxInFlight = 0
 
     def render(self, request) -> Any:
         path = request.path.decode()
@@ -123,6 +126,30 @@ class Origin(Resource):
 
             self.gate.addCallback(answer)
             return NOT_DONE_YET
+        if path.startswith("/slowpage/"):
+            # Answers after a short delay, counting how many are in flight.
+            self.inFlight += 1
+            self.maxInFlight = max(self.maxInFlight, self.inFlight)
+
+            def later() -> None:
+                self.inFlight -= 1
+                if not request._disconnected:
+                    request.setHeader(b"content-type", b"text/html")
+                    request.write(b"slow page " + path.encode())
+                    request.finish()
+
+            self.pending.append(reactor.callLater(0.02, later))
+            return NOT_DONE_YET
+        if path.startswith("/versioned"):
+            request.setHeader(b"content-type", b"text/html")
+            if self.gate is not None and self.version > 1:
+                def answer(_: Any, version: int = self.version) -> None:
+                    request.write(b"version %d" % version)
+                    request.finish()
+
+                self.gate.addCallback(answer)
+                return NOT_DONE_YET
+            return b"version %d" % self.version
         if path == "/slow":
             self.pending.append(request)
             return NOT_DONE_YET
@@ -191,9 +218,13 @@ class Running:
     port, pooled connection and pending request is cleaned up.
     """
 
-    def __init__(self, testcase, config: Optional[CreateProxyConfig] = None, **proxy: Any) -> None:
+    def __init__(
+        self, testcase, config: Optional[CreateProxyConfig] = None, gated: bool = False, **proxy: Any
+    ) -> None:
         self.testcase = testcase
         self.origin = Origin()
+        if gated:
+            self.origin.gate = Deferred()
         self.originSite = Site(self.origin)
         self.originPort = reactor.listenTCP(0, self.originSite, interface="127.0.0.1")
         testcase.addCleanup(self._stopOrigin)
@@ -223,11 +254,22 @@ class Running:
 
     def _stopOrigin(self) -> Deferred:
         for request in self.origin.pending:
-            if not request.finished and not request._disconnected:
+            if hasattr(request, "cancel"):
+                if request.active():
+                    request.cancel()
+            elif not request.finished and not request._disconnected:
                 request.finish()
         for stream in self.origin.streams:
             stream.stopProducing()
         return self.originPort.stopListening()
+
+    async def stopOrigin(self) -> None:
+        """
+        Take the origin down: stop listening and close the proxy's pooled
+        connections to it.
+        """
+        await self.originPort.stopListening()
+        await self.upstreamPool.closeCachedConnections()
 
     def request(
         self, method: str, path: str, headers: Optional[Dict[str, str]] = None, data: Optional[bytes] = None

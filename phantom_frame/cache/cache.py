@@ -45,6 +45,8 @@ class CacheEntry:
         besides C{Accept-Encoding}.
     @ivar variant: the normalised values of those headers for this entry.
     @ivar not_found: whether this entry lives in the 404 cache.
+    @ivar pinned: a snapshot: kept until removed or invalidated, never
+        evicted, outside the C{max_bytes} bound.
     """
 
     key: str
@@ -58,6 +60,7 @@ class CacheEntry:
     vary: Tuple[str, ...] = ()
     variant: Variant = ()
     not_found: bool = False
+    pinned: bool = False
     size: int = 0
 
     def __attrs_post_init__(self) -> None:
@@ -274,6 +277,8 @@ class ResponseCache:
         self._notFound = _LRU(max_bytes // 4, max_404_entries)
         self._max404 = max_404_entries
         self._maxVariants = max_variants
+        self._pinned: Dict[Tuple[str, Variant], CacheEntry] = {}
+        self._pinnedBytes = 0
         self._vary: Dict[str, Tuple[str, ...]] = {}
         self._variants: Dict[str, "OrderedDict[Variant, None]"] = {}
         self._flights: Dict[str, _Flight] = {}
@@ -297,6 +302,10 @@ class ResponseCache:
         """
         names = self._vary.get(key, ())
         slot = (key, variant_of(names, header) if names else ())
+        if self._pinned:
+            entry = self._pinned.get(slot)
+            if entry is not None:
+                return entry
         entry = self._main.get(slot)
         if entry is None and self._max404:
             entry = self._notFound.get(slot)
@@ -306,16 +315,27 @@ class ResponseCache:
         """
         @return: every stored entry (main and 404), oldest use first.
         """
+        yield from self._pinned.values()
         yield from self._main.entries.values()
         yield from self._notFound.entries.values()
 
     @property
     def entry_count(self) -> int:
-        return len(self._main.entries) + len(self._notFound.entries)
+        return len(self._pinned) + len(self._main.entries) + len(self._notFound.entries)
 
     @property
     def bytes(self) -> int:
-        return self._main.bytes + self._notFound.bytes
+        return self._pinnedBytes + self._main.bytes + self._notFound.bytes
+
+    def has(self, key: str) -> bool:
+        """
+        @return: whether any entry (any variant) is stored under C{key}.
+        """
+        for variant in self._variants.get(key, {(): None}):
+            slot = (key, variant)
+            if slot in self._pinned or slot in self._main.entries or slot in self._notFound.entries:
+                return True
+        return False
 
     def stats(self) -> Dict[str, int]:
         """
@@ -364,6 +384,19 @@ class ResponseCache:
         fetching.addBoth(flight.finish)
         return waiter, False
 
+    def join(self, key: str) -> Optional[Deferred]:
+        """
+        Wait for the fill of C{key} in flight, if there is one, without
+        starting one.
+
+        @return: a waiter's L{Deferred} (as L{fill}'s), or C{None}.
+        """
+        flight = self._flights.get(key)
+        if flight is None:
+            return None
+        self.coalesced += 1
+        return flight.join()
+
     def _land(self, flight: _Flight) -> None:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
@@ -395,9 +428,20 @@ class ResponseCache:
                 self._forget(self._notFound.pop((key, oldest)))
         elif key in self._vary:
             self._dropKey(key)
+        slot = (key, entry.variant)
+        old = self._pinned.pop(slot, None)
+        if old is not None:
+            self._pinnedBytes -= old.size
+            self._forget(old)
+        if entry.pinned:
+            self._forget(self._main.pop(slot))
+            self._forget(self._notFound.pop(slot))
+            self._pinned[slot] = entry
+            self._pinnedBytes += entry.size
+            return True
         lru = self._notFound if entry.not_found else self._main
         other = self._main if entry.not_found else self._notFound
-        self._forget(other.pop((key, entry.variant)))
+        self._forget(other.pop(slot))
         dropped = lru.put(entry)
         # Both LRUs together stay within max_bytes: the 404 cache's own
         # bound is a quarter of it, and the main cache yields the rest.
@@ -430,11 +474,14 @@ class ResponseCache:
     def _dropKey(self, key: str) -> None:
         variants = self._variants.pop(key, None) or {(): None}
         self._vary.pop(key, None)
-        for variant in variants:
-            self._forget(self._main.pop((key, variant)))
-            self._forget(self._notFound.pop((key, variant)))
-        self._forget(self._main.pop((key, ())))
-        self._forget(self._notFound.pop((key, ())))
+        for variant in list(variants) + [()]:
+            slot = (key, variant)
+            self._forget(self._main.pop(slot))
+            self._forget(self._notFound.pop(slot))
+            pinned = self._pinned.pop(slot, None)
+            if pinned is not None:
+                self._pinnedBytes -= pinned.size
+                self._forget(pinned)
 
     # Invalidation
 
@@ -444,7 +491,9 @@ class ResponseCache:
 
         @return: how many entries were dropped.
         """
-        dropped = self._main.clear() + self._notFound.clear()
+        dropped = self._main.clear() + self._notFound.clear() + list(self._pinned.values())
+        self._pinned.clear()
+        self._pinnedBytes = 0
         self._vary.clear()
         self._variants.clear()
         for flight in self._flights.values():
@@ -469,6 +518,11 @@ class ResponseCache:
             for slot in [s for s in lru.entries if matcher.matches(s[0])]:
                 self._forget(lru.pop(slot))
                 count += 1
+        for slot in [s for s in self._pinned if matcher.matches(s[0])]:
+            entry = self._pinned.pop(slot)
+            self._pinnedBytes -= entry.size
+            self._forget(entry)
+            count += 1
         for key in [k for k in self._vary if matcher.matches(k)]:
             self._vary.pop(key, None)
             self._variants.pop(key, None)
@@ -476,6 +530,26 @@ class ResponseCache:
             self._flights.pop(key).doomed = True
         self.invalidations += 1
         return count
+
+    def pin(self, entry: CacheEntry) -> None:
+        """
+        Make a stored entry a snapshot (kept until removed or invalidated);
+        an entry no longer held is left alone.
+        """
+        slot = (entry.key, entry.variant)
+        for lru in (self._main, self._notFound):
+            if lru.entries.get(slot) is entry:
+                lru.pop(slot)
+                entry.pinned = True
+                self._pinned[slot] = entry
+                self._pinnedBytes += entry.size
+                return
+
+    def drop(self, key: str) -> None:
+        """
+        Forget every entry of C{key} (pinned or not).
+        """
+        self._dropKey(key)
 
     def close(self) -> None:
         """
