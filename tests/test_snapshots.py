@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 from phantom_frame import CreateProxyConfig
 from phantom_frame.control import ControlResource
 from phantom_frame.snapshots import NotPreGenerated, SnapshotError
+from phantom_frame.upstream import UpstreamError
 
 from .origin import Running, header
 
@@ -181,7 +182,7 @@ class SnapshotAPITests(TestCase):
             await run.handle.add_snapshot("/status/503")
         self.assertIn("503", str(caught.exception))
         await run.stopOrigin()
-        with self.assertRaises(Exception) as caught:
+        with self.assertRaises(UpstreamError) as caught:
             await run.handle.refresh_snapshot("/page/x")
         self.assertIn("refused", str(caught.exception).lower())
 
@@ -203,7 +204,7 @@ class SnapshotAPITests(TestCase):
         self.assertEqual(body, b"version 2")
         run.origin.gate = None
         await run.stopOrigin()
-        with self.assertRaises(Exception):
+        with self.assertRaises(UpstreamError):
             await run.handle.refresh_snapshot("/versioned")
         _, body = await run.fetch("GET", "/versioned")
         self.assertEqual(body, b"version 2")
