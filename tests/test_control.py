@@ -72,6 +72,20 @@ class ControlTests(SynchronousTestCase):
         response, answer = self.call("GET", "/health", headers={})
         self.assertEqual((response.code, answer), (200, {"status": "ok"}))
 
+    def test_every_route_requires_auth(self) -> None:
+        """
+        Every route but C{/health} answers 401 without the token, whatever
+        its method and body.
+        """
+        resource = ControlResource(self.handle, TOKEN)
+        routes = sorted({path.decode() for _, path in resource._routes})
+        self.assertGreaterEqual(len(routes), 14)
+        for path in routes:
+            for method in ("GET", "POST"):
+                response, _ = self.call(method, path, headers={}, raw=b"{bad")
+                self.assertEqual(response.code, 401, (method, path))
+        self.assertEqual(self.counts(), {"site": 3, "api": 3})
+
     def test_refresh_cache(self) -> None:
         """
         C{POST /refresh-cache} and C{/invalidate_all} clear every server,
