@@ -5,8 +5,11 @@ twisted.web resource that turns its HTTP requests into cache operations.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import math
 from typing import Callable, List, Optional, Tuple
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
@@ -19,6 +22,19 @@ from twisted.web.server import NOT_DONE_YET
 
 from .cache.cache import NOT_SHARED, CacheEntry, Exclusive, ResponseCache, Shared, variant_of
 from .cache.codec import STORED_CODING, Codec, DecodeError, choose_coding
+from .cache.freshness import (
+    NO_REQUEST_DIRECTIVES,
+    RequestDirectives,
+    ResponseDirectives,
+    etag_matches_strong,
+    etag_matches_weak,
+    freshness_lifetime,
+    http_bypass_reason,
+    initial_age,
+    parse_http_date,
+    parse_range,
+    weakened,
+)
 from .cache.keys import RequestInfo, default_cache_key
 from .cache.patterns import RequestFilter
 from .cache.policy import (
@@ -29,7 +45,7 @@ from .cache.policy import (
     vary_names,
 )
 from .cache.store import FilesystemStore, MemoryStore
-from .proxyconfig import CacheStorageMode, CacheStrategy, CreateProxyConfig, ProxyMode
+from .proxyconfig import CachePolicy, CacheStorageMode, CacheStrategy, CreateProxyConfig, ProxyMode
 from .snapshots import NotPreGenerated, SnapshotError, Snapshots
 from .webhooks import Webhooks
 from .upstream import (
@@ -47,6 +63,7 @@ from .upstream import (
 log = Logger()
 
 GET_HEAD = (b"GET", b"HEAD")
+_SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS", b"TRACE")
 
 #: Response headers the cache recomputes for every client.
 _RECOMPUTED = frozenset(
@@ -76,6 +93,33 @@ _REPLACED = frozenset(
     {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 )
 
+#: Stored headers a 304 from the origin never replaces.
+_NOT_UPDATED = frozenset(
+    {b"content-length", b"content-encoding", b"transfer-encoding", b"content-range", b"set-cookie"}
+)
+
+
+def _strong_etag(body: bytes) -> bytes:
+    """
+    @return: a strong entity-tag for C{body}: a hash of its bytes.
+    """
+    digest = hashlib.sha256(body).digest()[:12]
+    return b'"pf-' + base64.urlsafe_b64encode(digest).rstrip(b"=") + b'"'
+
+
+#: What a 304 from the cache carries (RFC 9110 §15.4.5).
+_NOT_MODIFIED_HEADERS = (
+    b"date",
+    b"etag",
+    b"last-modified",
+    b"cache-control",
+    b"expires",
+    b"content-location",
+    b"vary",
+    b"age",
+    b"cache-status",
+)
+
 _CODING_NAMES = {"br": b"br", "gzip": b"gzip", "deflate": b"deflate"}
 
 
@@ -89,6 +133,9 @@ def cache_status(*params: str) -> bytes:
 STATUS_HIT = cache_status("hit")
 STATUS_STORED = cache_status("fwd=uri-miss", "stored")
 STATUS_COLLAPSED = cache_status("fwd=uri-miss", "collapsed")
+STATUS_STALE = cache_status("hit", "detail=stale")
+
+_FRESH, _SERVE_STALE, _REFRESH_BEHIND, _REVALIDATE = (object() for _ in range(4))
 
 
 def split_target(request) -> Optional[Tuple[bytes, bytes]]:
@@ -235,6 +282,8 @@ class ProxyServer:
             name, store, reactor, config.cache_max_bytes, config.cache_404_capacity
         )
         self.codec = Codec(runner)
+        self._runner = runner
+        self.http_policy = config.cache_policy == CachePolicy.HTTP
         self.key_fn = config.cache_key_fn or default_cache_key
         self.pure_ssg = (
             config.proxy_mode == ProxyMode.PRE_GENERATE and not config.pre_generate_fallthrough
@@ -330,10 +379,27 @@ class ProxyServer:
                 await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=key-error"))
                 return
         header = _header_lookup(request)
+        directives = self._request_directives(request)
         entry = self.cache.lookup(key, header)
+        stale = None
         if entry is not None:
-            self.cache.hits += 1
-            await self._serve(request, entry, STATUS_HIT)
+            now = self._clock.seconds()
+            verdict = self._judge(entry, now, directives)
+            if verdict is _FRESH:
+                self.cache.hits += 1
+                await self._serve(request, entry, self._hit_status(entry, now))
+                return
+            if verdict is _SERVE_STALE or verdict is _REFRESH_BEHIND:
+                self.cache.hits += 1
+                self.cache.stale += 1
+                if verdict is _REFRESH_BEHIND:
+                    self._refresh_behind(request, key, entry, path_qs, header)
+                await self._serve(request, entry, STATUS_STALE)
+                return
+            stale = entry
+        if directives.only_if_cached:
+            _send_error(request, 504, "Gateway Timeout: not cached (only-if-cached)",
+                        cache_status("fwd=uri-miss", "detail=only-if-cached"))
             return
         if self.pure_ssg:
             # A snapshot being fetched is waited for; anything else is 404.
@@ -343,34 +409,153 @@ class ProxyServer:
                 return
             await self._answer_fill(request, waiter, True, path_qs, header)
             return
+        if directives.no_store:
+            await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=no-store"))
+            return
+        waiter, collapsed = self._fill(request, key, path_qs, header, stale)
+        await self._answer_fill(request, waiter, collapsed, path_qs, header, stale, directives)
+
+    def _fill(self, request, key: str, path_qs: bytes, header, stale: Optional[CacheEntry]):
+        """
+        Start (or join) the single-flight fill of C{key}: a revalidation
+        when C{stale} is given.
+        """
         fwd = self._forward_headers(request, FILL_DROPPED)
-        fill_method = b"GET" if method == b"HEAD" else method
-        waiter, collapsed = self.cache.fill(
+        authorized = request.requestHeaders.hasHeader(b"authorization")
+        method = b"GET" if request.method == b"HEAD" else request.method
+        body = None if method == b"GET" else _request_body(request)
+        return self.cache.fill(
             key,
             lambda: Deferred.fromCoroutine(
-                self._fetch_for_cache(key, fill_method, path_qs, fwd, header)
+                self._fetch_for_cache(
+                    key, method, path_qs, fwd, header, stale=stale, authorized=authorized, body=body
+                )
             ),
         )
-        await self._answer_fill(request, waiter, collapsed, path_qs, header)
 
-    async def _answer_fill(self, request, waiter: Deferred, collapsed: bool, path_qs: bytes, header) -> None:
+    def _refresh_behind(self, request, key: str, entry: CacheEntry, path_qs: bytes, header) -> None:
         """
-        Answer C{request} with what the fill it waits for gives.
+        Refresh a stale entry in the background (one refresh however many
+        clients ask); a refresh that fails keeps the stale entry.
         """
+        waiter, _ = self._fill(request, key, path_qs, header, entry)
+
+        def done(result: object) -> None:
+            if isinstance(result, Exclusive):
+                result.release()
+            elif isinstance(result, Failure):
+                log.warn(
+                    "server {server}: background refresh of {key!r} failed: {error}",
+                    server=self.name,
+                    key=key,
+                    error=result.getErrorMessage(),
+                )
+
+        waiter.addBoth(done)
+
+    def _request_directives(self, request) -> RequestDirectives:
+        """
+        The request's caching directives; the prerender policy ignores them
+        (a browser's reload must not bypass a prerender cache).
+        """
+        if not self.http_policy:
+            return NO_REQUEST_DIRECTIVES
+        rh = request.requestHeaders
+        cc = rh.getRawHeaders(b"cache-control", [])
+        pragma = rh.getRawHeaders(b"pragma", [])
+        if not cc and not pragma:
+            return NO_REQUEST_DIRECTIVES
+        return RequestDirectives.parse(cc, pragma)
+
+    def _judge(self, entry: CacheEntry, now: float, directives: RequestDirectives) -> object:
+        """
+        Decide how a stored entry may be used (RFC 9111 §4.2, §5.2.1, RFC
+        5861).
+        """
+        age = entry.age(now)
+        lifetime = entry.lifetime
+        if self.http_policy and directives is not NO_REQUEST_DIRECTIVES:
+            if directives.no_cache:
+                return _REVALIDATE
+            if directives.max_age is not None and age > directives.max_age:
+                return _REVALIDATE
+            if directives.min_fresh is not None and lifetime - age < directives.min_fresh:
+                return _REVALIDATE
+        if age < lifetime:
+            return _FRESH
+        if entry.must_revalidate:
+            return _REVALIDATE
+        staleness = age - lifetime
+        if directives.max_stale is not None and staleness <= directives.max_stale:
+            return _SERVE_STALE
+        if staleness <= entry.stale_while_revalidate:
+            return _REFRESH_BEHIND
+        return _REVALIDATE
+
+    def _may_serve_stale(self, entry: CacheEntry, directives: RequestDirectives) -> bool:
+        """
+        Whether C{entry} may stand in for a failed origin (C{stale-if-error}
+        or the client's C{max-stale}; never with C{must-revalidate}).
+        """
+        if entry.must_revalidate:
+            return False
+        staleness = entry.age(self._clock.seconds()) - entry.lifetime
+        allowance = max(entry.stale_if_error, directives.max_stale or 0.0)
+        return staleness <= allowance
+
+    def _hit_status(self, entry: CacheEntry, now: float) -> bytes:
+        if entry.lifetime == math.inf:
+            return STATUS_HIT
+        return cache_status("hit", "ttl=%d" % int(entry.lifetime - entry.age(now)))
+
+    async def _answer_fill(
+        self,
+        request,
+        waiter: Deferred,
+        collapsed: bool,
+        path_qs: bytes,
+        header,
+        stale: Optional[CacheEntry] = None,
+        directives: RequestDirectives = NO_REQUEST_DIRECTIVES,
+    ) -> None:
+        """
+        Answer C{request} with what the fill it waits for gives; with a
+        C{stale} entry being revalidated, fall back on it when the origin
+        fails and that is allowed.
+        """
+        fwd = "fwd=stale" if stale is not None else "fwd=uri-miss"
         try:
             result = await waiter
         except UpstreamError as e:
-            self._origin_failed(request, e, "fwd=uri-miss")
+            if stale is not None and self._may_serve_stale(stale, directives):
+                self.cache.stale += 1
+                await self._serve(request, stale, STATUS_STALE)
+                return
+            self._origin_failed(request, e, fwd)
             return
         if result is NOT_SHARED:
-            await self._passthrough(request, path_qs, cache_status("fwd=uri-miss", "detail=not-shared"))
+            await self._passthrough(request, path_qs, cache_status(fwd, "detail=not-shared"))
         elif isinstance(result, Exclusive):
             response, relay = result.value
-            await self._relay(request, response, relay, cache_status("fwd=uri-miss", "detail=" + result.reason))
+            if (
+                stale is not None
+                and response.code >= 500
+                and self._may_serve_stale(stale, directives)
+            ):
+                result.release()
+                self.cache.stale += 1
+                await self._serve(request, stale, STATUS_STALE)
+                return
+            await self._relay(request, response, relay, cache_status(fwd, "detail=" + result.reason))
         else:
             entry = result.entry
             if entry.vary and entry.variant != variant_of(entry.vary, header):
-                await self._passthrough(request, path_qs, cache_status("fwd=uri-miss", "detail=vary"))
+                await self._passthrough(request, path_qs, cache_status(fwd, "detail=vary"))
+            elif stale is not None:
+                status = cache_status("fwd=stale", "fwd-status=%d" % result.origin_status)
+                if result.origin_status != 304:
+                    status += b"; stored"
+                await self._serve(request, entry, status)
             else:
                 await self._serve(request, entry, STATUS_COLLAPSED if collapsed else STATUS_STORED)
 
@@ -397,7 +582,8 @@ class ProxyServer:
         reason = self.filter.bypass_reason(method.decode("latin-1"), path.decode("latin-1"))
         if reason is not None:
             return reason
-        if request.requestHeaders.hasHeader(b"authorization"):
+        if not self.http_policy and request.requestHeaders.hasHeader(b"authorization"):
+            # The http policy applies RFC 9111 §3.5 to the response instead.
             return "authorization"
         return None
 
@@ -474,11 +660,28 @@ class ProxyServer:
         headers: List[Header],
         header: Callable[[str], Optional[str]],
         snapshot: bool = False,
+        stale: Optional[CacheEntry] = None,
+        authorized: bool = False,
+        body=None,
     ):
         config = self.config
-        response = await self.origin.request(method, path_qs, headers)
+        if stale is not None:
+            # Revalidate with the stored validators (RFC 9111 §4.3.1).
+            headers = list(headers)
+            if stale.etag is not None and not stale.etag.startswith(b'"pf-'):
+                headers.append((b"If-None-Match", stale.etag))
+            if stale.last_modified is not None:
+                headers.append((b"If-Modified-Since", stale.last_modified))
+        request_time = self._clock.seconds()
+        response = await self.origin.request(method, path_qs, headers, body)
+        response_time = self._clock.seconds()
         rheaders = end_to_end(response.headers)
         status = response.code
+        if status == 304 and stale is not None:
+            response.deliverBody(BodyRelay(self._clock, config.upstream_timeout, 0))
+            self._freshen(stale, rheaders, request_time, response_time)
+            return Shared(stale, 304)
+        directives = ResponseDirectives.parse(rheaders) if self.http_policy else None
         if snapshot:
             # Snapshots are stored whatever their media type; an error
             # status is a failed snapshot, not a page.
@@ -494,6 +697,12 @@ class ProxyServer:
                 )
         else:
             reason = response_bypass_reason(status, rheaders, config.cache_strategy)
+            if directives is not None:
+                # A shared cache per RFC 9111: its own status rules and
+                # freshness requirements.
+                if reason == "status":
+                    reason = None
+                reason = reason or http_bypass_reason(status, rheaders, directives, authorized)
         if reason is None and status == 404 and not config.cache_404_capacity:
             reason = "status"
         length = known_length(response)
@@ -537,6 +746,9 @@ class ProxyServer:
             if len(encoded) >= len(identity):
                 coding, encoded = "identity", identity
         names = vary_names(rheaders)
+        etag = header_value(rheaders, b"etag")
+        if etag is None and config.generate_etag:
+            etag = await self._runner(_strong_etag, identity)
         stored = await self.cache.put_body(key, encoded)
         entry = CacheEntry(
             key=key,
@@ -551,8 +763,49 @@ class ProxyServer:
             variant=variant_of(names, header) if names else (),
             not_found=not_found,
             pinned=snapshot,
+            etag=etag,
+            last_modified=header_value(rheaders, b"last-modified"),
         )
-        return Shared(entry)
+        if not snapshot:
+            self._set_freshness(entry, rheaders, directives, request_time, response_time)
+        return Shared(entry, status)
+
+    def _set_freshness(self, entry: CacheEntry, rheaders, directives, request_time: float, response_time: float) -> None:
+        """
+        Give C{entry} its lifetime and stale allowances: from the server's
+        settings (prerender policy) or from the response (http policy).
+        """
+        entry.stored_at = response_time
+        if directives is None:
+            config = self.config
+            entry.initial_age = 0.0
+            entry.lifetime = math.inf if config.cache_ttl is None else config.cache_ttl
+            entry.stale_while_revalidate = config.stale_while_revalidate or 0.0
+            entry.stale_if_error = config.stale_if_error or 0.0
+            return
+        entry.initial_age = initial_age(rheaders, request_time, response_time)
+        entry.lifetime = freshness_lifetime(entry.status, rheaders, directives)
+        entry.stale_while_revalidate = directives.stale_while_revalidate
+        entry.stale_if_error = directives.stale_if_error
+        entry.must_revalidate = directives.must_revalidate or directives.no_cache
+
+    def _freshen(self, entry: CacheEntry, rheaders, request_time: float, response_time: float) -> None:
+        """
+        Update a stored entry from a 304 (RFC 9111 §4.3.4): its headers
+        are replaced by those the 304 carries, and its freshness starts over.
+        """
+        fresh = {n.lower() for n, _ in rheaders} - _NOT_UPDATED
+        merged = [(n, v) for n, v in entry.headers if n.lower() not in fresh]
+        merged.extend((n, v) for n, v in rheaders if n.lower() in fresh and n.lower() not in _RECOMPUTED)
+        directives = ResponseDirectives.parse(merged) if self.http_policy else None
+        self.cache.update(entry, tuple(merged))
+        etag = header_value(rheaders, b"etag")
+        if etag is not None:
+            entry.etag = etag
+        modified = header_value(rheaders, b"last-modified")
+        if modified is not None:
+            entry.last_modified = modified
+        self._set_freshness(entry, merged, directives, request_time, response_time)
 
     # Snapshots
 
@@ -638,11 +891,26 @@ class ProxyServer:
     # Answers
 
     async def _serve(self, request, entry: CacheEntry, status: bytes) -> None:
-        coding = choose_coding(request.requestHeaders.getRawHeaders(b"accept-encoding", [None])[0]
-                               if request.requestHeaders.hasHeader(b"accept-encoding") else None,
-                               entry.coding)
+        """
+        Answer from a stored entry: content negotiation, conditional
+        requests (304), byte ranges (206/416), C{Age} and C{Cache-Status}.
+        """
+        rh = request.requestHeaders
+        accept = rh.getRawHeaders(b"accept-encoding")
+        coding = choose_coding(b", ".join(accept) if accept is not None else None, entry.coding)
         if coding is None:
             _send_error(request, 406, "Not Acceptable: no acceptable content-coding", status)
+            return
+        ranged = None
+        if entry.status == 200 and request.method == b"GET" and rh.hasHeader(b"range"):
+            ranged = self._range(request, entry)
+            if ranged is not None:
+                coding = "identity"
+        etag = entry.etag
+        if etag is not None and coding != "identity":
+            etag = weakened(etag)
+        if 200 <= entry.status < 300 and self._not_modified(request, entry):
+            self._send_not_modified(request, entry, etag, status)
             return
         stored = entry.body
         body = stored.data
@@ -652,45 +920,137 @@ class ProxyServer:
             body = await self.codec.decode(body, entry.coding.encode("ascii"))
         if not _alive(request):
             return
-        request.setResponseCode(entry.status, entry.phrase)
-        headers = Headers()
-        for name, value in entry.headers:
-            headers.addRawHeader(name, value)
-        if not headers.hasHeader(b"date"):
-            headers.setRawHeaders(b"date", [datetimeToString()])
+        headers = self._entry_headers(entry, etag, status)
+        code, phrase = entry.status, entry.phrase
+        if entry.status == 200:
+            headers.setRawHeaders(b"accept-ranges", [b"bytes"])
+        if ranged == "unsatisfiable":
+            code, phrase, body = 416, b"Range Not Satisfiable", b""
+            headers.setRawHeaders(b"content-range", [b"bytes */%d" % entry.identity_length])
+            headers.removeHeader(b"content-type")
+        elif ranged is not None:
+            first, last = ranged
+            code, phrase = 206, b"Partial Content"
+            headers.setRawHeaders(b"content-range", [b"bytes %d-%d/%d" % (first, last, len(body))])
+            body = body[first : last + 1]
         if coding != "identity":
             headers.setRawHeaders(b"content-encoding", [_CODING_NAMES[coding]])
-        vary = [b"Accept-Encoding"] + [n.encode("latin-1") for n in entry.vary]
-        headers.setRawHeaders(b"vary", [b", ".join(vary)])
         headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
-        age = int(self._clock.seconds() - entry.stored_at)
-        headers.setRawHeaders(b"age", [b"%d" % (age if age > 0 else 0)])
-        headers.setRawHeaders(b"cache-status", [status])
+        request.setResponseCode(code, phrase)
         request.responseHeaders = headers
         request.write(body)
         request.finish()
 
+    def _entry_headers(self, entry: CacheEntry, etag: Optional[bytes], status: bytes) -> Headers:
+        headers = Headers()
+        for name, value in entry.headers:
+            headers.addRawHeader(name, value)
+        if etag is not None:
+            headers.setRawHeaders(b"etag", [etag])
+        if not headers.hasHeader(b"date"):
+            headers.setRawHeaders(b"date", [datetimeToString()])
+        vary = [b"Accept-Encoding"] + [n.encode("latin-1") for n in entry.vary]
+        headers.setRawHeaders(b"vary", [b", ".join(vary)])
+        headers.setRawHeaders(b"age", [b"%d" % int(entry.age(self._clock.seconds()))])
+        headers.setRawHeaders(b"cache-status", [status])
+        return headers
+
+    def _not_modified(self, request, entry: CacheEntry) -> bool:
+        """
+        RFC 9110 §13.2.2: C{If-None-Match} (weak comparison, lists, C{*}),
+        else C{If-Modified-Since}, for GET and HEAD.
+        """
+        if request.method not in GET_HEAD:
+            return False
+        rh = request.requestHeaders
+        inm = rh.getRawHeaders(b"if-none-match")
+        if inm is not None:
+            return etag_matches_weak(b", ".join(inm), entry.etag)
+        ims = rh.getRawHeaders(b"if-modified-since")
+        if ims and entry.last_modified is not None:
+            since = parse_http_date(ims[0])
+            modified = parse_http_date(entry.last_modified)
+            return since is not None and modified is not None and modified <= since
+        return False
+
+    def _send_not_modified(self, request, entry: CacheEntry, etag: Optional[bytes], status: bytes) -> None:
+        full = self._entry_headers(entry, etag, status)
+        headers = Headers()
+        for name in _NOT_MODIFIED_HEADERS:
+            values = full.getRawHeaders(name)
+            if values is not None:
+                headers.setRawHeaders(name, values)
+        request.setResponseCode(304, b"Not Modified")
+        request.responseHeaders = headers
+        request.write(b"")
+        request.finish()
+
+    def _range(self, request, entry: CacheEntry):
+        """
+        @return: what C{Range} asks of C{entry}'s identity body: C{None} (the
+            whole body: no or an ignored range, or C{If-Range} not matching),
+            C{"unsatisfiable"} or C{(first, last)}.
+        """
+        rh = request.requestHeaders
+        if_range = rh.getRawHeaders(b"if-range")
+        if if_range is not None:
+            value = if_range[0].strip()
+            if value.startswith((b'"', b"W/")):
+                if not etag_matches_strong(value, entry.etag):
+                    return None
+            else:
+                date = parse_http_date(value)
+                modified = parse_http_date(entry.last_modified)
+                if date is None or modified is None or date != modified:
+                    return None
+        return parse_range(rh.getRawHeaders(b"range")[0], entry.identity_length)
+
     async def _passthrough(self, request, path_qs: bytes, status: bytes) -> None:
-        content = request.content
-        length = None
-        if request.requestHeaders.hasHeader(b"content-length") or request.requestHeaders.hasHeader(
-            b"transfer-encoding"
-        ):
-            content.seek(0, 2)
-            length = content.tell()
         try:
             response = await self.origin.request(
                 request.method,
                 path_qs,
                 self._forward_headers(request),
-                body_producer(content, length),
+                _request_body(request),
             )
         except UpstreamError as e:
             self._origin_failed(request, e, "fwd=bypass")
             return
+        if self.http_policy and request.method not in _SAFE_METHODS and 200 <= response.code < 400:
+            self._invalidate_unsafe(request, path_qs, response)
         relay = BodyRelay(self._clock, self.config.upstream_timeout)
         response.deliverBody(relay)
         await self._relay(request, response, relay, status)
+
+    def _invalidate_unsafe(self, request, path_qs: bytes, response) -> None:
+        """
+        RFC 9111 §4.4: a successful unsafe request invalidates what is
+        stored for its target, and for its C{Location} and
+        C{Content-Location} when they are on this server.
+        """
+        targets = [path_qs]
+        prefix = b"/" + b"/".join(request.prepath) if request.prepath else b""
+        host = (request.requestHeaders.getRawHeaders(b"host") or [b""])[0].lower()
+        for name in (b"location", b"content-location"):
+            for value in response.headers.getRawHeaders(name, ()):
+                parts = urlsplit(value.decode("latin-1"))
+                if parts.netloc and parts.netloc.encode("latin-1").lower() != host:
+                    continue  # another origin
+                path = parts.path.encode("latin-1")
+                if not path.startswith(b"/"):
+                    continue
+                if prefix:
+                    if path != prefix and not path.startswith(prefix + b"/"):
+                        continue  # another server behind this proxy
+                    path = path[len(prefix):] or b"/"
+                targets.append(path + (b"?" + parts.query.encode("latin-1") if parts.query else b""))
+        for target in targets:
+            plain, _, query = target.partition(b"?")
+            info = RequestInfo.from_raw(b"GET", plain, query, ())
+            try:
+                self.cache.drop(self.key_fn(info))
+            except Exception:
+                log.failure("cache key function failed for {path!r}", path=target)
 
     async def _relay(self, request, response, relay: BodyRelay, status: bytes) -> None:
         if not _alive(request):
@@ -715,6 +1075,19 @@ class ProxyServer:
         except CancelledError:
             relay.abort()
             raise
+
+
+def _request_body(request):
+    """
+    @return: a producer of the client's request body (as twisted.web
+        spooled it), or C{None} when it sent none.
+    """
+    rh = request.requestHeaders
+    if not (rh.hasHeader(b"content-length") or rh.hasHeader(b"transfer-encoding")):
+        return None
+    content = request.content
+    content.seek(0, 2)
+    return body_producer(content, content.tell())
 
 
 def _no_header(name: str) -> Optional[str]:

@@ -9,6 +9,7 @@ forgets entries synchronously on invalidation.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -47,6 +48,16 @@ class CacheEntry:
     @ivar not_found: whether this entry lives in the 404 cache.
     @ivar pinned: a snapshot: kept until removed or invalidated, never
         evicted, outside the C{max_bytes} bound.
+    @ivar lifetime: seconds of freshness from its age 0 (infinite: until
+        invalidated).
+    @ivar initial_age: its age when stored (RFC 9111 §4.2.3).
+    @ivar stale_while_revalidate: seconds past its lifetime during which it
+        may be served while one refresh runs.
+    @ivar stale_if_error: seconds past its lifetime during which it may be
+        served when the origin fails.
+    @ivar must_revalidate: never served stale.
+    @ivar etag: the origin's (or a generated) entity-tag.
+    @ivar last_modified: the origin's C{Last-Modified}.
     """
 
     key: str
@@ -61,9 +72,29 @@ class CacheEntry:
     variant: Variant = ()
     not_found: bool = False
     pinned: bool = False
+    lifetime: float = math.inf
+    initial_age: float = 0.0
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    must_revalidate: bool = False
+    etag: Optional[bytes] = None
+    last_modified: Optional[bytes] = None
     size: int = 0
 
+    def age(self, now: float) -> float:
+        """
+        @return: the entry's current age (RFC 9111 §4.2.3) at C{now}.
+        """
+        resident = now - self.stored_at
+        return self.initial_age + (resident if resident > 0 else 0.0)
+
     def __attrs_post_init__(self) -> None:
+        self.resize()
+
+    def resize(self) -> None:
+        """
+        Account the entry's size again (after its headers changed).
+        """
         self.size = (
             self.body.size
             + sum(len(n) + len(v) for n, v in self.headers)
@@ -122,7 +153,8 @@ class _LRU:
         old = self.entries.pop(slot, None)
         if old is not None:
             self.bytes -= old.size
-            dropped.append(old)
+            if old is not entry:
+                dropped.append(old)
         if entry.size > self.max_bytes:
             dropped.append(entry)
             return dropped
@@ -156,9 +188,12 @@ class Shared:
     A fill's result every waiter may use: a storable response.
 
     @ivar entry: the response (stored unless an invalidation overtook it).
+    @ivar origin_status: what the origin answered (304 when it revalidated
+        a stored entry, which is then C{entry}, freshened in place).
     """
 
     entry: CacheEntry
+    origin_status: int = 200
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -432,7 +467,8 @@ class ResponseCache:
         old = self._pinned.pop(slot, None)
         if old is not None:
             self._pinnedBytes -= old.size
-            self._forget(old)
+            if old is not entry:
+                self._forget(old)
         if entry.pinned:
             self._forget(self._main.pop(slot))
             self._forget(self._notFound.pop(slot))
@@ -530,6 +566,22 @@ class ResponseCache:
             self._flights.pop(key).doomed = True
         self.invalidations += 1
         return count
+
+    def update(self, entry: CacheEntry, headers: Tuple[Header, ...]) -> None:
+        """
+        Replace a stored entry's headers in place, keeping the size
+        accounting right (the entry may or may not still be held).
+        """
+        before = entry.size
+        entry.headers = headers
+        entry.resize()
+        delta = entry.size - before
+        slot = (entry.key, entry.variant)
+        if self._pinned.get(slot) is entry:
+            self._pinnedBytes += delta
+        for lru in (self._main, self._notFound):
+            if lru.entries.get(slot) is entry:
+                lru.bytes += delta
 
     def pin(self, entry: CacheEntry) -> None:
         """

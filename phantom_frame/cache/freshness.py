@@ -1,0 +1,388 @@
+"""
+HTTP caching rules (RFC 9111, RFC 5861, RFC 9213) as pure functions: dates,
+directives, ages, freshness lifetimes, storability of responses in a shared
+cache, conditional requests and byte ranges.
+
+Parsing is robust: malformed input never raises, and invalid or conflicting
+freshness information is read the conservative way RFC 9111 recommends
+(treated as stale).
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+import time
+from typing import Dict, Optional, Sequence, Tuple
+
+import attr
+
+from .policy import header_value, header_values, parse_cache_control
+
+Headers = Sequence[Tuple[bytes, bytes]]
+
+#: Statuses a cache may give a heuristic freshness lifetime (RFC 9110 §15.1),
+#: less 206 and 501, which phantom-frame never stores.
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414})
+#: Statuses stored in http policy only with explicit freshness.
+EXPLICIT_ONLY_STATUSES = frozenset({302, 303, 307})
+#: Heuristic lifetime: this fraction of the time since Last-Modified...
+HEURISTIC_FRACTION = 0.1
+#: ...but at most this long (as Squid and Apache do).
+HEURISTIC_MAX = 86400.0
+
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_IMF = re.compile(r"^\s*[A-Za-z]{3},\s*(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d{2}):(\d{2}):(\d{2})\s+GMT\s*$")
+_RFC850 = re.compile(r"^\s*[A-Za-z]+,\s*(\d{1,2})-([A-Za-z]{3})-(\d{2})\s+(\d{2}):(\d{2}):(\d{2})\s+GMT\s*$")
+_ASCTIME = re.compile(r"^\s*[A-Za-z]{3}\s+([A-Za-z]{3})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+(\d{4})\s*$")
+
+
+def parse_http_date(value: Optional[bytes]) -> Optional[float]:
+    """
+    Parse an HTTP-date in any of its three forms (RFC 9110 §5.6.7).
+
+    @return: seconds since the epoch, or C{None} when absent or invalid.
+    """
+    if not value:
+        return None
+    try:
+        text = value.decode("latin-1")
+    except Exception:
+        return None
+    for pattern, order in ((_IMF, "dmy"), (_RFC850, "dmy2"), (_ASCTIME, "mdy")):
+        m = pattern.match(text)
+        if m is None:
+            continue
+        g = m.groups()
+        if order == "mdy":
+            month, day, hh, mm, ss, year = g[0], g[1], g[2], g[3], g[4], g[5]
+        else:
+            day, month, year, hh, mm, ss = g
+        month_number = _MONTHS.get(month.lower())
+        if month_number is None:
+            return None
+        year_number = int(year)
+        if order == "dmy2":
+            # RFC 9110: a two-digit year more than 50 years ahead is in the past.
+            now_year = time.gmtime().tm_year
+            year_number += (now_year // 100) * 100
+            if year_number > now_year + 50:
+                year_number -= 100
+        try:
+            return float(
+                calendar.timegm((year_number, month_number, int(day), int(hh), int(mm), int(ss), 0, 0, 0))
+            )
+        except (ValueError, OverflowError):
+            return None
+    return None
+
+
+def _seconds(value: Optional[str]) -> Optional[float]:
+    """
+    @return: a delta-seconds value, or C{None} when invalid.
+    """
+    if value is None or not value.isdigit():
+        return None
+    return float(value)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ResponseDirectives:
+    """
+    The caching directives of a response, from C{CDN-Cache-Control} when it
+    has any (RFC 9213: it then replaces C{Cache-Control}), else from
+    C{Cache-Control}.
+
+    @ivar invalid: some freshness directive was malformed or given twice
+        with different values: the response is treated as stale.
+    """
+
+    no_store: bool = False
+    no_cache: bool = False
+    private: bool = False
+    public: bool = False
+    must_revalidate: bool = False
+    max_age: Optional[float] = None
+    s_maxage: Optional[float] = None
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    invalid: bool = False
+    cdn: bool = False
+
+    @classmethod
+    def parse(cls, headers: Headers) -> ResponseDirectives:
+        cdn_values = header_values(headers, b"cdn-cache-control")
+        cdn = bool(cdn_values) and bool(parse_cache_control(cdn_values))
+        values = cdn_values if cdn else header_values(headers, b"cache-control")
+        directives = parse_cache_control(values)
+        invalid = _conflicting(values, ("max-age", "s-maxage"))
+
+        def seconds(name: str) -> Optional[float]:
+            nonlocal invalid
+            if name not in directives:
+                return None
+            parsed = _seconds(directives[name])
+            if parsed is None:
+                invalid = True
+                return 0.0
+            return parsed
+
+        max_age = seconds("max-age")
+        s_maxage = seconds("s-maxage")
+        swr = _seconds(directives.get("stale-while-revalidate")) or 0.0
+        sie = _seconds(directives.get("stale-if-error")) or 0.0
+        return cls(
+            no_store="no-store" in directives,
+            no_cache="no-cache" in directives,
+            private="private" in directives,
+            public="public" in directives,
+            must_revalidate="must-revalidate" in directives or "proxy-revalidate" in directives,
+            max_age=max_age,
+            s_maxage=s_maxage,
+            stale_while_revalidate=swr,
+            stale_if_error=sie,
+            invalid=invalid,
+            cdn=cdn,
+        )
+
+    @property
+    def explicit(self) -> bool:
+        """
+        Whether the directives give an explicit lifetime.
+        """
+        return self.s_maxage is not None or self.max_age is not None
+
+
+def _conflicting(values: Sequence[bytes], names: Sequence[str]) -> bool:
+    """
+    @return: whether one of C{names} appears twice with different values.
+    """
+    seen: Dict[str, str] = {}
+    for value in values:
+        for item in value.decode("latin-1").split(","):
+            name, _, argument = item.strip().partition("=")
+            name = name.strip().lower()
+            if name in names:
+                argument = argument.strip().strip('"')
+                if name in seen and seen[name] != argument:
+                    return True
+                seen[name] = argument
+    return False
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class RequestDirectives:
+    """
+    The caching directives of a request (RFC 9111 §5.2.1).
+
+    @ivar max_stale: how stale a response may be: C{None} for not at all,
+        C{math.inf} for any.
+    """
+
+    no_store: bool = False
+    no_cache: bool = False
+    only_if_cached: bool = False
+    max_age: Optional[float] = None
+    min_fresh: Optional[float] = None
+    max_stale: Optional[float] = None
+
+    @classmethod
+    def parse(cls, cache_control: Sequence[bytes], pragma: Sequence[bytes] = ()) -> RequestDirectives:
+        directives = parse_cache_control(cache_control)
+        no_cache = "no-cache" in directives
+        if not cache_control and any(b"no-cache" in p.lower() for p in pragma):
+            no_cache = True
+        max_stale: Optional[float] = None
+        if "max-stale" in directives:
+            argument = directives["max-stale"]
+            max_stale = math.inf if argument is None else _seconds(argument)
+        max_age = directives.get("max-age")
+        min_fresh = directives.get("min-fresh")
+        return cls(
+            no_store="no-store" in directives,
+            no_cache=no_cache,
+            only_if_cached="only-if-cached" in directives,
+            # An invalid max-age asks for something fresh: 0, conservatively.
+            max_age=None if "max-age" not in directives else (_seconds(max_age) or 0.0),
+            min_fresh=None if "min-fresh" not in directives else (_seconds(min_fresh) or 0.0),
+            max_stale=max_stale,
+        )
+
+
+NO_REQUEST_DIRECTIVES = RequestDirectives()
+
+
+def age_value(headers: Headers) -> float:
+    """
+    @return: the C{Age} header's value; a malformed one is ignored (0).
+    """
+    value = header_values(headers, b"age")
+    if not value:
+        return 0.0
+    first = value[0].split(b",")[0].strip()
+    return float(first) if first.isdigit() else 0.0
+
+
+def initial_age(headers: Headers, request_time: float, response_time: float) -> float:
+    """
+    RFC 9111 §4.2.3: the corrected initial age of a response.
+    """
+    date = parse_http_date(header_value(headers, b"date"))
+    apparent = max(0.0, response_time - date) if date is not None else 0.0
+    corrected = age_value(headers) + (response_time - request_time)
+    return max(apparent, corrected)
+
+
+def freshness_lifetime(status: int, headers: Headers, directives: ResponseDirectives) -> float:
+    """
+    RFC 9111 §4.2.1: how long a response stays fresh in a shared cache.
+
+    @return: seconds; 0 for a response that must be revalidated before
+        each use (or whose freshness information is invalid).
+    """
+    if directives.invalid or directives.no_cache:
+        return 0.0
+    if directives.s_maxage is not None:
+        return directives.s_maxage
+    if directives.max_age is not None:
+        return directives.max_age
+    expires_values = header_values(headers, b"expires")
+    if expires_values:
+        if len({v.strip() for v in expires_values}) > 1:
+            return 0.0
+        expires = parse_http_date(expires_values[0])
+        if expires is None:
+            return 0.0  # "0" and other invalid dates mean already expired
+        date = parse_http_date(header_value(headers, b"date"))
+        if date is None:
+            return 0.0
+        return max(0.0, expires - date)
+    last_modified = parse_http_date(header_value(headers, b"last-modified"))
+    if (status in HEURISTIC_STATUSES or directives.public) and last_modified is not None:
+        date = parse_http_date(header_value(headers, b"date"))
+        if date is not None and date > last_modified:
+            return min(HEURISTIC_MAX, (date - last_modified) * HEURISTIC_FRACTION)
+    return 0.0
+
+
+def has_validator(headers: Headers) -> bool:
+    """
+    @return: whether the response has an C{ETag} or a C{Last-Modified}.
+    """
+    return bool(header_values(headers, b"etag") or header_values(headers, b"last-modified"))
+
+
+def http_bypass_reason(
+    status: int, headers: Headers, directives: ResponseDirectives, authorized: bool
+) -> Optional[str]:
+    """
+    Whether a shared cache may store a response (RFC 9111 §3, §3.5), beyond
+    the rules every policy applies (see L{policy.response_bypass_reason}).
+
+    @param authorized: whether the request carried C{Authorization}.
+    @return: C{None} when it may, else a short reason.
+    """
+    if directives.no_store:
+        return "no-store"
+    if directives.private:
+        return "private"
+    if authorized and not (directives.public or directives.must_revalidate or directives.s_maxage is not None):
+        return "authorization"
+    explicit = directives.explicit or bool(header_values(headers, b"expires"))
+    if status in EXPLICIT_ONLY_STATUSES:
+        return None if explicit else "no-freshness"
+    if status not in HEURISTIC_STATUSES:
+        return "status"
+    if explicit or directives.no_cache or has_validator(headers) or directives.public:
+        return None
+    return "no-freshness"
+
+
+def _opaque(tag: bytes) -> bytes:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith(b"W/") else tag
+
+
+def etag_matches_weak(header: bytes, etag: Optional[bytes]) -> bool:
+    """
+    C{If-None-Match} evaluation: weak comparison, lists and C{*}.
+    """
+    if header.strip() == b"*":
+        return True
+    if not etag:
+        return False
+    wanted = _opaque(etag)
+    return any(_opaque(candidate) == wanted for candidate in _split_tags(header))
+
+
+def etag_matches_strong(header: bytes, etag: Optional[bytes]) -> bool:
+    """
+    Strong comparison of one entity-tag (for C{If-Range}).
+    """
+    if not etag or etag.startswith(b"W/"):
+        return False
+    header = header.strip()
+    return not header.startswith(b"W/") and header == etag.strip()
+
+
+def _split_tags(header: bytes):
+    """
+    Split an entity-tag list, respecting quotes (tags may hold commas).
+    """
+    tags, current, quoted = [], b"", False
+    for char in header:
+        c = bytes((char,))
+        if c == b'"':
+            quoted = not quoted
+        if c == b"," and not quoted:
+            tags.append(current)
+            current = b""
+        else:
+            current += c
+    tags.append(current)
+    return [t.strip() for t in tags if t.strip()]
+
+
+def weakened(etag: bytes) -> bytes:
+    """
+    @return: C{etag} as a weak validator (for a representation phantom-frame
+        compressed itself: the bytes differ from the origin's).
+    """
+    return etag if etag.startswith(b"W/") else b"W/" + etag
+
+
+def parse_range(value: Optional[bytes], length: int):
+    """
+    Parse a C{Range} header for a representation of C{length} bytes.
+
+    @return: C{None} to ignore it (absent, malformed, several ranges, not
+        bytes), C{"unsatisfiable"}, or C{(first, last)} inclusive.
+    """
+    if not value:
+        return None
+    text = value.decode("latin-1").strip()
+    unit, _, spec = text.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    first, last = first.strip(), last.strip()
+    if not first:
+        if not last.isdigit():
+            return None
+        suffix = int(last)
+        if suffix == 0 or length == 0:
+            return "unsatisfiable"
+        return (max(0, length - suffix), length - 1)
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start = int(first)
+    end = int(last) if last else length - 1
+    if last and end < start:
+        return None
+    if start >= length:
+        return "unsatisfiable"
+    return (start, min(end, length - 1))
