@@ -488,7 +488,7 @@ class ProxyServer:
         staleness = age - lifetime
         if directives.max_stale is not None and staleness <= directives.max_stale:
             return _SERVE_STALE
-        if staleness <= entry.stale_while_revalidate:
+        if entry.stale_while_revalidate and staleness <= entry.stale_while_revalidate:
             return _REFRESH_BEHIND
         return _REVALIDATE
 
@@ -501,7 +501,7 @@ class ProxyServer:
             return False
         staleness = entry.age(self._clock.seconds()) - entry.lifetime
         allowance = max(entry.stale_if_error, directives.max_stale or 0.0)
-        return staleness <= allowance
+        return allowance > 0 and staleness <= allowance
 
     def _hit_status(self, entry: CacheEntry, now: float) -> bytes:
         if entry.lifetime == math.inf:

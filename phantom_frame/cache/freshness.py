@@ -10,7 +10,7 @@ freshness information is read the conservative way RFC 9111 recommends
 
 from __future__ import annotations
 
-import calendar
+import datetime
 import math
 import re
 import time
@@ -71,11 +71,13 @@ def parse_http_date(value: Optional[bytes]) -> Optional[float]:
             if year_number > now_year + 50:
                 year_number -= 100
         try:
-            return float(
-                calendar.timegm((year_number, month_number, int(day), int(hh), int(mm), int(ss), 0, 0, 0))
+            moment = datetime.datetime(
+                year_number, month_number, int(day), int(hh), int(mm), int(ss),
+                tzinfo=datetime.timezone.utc,
             )
         except (ValueError, OverflowError):
             return None
+        return moment.timestamp()
     return None
 
 
