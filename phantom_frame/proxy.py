@@ -296,6 +296,13 @@ class ProxyServer:
         self.webhooks = Webhooks(name, config.webhooks, agent, reactor)
         self.caching = config.cache_strategy != CacheStrategy.NONE
         self.stored_coding = STORED_CODING[config.compress_strategy]
+        #: Whether plain hits may be answered by the channel's fast path.
+        self.fast_path_ok = (
+            self.caching
+            and not self.webhooks
+            and config.cache_key_fn is None
+            and config.cache_storage_mode == CacheStorageMode.MEMORY
+        )
         self.resource = ProxyResource(self)
 
     def open(self) -> None:
@@ -1062,6 +1069,11 @@ class ProxyServer:
             headers.addRawHeader(name, value)
         if not headers.hasHeader(b"date"):
             headers.setRawHeaders(b"date", [datetimeToString()])
+        length = known_length(response)
+        if length is not None and request.method != b"HEAD" and response.code not in (204, 304):
+            # twisted.web's client keeps the length out of the headers:
+            # give it back, so the client gets it instead of chunks.
+            headers.setRawHeaders(b"content-length", [b"%d" % length])
         headers.setRawHeaders(b"cache-status", [status])
         request.responseHeaders = headers
         if request.method == b"HEAD" and response.request.method != b"HEAD":

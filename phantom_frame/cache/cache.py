@@ -58,6 +58,8 @@ class CacheEntry:
     @ivar must_revalidate: never served stale.
     @ivar etag: the origin's (or a generated) entity-tag.
     @ivar last_modified: the origin's C{Last-Modified}.
+    @ivar wire: answers serialised by the fast path, by coding (dropped
+        whenever the headers change).
     """
 
     key: str
@@ -79,6 +81,7 @@ class CacheEntry:
     must_revalidate: bool = False
     etag: Optional[bytes] = None
     last_modified: Optional[bytes] = None
+    wire: Optional[Dict[str, Any]] = None
     size: int = 0
 
     def age(self, now: float) -> float:
@@ -574,6 +577,7 @@ class ResponseCache:
         """
         before = entry.size
         entry.headers = headers
+        entry.wire = None
         entry.resize()
         delta = entry.size - before
         slot = (entry.key, entry.variant)
