@@ -1,5 +1,6 @@
 """
-The control site: cache refresh and invalidation, statistics and health.
+The control site: cache refresh and invalidation, statistics, metrics,
+configuration reload and health.
 
 Every route but C{GET /health} requires C{Authorization: Bearer TOKEN} when
 a token is configured; the check comes before anything else is looked at.
@@ -42,6 +43,34 @@ def _json(request, code: int, payload: Any) -> bytes:
     return body
 
 
+def _text(request, code: int, content_type: bytes, body: bytes) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+class TextAnswer:
+    """
+    A route's answer that is not JSON: a body and its media type.
+    """
+
+    def __init__(self, body: bytes, content_type: bytes) -> None:
+        """
+        @param body: the bytes to send.
+        @param content_type: their C{Content-Type}.
+        """
+        self.body = body
+        self.content_type = content_type
+
+
+def _answer(request, code: int, payload: Any) -> bytes:
+    if isinstance(payload, TextAnswer):
+        return _text(request, code, payload.content_type, payload.body)
+    return _json(request, code, payload)
+
+
 def _summary(paths: List[str], outcomes) -> Dict[str, Any]:
     """
     @return: the answer of a bulk call: counts and one result per path.
@@ -64,19 +93,34 @@ def _summary(paths: List[str], outcomes) -> Dict[str, Any]:
 class ControlResource(Resource):
     """
     The control API over a L{CacheHandle}.
+
+    @ivar metrics: what C{GET /metrics} shows (a
+        L{phantom_frame.metrics.Metrics}); without it the route is 404.
+    @ivar reloader: what C{POST /reload} calls (a
+        L{phantom_frame.reload.Reloader}); without it the route is 404.
     """
 
     isLeaf = True
 
-    def __init__(self, handle: CacheHandle, token: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        handle: CacheHandle,
+        token: Optional[str] = None,
+        metrics: Any = None,
+        reloader: Any = None,
+    ) -> None:
         """
         @param handle: the caches to act on.
         @param token: the bearer token every route but C{/health} requires;
             C{None} leaves the site open (it listens on localhost by default).
+        @param metrics: see L{metrics}.
+        @param reloader: see L{reloader}.
         """
         super().__init__()
         self._handle = handle
-        self._expected = None if token is None else b"Bearer " + token.encode("utf-8")
+        self.metrics = metrics
+        self.reloader = reloader
+        self.set_token(token)
         self._routes: Dict[Tuple[bytes, bytes], Callable[[Any], Tuple[int, Any]]] = {
             (b"POST", b"/refresh-cache"): self._invalidate_all,
             (b"POST", b"/invalidate_all"): self._invalidate_all,
@@ -91,7 +135,17 @@ class ControlResource(Resource):
             (b"POST", b"/bulk_remove_snapshot"): self._bulk_snapshot("remove_snapshot"),
             (b"POST", b"/refresh_all_snapshots"): self._refresh_all,
             (b"GET", b"/snapshots"): self._list_snapshots,
+            (b"GET", b"/metrics"): self._metrics,
+            (b"POST", b"/reload"): self._reload,
         }
+
+    def set_token(self, token: Optional[str]) -> None:
+        """
+        Require another bearer token from the next request on.
+
+        @param token: the new token, or C{None} to leave the site open.
+        """
+        self._expected = None if token is None else b"Bearer " + token.encode("utf-8")
 
     def _authorized(self, request) -> bool:
         if self._expected is None:
@@ -127,7 +181,7 @@ class ControlResource(Resource):
             return self._error(request, e)
         if not isinstance(result, Deferred):
             code, payload = result
-            return _json(request, code, payload)
+            return _answer(request, code, payload)
 
         def answer(outcome: Any) -> None:
             if request.finished or getattr(request, "_disconnected", False):
@@ -136,7 +190,7 @@ class ControlResource(Resource):
                 body = self._error(request, outcome.value)
             else:
                 code, payload = outcome
-                body = _json(request, code, payload)
+                body = _answer(request, code, payload)
             request.write(body)
             request.finish()
 
@@ -284,3 +338,16 @@ class ControlResource(Resource):
 
     def _stats(self, body: Dict[str, Any]) -> Tuple[int, Any]:
         return 200, {"servers": self._handle.stats()}
+
+    def _metrics(self, body: Dict[str, Any]) -> Tuple[int, Any]:
+        if self.metrics is None:
+            return 404, {"error": "no such route"}
+        from .metrics import CONTENT_TYPE
+
+        return 200, TextAnswer(self.metrics.render(), CONTENT_TYPE)
+
+    def _reload(self, body: Dict[str, Any]) -> Tuple[int, Any]:
+        if self.reloader is None:
+            return 404, {"error": "no such route"}
+        result = self.reloader.reload()
+        return (200 if result.ok else 400), result.as_json()

@@ -36,6 +36,31 @@ class CacheHandle:
             raise ValueError(f"a server named {server.name!r} is already registered")
         self._servers[server.name] = server
 
+    def _replace(self, server: ProxyServer) -> ProxyServer:
+        """
+        Put C{server} in the place of the server of the same name; from now
+        on every operation reaches the new one. The old one is not closed:
+        that is the caller's business, once nothing routes to it any more.
+
+        @return: the server it replaces.
+        @raise UnknownServer: when no server has that name.
+        """
+        old = self.server(server.name)
+        self._servers[server.name] = server
+        return old
+
+    def _remove(self, name: str) -> ProxyServer:
+        """
+        Forget the server called C{name}; it is not closed (see
+        L{_replace}).
+
+        @return: the removed server.
+        @raise UnknownServer: when there is no such server.
+        """
+        server = self.server(name)
+        del self._servers[name]
+        return server
+
     def servers(self) -> Iterator[ProxyServer]:
         """
         @return: the servers, in the order they were built.
@@ -190,6 +215,7 @@ def create_proxy(
     name: str = "default",
     handle: Optional[CacheHandle] = None,
     runner: Any = None,
+    warm_up: bool = True,
 ) -> Tuple[IResource, CacheHandle]:
     """
     Build a caching reverse proxy for one origin.
@@ -203,6 +229,9 @@ def create_proxy(
         handle reaches every server of a config.
     @param runner: runs compression and file I/O (a thread pool when
         omitted).
+    @param warm_up: for a C{pre_generate} server, fetch its snapshots on
+        the first reactor turn; with C{False} the caller starts
+        C{server.snapshots.warm_up()} itself (after its origin is up, say).
     @return: a twisted.web resource to mount in any L{Site}, and the handle.
     """
     if reactor is None:
@@ -216,7 +245,7 @@ def create_proxy(
     server = ProxyServer(name, config, agent, reactor, runner)
     server.open()
     handle._add(server)
-    if server.snapshots is not None:
+    if warm_up and server.snapshots is not None:
         # On the first reactor turn: at once when it runs already, or as
         # soon as it starts.
         reactor.callLater(0, server.snapshots.warm_up)

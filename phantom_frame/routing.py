@@ -5,13 +5,24 @@ the request path, on segment boundaries, and strips that prefix.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Tuple
+from contextvars import ContextVar
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.web.resource import IResource, Resource
 
 from .proxy import error_response, split_target
 
-Route = Tuple[str, IResource]
+#: A route: C{(bind_to, resource)} or C{(bind_to, resource, name)}.
+Route = Union[Tuple[str, IResource], Tuple[str, IResource, Optional[str]]]
+
+#: The request a server's resource is rendering, set by L{Router.render} for
+#: the duration of that call. Coroutines and Deferreds started from it see
+#: it too (they run in a copy of the context they were started in), which
+#: lets an origin L{IAgent} wrapper attribute upstream time to the client
+#: request that caused it.
+current_request: ContextVar[Optional[Any]] = ContextVar(
+    "phantom_frame_current_request", default=None
+)
 
 
 def prefix_segments(prefix: str) -> Tuple[bytes, ...]:
@@ -34,24 +45,44 @@ class Router(Resource):
 
     def __init__(self, routes: Iterable[Route]) -> None:
         """
-        @param routes: C{(bind_to, resource)} pairs.
+        @param routes: C{(bind_to, resource)} pairs, or C{(bind_to, resource,
+            name)} triples naming the server behind each prefix. A route
+            without a name takes the C{name} of the resource's C{server}
+            attribute when it has one (as L{phantom_frame.proxy.ProxyResource}
+            does). Every request the router hands on carries its server's
+            name as C{request.phantomServer}.
         @raise ValueError: on a malformed or duplicate prefix, or two C{"*"}.
         """
         super().__init__()
         self._table: Dict[Tuple[bytes, ...], IResource] = {}
+        self._names: Dict[Tuple[bytes, ...], Optional[str]] = {}
         self._fallback: Optional[IResource] = None
+        self._fallbackName: Optional[str] = None
         self._depths: Tuple[int, ...] = ()
-        for prefix, resource in routes:
+        self._routes: List[Tuple[str, IResource, Optional[str]]] = []
+        for route in routes:
+            prefix, resource = route[0], route[1]
+            name = route[2] if len(route) > 2 else _name_of(resource)  # type: ignore[misc]
+            self._routes.append((prefix, resource, name))
             if prefix == "*":
                 if self._fallback is not None:
                     raise ValueError("only one server may bind to '*'")
                 self._fallback = resource
+                self._fallbackName = name
                 continue
             segments = prefix_segments(prefix)
             if segments in self._table:
                 raise ValueError(f"two servers bind to {prefix!r}")
             self._table[segments] = resource
+            self._names[segments] = name
         self._depths = tuple(sorted({len(s) for s in self._table}, reverse=True))
+
+    @property
+    def routes(self) -> Sequence[Tuple[str, IResource, Optional[str]]]:
+        """
+        @return: the C{(bind_to, resource, name)} triples, in the order given.
+        """
+        return tuple(self._routes)
 
     def match(self, segments) -> Tuple[Optional[IResource], int]:
         """
@@ -59,14 +90,23 @@ class Router(Resource):
         @return: the resource and how many segments its prefix takes, or
             C{(None, 0)}.
         """
+        resource, depth, _ = self._lookup(segments)
+        return resource, depth
+
+    def _lookup(self, segments) -> Tuple[Optional[IResource], int, Optional[str]]:
+        """
+        @return: the resource, how many segments its prefix takes, and the
+            server's name, or C{(None, 0, None)}.
+        """
         table = self._table
         count = len(segments)
         for depth in self._depths:
             if depth <= count:
-                resource = table.get(tuple(segments[:depth]))
+                key = tuple(segments[:depth])
+                resource = table.get(key)
                 if resource is not None:
-                    return resource, depth
-        return self._fallback, 0
+                    return resource, depth, self._names[key]
+        return self._fallback, 0, self._fallbackName
 
     def render(self, request) -> object:
         """
@@ -76,10 +116,23 @@ class Router(Resource):
         request.defaultContentType = None
         if split_target(request) is None:
             return error_response(request, 400, "Bad Request: malformed request target")
-        resource, depth = self.match(request.postpath)
+        resource, depth, name = self._lookup(request.postpath)
         if resource is None:
             return error_response(request, 404, "Not Found")
+        request.phantomServer = name
         if depth:
             request.prepath.extend(request.postpath[:depth])
             del request.postpath[:depth]
-        return resource.render(request)
+        token = current_request.set(request)
+        try:
+            return resource.render(request)
+        finally:
+            current_request.reset(token)
+
+
+def _name_of(resource: IResource) -> Optional[str]:
+    """
+    @return: the name of the server behind C{resource}, when it tells.
+    """
+    name = getattr(getattr(resource, "server", None), "name", None)
+    return name if isinstance(name, str) else None

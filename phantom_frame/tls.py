@@ -7,13 +7,11 @@ connections.
 from __future__ import annotations
 
 import re
-import signal
-from typing import Any, List, Optional
+from typing import Any, List
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
-from twisted.application.service import Service
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -146,29 +144,3 @@ def tls_factory(context: ReloadableContext, factory: Any) -> TLSMemoryBIOFactory
     @return: C{factory} behind TLS with C{context}, for any stream endpoint.
     """
     return TLSMemoryBIOFactory(context, False, factory)
-
-
-class CertificateReloader(Service):
-    """
-    Reloads the certificate on C{SIGHUP}.
-    """
-
-    def __init__(self, context: ReloadableContext, reactor: Any, install_signal: bool = True) -> None:
-        self._context = context
-        self._reactor = reactor
-        self._install = install_signal
-        self._previous: Optional[Any] = None
-
-    def startService(self) -> None:
-        super().startService()
-        if self._install and hasattr(signal, "SIGHUP"):
-            self._previous = signal.signal(signal.SIGHUP, self._onSignal)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
-
-    def _onSignal(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self._context.reload)

@@ -79,7 +79,7 @@ class ControlTests(SynchronousTestCase):
         """
         resource = ControlResource(self.handle, TOKEN)
         routes = sorted({path.decode() for _, path in resource._routes})
-        self.assertEqual(len(routes), 13)
+        self.assertEqual(len(routes), 15)
         for path in routes:
             for method in ("GET", "POST"):
                 response, _ = self.call(method, path, headers={}, raw=b"{bad")

@@ -12,7 +12,7 @@ from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
 from phantom_frame.proxy import stripped_path
-from phantom_frame.routing import Router
+from phantom_frame.routing import Router, current_request
 
 
 class Recorder(Resource):
@@ -115,3 +115,62 @@ class RouterTests(SynchronousTestCase):
         self.assertRaises(ValueError, Router, [("*", self.api), ("*", self.v2)])
         self.assertRaises(ValueError, Router, [("/a/", self.api)])
         self.assertRaises(ValueError, Router, [("a", self.api)])
+
+
+class Named(Recorder):
+    """
+    A recorder that notes the server name and current request it sees.
+    """
+
+    def render(self, request):
+        """
+        Note the server name and the current request, then record.
+        """
+        self.noted = (request.phantomServer, current_request.get())
+        return super().render(request)
+
+
+class Server:
+    """
+    Stands for a L{phantom_frame.proxy.ProxyServer}: only its name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class NameTests(SynchronousTestCase):
+    """
+    L{Router} names the server that takes each request.
+    """
+
+    def test_names(self) -> None:
+        """
+        Each request carries the name of its route as C{phantomServer}, and
+        is the L{current_request} while its server renders it (and only
+        then).
+        """
+        api, site = Named("api"), Named("site")
+        router = Router([("/api", api, "api-server"), ("*", site, "site-server")])
+        request, _ = render(router, b"/api/x")
+        self.assertEqual(api.noted, ("api-server", request))
+        request, _ = render(router, b"/x")
+        self.assertEqual(site.noted, ("site-server", request))
+        self.assertIsNone(current_request.get())
+        self.assertEqual(
+            [(prefix, name) for prefix, _, name in router.routes], [("/api", "api-server"), ("*", "site-server")]
+        )
+
+    def test_pairs(self) -> None:
+        """
+        A C{(bind_to, resource)} route takes its name from the resource's
+        C{server}, when it has one; a request no route takes has none.
+        """
+        api, site = Named("api"), Named("site")
+        api.server = Server("from-resource")
+        router = Router([("/api", api), ("*", site)])
+        render(router, b"/api")
+        render(router, b"/")
+        self.assertEqual((api.noted[0], site.noted[0]), ("from-resource", None))
+        request, _ = render(Router([("/api", api)]), b"/other")
+        self.assertFalse(hasattr(request, "phantomServer"))

@@ -1,0 +1,181 @@
+"""
+A proxy built from a configuration, its origin and its clients, all in
+memory: requests travel through real L{twisted.web.server.Site}s over
+L{twisted.test.iosim} transports, on fake clocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+import treq
+from treq.client import HTTPClient
+from treq.testing import RequestTraversalAgent
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.test import iosim
+from twisted.web.client import Agent
+from twisted.web.iweb import IAgent
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from phantom_frame.cache.workers import runInline
+from phantom_frame.config import Config
+from phantom_frame.control import ControlResource
+from phantom_frame.library import CacheHandle
+from phantom_frame.metrics import Metrics
+from phantom_frame.routing import Router
+from phantom_frame.service import ProxySite, ServerBuilder
+
+
+class _Endpoints:
+    """
+    Gives an L{Agent} TCP endpoints on a memory reactor.
+    """
+
+    def __init__(self, reactor: MemoryReactorClock) -> None:
+        self._reactor = reactor
+
+    def endpointForURI(self, uri: Any) -> TCP4ClientEndpoint:
+        """
+        @return: a TCP endpoint to the URI's host and port.
+        """
+        return TCP4ClientEndpoint(self._reactor, uri.host, uri.port)
+
+
+@implementer(IAgent)
+class SiteAgent:
+    """
+    An L{IAgent} whose requests reach a given L{Site} (any factory) in
+    memory, as L{RequestTraversalAgent} does for a resource.
+    """
+
+    def __init__(self, site: Any, client: str = "203.0.113.9") -> None:
+        self._site = site
+        self._client = client
+        self._reactor = MemoryReactorClock()
+        self._agent = Agent.usingEndpointFactory(self._reactor, _Endpoints(self._reactor))
+        self._pumps: Set[iosim.IOPump] = set()
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Any:
+        """
+        Send a request to the site.
+        """
+        d = self._agent.request(method, uri, headers, bodyProducer)
+        host, port, factory, _, _ = self._reactor.tcpClients[-1]
+        server_address = IPv4Address("TCP", "127.0.0.1", port)
+        client_address = IPv4Address("TCP", self._client, 40000 + len(self._pumps))
+        server = self._site.buildProtocol(client_address)
+        server_transport = iosim.FakeTransport(
+            server, isServer=True, hostAddress=server_address, peerAddress=client_address
+        )
+        client = factory.buildProtocol(None)
+        client_transport = iosim.FakeTransport(
+            client, isServer=False, hostAddress=client_address, peerAddress=server_address
+        )
+        self._pumps.add(iosim.connect(server, server_transport, client, client_transport))
+        return d
+
+    def flush(self) -> None:
+        """
+        Move every pending byte both ways.
+        """
+        for pump in list(self._pumps):
+            pump.flush()
+            if pump.clientIO.disconnected and pump.serverIO.disconnected:
+                self._pumps.discard(pump)
+
+
+class Proxy:
+    """
+    The proxy of a configuration (its servers built as
+    L{phantom_frame.service.build_service} builds them) in front of an
+    in-memory origin, with a control site, on a fake clock.
+    """
+
+    def __init__(self, testcase: Any, config: Config, origin: Resource, **site: Any) -> None:
+        self.clock = Clock()
+        self.origin_agent = RequestTraversalAgent(origin)
+        self.handle = CacheHandle()
+        self.metrics = Metrics(self.handle, self.clock)
+        self.build = ServerBuilder(self.clock, self.origin_agent, runInline, self.metrics)
+        for block in config.servers:
+            self.build(block, self.handle)
+        testcase.addCleanup(self.handle.close)
+        router = Router([(b.bind_to, self.handle.server(b.name).resource, b.name) for b in config.servers])
+        self.site = ProxySite(
+            router,
+            reactor=self.clock,
+            access_log=config.access_log,
+            log_format=config.log_format,
+            metrics=self.metrics,
+        )
+        self.metrics.site = self.site
+        self.control = ControlResource(self.handle, config.control_auth, metrics=self.metrics)
+        self.agent = SiteAgent(self.site)
+        self.client = HTTPClient(self.agent)
+        self.control_agent = RequestTraversalAgent(self.control)
+        self.control_client = HTTPClient(self.control_agent)
+
+    def settle(self) -> None:
+        """
+        Let every exchange run to its end.
+        """
+        for _ in range(20):
+            self.origin_agent.flush()
+            self.agent.flush()
+            self.control_agent.flush()
+            self.clock.advance(0)
+
+    def get(self, testcase: Any, path: str, method: str = "GET", headers: Optional[Dict[str, str]] = None) -> Tuple[Any, bytes]:
+        """
+        @return: the response to C{method path} and its body.
+        """
+        d = self.client.request(method, "http://proxy.example" + path, headers=headers)
+        self.settle()
+        response = testcase.successResultOf(d)
+        body = treq.content(response)
+        self.settle()
+        return response, testcase.successResultOf(body)
+
+    def scrape(self, testcase: Any, headers: Optional[Dict[str, str]] = None) -> Tuple[Any, str]:
+        """
+        @return: the response of C{GET /metrics} and its text.
+        """
+        d = self.control_client.get("http://control/metrics", headers=headers)
+        self.settle()
+        response = testcase.successResultOf(d)
+        body = testcase.successResultOf(treq.content(response))
+        return response, body.decode("utf-8")
+
+
+def samples(text: str) -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]:
+    """
+    Parse the Prometheus text format.
+
+    @return: every sample, keyed by its name and its sorted labels.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(parsed: Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float], name: str, **labels: str) -> Optional[float]:
+    """
+    @return: the value of the sample C{name} with exactly C{labels}, or
+        L{None}.
+    """
+    return parsed.get((name, tuple(sorted(labels.items()))))
+
+
+def logged(events: List[Dict[str, Any]], namespace: str = "phantom_frame.access") -> List[Dict[str, Any]]:
+    """
+    @return: the events of C{namespace}.
+    """
+    return [e for e in events if e.get("log_namespace") == namespace]
