@@ -225,7 +225,7 @@ class FastHits:
         close = "close" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
         path, _, query = target.partition(b"?")
         resource = self._site.resource
-        server = getattr(resource, "server", None)
+        server = getattr(resource, "proxy_server", None)
         if server is None:
             match = getattr(resource, "match", None)
             if match is None:
@@ -234,7 +234,7 @@ class FastHits:
             routed, depth = match(segments)
             if routed is None:
                 return None
-            server = getattr(routed, "server", None)
+            server = getattr(routed, "proxy_server", None)
             if server is None:
                 return None
             if depth:

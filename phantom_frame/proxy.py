@@ -1130,9 +1130,10 @@ class ProxyResource(Resource):
 
     isLeaf = True
 
+    # Not "server": Resource.putChild overwrites that attribute.
     def __init__(self, server: ProxyServer) -> None:
         super().__init__()
-        self.server = server
+        self.proxy_server = server
 
     def render(self, request) -> object:
         """
@@ -1141,7 +1142,7 @@ class ProxyResource(Resource):
         request.defaultContentType = None
         if split_target(request) is None:
             return error_response(request, 400, "Bad Request: malformed request target")
-        config = self.server.config
+        config = self.proxy_server.config
         if config.forward_get_only and request.method not in GET_HEAD:
             return error_response(
                 request, 405, "Method Not Allowed", [(b"allow", b"GET, HEAD")]
@@ -1150,7 +1151,7 @@ class ProxyResource(Resource):
             if config.enable_websocket and (
                 config.proxy_mode == ProxyMode.DYNAMIC or config.pre_generate_fallthrough
             ):
-                return self.server.tunnel(request)
+                return self.proxy_server.tunnel(request)
             return error_response(request, 501, "Not Implemented: protocol upgrades are not tunnelled")
-        self.server.handle(request)
+        self.proxy_server.handle(request)
         return NOT_DONE_YET

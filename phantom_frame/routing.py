@@ -134,5 +134,5 @@ def _name_of(resource: IResource) -> Optional[str]:
     """
     @return: the name of the server behind C{resource}, when it tells.
     """
-    name = getattr(getattr(resource, "server", None), "name", None)
+    name = getattr(getattr(resource, "proxy_server", None), "name", None)
     return name if isinstance(name, str) else None

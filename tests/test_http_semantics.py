@@ -202,7 +202,7 @@ class ValidatorTests(SynchronousTestCase):
         ETag; If-None-Match still matches it.
         """
         h = Harness(PRERENDER)
-        h.resource.server.stored_coding = "deflate"
+        h.resource.proxy_server.stored_coding = "deflate"
         h.serve("/z", body=b"z" * 5000, etag='"z1"')
         h.get("/z")
         response, _, _ = h.get("/z", accept_encoding="deflate")

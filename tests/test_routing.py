@@ -167,7 +167,7 @@ class NameTests(SynchronousTestCase):
         C{server}, when it has one; a request no route takes has none.
         """
         api, site = Named("api"), Named("site")
-        api.server = Server("from-resource")
+        api.proxy_server = Server("from-resource")
         router = Router([("/api", api), ("*", site)])
         render(router, b"/api")
         render(router, b"/")

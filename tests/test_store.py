@@ -97,15 +97,15 @@ class FilesystemStoreTests(SynchronousTestCase):
 
     def test_hashedNames(self) -> None:
         """
-        Files are named by the SHA-256 of the key and a counter; no request
-        data reaches the path.
+        Files are named by the SHA-256 of the key, a token of the store and a
+        counter; no request data reaches the path.
         """
         key = "GET:/../../etc/passwd?x=/y"
         stored = self.successResultOf(self.store.put(key, b"x"))
         self.assertEqual(os.path.dirname(stored.path), self.bucket)
         name = os.path.basename(stored.path)
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-        self.assertTrue(re.fullmatch(digest + r"-[0-9]+", name), name)
+        self.assertTrue(re.fullmatch(digest + r"-[0-9a-f]{8}-[0-9]+", name), name)
 
     def test_distinctFiles(self) -> None:
         """

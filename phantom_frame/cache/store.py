@@ -23,7 +23,7 @@ log = Logger()
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
 _TEMP_PREFIX = ".tmp-"
-_ENTRY = re.compile(r"[0-9a-f]{64}-[0-9]+")
+_ENTRY = re.compile(r"[0-9a-f]{64}-(?:[0-9a-f]{8}-)?[0-9]+")
 
 
 @attr.s(slots=True)
@@ -152,6 +152,9 @@ class FilesystemStore:
         self.path = os.path.join(directory, bucket)
         self._runner = runner
         self._counter = 0
+        # Unique per store: a store built on the same bucket after a reload
+        # never reuses a name an older store may still delete late.
+        self._token = os.urandom(4).hex()
         self._reading: Dict[str, int] = {}
         self._doomed: Set[str] = set()
         self._open = False
@@ -201,7 +204,7 @@ class FilesystemStore:
         """
         digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
         self._counter += 1
-        return os.path.join(self.path, f"{digest}-{self._counter}")
+        return os.path.join(self.path, f"{digest}-{self._token}-{self._counter}")
 
     def put(self, name: str, body: bytes) -> Deferred[StoredBody]:
         """
