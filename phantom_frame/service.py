@@ -26,6 +26,7 @@ from .library import CacheHandle, create_proxy, default_agent
 from .metrics import Metrics, cache_result
 from .proxy import is_upgrade
 from .reload import HangupReloader, Reloader
+from .fastpath import FastHitRecord, FastHits, fast_channel_factory
 from .routing import Router
 from .tls import ReloadableContext, tls_factory
 
@@ -84,6 +85,7 @@ class ProxySite(server.Site):
     """
 
     requestFactory = ProxyRequest
+    protocol = fast_channel_factory
     displayTracebacks = False
     noisy = False
 
@@ -94,11 +96,14 @@ class ProxySite(server.Site):
         access_log: bool = True,
         log_format: str = "text",
         metrics: Optional[Metrics] = None,
+        fast_path: bool = True,
     ) -> None:
         super().__init__(resource, reactor=reactor)
         if reactor is None:
             from twisted.internet import reactor
         self.clock = reactor
+        #: Answers plain hits in the channel (see L{phantom_frame.fastpath}).
+        self.fastHit = FastHits(self, reactor) if fast_path else None
         self.active = 0
         self.tunnels = 0
         self._idle: List[Deferred] = []
@@ -125,6 +130,29 @@ class ProxySite(server.Site):
         d: Deferred[None] = Deferred()
         self._idle.append(d)
         return d
+
+    def recordFastHit(
+        self, channel: Any, server: Any, method: bytes, uri: bytes, headers: Any,
+        code: int, length: int, status: bytes,
+    ) -> None:
+        """
+        Count (and log) a hit the fast path answered, as L{log} does for
+        the others.
+        """
+        if self.metrics is not None:
+            self.metrics.observe(server.name, method, code, "hit", 0.0)
+        if not self.access_log:
+            return
+        record = FastHitRecord(channel, method, uri, headers, code, 0 if method == b"HEAD" else length)
+        record.responseHeaders = _StatusOnly(status)
+        record.phantomServer = server.name
+        record.phantomStarted = None
+        record.phantomUpstream = None
+        metrics, self.metrics = self.metrics, None
+        try:
+            self.log(record)
+        finally:
+            self.metrics = metrics
 
     def log(self, request) -> None:
         """
@@ -177,6 +205,18 @@ class ProxySite(server.Site):
             upstream_ms="-" if upstream_ms is None else upstream_ms,
             duration_ms=duration_ms,
         )
+
+
+class _StatusOnly:
+    """
+    The response headers of a fast-path hit, as L{ProxySite.log} reads them.
+    """
+
+    def __init__(self, status: bytes) -> None:
+        self._status = [status]
+
+    def getRawHeaders(self, name: bytes, default: Any = None) -> Any:
+        return self._status if name == b"cache-status" else default
 
 
 def _header(request, name: bytes) -> Optional[str]:

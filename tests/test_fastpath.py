@@ -83,6 +83,7 @@ class Rig:
         if fast:
             self.site.protocol = fast_channel_factory
             self.site.fastHit = FastHits(self.site, self.clock)
+            self.site.recordFastHit = None
         self.server = next(self.handle.servers())
 
     def exchange(self, data: bytes, chunks: int = 1) -> bytes:
@@ -230,3 +231,44 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(channel._HTTPChannel__header, b"")
         self.assertTrue(issubclass(FastHTTPChannel, HTTPChannel))
         channel.connectionLost(None)
+
+
+class ProxySiteTests(SynchronousTestCase):
+    """
+    L{phantom_frame.service.ProxySite} uses the fast path, and its hits are
+    logged like any other.
+    """
+
+    def test_logged_without_request(self) -> None:
+        """
+        A plain hit on a L{ProxySite} builds no L{Request} and still gets
+        its access-log line with the client, request line and cache result.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from phantom_frame.service import ProxyRequest, ProxySite
+
+        made = []
+
+        class Counting(ProxyRequest):
+            def __init__(self, *a, **kw):
+                made.append(1)
+                super().__init__(*a, **kw)
+
+        rig = Rig(False)
+        site = ProxySite(Router([("*", rig.server.resource)]), reactor=rig.clock, access_log=True)
+        site.requestFactory = Counting
+        rig.site = site
+        rig.exchange(request("/l"))
+        self.assertEqual(len(made), 1)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        answer = parse(rig.exchange(request("/l", user_agent="fast/1")), [False])[0]
+        self.assertEqual(answer[1][b"cache-status"], [b"phantom-frame; hit"])
+        self.assertEqual(len(made), 1, "the hit built a Request")
+        lines = [formatEvent(e) for e in events if e.get("log_namespace") == "phantom_frame.access"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('"GET /l HTTP/1.1" 200 ', lines[0])
+        self.assertIn('"fast/1"', lines[0])
+        self.assertIn("cache=hit server=default", lines[0])

@@ -11,6 +11,7 @@ import json
 import zlib
 
 import brotli
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -502,6 +503,25 @@ class CacheTests(TestCase):
         self.assertEqual(run.origin.hits["/page/k"], 2)
         self.assertEqual((seen[0].method, seen[0].path, seen[0].query), ("GET", "/page/k", "a=1"))
         self.assertEqual(run.handle.invalidate("GET:/page/k:t1"), 1)
+
+    async def test_mounted_with_put_child(self) -> None:
+        """
+        The resource works mounted under a path with C{putChild}: the path
+        it is mounted at is stripped.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        run = Running(self)
+        root = Resource()
+        root.putChild(b"app", run.resource)
+        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        response = await run.client.request(b"GET", b"http://127.0.0.1:%d/app/page/m?q=1" % port.getHost().port)
+        body = await treq.content(response)
+        self.assertEqual(response.code, 200)
+        self.assertTrue(body.startswith(PAGE))
+        self.assertEqual(run.origin.requests[-1]["uri"], "/page/m?q=1")
 
     async def test_invalidate(self) -> None:
         """
