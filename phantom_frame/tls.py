@@ -12,6 +12,7 @@ from typing import Any, List
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
+from twisted.internet._sslverify import setupForALPN
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -66,6 +67,9 @@ def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     context.set_session_id(b"phantom-frame")
+    # ALPN: HTTP/2 when twisted.web can speak it (the h2 extra), else
+    # HTTP/1.1, as the listening site advertises.
+    setupForALPN(context, ())
     try:
         context.use_certificate(_compatible(chain[0]))
         for extra in chain[1:]:
@@ -122,7 +126,9 @@ class ReloadableContext:
         """
         @return: a server-side TLS connection with the current certificate.
         """
-        return SSL.Connection(self._context, None)
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        return connection
 
     def reload(self) -> bool:
         """

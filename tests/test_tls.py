@@ -163,6 +163,33 @@ class ListenerTests(TestCase):
 
         return deferToThread(connect)
 
+    async def test_alpn(self) -> None:
+        """
+        ALPN picks HTTP/2 when twisted.web can speak it (the h2 extra is
+        installed), HTTP/1.1 otherwise.
+        """
+        from twisted.web.server import Site as WebSite
+
+        cert_path, key_path, _ = make_pair(self)
+        site = WebSite(Hello())
+        port = reactor.listenTCP(
+            0, tls_factory(ReloadableContext(cert_path, key_path), site), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+
+        def connect():
+            context = stdssl.SSLContext(stdssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = stdssl.CERT_NONE
+            context.set_alpn_protocols(["h2", "http/1.1"])
+            with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5) as raw:
+                with context.wrap_socket(raw) as tls:
+                    return tls.selected_alpn_protocol()
+
+        chosen = await deferToThread(connect)
+        expected = "h2" if b"h2" in site.acceptableProtocols() else "http/1.1"
+        self.assertEqual(chosen, expected)
+
     async def test_old_tls_refused(self) -> None:
         """
         TLS 1.1 is refused; TLS 1.2 is accepted.
