@@ -12,8 +12,7 @@ from typing import Any, List
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
-from twisted.internet._sslverify import setupForALPN
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IProtocolNegotiationFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -69,7 +68,7 @@ def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
     context.set_session_id(b"phantom-frame")
     # ALPN: HTTP/2 when twisted.web can speak it (the h2 extra), else
     # HTTP/1.1, as the listening site advertises.
-    setupForALPN(context, ())
+    context.set_alpn_select_callback(_select_protocol)
     try:
         context.use_certificate(_compatible(chain[0]))
         for extra in chain[1:]:
@@ -81,6 +80,21 @@ def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
             f"key_path: the key in {key_path} does not match the certificate in {cert_path}"
         ) from None
     return context
+
+
+def _select_protocol(connection: SSL.Connection, offered: List[bytes]) -> Any:
+    """
+    ALPN: the first protocol the listening factory accepts (its preference
+    order) that the client offered.
+    """
+    tls = connection.get_app_data()
+    factory = getattr(getattr(tls, "factory", None), "wrappedFactory", None)
+    negotiation = IProtocolNegotiationFactory(factory, None)
+    accepted = negotiation.acceptableProtocols() if negotiation is not None else [b"http/1.1"]
+    for protocol in accepted:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def _compatible(cert: x509.Certificate) -> Any:

@@ -10,7 +10,6 @@ import hashlib
 import json
 import zlib
 
-import brotli
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -20,6 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from phantom_frame import CreateProxyConfig
+from phantom_frame.cache.codec import brotli
 
 from .origin import PAGE, Running, gather, header
 
