@@ -4,6 +4,8 @@ The twistd plugin's options and service: C{twistd -n phantom-frame --config FILE
 
 from __future__ import annotations
 
+import sys
+
 from twisted.application.service import MultiService
 from twisted.python import usage
 
@@ -18,6 +20,25 @@ class Options(usage.Options):
     optParameters = [["config", "c", None, "Path to the TOML configuration file."]]
 
     def postOptions(self) -> None:
+        """
+        Load and validate the configuration now, so that a bad one stops
+        start-up with every error listed and a non-zero exit.
+
+        @raise usage.UsageError: when C{--config} is missing or invalid (on
+            its own; as twistd's subcommand, it exits with status 1).
+        """
+        try:
+            self._load()
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            # Under twistd: refuse to start with status 1 ourselves, since
+            # twistd before Twisted 26 prints a usage error and exits 0.
+            sys.stderr.write(f"phantom-frame: {e}\n")
+            sys.stderr.flush()
+            raise SystemExit(1)
+
+    def _load(self) -> None:
         """
         Load and validate the configuration now, so a bad one stops start-up
         with every error listed.
