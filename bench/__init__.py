@@ -1,0 +1,4 @@
+"""
+Benchmarks of phantom-frame; C{python -m bench} runs them all (see
+C{bench/run.py}).
+"""
