@@ -171,13 +171,26 @@ class Origin:
                     raise UpstreamTimeout(
                         f"no answer from {self.url} within {self.timeout:g}s"
                     )
-                if result.check(CancelledError):
-                    return result
+                if _cancelled(result):
+                    # Our caller went away (the client disconnected): not
+                    # an origin failure.
+                    raise CancelledError()
                 raise UpstreamError(_describe(result))
             return result
 
         d.addBoth(done)
         return d
+
+
+def _cancelled(failure: Failure) -> bool:
+    """
+    @return: whether C{failure} is a cancellation, as such or wrapped by
+        the Agent (C{ResponseNeverReceived([CancelledError])}).
+    """
+    if failure.check(CancelledError):
+        return True
+    reasons = getattr(failure.value, "reasons", None)
+    return bool(reasons) and all(_cancelled(r) for r in reasons)
 
 
 def _describe(failure: Failure) -> str:

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from phantom_frame import CreateProxyConfig
@@ -244,10 +245,16 @@ class PassThroughTests(TestCase):
                 break
         pending = run.origin.pending[0]
         lost = pending.notifyFinish()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         client.transport.loseConnection()
         await client.closed
         with self.assertRaises((ConnectionDone, ConnectionLost)):
             await lost
+        await wait(0.05)
+        warnings = [e for e in events if e.get("log_namespace") == "phantom_frame.proxy"]
+        self.assertEqual(warnings, [], "a client leaving is not an origin failure")
 
 
 class CacheTests(TestCase):
