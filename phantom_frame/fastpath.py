@@ -24,6 +24,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeT
 from twisted.web.http_headers import Headers
 
 from .cache.codec import choose_coding, decode_content
+from .optimistic import send
 
 #: Request headers that send a request down the stock path.
 _DISQUALIFYING = frozenset(
@@ -163,7 +164,7 @@ class FastHTTPChannel(HTTPChannel):
             answer = fast(self, data, position, end)
             if answer is None:
                 break
-            self.transport.writeSequence(answer[0])
+            send(self.transport, b"".join(answer[0]))
             position = end + 4
             if answer[1]:
                 self._closing = True
