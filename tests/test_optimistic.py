@@ -106,6 +106,8 @@ class SendNowTests(SynchronousTestCase):
 
         descriptor = FileDescriptor(MemoryReactor())
         self.assertEqual((descriptor.dataBuffer, descriptor._tempDataBuffer), (b"", []))
+        descriptor.connected = True
+        descriptor.startWriting = lambda: None
         descriptor.write(b"queued")
         self.assertEqual(descriptor._tempDataBuffer, [b"queued"])
         self.assertTrue(issubclass(tcp.Server, FileDescriptor))
