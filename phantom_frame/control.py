@@ -81,11 +81,19 @@ def _summary(paths: List[str], outcomes) -> Dict[str, Any]:
         if not ok:
             item["error"] = value.getErrorMessage()
         results.append(item)
+    return _bulk(results)
+
+
+def _bulk(results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """
+    @param results: one C{{"ok": bool, ...}} per item.
+    @return: the answer of a bulk call: the counts and the results.
+    """
     succeeded = sum(1 for r in results if r["ok"])
     return {
-        "requested": len(paths),
+        "requested": len(results),
         "succeeded": succeeded,
-        "failed": len(paths) - succeeded,
+        "failed": len(results) - succeeded,
         "results": results,
     }
 
@@ -272,13 +280,7 @@ class ControlResource(Resource):
                 results.append({"pattern": pattern, "ok": False, "error": str(e)})
             else:
                 results.append({"pattern": pattern, "ok": True, "invalidated": count})
-        succeeded = sum(1 for r in results if r["ok"])
-        return 200, {
-            "requested": len(patterns),
-            "succeeded": succeeded,
-            "failed": len(patterns) - succeeded,
-            "results": results,
-        }
+        return 200, _bulk(results)
 
     def _path(self, body: Dict[str, Any], name: str = "path") -> str:
         path = self._field(body, name, str)
@@ -323,13 +325,7 @@ class ControlResource(Resource):
                 for name, paths in results.items()
                 for path, reason in paths.items()
             ]
-            succeeded = sum(1 for item in items if item["ok"])
-            return 200, {
-                "requested": len(items),
-                "succeeded": succeeded,
-                "failed": len(items) - succeeded,
-                "results": items,
-            }
+            return 200, _bulk(items)
 
         return self._handle.refresh_all_snapshots(server).addCallback(summarise)
 

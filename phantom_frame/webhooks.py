@@ -21,7 +21,7 @@ import json
 from typing import Any, Dict, Optional, Sequence
 
 import attr
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -122,21 +122,36 @@ class Webhooks:
             relay.abort()
         return response.code, response.headers, relay.collected()[:MAX_ANSWER]
 
+    async def _try(self, hook: Webhook, payload: bytes, kind: str, consequence: str = ""):
+        """
+        L{_call}, logging a failure (with what it means for the request).
+
+        @return: what L{_call} returns, or C{None} when the call failed.
+        """
+        try:
+            return await self._call(hook, payload)
+        except CancelledError:
+            raise  # the client went away: not the webhook's failure
+        except Exception as e:
+            log.warn(
+                "server {server}: {kind} webhook {url} failed: {error}{consequence}",
+                server=self._server,
+                kind=kind,
+                url=hook.url,
+                error=str(e) or type(e).__name__,
+                consequence=consequence,
+            )
+            return None
+
     async def gate(self, payload: bytes) -> Verdict:
         """
         Ask the blocking webhooks, in order, whether the request may go on.
         """
         for hook in self.blocking:
-            try:
-                code, headers, body = await self._call(hook, payload)
-            except Exception as e:
-                log.warn(
-                    "server {server}: blocking webhook {url} failed ({error}); answering 503",
-                    server=self._server,
-                    url=hook.url,
-                    error=str(e) or type(e).__name__,
-                )
+            answer = await self._try(hook, payload, "blocking", "; answering 503")
+            if answer is None:
                 return Verdict(503, (), b"Service Unavailable\n")
+            code, headers, body = answer
             if 200 <= code < 300:
                 continue
             relayed = []
@@ -181,16 +196,10 @@ class Webhooks:
             gives, or C{None} for the default key.
         """
         for hook in self.cache_key:
-            try:
-                code, _, body = await self._call(hook, payload)
-            except Exception as e:
-                log.warn(
-                    "server {server}: cache_key webhook {url} failed: {error}",
-                    server=self._server,
-                    url=hook.url,
-                    error=str(e) or type(e).__name__,
-                )
+            answer = await self._try(hook, payload, "cache_key")
+            if answer is None:
                 continue
+            code, _, body = answer
             if not 200 <= code < 300:
                 continue
             text = body.decode("utf-8", "replace").strip()
