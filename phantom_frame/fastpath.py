@@ -24,6 +24,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeT
 from twisted.web.http_headers import Headers
 
 from .cache.codec import choose_coding, decode_content
+from .entries import CODING_NAMES
 from .optimistic import send
 
 #: Request headers that send a request down the stock path.
@@ -47,8 +48,6 @@ _DISQUALIFYING = frozenset(
 
 #: The biggest header block the fast path looks at.
 _MAX_HEAD = 16384
-
-_CODING_NAMES = {"br": b"br", "gzip": b"gzip", "deflate": b"deflate"}
 
 
 class _Clock:
@@ -101,7 +100,7 @@ def build_wire(server: Any, entry: Any, coding: str) -> Optional[Wire]:
     etag = entry.etag
     if etag is not None and coding != "identity":
         etag = b"W/" + etag if not etag.startswith(b"W/") else etag
-    headers: Headers = server._entry_headers(entry, etag, b"")
+    headers: Headers = server.entry_headers(entry, etag, b"")
     headers.removeHeader(b"age")
     headers.removeHeader(b"cache-status")
     needs_date = not any(name.lower() == b"date" for name, _ in entry.headers)
@@ -110,7 +109,7 @@ def build_wire(server: Any, entry: Any, coding: str) -> Optional[Wire]:
     if entry.status == 200:
         headers.setRawHeaders(b"accept-ranges", [b"bytes"])
     if coding != "identity":
-        headers.setRawHeaders(b"content-encoding", [_CODING_NAMES[coding]])
+        headers.setRawHeaders(b"content-encoding", [CODING_NAMES[coding]])
     headers.setRawHeaders(b"content-length", [b"%d" % len(data)])
     lines = [b" %d %s\r\n" % (entry.status, entry.phrase)]
     for name, values in headers.getAllRawHeaders():

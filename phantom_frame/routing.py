@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.web.resource import IResource, Resource
 
-from .proxy import error_response, split_target
+from .answers import error_response, split_target
 
 #: A route: C{(bind_to, resource)} or C{(bind_to, resource, name)}.
 Route = Union[Tuple[str, IResource], Tuple[str, IResource, Optional[str]]]

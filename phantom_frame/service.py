@@ -24,7 +24,7 @@ from .config import Config, ServerConfig
 from .control import ControlResource
 from .library import CacheHandle, create_proxy, default_agent
 from .metrics import Metrics, cache_result
-from .proxy import is_upgrade
+from .answers import is_upgrade
 from .reload import HangupReloader, Reloader
 from .fastpath import FastHitRecord, FastHits, fast_channel_factory
 from .routing import Router

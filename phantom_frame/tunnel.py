@@ -32,7 +32,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
-from .proxy import cache_status, error_response
+from .answers import cache_status, error_response
 from .upstream import Header, Origin
 
 log = Logger()

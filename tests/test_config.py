@@ -17,11 +17,11 @@ from phantom_frame.config import (
     Config,
     ConfigError,
     ServerConfig,
-    _parse_dotenv,
     load_config,
     parse_config,
     parse_size,
 )
+from phantom_frame.dotenv import _parse_dotenv
 from phantom_frame.proxyconfig import (
     CachePolicy,
     CacheStorageMode,

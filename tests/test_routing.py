@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from phantom_frame.proxy import stripped_path
+from phantom_frame.answers import stripped_path
 from phantom_frame.routing import Router, current_request
 
 

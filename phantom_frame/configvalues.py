@@ -1,0 +1,453 @@
+"""
+Checking single configuration values.
+
+Each C{_check_*} function takes a value as C{tomllib} returns it and returns
+it converted, or raises L{_Invalid} saying what was expected; the factories
+(L{_seconds}, L{_integer}, L{_choice}, L{_url_check}, L{_list_check}) make
+such checks. Each C{_env_*} function turns the text of an environment
+variable named by a C{$env:NAME} reference into a TOML-like value for a
+check. L{parse_size} reads sizes such as C{"256MiB"}.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import re
+from fractions import Fraction
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from urllib.parse import urlsplit
+
+from phantom_frame.cache.patterns import PathPattern, PatternError
+
+
+class _Invalid(Exception):
+    """
+    A value is not of the expected form.
+
+    @ivar problems: C{(where, message)} pairs; C{where} is appended to the
+        key path (C{"[2]"} for the third item of a list), C{message} says what
+        was expected.
+    """
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(message)
+        self.problems: List[Tuple[str, str]] = [(where, message)]
+
+    @classmethod
+    def several(cls, problems: Sequence[Tuple[str, str]]) -> _Invalid:
+        """
+        @param problems: C{(where, message)} pairs, at least one.
+        @return: an error carrying them all.
+        """
+        error = cls(problems[0][1], problems[0][0])
+        error.problems = list(problems)
+        return error
+
+
+def _show(value: object) -> str:
+    """
+    @param value: a value from the configuration.
+    @return: a short description of it for an error message.
+    """
+    if isinstance(value, dict):
+        return "a table"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text
+
+
+def _is_int(value: object) -> bool:
+    """
+    @return: whether C{value} is an integer (a boolean is not).
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    """
+    @return: whether C{value} is a finite integer or float (not a boolean).
+    """
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _suggest(word: str, known: Iterable[str]) -> Optional[str]:
+    """
+    @param word: a misspelt key or value.
+    @param known: the accepted spellings.
+    @return: the closest accepted spelling, or L{None} when none is close.
+    """
+    known = list(known)
+    matches = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    if not matches:
+        matches = difflib.get_close_matches(word.lower(), known, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _env_text(text: str) -> str:
+    """
+    @return: an environment variable's text, unchanged, for string keys.
+    """
+    return text
+
+
+def _env_int(text: str) -> int:
+    """
+    @return: the integer an environment variable holds.
+    @raise _Invalid: when it holds none.
+    """
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise _Invalid("an integer") from None
+
+
+def _env_float(text: str) -> float:
+    """
+    @return: the number an environment variable holds (C{"2.5"}, C{"3"}).
+    @raise _Invalid: when it holds none.
+    """
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise _Invalid("a number") from None
+
+
+_BOOL_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+def _env_bool(text: str) -> bool:
+    """
+    @return: the boolean an environment variable holds (C{true/false},
+        C{1/0}, C{yes/no}, C{on/off}, in any case).
+    @raise _Invalid: when it holds none.
+    """
+    try:
+        return _BOOL_WORDS[text.strip().lower()]
+    except KeyError:
+        raise _Invalid("a boolean (true/false, yes/no, on/off, 1/0)") from None
+
+
+def _env_list(text: str) -> List[str]:
+    """
+    @return: the comma-separated items of an environment variable, trimmed,
+        empty items left out.
+    """
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _check_port(value: object) -> int:
+    if _is_int(value) and 0 <= value <= 65535:  # type: ignore[operator]
+        return value  # type: ignore[return-value]
+    raise _Invalid(f"expected an integer port 0-65535, got {_show(value)}")
+
+
+def _check_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _Invalid(f"expected true or false, got {_show(value)}")
+
+
+def _check_string(value: object) -> str:
+    if isinstance(value, str) and value:
+        return value
+    raise _Invalid(f"expected a non-empty string, got {_show(value)}")
+
+
+def _check_token(value: object) -> str:
+    if value == "":
+        raise _Invalid(
+            "must not be empty; leave the key out for a control site without"
+            " authentication"
+        )
+    if isinstance(value, str) and value.isprintable() and value.split() == [value]:
+        return value
+    raise _Invalid(
+        f"expected a bearer token without spaces or control characters,"
+        f" got {_show(value)}"
+    )
+
+
+_HOSTNAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?\Z"
+)
+
+
+def _check_host(value: object) -> str:
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if _HOSTNAME.match(value):
+                return value
+        else:
+            return value
+    raise _Invalid(
+        'expected an IP address or host name such as "0.0.0.0", "127.0.0.1"'
+        f' or "::", without brackets, got {_show(value)}'
+    )
+
+
+_LISTEN = re.compile(r"[A-Za-z][A-Za-z0-9_+.-]*:.")
+
+
+def _check_listen(value: object) -> str:
+    if isinstance(value, str) and _LISTEN.match(value) and value == value.strip():
+        return value
+    raise _Invalid(
+        'expected a Twisted endpoint description such as "tcp:3000",'
+        ' "unix:/run/phantom-frame.sock" or "systemd:domain=INET:index=0",'
+        f" got {_show(value)}"
+    )
+
+
+def _check_dotenv(value: object) -> Union[bool, str]:
+    if isinstance(value, bool) or (isinstance(value, str) and value):
+        return value  # type: ignore[return-value]
+    raise _Invalid(
+        f"expected true, false or the path of a .env file, got {_show(value)}"
+    )
+
+
+def _env_dotenv(text: str) -> Union[bool, str]:
+    """
+    @return: a boolean when the variable holds a boolean word, else its text.
+    """
+    return _BOOL_WORDS.get(text.strip().lower(), text)
+
+
+def _seconds(minimum: float, inclusive: bool) -> Callable[[object], float]:
+    """
+    @param minimum: the bound.
+    @param inclusive: whether the bound itself is allowed.
+    @return: a check accepting finite numbers above (or at) C{minimum}.
+    """
+    relation = ">=" if inclusive else ">"
+
+    def check(value: object) -> float:
+        if _is_number(value) and (
+            value >= minimum if inclusive else value > minimum  # type: ignore[operator]
+        ):
+            return float(value)  # type: ignore[arg-type]
+        raise _Invalid(
+            f"expected a number of seconds {relation} {minimum:g}, got {_show(value)}"
+        )
+
+    return check
+
+
+def _integer(minimum: int) -> Callable[[object], int]:
+    """
+    @param minimum: the smallest accepted value.
+    @return: a check accepting integers at or above C{minimum}.
+    """
+
+    def check(value: object) -> int:
+        if _is_int(value) and value >= minimum:  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+        bound = ">= 0" if minimum == 0 else f"> {minimum - 1}"
+        raise _Invalid(f"expected an integer {bound}, got {_show(value)}")
+
+    return check
+
+
+def _choice(
+    choices: Sequence[str], convert: Callable[[str], Any] = str
+) -> Callable[[object], Any]:
+    """
+    @param choices: the accepted strings.
+    @param convert: applied to an accepted string (an enum class).
+    @return: a check accepting exactly one of C{choices}.
+    """
+
+    def check(value: object) -> Any:
+        if isinstance(value, str) and value in choices:
+            return convert(value)
+        message = f"expected one of {', '.join(choices)}, got {_show(value)}"
+        if isinstance(value, str):
+            close = _suggest(value, choices)
+            if close is not None:
+                message += f"; did you mean {close}?"
+        raise _Invalid(message)
+
+    return check
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*\Z")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+}
+_SIZE_FORM = (
+    'a size in bytes: an integer >= 0 or a string such as "256MiB", "8 MB"'
+    ' or "512k"'
+)
+
+
+def parse_size(text: str) -> int:
+    """
+    Parse a size such as C{"256MiB"}, C{"8 MB"}, C{"512k"} or C{"1024"}.
+
+    Units, in any case: C{B}; C{KB}, C{MB}, C{GB} (powers of 1000); C{KiB},
+    C{MiB}, C{GiB} and the bare C{K}, C{M}, C{G} (powers of 1024). A
+    fractional number is allowed and rounded down to whole bytes.
+
+    @param text: the size.
+    @return: the number of bytes.
+    @raise ValueError: when C{text} is not a size.
+    """
+    match = _SIZE.match(text)
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r}")
+    return int(Fraction(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def _check_size(value: object) -> int:
+    if _is_int(value) and value >= 0:  # type: ignore[operator]
+        return value  # type: ignore[return-value]
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ValueError:
+            pass
+    raise _Invalid(f"expected {_SIZE_FORM}, got {_show(value)}")
+
+
+def _env_size(text: str) -> int:
+    """
+    @return: the size an environment variable holds.
+    @raise _Invalid: when it holds none.
+    """
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise _Invalid(_SIZE_FORM) from None
+
+
+def _url_check(what: str, allow_query: bool) -> Callable[[object], str]:
+    """
+    @param what: the expected form, for error messages.
+    @param allow_query: whether a query string and fragment are allowed.
+    @return: a check accepting C{http://} and C{https://} URLs with a host.
+    """
+
+    def check(value: object) -> str:
+        expected = f"expected {what}"
+        if isinstance(value, str) and not any(c.isspace() for c in value):
+            try:
+                parts = urlsplit(value)
+                parts.port  # noqa: B018 (raises ValueError for a bad port)
+            except ValueError as e:
+                raise _Invalid(f"{expected}, got {_show(value)} ({e})") from None
+            if parts.scheme in ("http", "https") and parts.hostname:
+                if parts.username is not None or parts.password is not None:
+                    raise _Invalid(
+                        f"{expected}, without user:password@, got {_show(value)}"
+                    )
+                if allow_query or ("?" not in value and "#" not in value):
+                    return value
+                raise _Invalid(
+                    f"{expected}, without a query or fragment, got {_show(value)}"
+                )
+        raise _Invalid(f"{expected}, got {_show(value)}")
+
+    return check
+
+
+_BIND_TO_FORM = 'expected "*" or a path prefix such as "/api"'
+
+
+def _check_bind_to(value: object) -> str:
+    if value == "*":
+        return "*"
+    if not isinstance(value, str):
+        raise _Invalid(f"{_BIND_TO_FORM}, got {_show(value)}")
+    problem = None
+    if not value.startswith("/"):
+        problem = 'a prefix starts with "/"'
+    elif value == "/":
+        problem = 'use "*" for everything'
+    elif value.endswith("/"):
+        problem = 'no trailing "/"'
+    elif "//" in value:
+        problem = "no empty segments"
+    elif re.search(r"[?#\s]", value):
+        problem = 'no "?", "#" or spaces'
+    elif "*" in value:
+        problem = 'a prefix is not a pattern; no "*"'
+    elif any(segment in (".", "..") for segment in value.split("/")):
+        problem = 'no "." or ".." segments'
+    if problem is None:
+        return value
+    raise _Invalid(f"{_BIND_TO_FORM} ({problem}), got {_show(value)}")
+
+
+def _list_check(
+    item_ok: Callable[[str], bool], item_form: str
+) -> Callable[[object], Tuple[str, ...]]:
+    """
+    @param item_ok: whether a string item is acceptable.
+    @param item_form: what an item should look like, for error messages.
+    @return: a check accepting lists of acceptable strings, returning a
+        tuple; each bad item is reported at its index.
+    """
+
+    def check(value: object) -> Tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(
+                f"expected a list of strings, each {item_form}, got {_show(value)}"
+            )
+        problems = [
+            (f"[{index}]", f"expected {item_form}, got {_show(item)}")
+            for index, item in enumerate(value)
+            if not (isinstance(item, str) and item_ok(item))
+        ]
+        if problems:
+            raise _Invalid.several(problems)
+        return tuple(value)
+
+    return check
+
+
+def _is_pattern(text: str) -> bool:
+    """
+    @return: whether C{text} is an C{include_paths}/C{exclude_paths} pattern.
+    """
+    try:
+        PathPattern.parse(text)
+    except PatternError:
+        return False
+    return True
+
+
+def _is_path(text: str) -> bool:
+    """
+    @return: whether C{text} is a request path (with an optional query).
+    """
+    return text.startswith("/") and not any(c.isspace() for c in text)
+
