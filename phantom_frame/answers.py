@@ -6,6 +6,8 @@ of the proxy uses before it answers.
 
 from __future__ import annotations
 
+import math
+
 from typing import Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
@@ -26,6 +28,16 @@ STATUS_HIT = cache_status("hit")
 STATUS_STORED = cache_status("fwd=uri-miss", "stored")
 STATUS_COLLAPSED = cache_status("fwd=uri-miss", "collapsed")
 STATUS_STALE = cache_status("hit", "detail=stale")
+
+
+def hit_status(entry, age: float) -> bytes:
+    """
+    @return: the C{Cache-Status} of a fresh hit on C{entry} at C{age}, with
+        the seconds of freshness left (C{ttl}) when they are finite.
+    """
+    if entry.lifetime == math.inf:
+        return STATUS_HIT
+    return cache_status("hit", "ttl=%d" % int(entry.lifetime - age))
 
 
 def split_target(request) -> Optional[Tuple[bytes, bytes]]:

@@ -6,8 +6,6 @@ L{EntryAnswers}, a part of L{phantom_frame.proxy.ProxyServer}.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
@@ -72,11 +70,8 @@ class EntryAnswers:
             ranged = self._range(request, entry)
             if ranged is not None:
                 coding = "identity"
-        etag = entry.etag
-        if etag is not None and coding != "identity":
-            etag = weakened(etag)
         if 200 <= entry.status < 300 and self._not_modified(request, entry):
-            self._send_not_modified(request, entry, etag, status)
+            self._send_not_modified(request, entry, coding, status)
             return
         stored = entry.body
         body = stored.data
@@ -86,10 +81,8 @@ class EntryAnswers:
             body = await self.codec.decode(body, entry.coding.encode("ascii"))
         if not alive(request):
             return
-        headers = self.entry_headers(entry, etag, status)
+        headers = self.entry_headers(entry, coding, status)
         code, phrase = entry.status, entry.phrase
-        if entry.status == 200:
-            headers.setRawHeaders(b"accept-ranges", [b"bytes"])
         if ranged == "unsatisfiable":
             code, phrase, body = 416, b"Range Not Satisfiable", b""
             headers.setRawHeaders(b"content-range", [b"bytes */%d" % entry.identity_length])
@@ -99,35 +92,38 @@ class EntryAnswers:
             code, phrase = 206, b"Partial Content"
             headers.setRawHeaders(b"content-range", [b"bytes %d-%d/%d" % (first, last, len(body))])
             body = body[first : last + 1]
-        if coding != "identity":
-            headers.setRawHeaders(b"content-encoding", [CODING_NAMES[coding]])
         headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
         request.setResponseCode(code, phrase)
         request.responseHeaders = headers
         request.write(body)
         request.finish()
 
-    def entry_headers(self, entry: CacheEntry, etag: Optional[bytes], status: bytes) -> Headers:
+    def entry_headers(self, entry: CacheEntry, coding: str, status: bytes) -> Headers:
         """
-        @param etag: the entity-tag to send (weakened for an encoded body),
-            or C{None}.
+        @param coding: the content coding the body is sent in.
         @param status: the C{Cache-Status} to send.
-        @return: the headers of an answer from C{entry}: the stored ones,
-            with C{ETag}, C{Date} (when the origin sent none), C{Vary},
-            C{Age} and C{Cache-Status}; no C{Content-Length},
-            C{Content-Encoding} or C{Accept-Ranges}.
+        @return: the headers of an answer from C{entry} in C{coding}: the
+            stored ones, with C{ETag} (weakened for a body phantom-frame
+            encoded), C{Date} (when the origin sent none), C{Vary}, C{Age},
+            C{Cache-Status}, C{Accept-Ranges} (for a 200) and
+            C{Content-Encoding}; no C{Content-Length}.
         """
         headers = Headers()
         for name, value in entry.headers:
             headers.addRawHeader(name, value)
+        etag = entry.etag
         if etag is not None:
-            headers.setRawHeaders(b"etag", [etag])
+            headers.setRawHeaders(b"etag", [etag if coding == "identity" else weakened(etag)])
         if not headers.hasHeader(b"date"):
             headers.setRawHeaders(b"date", [datetimeToString()])
         vary = [b"Accept-Encoding"] + [n.encode("latin-1") for n in entry.vary]
         headers.setRawHeaders(b"vary", [b", ".join(vary)])
         headers.setRawHeaders(b"age", [b"%d" % int(entry.age(self._clock.seconds()))])
         headers.setRawHeaders(b"cache-status", [status])
+        if entry.status == 200:
+            headers.setRawHeaders(b"accept-ranges", [b"bytes"])
+        if coding != "identity":
+            headers.setRawHeaders(b"content-encoding", [CODING_NAMES[coding]])
         return headers
 
     def _not_modified(self, request, entry: CacheEntry) -> bool:
@@ -148,8 +144,8 @@ class EntryAnswers:
             return since is not None and modified is not None and modified <= since
         return False
 
-    def _send_not_modified(self, request, entry: CacheEntry, etag: Optional[bytes], status: bytes) -> None:
-        full = self.entry_headers(entry, etag, status)
+    def _send_not_modified(self, request, entry: CacheEntry, coding: str, status: bytes) -> None:
+        full = self.entry_headers(entry, coding, status)
         headers = Headers()
         for name in _NOT_MODIFIED_HEADERS:
             values = full.getRawHeaders(name)

@@ -24,7 +24,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeT
 from twisted.web.http_headers import Headers
 
 from .cache.codec import choose_coding, decode_content
-from .entries import CODING_NAMES
+from .answers import hit_status
 from .optimistic import send
 
 #: Request headers that send a request down the stock path.
@@ -97,19 +97,12 @@ def build_wire(server: Any, entry: Any, coding: str) -> Optional[Wire]:
         return None
     if coding != entry.coding:
         data = decode_content(data, entry.coding.encode("ascii"))
-    etag = entry.etag
-    if etag is not None and coding != "identity":
-        etag = b"W/" + etag if not etag.startswith(b"W/") else etag
-    headers: Headers = server.entry_headers(entry, etag, b"")
+    headers: Headers = server.entry_headers(entry, coding, b"")
     headers.removeHeader(b"age")
     headers.removeHeader(b"cache-status")
     needs_date = not any(name.lower() == b"date" for name, _ in entry.headers)
     if needs_date:
         headers.removeHeader(b"date")
-    if entry.status == 200:
-        headers.setRawHeaders(b"accept-ranges", [b"bytes"])
-    if coding != "identity":
-        headers.setRawHeaders(b"content-encoding", [CODING_NAMES[coding]])
     headers.setRawHeaders(b"content-length", [b"%d" % len(data)])
     lines = [b" %d %s\r\n" % (entry.status, entry.phrase)]
     for name, values in headers.getAllRawHeaders():
@@ -272,10 +265,7 @@ class FastHits:
                 return None
             wires[coding] = wire
         server.cache.hits += 1
-        if entry.lifetime == float("inf"):
-            status = b"phantom-frame; hit"
-        else:
-            status = b"phantom-frame; hit; ttl=%d" % int(entry.lifetime - age)
+        status = hit_status(entry, age)
         tail = b"Age: %d\r\nCache-Status: %s\r\n" % (int(age), status)
         if wire.needs_date:
             tail += b"Date: " + _dates.date(now) + b"\r\n"

@@ -12,7 +12,6 @@ tunnelled. Its parts in other modules answer from a stored entry
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -25,12 +24,12 @@ from twisted.web.server import NOT_DONE_YET
 from .answers import (
     GET_HEAD,
     STATUS_COLLAPSED,
-    STATUS_HIT,
     STATUS_STALE,
     STATUS_STORED,
     alive,
     cache_status,
     error_response,
+    hit_status,
     is_upgrade,
     send_error,
     send_verdict,
@@ -206,7 +205,7 @@ class ProxyServer(CacheFills, EntryAnswers):
             verdict = self._judge(entry, now, directives)
             if verdict is _FRESH:
                 self.cache.hits += 1
-                await self._serve(request, entry, self._hit_status(entry, now))
+                await self._serve(request, entry, hit_status(entry, entry.age(now)))
                 return
             if verdict is _SERVE_STALE or verdict is _REFRESH_BEHIND:
                 self.cache.hits += 1
@@ -283,11 +282,6 @@ class ProxyServer(CacheFills, EntryAnswers):
         staleness = entry.age(self._clock.seconds()) - entry.lifetime
         allowance = max(entry.stale_if_error, directives.max_stale or 0.0)
         return allowance > 0 and staleness <= allowance
-
-    def _hit_status(self, entry: CacheEntry, now: float) -> bytes:
-        if entry.lifetime == math.inf:
-            return STATUS_HIT
-        return cache_status("hit", "ttl=%d" % int(entry.lifetime - entry.age(now)))
 
     async def _answer_fill(
         self,
