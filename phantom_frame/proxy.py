@@ -183,7 +183,11 @@ class ProxyServer(CacheFills, EntryAnswers):
                 b"GET" if method == b"HEAD" else method,
                 path,
                 query,
-                (
+                # The default key reads no header: decode them only for a
+                # custom key function.
+                ()
+                if self.key_fn is default_cache_key
+                else (
                     (name, value)
                     for name, values in request.requestHeaders.getAllRawHeaders()
                     for value in values

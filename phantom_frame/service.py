@@ -144,15 +144,7 @@ class ProxySite(server.Site):
         if not self.access_log:
             return
         record = FastHitRecord(channel, method, uri, headers, code, 0 if method == b"HEAD" else length)
-        record.responseHeaders = _StatusOnly(status)
-        record.phantomServer = server.name
-        record.phantomStarted = None
-        record.phantomUpstream = None
-        metrics, self.metrics = self.metrics, None
-        try:
-            self.log(record)
-        finally:
-            self.metrics = metrics
+        self._write(record, status, "hit", server.name, None, 0.0)
 
     def log(self, request) -> None:
         """
@@ -174,7 +166,30 @@ class ProxySite(server.Site):
             metrics.observe(name, request.method, request.code, result, duration)
         if not self.access_log:
             return
-        upstream = getattr(request, "phantomUpstream", None)
+        self._write(
+            request,
+            status[0] if status else None,
+            result,
+            name,
+            getattr(request, "phantomUpstream", None),
+            duration,
+        )
+
+    def _write(
+        self,
+        request,
+        status: Optional[bytes],
+        result: str,
+        name: Optional[str],
+        upstream: Optional[float],
+        duration: float,
+    ) -> None:
+        """
+        Write one access-log line (text or JSON) for C{request}.
+
+        @param status: its C{Cache-Status}; C{result} is what it means.
+        @param upstream: seconds spent waiting for the origin, if asked.
+        """
         upstream_ms = None if upstream is None else round(upstream * 1000, 1)
         duration_ms = round(duration * 1000, 1)
         if self.log_format == "json":
@@ -188,7 +203,7 @@ class ProxySite(server.Site):
                 "user_agent": _header(request, b"user-agent"),
                 "referer": _header(request, b"referer"),
                 "cache": result,
-                "cache_status": status[0].decode("latin-1") if status else None,
+                "cache_status": status.decode("latin-1") if status else None,
                 "server": name,
                 "upstream_ms": upstream_ms,
                 "duration_ms": duration_ms,
@@ -205,18 +220,6 @@ class ProxySite(server.Site):
             upstream_ms="-" if upstream_ms is None else upstream_ms,
             duration_ms=duration_ms,
         )
-
-
-class _StatusOnly:
-    """
-    The response headers of a fast-path hit, as L{ProxySite.log} reads them.
-    """
-
-    def __init__(self, status: bytes) -> None:
-        self._status = [status]
-
-    def getRawHeaders(self, name: bytes, default: Any = None) -> Any:
-        return self._status if name == b"cache-status" else default
 
 
 def _header(request, name: bytes) -> Optional[str]:
