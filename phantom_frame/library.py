@@ -95,16 +95,21 @@ class CacheHandle:
             raise NotPreGenerated("no server is in pre_generate mode")
         return chosen
 
-    def _each(self, server: Optional[str], op) -> Deferred[None]:
+    def _each(self, server: Optional[str], op) -> Deferred[Dict[str, Any]]:
+        """
+        Run C{op} on the chosen pre_generate servers at once.
+
+        @return: a L{Deferred} firing with C{{server name: op's result}},
+            or failing with the first failure.
+        """
         try:
             servers = self._snapshot_servers(server)
         except (NotPreGenerated, UnknownServer):
             return fail()
         ds = [maybeDeferred(op, s) for s in servers]
-        if len(ds) == 1:
-            return ds[0]
         return gatherResults(ds, consumeErrors=True).addCallbacks(
-            lambda _: None, lambda f: f.value.subFailure
+            lambda results: {s.name: r for s, r in zip(servers, results)},
+            lambda f: f.value.subFailure,
         )
 
     def add_snapshot(self, path: str, server: Optional[str] = None) -> Deferred[None]:
@@ -114,20 +119,20 @@ class CacheHandle:
         @return: a L{Deferred} firing when it is stored, failing with the
             reason when the origin fails or the page cannot be stored.
         """
-        return self._each(server, lambda s: s.snapshots.add(path))
+        return self._each(server, lambda s: s.snapshots.add(path)).addCallback(lambda _: None)
 
     def refresh_snapshot(self, path: str, server: Optional[str] = None) -> Deferred[None]:
         """
         Fetch C{path} again; readers see the old page until the new one is
         stored, and keep it when the fetch fails.
         """
-        return self._each(server, lambda s: s.snapshots.fetch(path))
+        return self._each(server, lambda s: s.snapshots.fetch(path)).addCallback(lambda _: None)
 
     def remove_snapshot(self, path: str, server: Optional[str] = None) -> Deferred[None]:
         """
         Stop tracking C{path} and drop its page.
         """
-        return self._each(server, lambda s: s.snapshots.remove(path) and None)
+        return self._each(server, lambda s: s.snapshots.remove(path) and None).addCallback(lambda _: None)
 
     def refresh_all_snapshots(self, server: Optional[str] = None) -> Deferred[Dict[str, Dict[str, Optional[str]]]]:
         """
@@ -136,14 +141,7 @@ class CacheHandle:
         @return: a L{Deferred} firing with C{{server: {path: None or the
             failure's reason}}}.
         """
-        try:
-            servers = self._snapshot_servers(server)
-        except (NotPreGenerated, UnknownServer):
-            return fail()
-        ds = [s.snapshots.fetch_all(what="refreshed") for s in servers]
-        return gatherResults(ds).addCallback(
-            lambda results: {s.name: r for s, r in zip(servers, results)}
-        )
+        return self._each(server, lambda s: s.snapshots.fetch_all(what="refreshed"))
 
     def snapshots(self, server: Optional[str] = None) -> Dict[str, list]:
         """
