@@ -2,10 +2,10 @@
 phantom-frame: a prerendering, caching reverse proxy on Twisted.
 """
 
-from ._version import __version__
-from .cache.keys import RequestInfo
-from .library import CacheHandle, create_proxy
-from .proxyconfig import (
+from phantom_frame._version import __version__
+from phantom_frame.cache.keys import RequestInfo
+from phantom_frame.embed import CacheHandle, create_proxy
+from phantom_frame.proxy.settings import (
     CachePolicy,
     CacheStorageMode,
     CacheStrategy,

@@ -19,16 +19,16 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
-from .cache.workers import ThreadRunner
-from .config import Config, ServerConfig
-from .control import ControlResource
-from .library import CacheHandle, create_proxy, default_agent
-from .metrics import Metrics, cache_result
-from .answers import is_upgrade
-from .reload import HangupReloader, Reloader
-from .fastpath import FastHitRecord, FastHits, fast_channel_factory
-from .routing import Router
-from .tls import ReloadableContext, tls_factory
+from phantom_frame.cache.threads import ThreadRunner
+from phantom_frame.config.loader import Config, ServerConfig
+from phantom_frame.ops.control import ControlResource
+from phantom_frame.embed import CacheHandle, create_proxy, default_agent
+from phantom_frame.ops.metrics import Metrics, cache_result
+from phantom_frame.proxy.answers import is_upgrade
+from phantom_frame.ops.reload import HangupReloader, Reloader
+from phantom_frame.http.channel import FastHitRecord, FastHits, fast_channel_factory
+from phantom_frame.http.routing import Router
+from phantom_frame.http.tls import ReloadableContext, tls_factory
 
 log = Logger()
 
@@ -43,9 +43,9 @@ class ProxyRequest(server.Request):
     default C{Content-Type} of its own.
 
     @ivar phantomServer: the name of the server that took it, set by
-        L{phantom_frame.routing.Router}.
+        L{phantom_frame.http.routing.Router}.
     @ivar phantomUpstream: seconds spent waiting for origin response heads
-        on its behalf, set by L{phantom_frame.metrics.TimingAgent}; L{None}
+        on its behalf, set by L{phantom_frame.ops.metrics.TimingAgent}; L{None}
         when the origin was not asked.
     @ivar phantomStarted: when it arrived, on the site's clock.
     """
@@ -78,7 +78,7 @@ class ProxySite(server.Site):
     @ivar access_log: whether each answered request is logged.
     @ivar log_format: C{"text"} or C{"json"}.
     @ivar metrics: counts every answered request, whether or not it is
-        logged (a L{phantom_frame.metrics.Metrics}), or L{None}.
+        logged (a L{phantom_frame.ops.metrics.Metrics}), or L{None}.
     @ivar active: requests in flight.
     @ivar tunnels: upgrade requests in flight: tunnels connecting or open.
     @ivar clock: times requests.
@@ -102,7 +102,7 @@ class ProxySite(server.Site):
         if reactor is None:
             from twisted.internet import reactor
         self.clock = reactor
-        #: Answers plain hits in the channel (see L{phantom_frame.fastpath}).
+        #: Answers plain hits in the channel (see L{phantom_frame.http.channel}).
         self.fastHit = FastHits(self, reactor) if fast_path else None
         self.active = 0
         self.tunnels = 0
@@ -281,10 +281,10 @@ class CacheService(Service):
 
 class ServerBuilder:
     """
-    Makes the L{phantom_frame.proxy.ProxyServer} of a C{[server.NAME]}
+    Makes the L{phantom_frame.proxy.server.ProxyServer} of a C{[server.NAME]}
     block, at start and on reload: all share one origin connection pool and
     one thread pool; each reaches its origin through its own
-    L{phantom_frame.metrics.TimingAgent}.
+    L{phantom_frame.ops.metrics.TimingAgent}.
     """
 
     def __init__(self, reactor: Any, agent: Any, runner: Any, metrics: Optional[Metrics]) -> None:
@@ -349,7 +349,7 @@ def build_service(
         attributes.
     @raise TLSConfigError: when the certificate or key cannot be used.
     """
-    from .supervise import OriginSupervisor, WarmUps
+    from phantom_frame.ops.supervise import OriginSupervisor, WarmUps
 
     top = MultiService()
     agent, pool = default_agent(reactor)

@@ -45,8 +45,8 @@ class Options(usage.Options):
 
         @raise usage.UsageError: when C{--config} is missing or invalid.
         """
-        from .config import ConfigError, load_config
-        from .tls import ReloadableContext, TLSConfigError
+        from phantom_frame.config.loader import ConfigError, load_config
+        from phantom_frame.http.tls import ReloadableContext, TLSConfigError
 
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
@@ -73,7 +73,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     """
     if reactor is None:
         from twisted.internet import reactor
-    from .service import build_service
+    from phantom_frame.service import build_service
 
     return build_service(
         options["parsed"], reactor, tls=options.get("tls"), install_signals=True

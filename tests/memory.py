@@ -21,12 +21,12 @@ from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from phantom_frame.cache.workers import runInline
-from phantom_frame.config import Config
-from phantom_frame.control import ControlResource
-from phantom_frame.library import CacheHandle
-from phantom_frame.metrics import Metrics
-from phantom_frame.routing import Router
+from phantom_frame.cache.threads import runInline
+from phantom_frame.config.loader import Config
+from phantom_frame.ops.control import ControlResource
+from phantom_frame.embed import CacheHandle
+from phantom_frame.ops.metrics import Metrics
+from phantom_frame.http.routing import Router
 from phantom_frame.service import ProxySite, ServerBuilder
 
 

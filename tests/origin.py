@@ -235,7 +235,7 @@ class Running:
             import attr
 
             config = attr.evolve(config, proxy_url=url)
-        from phantom_frame.library import default_agent
+        from phantom_frame.embed import default_agent
 
         self.agent, self.upstreamPool = default_agent(reactor)
         self.resource, self.handle = create_proxy(config, reactor, agent=self.agent, **proxy)

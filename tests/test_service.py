@@ -18,8 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame import service
-from phantom_frame.config import load_config, parse_config
-from phantom_frame.routing import Router
+from phantom_frame.config.loader import load_config, parse_config
+from phantom_frame.http.routing import Router
 from phantom_frame.service import ProxySite, build_service
 
 from .memory import Proxy, SiteAgent, logged, samples, value

@@ -19,8 +19,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .patterns import InvalidationPattern
-from .store import StoredBody
+from phantom_frame.cache.patterns import InvalidationPattern
+from phantom_frame.cache.store import StoredBody
 
 log = Logger()
 

@@ -12,8 +12,8 @@ from typing import Callable, Dict, List, Optional, Union
 
 from twisted.internet.defer import Deferred
 
-from phantom_frame.cache.workers import runInline
-from phantom_frame.proxyconfig import CompressStrategy
+from phantom_frame.cache.threads import runInline
+from phantom_frame.cache.strategy import CompressStrategy
 
 try:
     import brotli
@@ -224,7 +224,7 @@ class Codec:
     ) -> None:
         """
         @param runner: runs blocking work, C{runner(f, *args) -> Deferred}
-            (see L{phantom_frame.cache.workers}).
+            (see L{phantom_frame.cache.threads}).
         @param threshold: bodies of at most this many bytes are handled
             inline; larger ones go through C{runner}.
         """

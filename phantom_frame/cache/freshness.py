@@ -18,7 +18,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import attr
 
-from .policy import header_value, header_values, parse_cache_control
+from phantom_frame.cache.policy import header_value, header_values, parse_cache_control
 
 Headers = Sequence[Tuple[bytes, bytes]]
 

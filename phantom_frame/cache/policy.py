@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
-from phantom_frame.proxyconfig import CacheStrategy
+from phantom_frame.cache.strategy import CacheStrategy
 
 Headers = Iterable[Tuple[bytes, bytes]]
 

@@ -142,7 +142,7 @@ class FilesystemStore:
         @param bucket: the server's name, which names its subdirectory;
             letters, digits, C{_} and C{-} only.
         @param runner: runs file I/O, C{runner(f, *args) -> Deferred}
-            (see L{phantom_frame.cache.workers}).
+            (see L{phantom_frame.cache.threads}).
         @raise ValueError: when C{bucket} is not a plain name.
         """
         if not _BUCKET.fullmatch(bucket):

@@ -1,0 +1,451 @@
+"""
+The keys of the configuration file and the rules between them.
+
+C{_ROOT_KINDS}, C{_SERVER_KINDS} and C{_WEBHOOK_KINDS} say which keys the
+root, a C{[server.NAME]} block and a C{[[server.NAME.webhooks]]} table accept
+and how each value is checked; L{_Parser} walks a whole file with them,
+loading the C{dotenv} file first and checking what no single key can (TLS
+files, clashing listeners, servers sharing a C{bind_to}).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+from phantom_frame.config.tables import (
+    _BAD,
+    _ENV_PREFIX,
+    _key,
+    _Kind,
+    _Table,
+    _TableChecker,
+    _Unset,
+)
+from phantom_frame.config.values import (
+    _check_bind_to,
+    _check_bool,
+    _check_dotenv,
+    _check_host,
+    _check_listen,
+    _check_port,
+    _check_size,
+    _check_string,
+    _check_token,
+    _choice,
+    _env_bool,
+    _env_dotenv,
+    _env_float,
+    _env_int,
+    _env_list,
+    _env_size,
+    _env_text,
+    _integer,
+    _is_path,
+    _is_pattern,
+    _list_check,
+    _seconds,
+    _show,
+    _url_check,
+)
+from phantom_frame.config.dotenv import _parse_dotenv
+from phantom_frame.proxy.settings import (
+    CachePolicy,
+    CacheStorageMode,
+    CacheStrategy,
+    CompressStrategy,
+    CreateProxyConfig,
+    ProxyMode,
+    Webhook,
+    WebhookType,
+)
+
+
+def _kind(
+    check: Callable[[Any], Any], from_env: Callable[[str], Any] = _env_text
+) -> _Kind:
+    """
+    @param check: see L{_Kind.check}.
+    @param from_env: see L{_Kind.from_env}; strings are taken as they are by
+        default.
+    @return: the kind.
+    """
+    return _Kind(check=check, from_env=from_env)
+
+
+_PORT = _kind(_check_port, _env_int)
+_BOOL = _kind(_check_bool, _env_bool)
+_STRING = _kind(_check_string)
+_HOST = _kind(_check_host)
+_LISTEN_KIND = _kind(_check_listen)
+_POSITIVE_SECONDS = _kind(_seconds(0, inclusive=False), _env_float)
+_SECONDS = _kind(_seconds(0, inclusive=True), _env_float)
+_SIZE_KIND = _kind(_check_size, _env_size)
+
+
+def _enum(cls: Any) -> _Kind:
+    """
+    @param cls: an enum with a C{choices()} class method.
+    @return: a kind accepting its values and returning its members.
+    """
+    return _kind(_choice(cls.choices(), cls))
+
+
+_ROOT_KINDS: Dict[str, _Kind] = {
+    "http_port": _PORT,
+    "https_port": _PORT,
+    "cert_path": _STRING,
+    "key_path": _STRING,
+    "control_port": _PORT,
+    "control_auth": _kind(_check_token),
+    "bind_address": _HOST,
+    "control_bind_address": _HOST,
+    "dotenv": _kind(_check_dotenv, _env_dotenv),
+    "http_listen": _LISTEN_KIND,
+    "https_listen": _LISTEN_KIND,
+    "control_listen": _LISTEN_KIND,
+    "log_format": _kind(_choice(("text", "json"))),
+    "access_log": _BOOL,
+    "shutdown_grace": _POSITIVE_SECONDS,
+}
+
+_PATTERNS = _kind(
+    _list_check(
+        _is_pattern,
+        'a pattern "PATH" or "METHOD PATH" (METHOD in upper case, PATH'
+        ' starting with "/" or "*")',
+    ),
+    _env_list,
+)
+
+_SERVER_KINDS: Dict[str, _Kind] = {
+    "bind_to": _kind(_check_bind_to),
+    "proxy_url": _kind(_url_check("an http:// or https:// URL with a host", False)),
+    "include_paths": _PATTERNS,
+    "exclude_paths": _PATTERNS,
+    "enable_websocket": _BOOL,
+    "forward_get_only": _BOOL,
+    "cache_strategy": _enum(CacheStrategy),
+    "compress_strategy": _enum(CompressStrategy),
+    "cache_storage_mode": _enum(CacheStorageMode),
+    "cache_directory": _STRING,
+    "cache_404_capacity": _kind(_integer(0), _env_int),
+    "use_404_meta": _BOOL,
+    "proxy_mode": _enum(ProxyMode),
+    "pre_generate_paths": _kind(
+        _list_check(_is_path, 'a path starting with "/"'), _env_list
+    ),
+    "pre_generate_fallthrough": _BOOL,
+    "pre_generate_concurrency": _kind(_integer(1), _env_int),
+    "cache_max_bytes": _SIZE_KIND,
+    "max_cacheable_bytes": _SIZE_KIND,
+    "upstream_timeout": _POSITIVE_SECONDS,
+    "cache_policy": _enum(CachePolicy),
+    "cache_ttl": _SECONDS,
+    "stale_while_revalidate": _SECONDS,
+    "stale_if_error": _SECONDS,
+    "generate_etag": _BOOL,
+    "execute": _STRING,
+    "execute_dir": _STRING,
+}
+
+_WEBHOOK_KINDS: Dict[str, _Kind] = {
+    "url": _kind(_url_check("an http:// or https:// URL with a host", True)),
+    "type": _enum(WebhookType),
+    "timeout_ms": _kind(_integer(1), _env_int),
+}
+
+ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("server",)
+"""
+Every key accepted at the root of the file (C{server} holds the blocks).
+"""
+
+SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks",)
+"""
+Every key accepted in a C{[server.NAME]} block.
+"""
+
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
+_ROOT_PATH_KEYS = ("cert_path", "key_path")
+_SERVER_PATH_KEYS = ("cache_directory", "execute_dir")
+_WILDCARD_ADDRESSES = ("0.0.0.0", "::", "::0")
+
+
+class _Parser(_TableChecker):
+    """
+    Checks a parsed configuration, collecting every error.
+    """
+
+    def __init__(
+        self, environ: Dict[str, str], base_dir: str, defaults: Mapping[str, Any]
+    ) -> None:
+        """
+        @param environ: the variables C{$env:} references see; updated with
+            the C{.env} file's.
+        @param base_dir: the directory relative paths are resolved against.
+        @param defaults: the default of every root value, by
+            L{phantom_frame.config.loader.Config} attribute name.
+        """
+        super().__init__(environ, base_dir)
+        self.defaults = defaults
+
+    def dotenv(self, raw: object) -> Union[bool, str, None]:
+        """
+        Check the C{dotenv} key and load the file it names into the
+        environment, without overriding variables already set.
+
+        @param raw: the key's value.
+        @return: the value to keep in
+            L{phantom_frame.config.loader.Config.dotenv}, or L{None} to keep the
+            default.
+        """
+        value = self.resolve("dotenv", raw, _ROOT_KINDS["dotenv"])
+        if isinstance(value, _Unset) or value is _BAD or value is False:
+            return None
+        if value is True:
+            filename = os.path.abspath(".env")
+            if not os.path.exists(filename):
+                return True
+        else:
+            filename = self.path(value)
+            if not os.path.exists(filename):
+                self.error("dotenv", f"file {filename!r} does not exist")
+                return None
+        try:
+            with open(filename, "rb") as f:
+                text = f.read().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
+            self.error("dotenv", f"cannot read {filename!r}: {reason}")
+            return None
+        values, errors = _parse_dotenv(text, filename)
+        for message in errors:
+            self.error("dotenv", message)
+        for name, text in values.items():
+            self.environ.setdefault(name, text)
+        return True if value is True else filename
+
+    def root(self, data: Mapping[str, Any]) -> Dict[str, Any]:
+        """
+        Check the root keys (not C{server}).
+
+        @param data: the whole file.
+        @return: the valid root values, by L{phantom_frame.config.loader.Config}
+            attribute name.
+        """
+        values: Dict[str, Any] = {}
+        if "dotenv" in data:
+            loaded = self.dotenv(data["dotenv"])
+            if loaded is not None:
+                values["dotenv"] = loaded
+        result = self.table(
+            "",
+            data,
+            _ROOT_KINDS,
+            handled=("server", "dotenv"),
+            elsewhere=SERVER_KEYS,
+            elsewhere_hint="belongs in a [server.NAME] block",
+        )
+        if "control_auth" in result.unset:
+            self.error(
+                "control_auth",
+                f"$env:{result.unset['control_auth']} is not set; refusing to"
+                " run the control site without authentication",
+            )
+        values.update(result.values)
+        self.tls(result, values)
+        self.listeners(result, values)
+        return values
+
+    def tls(self, result: _Table, values: Dict[str, Any]) -> None:
+        """
+        Check that C{cert_path} and C{key_path} are given exactly when there
+        is an HTTPS listener, and that the files are readable; make their
+        paths absolute in C{values}.
+
+        @param result: the root table's outcome.
+        @param values: the valid root values, updated.
+        """
+        https = [k for k in ("https_port", "https_listen") if result.present(k)]
+        for key in _ROOT_PATH_KEYS:
+            if https and not result.present(key):
+                self.error(key, f"required when {https[0]} is set")
+            elif not https and key in values:
+                self.error(
+                    key, "given, but there is no https_port or https_listen to use it"
+                )
+            if key in values:
+                values[key] = self.path(values[key])
+                try:
+                    with open(values[key], "rb"):
+                        pass
+                except OSError as e:
+                    self.error(key, f"cannot read {values[key]!r}: {e.strerror}")
+
+    def listeners(self, result: _Table, values: Dict[str, Any]) -> None:
+        """
+        Check that no listener is described twice (C{X_port} and C{X_listen})
+        and that no two TCP listeners share a port on overlapping addresses.
+
+        @param result: the root table's outcome.
+        @param values: the valid root values.
+        """
+        tcp: List[Tuple[str, int, str]] = []
+        for name, address in (
+            ("http", "bind_address"),
+            ("https", "bind_address"),
+            ("control", "control_bind_address"),
+        ):
+            port_key, listen_key = f"{name}_port", f"{name}_listen"
+            if result.present(listen_key):
+                if result.present(port_key):
+                    self.error(
+                        port_key, f"{listen_key} replaces it; give only one of the two"
+                    )
+                continue
+            port = values.get(port_key, self.defaults[port_key])
+            if port is None or port_key in result.failed:
+                continue
+            interface = values.get(address, self.defaults[address])
+            for other_key, other_port, other_interface in tcp:
+                overlap = (
+                    interface == other_interface
+                    or interface in _WILDCARD_ADDRESSES
+                    or other_interface in _WILDCARD_ADDRESSES
+                )
+                if port and port == other_port and overlap:
+                    self.error(port_key, f"port {port} is already used by {other_key}")
+            tcp.append((port_key, port, interface))
+
+    def servers(
+        self, data: Mapping[str, Any]
+    ) -> List[Tuple[str, str, CreateProxyConfig]]:
+        """
+        Check the C{[server.NAME]} blocks.
+
+        @param data: the whole file.
+        @return: each server's NAME, C{bind_to} and proxy settings, in file
+            order.
+        """
+        blocks = data.get("server")
+        if blocks is None:
+            self.error("server", "at least one [server.NAME] block is required")
+            return []
+        if not isinstance(blocks, dict):
+            self.error(
+                "server", f"expected [server.NAME] tables, got {_show(blocks)}"
+            )
+            return []
+        servers: List[Tuple[str, str, CreateProxyConfig]] = []
+        owners: Dict[str, str] = {}
+        for name, block in blocks.items():
+            path = f"server.{_key(name)}"
+            if not isinstance(block, dict):
+                self.error(
+                    path,
+                    f"expected a [server.NAME] table, got {_show(block)}; server"
+                    " keys go inside a [server.NAME] block",
+                )
+                continue
+            if not _SERVER_NAME.match(name):
+                self.error(path, "a server name is letters, digits, _ and -")
+            bind_to, proxy, bind_ok = self.server(path, block)
+            if bind_ok:
+                owner = owners.get(bind_to)
+                if owner is None:
+                    owners[bind_to] = path
+                elif bind_to == "*":
+                    self.error(
+                        f"{path}.bind_to",
+                        f'only one server may use "*", and {owner} does',
+                    )
+                else:
+                    self.error(
+                        f"{path}.bind_to",
+                        f"{bind_to!r} is already used by {owner}",
+                    )
+            servers.append((name, bind_to, proxy))
+        if not blocks:
+            self.error("server", "at least one [server.NAME] block is required")
+        return servers
+
+    def server(
+        self, path: str, block: Mapping[str, Any]
+    ) -> Tuple[str, CreateProxyConfig, bool]:
+        """
+        Check one C{[server.NAME]} block.
+
+        @param path: its key path, C{server.NAME}.
+        @param block: its table.
+        @return: its C{bind_to}, its proxy settings (built from its valid
+            keys) and whether its C{bind_to} is valid.
+        """
+        result = self.table(
+            path + ".",
+            block,
+            _SERVER_KINDS,
+            handled=("webhooks",),
+            elsewhere=ROOT_KEYS,
+            elsewhere_hint=(
+                "is a root key; move it above the first [server.NAME] block"
+            ),
+        )
+        values = result.values
+        if "webhooks" in block:
+            webhooks = self.webhooks(path + ".webhooks", block["webhooks"])
+            if webhooks is not None:
+                values["webhooks"] = webhooks
+        for key in _SERVER_PATH_KEYS:
+            if key in values:
+                values[key] = self.path(values[key])
+        bind_to = values.pop("bind_to", "*")
+        proxy = CreateProxyConfig(**values)
+        return bind_to, proxy, "bind_to" not in result.failed
+
+    def webhooks(self, path: str, raw: object) -> Optional[Tuple[Webhook, ...]]:
+        """
+        Check a C{webhooks} array of tables.
+
+        @param path: its key path.
+        @param raw: its value.
+        @return: the webhooks, or L{None} to keep the default.
+        """
+        if isinstance(raw, str) and raw.startswith(_ENV_PREFIX):
+            text = self.env_reference(path, raw)
+            if isinstance(text, str):
+                self.error(
+                    path,
+                    "webhooks are [[server.NAME.webhooks]] tables and cannot come"
+                    " from $env:",
+                )
+            return None
+        if not isinstance(raw, list):
+            self.error(
+                path,
+                f"expected [[server.NAME.webhooks]] tables, got {_show(raw)}",
+            )
+            return None
+        webhooks: List[Webhook] = []
+        for index, entry in enumerate(raw):
+            entry_path = f"{path}[{index}]"
+            if not isinstance(entry, dict):
+                self.error(
+                    entry_path,
+                    "expected a table with url, type and timeout_ms,"
+                    f" got {_show(entry)}",
+                )
+                continue
+            result = self.table(entry_path + ".", entry, _WEBHOOK_KINDS)
+            if "url" in result.unset:
+                self.error(
+                    entry_path + ".url",
+                    f"required, but $env:{result.unset['url']} is not set",
+                )
+            elif not result.present("url"):
+                self.error(
+                    entry_path + ".url", "required: an http:// or https:// URL"
+                )
+            if "url" in result.values:
+                webhooks.append(Webhook(**result.values))
+        return tuple(webhooks)

@@ -1,0 +1,424 @@
+"""
+Prometheus metrics for one running proxy, served by the control site at
+C{GET /metrics}.
+
+Each L{Metrics} has its own L{CollectorRegistry} (never the process-wide
+default one), so several proxies, and tests, can live in one process.
+Per-request work is a few dictionary lookups and counter increments; cache
+sizes, cache counters and snapshot progress are read from the servers at
+scrape time only.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from weakref import WeakKeyDictionary
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.iweb import IAgent, IBodyProducer
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from phantom_frame._version import __version__
+from phantom_frame.http.routing import current_request
+
+#: Every metric name starts with this.
+PREFIX = "phantom_frame_"
+
+#: The C{Content-Type} of L{Metrics.render}'s output: the Prometheus text
+#: exposition format, which every Prometheus version reads.
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+#: The values of the C{cache} label, as L{cache_result} names them.
+CACHE_RESULTS = ("hit", "miss", "stale", "bypass", "coalesced", "none")
+
+#: Histogram buckets, in seconds, for request and upstream durations.
+DURATION_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+#: The C{server} label of a request no server took (404 from routing, a
+#: malformed request target).
+NO_SERVER = ""
+
+
+@lru_cache(maxsize=512)
+def cache_result(value: Optional[bytes]) -> str:
+    """
+    Classify a response by its C{Cache-Status} field (RFC 9211), as the
+    proxy sets it on every answer.
+
+    @param value: the field value, or L{None} when the response has none.
+    @return: C{"hit"} (C{phantom-frame; hit}), C{"stale"} (C{fwd=stale}, a
+        revalidation, or C{detail=stale}, served stale), C{"bypass"}
+        (C{fwd=bypass}: the cache was not consulted), C{"coalesced"}
+        (C{fwd=uri-miss; collapsed}: answered by another request's fill),
+        C{"miss"} (any other C{fwd=}: fetched from the origin, stored or
+        not), or C{"none"} (no phantom-frame entry: not a proxied answer).
+    """
+    if not value:
+        return "none"
+    for member in value.split(b","):
+        params = [p.strip() for p in member.split(b";")]
+        if params[0].strip(b'"') != b"phantom-frame":
+            continue
+        rest = params[1:]
+        if b"fwd=stale" in rest or b"detail=stale" in rest:
+            return "stale"
+        if b"hit" in rest:
+            return "hit"
+        if b"fwd=bypass" in rest:
+            return "bypass"
+        if b"collapsed" in rest:
+            return "coalesced"
+        if any(p.startswith(b"fwd=") for p in rest):
+            return "miss"
+        return "none"
+    return "none"
+
+
+def method_class(method: bytes) -> str:
+    """
+    @return: C{"get_head"} for GET and HEAD, C{"other"} for anything else.
+    """
+    return "get_head" if method in (b"GET", b"HEAD") else "other"
+
+
+def status_class(code: int) -> str:
+    """
+    @return: C{"1xx"} to C{"5xx"}, or C{"other"} for a code out of range.
+    """
+    if 100 <= code <= 599:
+        return "%dxx" % (code // 100)
+    return "other"
+
+
+@implementer(IAgent)
+class TimingAgent:
+    """
+    An L{IAgent} that times the requests another one makes to one origin:
+    from the request to the response head (or the failure), into the
+    upstream histogram, and onto the client request being answered (as
+    C{request.phantomUpstream}, seconds, summed over its upstream requests)
+    for the access log.
+
+    The client request is the one L{phantom_frame.http.routing.Router} was
+    rendering when the upstream request started (see
+    L{phantom_frame.http.routing.current_request}); requests made outside any
+    (snapshot warm-up) are only counted in the histogram.
+    """
+
+    def __init__(
+        self,
+        agent: IAgent,
+        clock: IReactorTime,
+        observe: Callable[[float], None],
+        failed: Callable[[], None],
+    ) -> None:
+        """
+        @param agent: makes the requests.
+        @param clock: measures them.
+        @param observe: records a duration, in seconds.
+        @param failed: counts a request that failed (refused, reset, timed
+            out or cancelled).
+        """
+        self._agent = agent
+        self._clock = clock
+        self._observe = observe
+        self._failed = failed
+        self.prefix: Optional[bytes] = None
+
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Optional[Headers] = None,
+        bodyProducer: Optional[IBodyProducer] = None,
+    ) -> Deferred:
+        """
+        Make the request with the wrapped agent and time it. When L{prefix}
+        is set, only URIs under it (the origin's, as opposed to a webhook's)
+        are timed.
+
+        @return: the wrapped agent's L{Deferred}, unchanged.
+        """
+        d = self._agent.request(method, uri, headers, bodyProducer)
+        prefix = self.prefix
+        if prefix is not None and not (
+            uri.startswith(prefix) and uri[len(prefix) : len(prefix) + 1] in (b"/", b"?", b"")
+        ):
+            return d
+        clock = self._clock
+        started = clock.seconds()
+        client = current_request.get()
+
+        def done(result: Any) -> Any:
+            elapsed = clock.seconds() - started
+            self._observe(elapsed)
+            if isinstance(result, Failure):
+                self._failed()
+            if client is not None:
+                client.phantomUpstream = (getattr(client, "phantomUpstream", None) or 0.0) + elapsed
+            return result
+
+        d.addBoth(done)
+        return d
+
+
+class Metrics:
+    """
+    The metrics of one running proxy.
+
+    @ivar registry: this proxy's own registry.
+    @ivar handle: the servers whose caches and snapshots are reported.
+    @ivar site: the proxy's site, for requests in flight and open tunnels
+        (see L{phantom_frame.service.ProxySite}); L{None} until set.
+    @ivar open_tunnels: returns how many upgrade tunnels are open, or
+        L{None} when unknown (the gauge is then left out); by default, the
+        site's count.
+    """
+
+    def __init__(self, handle: Any, clock: IReactorTime) -> None:
+        """
+        @param handle: the L{phantom_frame.embed.CacheHandle} of the
+            servers; read at scrape time, so servers replaced by a reload
+            are reported from then on.
+        @param clock: times upstream requests.
+        """
+        self.handle = handle
+        self.site: Any = None
+        self.open_tunnels: Callable[[], Optional[int]] = self._site_tunnels
+        self._clock = clock
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            PREFIX + "requests",
+            "Requests answered by the proxy listeners, by server, method class,"
+            " status class and cache result.",
+            ["server", "method", "status", "cache"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            PREFIX + "request_duration_seconds",
+            "Time from the request's arrival to the end of its answer, by"
+            " server and cache result.",
+            ["server", "cache"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_duration = Histogram(
+            PREFIX + "upstream_request_duration_seconds",
+            "Time from an origin request to its response head (or failure), by"
+            " server.",
+            ["server"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            PREFIX + "upstream_errors",
+            "Origin requests that failed (refused, reset, timed out, cancelled),"
+            " by server.",
+            ["server"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            PREFIX + "config_reloads",
+            "Configuration reloads, by outcome (ok or error).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.origin_starts = Counter(
+            PREFIX + "origin_starts",
+            "Starts of supervised origin commands (execute), by server.",
+            ["server"],
+            registry=self.registry,
+        )
+        self._children: Dict[Tuple[Optional[str], str, str, str], Tuple[Any, Any]] = {}
+        self.registry.register(_StateCollector(self))
+
+    def timing_agent(self, agent: IAgent, server: str) -> TimingAgent:
+        """
+        @param agent: reaches the origin of C{server}.
+        @param server: the server's name, the C{server} label.
+        @return: C{agent}, timed into the upstream histogram.
+        """
+        return TimingAgent(
+            agent,
+            self._clock,
+            self.upstream_duration.labels(server).observe,
+            self.upstream_errors.labels(server).inc,
+        )
+
+    def observe(
+        self, server: Optional[str], method: bytes, code: int, result: str, duration: float
+    ) -> None:
+        """
+        Count one answered request.
+
+        @param server: the name of the server that took it, or L{None}.
+        @param method: its method.
+        @param code: its status code.
+        @param result: its L{cache_result}.
+        @param duration: seconds from its arrival to the end of its answer.
+        """
+        key = (server, method_class(method), status_class(code), result)
+        children = self._children.get(key)
+        if children is None:
+            name = NO_SERVER if server is None else server
+            children = (
+                self.requests.labels(name, key[1], key[2], result),
+                self.request_duration.labels(name, result),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(duration)
+
+    def render(self) -> bytes:
+        """
+        @return: every metric, in the Prometheus text exposition format.
+        """
+        return generate_latest(self.registry)
+
+    def _site_tunnels(self) -> Optional[int]:
+        site = self.site
+        count = getattr(site, "tunnels", None)
+        return count if isinstance(count, int) else None
+
+
+class _StateCollector:
+    """
+    Reads, at scrape time, what the servers hold: cache sizes and counters,
+    snapshot progress, requests in flight and open tunnels.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._warmed: "WeakKeyDictionary[Any, Dict[str, Optional[str]]]" = WeakKeyDictionary()
+
+    def _warm_up_results(self, server: Any) -> Optional[Dict[str, Optional[str]]]:
+        """
+        @return: the results of C{server}'s warm-up once it is over, else
+            L{None}.
+        """
+        if server in self._warmed:
+            return self._warmed[server]
+        warmed = server.snapshots.warmed
+        if warmed.called:
+            box: list = []
+
+            def keep(results: Any) -> Any:
+                box.append(results)
+                return results
+
+            warmed.addCallback(keep)
+            if box and isinstance(box[0], dict):
+                self._warmed[server] = box[0]
+                return box[0]
+        return None
+
+    def collect(self) -> Iterator[Metric]:
+        """
+        @return: the families, freshly read.
+        """
+        metrics = self._metrics
+        info = GaugeMetricFamily(PREFIX + "info", "The running phantom-frame version.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        site = metrics.site
+        if site is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "requests_in_flight",
+                "Requests being answered by the proxy listeners.",
+                value=site.active,
+            )
+        tunnels = metrics.open_tunnels()
+        if tunnels is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "tunnels_open",
+                "Upgrade (WebSocket) requests being tunnelled: connecting or spliced.",
+                value=tunnels,
+            )
+        entries = GaugeMetricFamily(
+            PREFIX + "cache_entries", "Stored responses, by server and store.", labels=["server", "store"]
+        )
+        size = GaugeMetricFamily(
+            PREFIX + "cache_bytes",
+            "Bytes of stored responses (bodies, headers and overhead), by server and store.",
+            labels=["server", "store"],
+        )
+        limit = GaugeMetricFamily(
+            PREFIX + "cache_max_bytes", "The cache_max_bytes bound, by server.", labels=["server"]
+        )
+        counters = {
+            name: CounterMetricFamily(PREFIX + "cache_" + name, text, labels=["server"])
+            for name, text in (
+                ("hits", "Requests answered from the cache, by server."),
+                ("misses", "Cache misses that went to the origin, by server."),
+                ("stale", "Stale entries served or revalidated, by server."),
+                ("coalesced", "Requests that waited for another request's fill, by server."),
+                ("evictions", "Entries evicted to stay within cache_max_bytes, by server."),
+                ("invalidations", "Invalidations (all, or by pattern), by server."),
+            )
+        }
+        tracked = GaugeMetricFamily(
+            PREFIX + "snapshots_tracked", "Snapshot paths of a pre_generate server.", labels=["server"]
+        )
+        stored = GaugeMetricFamily(
+            PREFIX + "snapshots_stored",
+            "Tracked snapshot paths whose page is stored (pre-generation progress).",
+            labels=["server"],
+        )
+        complete = GaugeMetricFamily(
+            PREFIX + "snapshot_warmup_complete",
+            "1 once the start-up pre-generation is over, else 0.",
+            labels=["server"],
+        )
+        failures = GaugeMetricFamily(
+            PREFIX + "snapshot_warmup_failures",
+            "Paths that failed in the start-up pre-generation.",
+            labels=["server"],
+        )
+        for server in list(metrics.handle.servers()):
+            name = server.name
+            cache = server.cache
+            store = server.config.cache_storage_mode.value
+            entries.add_metric([name, store], cache.entry_count)
+            size.add_metric([name, store], cache.bytes)
+            limit.add_metric([name], server.config.cache_max_bytes)
+            for counter, family in counters.items():
+                family.add_metric([name], getattr(cache, counter))
+            snapshots = server.snapshots
+            if snapshots is None:
+                continue
+            paths = list(snapshots.tracked)
+            tracked.add_metric([name], len(paths))
+            stored.add_metric([name], sum(1 for p in paths if server.has_snapshot(p)))
+            results = self._warm_up_results(server)
+            complete.add_metric([name], 0 if results is None else 1)
+            if results is not None:
+                failures.add_metric([name], sum(1 for r in results.values() if r is not None))
+        yield entries
+        yield size
+        yield limit
+        yield from counters.values()
+        yield tracked
+        yield stored
+        yield complete
+        yield failures

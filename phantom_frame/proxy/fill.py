@@ -1,0 +1,377 @@
+"""
+Filling the cache: L{CacheFills}, the part of
+L{phantom_frame.proxy.server.ProxyServer} that fetches a response from the origin
+(one single-flight fill per key) and turns it into a stored entry (or says
+why it is not stored), revalidates a stale entry with a conditional request,
+gives entries their freshness, and fetches and keeps the pre-generated pages
+(snapshots).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from typing import Callable, List, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from phantom_frame.cache.cache import NOT_SHARED, CacheEntry, Exclusive, Shared, variant_of
+from phantom_frame.cache.codec import Codec, DecodeError
+from phantom_frame.cache.freshness import (
+    ResponseDirectives,
+    freshness_lifetime,
+    http_bypass_reason,
+    initial_age,
+)
+from phantom_frame.cache.keys import RequestInfo
+from phantom_frame.cache.policy import (
+    header_value,
+    is_soft_404,
+    media_type,
+    response_bypass_reason,
+    vary_names,
+)
+from phantom_frame.proxy.settings import CacheStrategy
+from phantom_frame.proxy.passthrough import OriginRelay, request_body
+from phantom_frame.proxy.snapshots import NotPreGenerated, SnapshotError, Snapshots
+from phantom_frame.proxy.origin import (
+    FILL_DROPPED,
+    BodyRelay,
+    Header,
+    UpstreamError,
+    end_to_end,
+    known_length,
+)
+
+#: Logged as the server's own events (namespace C{phantom_frame.proxy}).
+log = Logger(namespace="phantom_frame.proxy")
+
+#: Response headers the cache recomputes for every client.
+_RECOMPUTED = frozenset(
+    {b"content-length", b"content-encoding", b"vary", b"age", b"set-cookie"}
+)
+
+#: Media types whose bodies are compressed already: stored as they are.
+_PRECOMPRESSED = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "video/",
+    "audio/",
+    "font/woff",
+    "font/woff2",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/octet-stream",
+)
+
+#: Stored headers a 304 from the origin never replaces.
+_NOT_UPDATED = frozenset(
+    {b"content-length", b"content-encoding", b"transfer-encoding", b"content-range", b"set-cookie"}
+)
+
+
+def _strong_etag(body: bytes) -> bytes:
+    """
+    @return: a strong entity-tag for C{body}: a hash of its bytes.
+    """
+    digest = hashlib.sha256(body).digest()[:12]
+    return b'"pf-' + base64.urlsafe_b64encode(digest).rstrip(b"=") + b'"'
+
+
+def _no_header(name: str) -> Optional[str]:
+    return None
+
+
+class CacheFills(OriginRelay):
+    """
+    How a server fills its cache from its origin: a fill forwards the
+    request as L{OriginRelay} does, and stores the answer.
+
+    A mixin: the class using it provides the attributes annotated here and
+    in L{OriginRelay}.
+
+    @ivar codec: decodes what the origin sends and encodes what is stored.
+    @ivar stored_coding: the coding bodies are stored in.
+    @ivar _runner: runs blocking work off the reactor thread.
+    @ivar snapshots: the tracked snapshots of a C{pre_generate} server,
+        else C{None}.
+    """
+
+    codec: Codec
+    stored_coding: str
+    _runner: Callable
+    snapshots: Optional[Snapshots]
+
+    # Fills
+
+    def _fill(self, request, key: str, path_qs: bytes, header, stale: Optional[CacheEntry]):
+        """
+        Start (or join) the single-flight fill of C{key}: a revalidation
+        when C{stale} is given.
+        """
+        fwd = self._forward_headers(request, FILL_DROPPED)
+        authorized = request.requestHeaders.hasHeader(b"authorization")
+        method = b"GET" if request.method == b"HEAD" else request.method
+        body = None if method == b"GET" else request_body(request)
+        return self.cache.fill(
+            key,
+            lambda: Deferred.fromCoroutine(
+                self._fetch_for_cache(
+                    key, method, path_qs, fwd, header, stale=stale, authorized=authorized, body=body
+                )
+            ),
+        )
+
+    def _refresh_behind(self, request, key: str, entry: CacheEntry, path_qs: bytes, header) -> None:
+        """
+        Refresh a stale entry in the background (one refresh however many
+        clients ask); a refresh that fails keeps the stale entry.
+        """
+        waiter, _ = self._fill(request, key, path_qs, header, entry)
+
+        def done(result: object) -> None:
+            if isinstance(result, Exclusive):
+                result.release()
+            elif isinstance(result, Failure):
+                log.warn(
+                    "server {server}: background refresh of {key!r} failed: {error}",
+                    server=self.name,
+                    key=key,
+                    error=result.getErrorMessage(),
+                )
+
+        waiter.addBoth(done)
+
+    async def _fetch_for_cache(
+        self,
+        key: str,
+        method: bytes,
+        path_qs: bytes,
+        headers: List[Header],
+        header: Callable[[str], Optional[str]],
+        snapshot: bool = False,
+        stale: Optional[CacheEntry] = None,
+        authorized: bool = False,
+        body=None,
+    ):
+        """
+        Fetch C{path_qs} from the origin for the fill of C{key}: a
+        conditional request when C{stale} is given, a snapshot (stored
+        whatever its media type, pinned, failing rather than answering
+        with an error page) when C{snapshot} is set.
+
+        @return: a L{Shared} stored entry, or an L{Exclusive} response for
+            the one client that asked, with why it is not stored.
+        @raise SnapshotError: a snapshot that cannot be stored.
+        @raise UpstreamError: the origin failed, or sent a body that does
+            not decode.
+        """
+        config = self.config
+        if stale is not None:
+            # Revalidate with the stored validators (RFC 9111 §4.3.1).
+            headers = list(headers)
+            if stale.etag is not None and not stale.etag.startswith(b'"pf-'):
+                headers.append((b"If-None-Match", stale.etag))
+            if stale.last_modified is not None:
+                headers.append((b"If-Modified-Since", stale.last_modified))
+        request_time = self._clock.seconds()
+        response = await self.origin.request(method, path_qs, headers, body)
+        response_time = self._clock.seconds()
+        rheaders = end_to_end(response.headers)
+        status = response.code
+        if status == 304 and stale is not None:
+            response.deliverBody(BodyRelay(self._clock, config.upstream_timeout, 0))
+            self._freshen(stale, rheaders, request_time, response_time)
+            return Shared(stale, 304)
+        directives = ResponseDirectives.parse(rheaders) if self.http_policy else None
+        if snapshot:
+            # Snapshots are stored whatever their media type; an error
+            # status is a failed snapshot, not a page.
+            reason = response_bypass_reason(status, rheaders, CacheStrategy.ALL)
+            if status >= 400 or reason is not None:
+                drain = BodyRelay(self._clock, config.upstream_timeout, 65536)
+                response.deliverBody(drain)
+                drain.ready().addCallbacks(lambda complete: complete or drain.abort(), lambda _: None)
+                raise SnapshotError(
+                    f"origin answered {status} {response.phrase.decode('latin-1')}"
+                    if status >= 400
+                    else f"not storable ({reason})"
+                )
+        else:
+            reason = response_bypass_reason(status, rheaders, config.cache_strategy)
+            if directives is not None:
+                # A shared cache per RFC 9111: its own status rules and
+                # freshness requirements.
+                if reason == "status":
+                    reason = None
+                reason = reason or http_bypass_reason(status, rheaders, directives, authorized)
+        if reason is None and status == 404 and not config.cache_404_capacity:
+            reason = "status"
+        length = known_length(response)
+        if reason is None and length is not None and length > config.max_cacheable_bytes:
+            if snapshot:
+                raise SnapshotError(f"larger than max_cacheable_bytes ({length} bytes)")
+            reason = "size"
+        relay = BodyRelay(self._clock, config.upstream_timeout, None if reason else config.max_cacheable_bytes)
+        response.deliverBody(relay)
+        if reason is not None:
+            return Exclusive((response, relay), reason, relay.abort)
+        complete = await relay.ready()
+        if not complete:
+            if snapshot:
+                relay.abort()
+                raise SnapshotError("larger than max_cacheable_bytes")
+            return Exclusive((response, relay), "size", relay.abort)
+        body = relay.collected()
+        try:
+            identity = await self.codec.decode(body, header_value(rheaders, b"content-encoding"))
+        except DecodeError as e:
+            raise UpstreamError(f"origin sent a body that does not decode: {e}")
+        not_found = status == 404
+        phrase = response.phrase
+        if (
+            not not_found
+            and config.use_404_meta
+            and status == 200
+            and is_soft_404(identity)
+        ):
+            if not config.cache_404_capacity:
+                return Exclusive((response, relay), "status", relay.abort)
+            not_found, status, phrase = True, 404, b"Not Found"
+        coding = self.stored_coding
+        media = media_type(rheaders) or ""
+        if coding != "identity" and (len(identity) < 128 or media.startswith(_PRECOMPRESSED)):
+            coding = "identity"
+        encoded = identity
+        if coding != "identity":
+            encoded = await self.codec.encode(identity, coding)
+            if len(encoded) >= len(identity):
+                coding, encoded = "identity", identity
+        names = vary_names(rheaders)
+        etag = header_value(rheaders, b"etag")
+        if etag is None and config.generate_etag:
+            etag = await self._runner(_strong_etag, identity)
+        stored = await self.cache.put_body(key, encoded)
+        entry = CacheEntry(
+            key=key,
+            status=status,
+            phrase=phrase,
+            headers=tuple((n, v) for n, v in rheaders if n.lower() not in _RECOMPUTED),
+            coding=coding,
+            body=stored,
+            identity_length=len(identity),
+            stored_at=self._clock.seconds(),
+            vary=names,
+            variant=variant_of(names, header) if names else (),
+            not_found=not_found,
+            pinned=snapshot,
+            etag=etag,
+            last_modified=header_value(rheaders, b"last-modified"),
+        )
+        if not snapshot:
+            self._set_freshness(entry, rheaders, directives, request_time, response_time)
+        return Shared(entry, status)
+
+    def _set_freshness(self, entry: CacheEntry, rheaders, directives, request_time: float, response_time: float) -> None:
+        """
+        Give C{entry} its lifetime and stale allowances: from the server's
+        settings (prerender policy) or from the response (http policy).
+        """
+        entry.stored_at = response_time
+        if directives is None:
+            config = self.config
+            entry.initial_age = 0.0
+            entry.lifetime = math.inf if config.cache_ttl is None else config.cache_ttl
+            entry.stale_while_revalidate = config.stale_while_revalidate or 0.0
+            entry.stale_if_error = config.stale_if_error or 0.0
+            return
+        entry.initial_age = initial_age(rheaders, request_time, response_time)
+        entry.lifetime = freshness_lifetime(entry.status, rheaders, directives)
+        entry.stale_while_revalidate = directives.stale_while_revalidate
+        entry.stale_if_error = directives.stale_if_error
+        entry.must_revalidate = directives.must_revalidate or directives.no_cache
+
+    def _freshen(self, entry: CacheEntry, rheaders, request_time: float, response_time: float) -> None:
+        """
+        Update a stored entry from a 304 (RFC 9111 §4.3.4): its headers
+        are replaced by those the 304 carries, and its freshness starts over.
+        """
+        fresh = {n.lower() for n, _ in rheaders} - _NOT_UPDATED
+        merged = [(n, v) for n, v in entry.headers if n.lower() not in fresh]
+        merged.extend((n, v) for n, v in rheaders if n.lower() in fresh and n.lower() not in _RECOMPUTED)
+        directives = ResponseDirectives.parse(merged) if self.http_policy else None
+        self.cache.update(entry, tuple(merged))
+        etag = header_value(rheaders, b"etag")
+        if etag is not None:
+            entry.etag = etag
+        modified = header_value(rheaders, b"last-modified")
+        if modified is not None:
+            entry.last_modified = modified
+        self._set_freshness(entry, merged, directives, request_time, response_time)
+
+    # Snapshots
+
+    def _snapshot_key(self, path: str) -> str:
+        plain, _, query = path.partition("?")
+        return self.key_fn(RequestInfo("GET", plain, query, {}))
+
+    def require_snapshots(self) -> Snapshots:
+        """
+        @raise NotPreGenerated: unless this server is in pre_generate mode.
+        """
+        if self.snapshots is None:
+            raise NotPreGenerated(f"server {self.name!r} is not in pre_generate mode")
+        return self.snapshots
+
+    def fetch_snapshot(self, path: str, limiter) -> Deferred[None]:
+        """
+        Fetch C{path} (through the single-flight fills, so requests for it
+        wait for this fetch) and keep it as a snapshot; the stored page it
+        replaces stays visible until the new one is stored.
+
+        @param limiter: a L{DeferredSemaphore} bounding concurrent fetches;
+            the fill is registered at once, the fetch runs when allowed.
+        @return: a L{Deferred} firing when stored, failing with
+            L{SnapshotError} or L{UpstreamError} otherwise.
+        """
+        key = self._snapshot_key(path)
+        path_qs = path.encode("utf-8")
+
+        def fetch() -> Deferred:
+            return limiter.run(
+                lambda: Deferred.fromCoroutine(
+                    self._fetch_for_cache(key, b"GET", path_qs, [], _no_header, snapshot=True)
+                )
+            )
+
+        waiter, _ = self.cache.fill(key, fetch)
+
+        def stored(result: object) -> None:
+            if isinstance(result, Exclusive):
+                result.release()
+                raise SnapshotError(f"not storable ({result.reason})")
+            if result is NOT_SHARED:
+                raise SnapshotError("not storable")
+            if not result.entry.pinned:
+                self.cache.pin(result.entry)
+
+        return waiter.addCallback(stored)
+
+    def drop_snapshot(self, path: str) -> None:
+        """
+        Forget the stored page of C{path}.
+        """
+        self.cache.drop(self._snapshot_key(path))
+
+    def has_snapshot(self, path: str) -> bool:
+        """
+        @return: whether a page is stored for C{path}.
+        """
+        return self.cache.has(self._snapshot_key(path))

@@ -1,0 +1,222 @@
+"""
+The per-origin settings of the library: L{CreateProxyConfig} and its enums.
+
+A config file's C{[server.NAME]} block becomes one L{CreateProxyConfig}; library
+users build one with the same builder methods as the original phantom-frame.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import attr
+
+from phantom_frame.cache.strategy import CacheStrategy, Choice as _Choice, CompressStrategy
+
+MiB = 1024 * 1024
+
+
+class CacheStorageMode(_Choice):
+    """
+    Where stored bodies live.
+    """
+
+    MEMORY = "memory"
+    FILESYSTEM = "filesystem"
+
+
+class ProxyMode(_Choice):
+    """
+    Dynamic (fill on miss) or pre-generated (snapshots fetched at start).
+    """
+
+    DYNAMIC = "dynamic"
+    PRE_GENERATE = "pre_generate"
+
+
+class CachePolicy(_Choice):
+    """
+    Store until invalidated (or C{cache_ttl}), or follow RFC 9111.
+    """
+
+    PRERENDER = "prerender"
+    HTTP = "http"
+
+
+class WebhookType(_Choice):
+    """
+    What a webhook's answer means for the request.
+    """
+
+    BLOCKING = "blocking"
+    NOTIFY = "notify"
+    CACHE_KEY = "cache_key"
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class Webhook:
+    """
+    One C{[[server.NAME.webhooks]]} entry.
+    """
+
+    url: str
+    type: WebhookType = WebhookType.NOTIFY
+    timeout_ms: int = 5000
+
+
+def _tuple(value) -> tuple:
+    return tuple(value)
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class CreateProxyConfig:
+    """
+    Everything that describes one origin and how its responses are cached.
+
+    Values are immutable: every C{with_*} method returns a new config.
+    """
+
+    proxy_url: str = "http://localhost:8080"
+    include_paths: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    exclude_paths: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    enable_websocket: bool = True
+    forward_get_only: bool = False
+    cache_key_fn: Optional[Callable] = attr.ib(default=None, eq=False)
+    cache_404_capacity: int = 100
+    use_404_meta: bool = False
+    cache_strategy: CacheStrategy = attr.ib(
+        default=CacheStrategy.ALL, converter=CacheStrategy
+    )
+    compress_strategy: CompressStrategy = attr.ib(
+        default=CompressStrategy.BROTLI, converter=CompressStrategy
+    )
+    cache_storage_mode: CacheStorageMode = attr.ib(
+        default=CacheStorageMode.MEMORY, converter=CacheStorageMode
+    )
+    cache_directory: Optional[str] = None
+    proxy_mode: ProxyMode = attr.ib(default=ProxyMode.DYNAMIC, converter=ProxyMode)
+    pre_generate_paths: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    pre_generate_fallthrough: bool = False
+    pre_generate_concurrency: int = 8
+    cache_max_bytes: int = 256 * MiB
+    max_cacheable_bytes: int = 8 * MiB
+    upstream_timeout: float = 30.0
+    cache_policy: CachePolicy = attr.ib(
+        default=CachePolicy.PRERENDER, converter=CachePolicy
+    )
+    cache_ttl: Optional[float] = None
+    stale_while_revalidate: Optional[float] = None
+    stale_if_error: Optional[float] = None
+    generate_etag: bool = False
+    webhooks: Tuple[Webhook, ...] = attr.ib(default=(), converter=_tuple)
+    execute: Optional[str] = None
+    execute_dir: Optional[str] = None
+
+    def _with(self, **changes) -> CreateProxyConfig:
+        return attr.evolve(self, **changes)
+
+    def with_include_paths(self, paths) -> CreateProxyConfig:
+        """
+        @param paths: patterns (C{"/api/*"}, C{"POST /search"}) to cache.
+        """
+        return self._with(include_paths=paths)
+
+    def with_exclude_paths(self, paths) -> CreateProxyConfig:
+        """
+        @param paths: patterns never cached; exclusion wins over inclusion.
+        """
+        return self._with(exclude_paths=paths)
+
+    def with_websocket_enabled(self, enabled: bool) -> CreateProxyConfig:
+        """
+        @param enabled: whether C{Upgrade} requests are tunnelled.
+        """
+        return self._with(enable_websocket=enabled)
+
+    def with_forward_get_only(self, enabled: bool) -> CreateProxyConfig:
+        """
+        @param enabled: answer methods other than GET and HEAD with 405.
+        """
+        return self._with(forward_get_only=enabled)
+
+    def with_cache_key_fn(self, fn: Callable) -> CreateProxyConfig:
+        """
+        @param fn: called with a L{phantom_frame.RequestInfo}, returns the key.
+        """
+        return self._with(cache_key_fn=fn)
+
+    def with_cache_404_capacity(self, capacity: int) -> CreateProxyConfig:
+        """
+        @param capacity: entries in the 404 cache; 0 disables it.
+        """
+        return self._with(cache_404_capacity=capacity)
+
+    def with_use_404_meta(self, enabled: bool) -> CreateProxyConfig:
+        """
+        @param enabled: treat C{<meta name="phantom-404" content="true">} as a 404.
+        """
+        return self._with(use_404_meta=enabled)
+
+    def with_cache_strategy(self, strategy) -> CreateProxyConfig:
+        """
+        @param strategy: a L{CacheStrategy} or its name.
+        """
+        return self._with(cache_strategy=strategy)
+
+    caching_strategy = with_cache_strategy
+
+    def with_compress_strategy(self, strategy) -> CreateProxyConfig:
+        """
+        @param strategy: a L{CompressStrategy} or its name.
+        """
+        return self._with(compress_strategy=strategy)
+
+    compression_strategy = with_compress_strategy
+
+    def with_cache_storage_mode(self, mode) -> CreateProxyConfig:
+        """
+        @param mode: a L{CacheStorageMode} or its name.
+        """
+        return self._with(cache_storage_mode=mode)
+
+    def with_cache_directory(self, directory: str) -> CreateProxyConfig:
+        """
+        @param directory: where filesystem mode keeps bodies.
+        """
+        return self._with(cache_directory=directory)
+
+    def with_proxy_mode(self, mode) -> CreateProxyConfig:
+        """
+        @param mode: a L{ProxyMode} or its name.
+        """
+        return self._with(proxy_mode=mode)
+
+    def with_pre_generate_paths(self, paths) -> CreateProxyConfig:
+        """
+        @param paths: paths fetched at start in pre-generate mode.
+        """
+        return self._with(pre_generate_paths=paths)
+
+    def with_pre_generate_fallthrough(self, enabled: bool) -> CreateProxyConfig:
+        """
+        @param enabled: in pre-generate mode, send misses to the origin.
+        """
+        return self._with(pre_generate_fallthrough=enabled)
+
+    def with_cache_max_bytes(self, limit: int) -> CreateProxyConfig:
+        """
+        @param limit: bound on the bytes stored for this origin.
+        """
+        return self._with(cache_max_bytes=limit)
+
+    def with_max_cacheable_bytes(self, limit: int) -> CreateProxyConfig:
+        """
+        @param limit: larger responses stream through unstored.
+        """
+        return self._with(max_cacheable_bytes=limit)
+
+    def with_upstream_timeout(self, seconds: float) -> CreateProxyConfig:
+        """
+        @param seconds: how long the origin may keep us waiting (then 504).
+        """
+        return self._with(upstream_timeout=seconds)

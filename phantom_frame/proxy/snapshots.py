@@ -1,0 +1,137 @@
+"""
+Pre-generated pages (snapshots): the tracked paths of a C{pre_generate}
+server, fetched at start with bounded concurrency and kept until removed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional
+
+from twisted.internet.defer import Deferred, DeferredSemaphore, DeferredList
+from twisted.logger import Logger
+
+log = Logger()
+
+
+class SnapshotError(Exception):
+    """
+    A snapshot could not be fetched or stored; the message says why.
+    """
+
+
+class NotPreGenerated(ValueError):
+    """
+    Snapshot operations need a server in C{pre_generate} mode.
+    """
+
+
+class Snapshots:
+    """
+    The tracked snapshot paths of one server and the operations on them.
+
+    Fetches go through the server's single-flight fills, so a request for a
+    path whose snapshot is being fetched waits for it; a refresh replaces
+    the stored page only once the new one is stored.
+    """
+
+    def __init__(self, server: Any, paths, concurrency: int) -> None:
+        """
+        @param server: the L{phantom_frame.proxy.server.ProxyServer}.
+        @param paths: the initial C{pre_generate_paths}.
+        @param concurrency: how many fetches run at once.
+        """
+        self._server = server
+        self.tracked: "OrderedDict[str, None]" = OrderedDict((p, None) for p in paths)
+        self._semaphore = DeferredSemaphore(concurrency)
+        self.warmed: Deferred[Dict[str, Optional[str]]] = Deferred()
+
+    def fetch(self, path: str) -> Deferred[None]:
+        """
+        Fetch C{path} and store it as a snapshot.
+
+        @return: a L{Deferred} firing when it is stored, failing with
+            L{SnapshotError} (or the origin's error) otherwise.
+        """
+        return self._server.fetch_snapshot(path, self._semaphore)
+
+    def add(self, path: str) -> Deferred[None]:
+        """
+        Track C{path} (once) and fetch it now.
+        """
+        self.tracked[path] = None
+        return self.fetch(path)
+
+    def remove(self, path: str) -> bool:
+        """
+        Stop tracking C{path} and drop its stored page.
+
+        @return: whether it was tracked.
+        """
+        tracked = self.tracked.pop(path, None) is not None or path in self.tracked
+        self._server.drop_snapshot(path)
+        return tracked
+
+    def fetch_all(self, paths: Optional[List[str]] = None, what: str = "pre-generated") -> Deferred[Dict[str, Optional[str]]]:
+        """
+        Fetch every tracked path (or C{paths}), logging progress and each
+        failure.
+
+        @return: a L{Deferred} firing with C{{path: None or the failure's
+            reason}}; it never fails.
+        """
+        paths = list(self.tracked) if paths is None else paths
+        total = len(paths)
+        results: Dict[str, Optional[str]] = {}
+        step = 1 if total <= 50 else max(1, total // 20)
+
+        def done(result: Any, path: str) -> None:
+            if result is None:
+                results[path] = None
+            else:
+                results[path] = result.getErrorMessage()
+                log.warn(
+                    "server {server}: snapshot {path} failed: {reason}",
+                    server=self._server.name,
+                    path=path,
+                    reason=results[path],
+                )
+            count = len(results)
+            if count % step == 0 or count == total:
+                log.info(
+                    "server {server}: {what} {count}/{total} paths",
+                    server=self._server.name,
+                    what=what,
+                    count=count,
+                    total=total,
+                )
+
+        ds = []
+        for path in paths:
+            d = self.fetch(path)
+            d.addBoth(done, path)
+            ds.append(d)
+        return DeferredList(ds).addCallback(lambda _: results)
+
+    def warm_up(self) -> Deferred[Dict[str, Optional[str]]]:
+        """
+        Fetch every tracked path at start; L{warmed} fires with the results
+        (C{{path: None or the failure's reason}}).
+        """
+        d = self.fetch_all()
+        d.addCallback(self._warmed)
+        return d
+
+    def _warmed(self, results: Dict[str, Optional[str]]) -> Dict[str, Optional[str]]:
+        if not self.warmed.called:
+            self.warmed.callback(results)
+        return results
+
+    def rewarm(self) -> None:
+        """
+        After an invalidation, fetch again the tracked paths that lost their
+        page (in the background: requests for them wait for their fetch).
+        """
+        missing = [p for p in self.tracked if not self._server.has_snapshot(p)]
+        if missing:
+            self.fetch_all(missing, "re-generated")

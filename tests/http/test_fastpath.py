@@ -1,0 +1,274 @@
+"""
+Tests for L{phantom_frame.http.channel}: hits answered in the channel must be
+the answers the stock path gives, in order, and everything unusual must
+fall through to the stock path.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+from treq.testing import RequestTraversalAgent
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from phantom_frame import CreateProxyConfig, create_proxy
+from phantom_frame.cache.threads import runInline
+from phantom_frame.http.channel import FastHits, FastHTTPChannel, fast_channel_factory
+from phantom_frame.http.routing import Router
+
+PAGE = b"<html>" + b"fast path " * 300 + b"</html>"
+
+
+class Origin(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hits: Dict[str, int] = {}
+
+    def render_GET(self, request) -> bytes:
+        path = request.path.decode()
+        self.hits[path] = self.hits.get(path, 0) + 1
+        request.setHeader(b"content-type", b"text/html")
+        request.setHeader(b"etag", b'"e1"')
+        if path.startswith("/vary"):
+            request.setHeader(b"vary", b"Accept-Language")
+        if path.startswith("/ttl"):
+            request.setHeader(b"date", b"Sun, 06 Nov 1994 08:49:37 GMT")
+        return PAGE + path.encode()
+
+
+Response = Tuple[int, Dict[bytes, List[bytes]], bytes]
+
+
+def parse(stream: bytes, heads: List[bool]) -> List[Response]:
+    """
+    Split C{stream} into responses (C{heads}: which answer a HEAD).
+    """
+    responses = []
+    for head in heads:
+        end = stream.index(b"\r\n\r\n")
+        lines = stream[:end].split(b"\r\n")
+        code = int(lines[0].split(b" ")[1])
+        headers: Dict[bytes, List[bytes]] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b": ")
+            headers.setdefault(name.lower(), []).append(value)
+        length = 0 if head or code == 304 else int(headers[b"content-length"][0])
+        responses.append((code, headers, stream[end + 4 : end + 4 + length]))
+        stream = stream[end + 4 + length :]
+    assert stream == b"", stream[:200]
+    return responses
+
+
+class Rig:
+    """
+    A proxy site over an in-memory origin; C{fast} chooses the channel.
+    """
+
+    def __init__(self, fast: bool, config: CreateProxyConfig = CreateProxyConfig("http://origin.test")) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.origin = Origin()
+        self.agent = RequestTraversalAgent(self.origin)
+        resource, self.handle = create_proxy(config, self.clock, agent=self.agent, runner=runInline)
+        self.site = Site(Router([("*", resource)]), reactor=self.clock)
+        self.site.displayTracebacks = False
+        if fast:
+            self.site.protocol = fast_channel_factory
+            self.site.fastHit = FastHits(self.site, self.clock)
+            self.site.recordFastHit = None
+        self.server = next(self.handle.servers())
+
+    def exchange(self, data: bytes, chunks: int = 1) -> bytes:
+        """
+        Feed C{data} to a new connection (in C{chunks} pieces) and return
+        everything written back.
+        """
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        step = max(1, len(data) // chunks)
+        for i in range(0, len(data), step):
+            protocol.dataReceived(data[i : i + step])
+            self.agent.flush()
+        self.agent.flush()
+        protocol.connectionLost(None)
+        return transport.value()
+
+
+def request(path: str, method: str = "GET", **headers: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: proxy.test"]
+    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    Fast and stock channels give the same answers.
+    """
+
+    def compare(self, warm: bytes, probe: bytes, heads: List[bool], config=None, fast_expected: bool = True):
+        """
+        Warm both rigs with C{warm}, then send C{probe} and compare.
+        """
+        config = config or CreateProxyConfig("http://origin.test")
+        answers = []
+        for fast in (False, True):
+            rig = Rig(fast, config)
+            rig.exchange(warm)
+            hits_before = dict(rig.origin.hits)
+            output = rig.exchange(probe)
+            answers.append((parse(output, heads), rig, hits_before))
+        (stock, _, _), (fast_answers, rig, _) = answers
+        for (c1, h1, b1), (c2, h2, b2) in zip(stock, fast_answers):
+            self.assertEqual((c1, b1), (c2, b2))
+            h1 = {k: v for k, v in h1.items() if k not in (b"date", b"server")}
+            h2 = {k: v for k, v in h2.items() if k not in (b"date", b"server")}
+            self.assertEqual(h1, h2)
+        return fast_answers, rig
+
+    def test_identity_and_brotli_hits(self) -> None:
+        """
+        Hits in the stored coding and in identity are identical on both
+        paths, and the fast one does not build a Request.
+        """
+        for headers in ({}, {"accept_encoding": "br"}, {"accept_encoding": "gzip;q=0, br"}):
+            answers, rig = self.compare(request("/a"), request("/a", **headers), [False])
+            self.assertEqual(answers[0][1][b"cache-status"], [b"phantom-frame; hit"])
+
+    def test_head(self) -> None:
+        """
+        HEAD hits carry the GET's headers and no body.
+        """
+        self.compare(request("/h"), request("/h", "HEAD"), [True])
+
+    def test_pipelined_with_miss_between(self) -> None:
+        """
+        Several requests in one chunk are answered in order, a miss
+        between hits included.
+        """
+        probe = request("/p") + request("/other") + request("/p", "HEAD") + request("/p")
+        answers, rig = self.compare(request("/p"), probe, [False, False, True, False])
+        self.assertEqual(
+            [a[1][b"cache-status"][0] for a in answers],
+            [b"phantom-frame; hit", b"phantom-frame; fwd=uri-miss; stored", b"phantom-frame; hit",
+             b"phantom-frame; hit"],
+        )
+
+    def test_split_and_partial(self) -> None:
+        """
+        Requests split across packets still get the same answers.
+        """
+        rig = Rig(True)
+        rig.exchange(request("/s"))
+        output = rig.exchange(request("/s") + request("/s"), chunks=7)
+        self.assertEqual([r[0] for r in parse(output, [False, False])], [200, 200])
+
+    def test_fallbacks(self) -> None:
+        """
+        Validators, ranges, credentials, HTTP/1.0, Vary and caching
+        directives take the stock path, with the same answers.
+        """
+        for probe, heads in (
+            (request("/f", if_none_match='"e1"'), [True]),
+            (request("/f", range="bytes=0-9"), [False]),
+            (request("/f", authorization="Bearer x"), [False]),
+            (request("/f", cache_control="no-cache"), [False]),
+        ):
+            self.compare(request("/f"), probe, heads)
+        self.compare(request("/vary"), request("/vary", accept_language="fr"), [False])
+        rig = Rig(True)
+        rig.exchange(request("/f"))
+        output = rig.exchange(b"GET /f HTTP/1.0\r\nHost: x\r\n\r\n")
+        self.assertTrue(output.startswith(b"HTTP/1.0 200"), output[:30])
+
+    def test_stale_falls_through(self) -> None:
+        """
+        An entry past its TTL is not served by the fast path.
+        """
+        config = CreateProxyConfig("http://origin.test")._with(cache_ttl=10)
+        rig = Rig(True, config)
+        rig.exchange(request("/ttl"))
+        rig.clock.advance(5)
+        first = parse(rig.exchange(request("/ttl")), [False])[0]
+        self.assertEqual(first[1][b"cache-status"], [b"phantom-frame; hit; ttl=5"])
+        self.assertEqual(first[1][b"age"], [b"5"])
+        rig.clock.advance(10)
+        second = parse(rig.exchange(request("/ttl")), [False])[0]
+        self.assertIn(b"fwd=stale", second[1][b"cache-status"][0])
+
+    def test_connection_close(self) -> None:
+        """
+        C{Connection: close} is honoured: the answer says so and the
+        connection is closed after it; what follows is not answered.
+        """
+        rig = Rig(True)
+        rig.exchange(request("/c"))
+        output = rig.exchange(request("/c", connection="close") + request("/c"))
+        answers = parse(output, [False])
+        self.assertEqual(answers[0][1][b"connection"], [b"close"])
+
+    def test_channel_internals(self) -> None:
+        """
+        The parser state the fast path reads exists on twisted.web's
+        channel with the values it expects when idle.
+        """
+        channel = HTTPChannel()
+        channel.makeConnection(StringTransport())
+        self.assertEqual(channel.requests, [])
+        self.assertFalse(channel._handlingRequest)
+        self.assertEqual(channel.line_mode, 1)
+        self.assertFalse(channel._busyReceiving)
+        self.assertEqual(channel._buffer, b"")
+        self.assertEqual(channel._HTTPChannel__first_line, 1)
+        self.assertEqual(channel._HTTPChannel__header, b"")
+        self.assertTrue(issubclass(FastHTTPChannel, HTTPChannel))
+        channel.connectionLost(None)
+
+
+class ProxySiteTests(SynchronousTestCase):
+    """
+    L{phantom_frame.service.ProxySite} uses the fast path, and its hits are
+    logged like any other.
+    """
+
+    def test_logged_without_request(self) -> None:
+        """
+        A plain hit on a L{ProxySite} builds no L{Request} and still gets
+        its access-log line with the client, request line and cache result.
+        """
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from phantom_frame.service import ProxyRequest, ProxySite
+
+        made = []
+
+        class Counting(ProxyRequest):
+            def __init__(self, *a, **kw):
+                made.append(1)
+                super().__init__(*a, **kw)
+
+        rig = Rig(False)
+        site = ProxySite(Router([("*", rig.server.resource)]), reactor=rig.clock, access_log=True)
+        site.requestFactory = Counting
+        rig.site = site
+        rig.exchange(request("/l"))
+        self.assertEqual(len(made), 1)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        answer = parse(rig.exchange(request("/l", user_agent="fast/1")), [False])[0]
+        self.assertEqual(answer[1][b"cache-status"], [b"phantom-frame; hit"])
+        self.assertEqual(len(made), 1, "the hit built a Request")
+        lines = [formatEvent(e) for e in events if e.get("log_namespace") == "phantom_frame.access"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn('"GET /l HTTP/1.1" 200 ', lines[0])
+        self.assertIn('"fast/1"', lines[0])
+        self.assertIn("cache=hit server=default", lines[0])

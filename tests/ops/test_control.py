@@ -1,0 +1,168 @@
+"""
+Tests for L{phantom_frame.ops.control}: auth first, then body, then server.
+"""
+
+from __future__ import annotations
+
+import json
+
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from phantom_frame import CreateProxyConfig, create_proxy
+from phantom_frame.cache.cache import CacheEntry
+from phantom_frame.cache.store import StoredBody
+from phantom_frame.cache.threads import runInline
+from phantom_frame.ops.control import ControlResource
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": "Bearer " + TOKEN}
+
+
+class ControlTests(SynchronousTestCase):
+    """
+    The control routes over two servers with a few stored entries.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        _, self.handle = create_proxy(
+            CreateProxyConfig("http://127.0.0.1:1"), self.clock, agent=object(), name="site", runner=runInline
+        )
+        create_proxy(
+            CreateProxyConfig("http://127.0.0.1:2"),
+            self.clock,
+            agent=object(),
+            name="api",
+            handle=self.handle,
+            runner=runInline,
+        )
+        for server in self.handle.servers():
+            for key in ("GET:/a", "GET:/b/1", "GET:/b/2"):
+                server.cache._store(
+                    CacheEntry(key, 200, b"OK", (), "identity", StoredBody(1, b"x", None), 1, 0.0)
+                )
+        self.client = StubTreq(ControlResource(self.handle, TOKEN))
+
+    def call(self, method: str, path: str, body=None, headers=AUTH, raw=None):
+        """
+        @return: the status code and the decoded JSON answer.
+        """
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        response = self.successResultOf(
+            self.client.request(method, "http://control" + path, headers=headers, data=data)
+        )
+        content = self.successResultOf(response.content())
+        return response, json.loads(content)
+
+    def counts(self):
+        return {name: stats["entries"] for name, stats in self.handle.stats().items()}
+
+    def test_auth_required(self) -> None:
+        """
+        Without the right bearer token every route but C{/health} answers
+        401 with C{WWW-Authenticate: Bearer}, before looking at the body.
+        """
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            response, answer = self.call("POST", "/refresh-cache", headers=headers, raw=b"{bad json")
+            self.assertEqual(response.code, 401)
+            self.assertTrue(response.headers.getRawHeaders(b"www-authenticate")[0].startswith(b"Bearer"))
+        self.assertEqual(self.counts(), {"site": 3, "api": 3})
+        response, answer = self.call("GET", "/health", headers={})
+        self.assertEqual((response.code, answer), (200, {"status": "ok"}))
+
+    def test_every_route_requires_auth(self) -> None:
+        """
+        Every route but C{/health} answers 401 without the token, whatever
+        its method and body.
+        """
+        resource = ControlResource(self.handle, TOKEN)
+        routes = sorted({path.decode() for _, path in resource._routes})
+        self.assertEqual(len(routes), 15)
+        for path in routes:
+            for method in ("GET", "POST"):
+                response, _ = self.call(method, path, headers={}, raw=b"{bad")
+                self.assertEqual(response.code, 401, (method, path))
+        self.assertEqual(self.counts(), {"site": 3, "api": 3})
+
+    def test_refresh_cache(self) -> None:
+        """
+        C{POST /refresh-cache} and C{/invalidate_all} clear every server,
+        or the one named.
+        """
+        response, answer = self.call("POST", "/invalidate_all", {"server": "api"})
+        self.assertEqual((response.code, answer["invalidated"]), (200, 3))
+        self.assertEqual(self.counts(), {"site": 3, "api": 0})
+        response, answer = self.call("POST", "/refresh-cache")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.counts(), {"site": 0, "api": 0})
+
+    def test_invalidate(self) -> None:
+        """
+        C{POST /invalidate} drops matching keys before answering.
+        """
+        response, answer = self.call("POST", "/invalidate", {"pattern": "/b/*", "server": "site"})
+        self.assertEqual((response.code, answer["invalidated"]), (200, 2))
+        self.assertEqual(self.counts(), {"site": 1, "api": 3})
+
+    def test_bulk_invalidate(self) -> None:
+        """
+        C{POST /bulk_invalidate} answers a summary with one result per
+        pattern, failures included.
+        """
+        response, answer = self.call("POST", "/bulk_invalidate", {"patterns": ["/a", "", "GET:/b/1"]})
+        self.assertEqual(response.code, 200)
+        self.assertEqual((answer["requested"], answer["succeeded"], answer["failed"]), (3, 2, 1))
+        self.assertEqual([r["ok"] for r in answer["results"]], [True, False, True])
+        self.assertEqual(self.counts(), {"site": 1, "api": 1})
+
+    def test_bad_bodies(self) -> None:
+        """
+        Invalid JSON, a non-object, a missing or mistyped field: 400.
+        """
+        for raw in (b"{bad", b"[1]", b'{"pattern": 5}', b"{}", b'{"pattern": "/a", "server": 3}'):
+            response, answer = self.call("POST", "/invalidate", raw=raw)
+            self.assertEqual(response.code, 400, raw)
+            self.assertIn("error", answer)
+
+    def test_order_of_errors(self) -> None:
+        """
+        A bad body is reported (400) before an unknown server (404).
+        """
+        response, _ = self.call("POST", "/invalidate", {"server": "nope"})
+        self.assertEqual(response.code, 400)
+        response, answer = self.call("POST", "/invalidate", {"pattern": "*", "server": "nope"})
+        self.assertEqual(response.code, 404)
+        self.assertEqual(self.counts(), {"site": 3, "api": 3})
+
+    def test_stats(self) -> None:
+        """
+        C{GET /stats} lists each server's counters.
+        """
+        response, answer = self.call("GET", "/stats")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            set(answer["servers"]["site"]),
+            {"entries", "bytes", "hits", "misses", "stale", "coalesced", "evictions"},
+        )
+        self.assertEqual(answer["servers"]["api"]["entries"], 3)
+
+    def test_unknown_route_and_method(self) -> None:
+        """
+        Unknown routes get 404; a known route with the wrong method 405.
+        """
+        response, _ = self.call("GET", "/nope")
+        self.assertEqual(response.code, 404)
+        response, _ = self.call("GET", "/invalidate")
+        self.assertEqual(response.code, 405)
+        self.assertEqual(response.headers.getRawHeaders(b"allow"), [b"POST"])
+
+    def test_open_without_token(self) -> None:
+        """
+        Without a configured token the routes are open (the site listens on
+        localhost by default).
+        """
+        self.client = StubTreq(ControlResource(self.handle, None))
+        response, _ = self.call("POST", "/refresh-cache", headers={})
+        self.assertEqual(response.code, 200)

@@ -1,0 +1,348 @@
+"""
+Tests for L{phantom_frame.ops.supervise}: origin commands under a process
+monitor (a real child, killed and restarted), waiting for an origin's port,
+and snapshot warm-ups that wait for a supervised origin.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from phantom_frame.config.loader import load_config
+from phantom_frame.embed import CacheHandle
+from phantom_frame.ops.metrics import Metrics
+from phantom_frame.service import build_service
+from phantom_frame.ops.supervise import (
+    OriginSupervisor,
+    WarmUps,
+    command_args,
+    origin_address,
+    wait_for_port,
+)
+
+from tests.memory import samples, value
+
+PYTHON = shlex.quote(sys.executable)
+
+
+def free_port() -> int:
+    """
+    @return: a TCP port on loopback that was free a moment ago.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def origin_command(port: int) -> str:
+    """
+    @return: an C{execute} value serving the current directory on C{port}.
+    """
+    return f"{PYTHON} -u -m http.server {port} --bind 127.0.0.1"
+
+
+class HelperTests(SynchronousTestCase):
+    """
+    L{command_args} and L{origin_address}.
+    """
+
+    def test_command_args(self) -> None:
+        """
+        Commands are split as a shell would, without running one.
+        """
+        self.assertEqual(command_args("node server.js --port 8080"), ["node", "server.js", "--port", "8080"])
+        self.assertEqual(command_args("sh -c 'a && b'"), ["sh", "-c", "a && b"])
+        self.assertRaises(ValueError, command_args, "  ")
+        self.assertRaises(ValueError, command_args, "unbalanced 'quote")
+
+    def test_origin_address(self) -> None:
+        """
+        The host and port of a C{proxy_url}, with the scheme's default port.
+        """
+        self.assertEqual(origin_address("http://127.0.0.1:8080/v1"), ("127.0.0.1", 8080))
+        self.assertEqual(origin_address("http://origin.example"), ("origin.example", 80))
+        self.assertEqual(origin_address("https://origin.example"), ("origin.example", 443))
+
+
+class FakeSnapshots:
+    """
+    Counts warm-ups.
+    """
+
+    def __init__(self) -> None:
+        self.warmups = 0
+
+    def warm_up(self) -> None:
+        """
+        Count a warm-up.
+        """
+        self.warmups += 1
+
+
+class FakeConfig:
+    """
+    The configuration fields L{WarmUps} reads.
+    """
+
+    def __init__(self, execute: Optional[str]) -> None:
+        self.execute = execute
+        self.proxy_url = "http://127.0.0.1:8080"
+
+
+class FakeServer:
+    """
+    A server with snapshots.
+    """
+
+    def __init__(self, name: str, execute: Optional[str] = None) -> None:
+        self.name = name
+        self.config = FakeConfig(execute)
+        self.snapshots: Any = FakeSnapshots()
+
+
+class WarmUpsTests(SynchronousTestCase):
+    """
+    L{WarmUps} with a fake port wait.
+    """
+
+    def setUp(self) -> None:
+        self.waits: List[Tuple[Tuple[Any, ...], Deferred]] = []
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.warmups = WarmUps(Clock(), timeout=5, interval=0.5, wait=self.wait)
+
+    def wait(self, *args: Any) -> Deferred:
+        """
+        Record a port wait; it ends when the test fires its L{Deferred}.
+        """
+        d: Deferred = Deferred()
+        self.waits.append((args[1:], d))
+        return d
+
+    def messages(self) -> str:
+        """
+        @return: the log messages of L{phantom_frame.ops.supervise}, formatted.
+        """
+        return "\n".join(formatEvent(e) for e in self.events if e.get("log_namespace") == "phantom_frame.ops.supervise")
+
+    def test_unsupervised(self) -> None:
+        """
+        A server whose origin the proxy does not start warms up when the
+        service starts (or at once once it runs); servers without snapshots
+        are ignored.
+        """
+        first, second, dynamic = FakeServer("a"), FakeServer("b"), FakeServer("c")
+        dynamic.snapshots = None
+        self.warmups.add(first)
+        self.warmups.add(dynamic)
+        self.assertEqual(first.snapshots.warmups, 0)
+        self.warmups.startService()
+        self.assertEqual(first.snapshots.warmups, 1)
+        self.warmups.add(second)
+        self.assertEqual(second.snapshots.warmups, 1)
+        self.assertEqual(self.waits, [])
+
+    def test_supervised(self) -> None:
+        """
+        A supervised origin is waited for (its host and port, the timeout
+        and the interval); the warm-up starts when it is up, or anyway with
+        an error logged when it never comes up.
+        """
+        up, down = FakeServer("up", "origin"), FakeServer("down", "origin")
+        self.warmups.add(up)
+        self.warmups.add(down)
+        self.warmups.startService()
+        self.assertEqual([args for args, _ in self.waits], [("127.0.0.1", 8080, 5, 0.5)] * 2)
+        self.assertEqual((up.snapshots.warmups, down.snapshots.warmups), (0, 0))
+        self.waits[0][1].callback(True)
+        self.waits[1][1].callback(False)
+        self.assertEqual((up.snapshots.warmups, down.snapshots.warmups), (1, 1))
+        messages = self.messages()
+        self.assertIn("server up: origin is up, pre-generating", messages)
+        self.assertIn(
+            "server down: origin at 127.0.0.1:8080 did not accept connections within 5s", messages
+        )
+
+    def test_discard_and_stop(self) -> None:
+        """
+        A discarded server's wait is cancelled and it is not warmed up;
+        stopping cancels the other waits.
+        """
+        gone, waiting = FakeServer("gone", "origin"), FakeServer("waiting", "origin")
+        self.warmups.startService()
+        self.warmups.add(gone)
+        self.warmups.add(waiting)
+        self.warmups.discard(gone)
+        # Cancelled (the cancellation is consumed).
+        self.assertIsNone(self.successResultOf(self.waits[0][1]))
+        self.warmups.stopService()
+        self.assertIsNone(self.successResultOf(self.waits[1][1]))
+        self.assertEqual((gone.snapshots.warmups, waiting.snapshots.warmups), (0, 0))
+
+
+class WaitForPortTests(TestCase):
+    """
+    L{wait_for_port} on loopback.
+    """
+
+    async def test_open(self) -> None:
+        """
+        A listening port is found at once.
+        """
+        from twisted.internet.protocol import Factory, Protocol
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertTrue(await wait_for_port(reactor, "127.0.0.1", port.getHost().port, 5, 0.05))
+
+    async def test_closed(self) -> None:
+        """
+        A port nobody listens on is given up on after the timeout.
+        """
+        started = reactor.seconds()
+        self.assertFalse(await wait_for_port(reactor, "127.0.0.1", free_port(), 0.3, 0.05))
+        self.assertLess(reactor.seconds() - started, 3)
+
+
+class SupervisorTests(TestCase):
+    """
+    L{OriginSupervisor} with a real origin process.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    async def until(self, condition: Any, seconds: float = 15) -> None:
+        """
+        Wait until C{condition()} is true.
+        """
+        deadline = reactor.seconds() + seconds
+        while not condition():
+            self.assertLess(reactor.seconds(), deadline, "timed out")
+            await deferLater(reactor, 0.02, lambda: None)
+
+    async def test_restart(self) -> None:
+        """
+        The origin command starts with the service, its output is logged
+        with the server's name, it is started again after it is killed, and
+        stopping the service stops it for good.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        metrics = Metrics(CacheHandle(), reactor)
+        supervisor = OriginSupervisor(reactor, metrics)
+        supervisor.minRestartDelay = 0.05
+        port = free_port()
+        supervisor.supervise("site", origin_command(port), directory)
+        supervisor.startService()
+        self.addCleanup(lambda: supervisor.running and supervisor.stopService())
+        self.assertTrue(await wait_for_port(reactor, "127.0.0.1", port, 15, 0.05))
+        first = supervisor.protocols["site"].transport.pid
+        await self.until(lambda: "[site] Serving HTTP on 127.0.0.1" in self.output())
+        os.kill(first, signal.SIGKILL)
+        await self.until(lambda: "site" in supervisor.protocols and supervisor.protocols["site"].transport.pid != first)
+        self.assertTrue(await wait_for_port(reactor, "127.0.0.1", port, 15, 0.05))
+        second = supervisor.protocols["site"].transport.pid
+        starts = [formatEvent(e) for e in self.events if "starting origin command" in formatEvent(e)]
+        self.assertEqual(len(starts), 2)
+        self.assertIn(f"server site: starting origin command {origin_command(port)!r} in {directory}", starts[0])
+        self.assertEqual(value(samples(metrics.render().decode()), "phantom_frame_origin_starts_total", server="site"), 2)
+        await supervisor.stopService()
+        self.assertEqual(supervisor.protocols, {})
+        self.assertRaises(ProcessLookupError, os.kill, second, 0)
+        self.assertFalse(await wait_for_port(reactor, "127.0.0.1", port, 0.2, 0.05))
+
+    def output(self) -> str:
+        """
+        @return: the logged output of origin processes, formatted.
+        """
+        return "\n".join(formatEvent(e) for e in self.events if e.get("log_namespace") == "phantom_frame.origin")
+
+    async def test_replace_and_release(self) -> None:
+        """
+        Supervising the same command again changes nothing; another command
+        replaces the process; releasing stops it.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        supervisor = OriginSupervisor(reactor)
+        supervisor.minRestartDelay = 0.05
+        port, other = free_port(), free_port()
+        supervisor.supervise("site", origin_command(port), directory)
+        supervisor.startService()
+        self.addCleanup(lambda: supervisor.running and supervisor.stopService())
+        self.assertTrue(await wait_for_port(reactor, "127.0.0.1", port, 15, 0.05))
+        pid = supervisor.protocols["site"].transport.pid
+        supervisor.supervise("site", origin_command(port), directory)
+        self.assertEqual(supervisor.protocols["site"].transport.pid, pid)
+        supervisor.supervise("site", origin_command(other), directory)
+        self.assertTrue(await wait_for_port(reactor, "127.0.0.1", other, 15, 0.05))
+        self.assertEqual(supervisor.commands, {"site": (origin_command(other), directory)})
+        supervisor.release("site")
+        await self.until(lambda: not supervisor.protocols)
+        self.assertEqual(supervisor.commands, {})
+        await supervisor.stopService()
+
+
+CONFIG = """
+http_listen = "tcp:0:interface=127.0.0.1"
+control_listen = "tcp:0:interface=127.0.0.1"
+access_log = false
+
+[server.docs]
+proxy_url = "http://127.0.0.1:{port}"
+proxy_mode = "pre_generate"
+pre_generate_paths = ["/", "/page.html"]
+execute = "{command}"
+execute_dir = "site"
+"""
+
+
+class ServiceTests(TestCase):
+    """
+    A pre_generate server whose origin the proxy starts.
+    """
+
+    timeout = 60
+
+    async def test_warm_up_after_origin(self) -> None:
+        """
+        The proxy starts the origin, waits for its port, then fetches the
+        snapshots from it; stopping the proxy stops the origin.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "site"))
+        for name in ("index.html", "page.html"):
+            with open(os.path.join(directory, "site", name), "w") as f:
+                f.write(f"<html><body>{name}</body></html>")
+        port = free_port()
+        path = os.path.join(directory, "config.toml")
+        with open(path, "w") as f:
+            f.write(CONFIG.format(port=port, command=origin_command(port).replace('"', '\\"')))
+        top = build_service(load_config(path), reactor, origin_timeout=20)
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(lambda: top.running and top.stopService())
+        server = top.handle.server("docs")
+        results = await server.snapshots.warmed
+        self.assertEqual(results, {"/": None, "/page.html": None})
+        self.assertTrue(server.has_snapshot("/page.html"))
+        pid = top.supervisor.protocols["docs"].transport.pid
+        await top.stopService()
+        self.assertRaises(ProcessLookupError, os.kill, pid, 0)
