@@ -1,13 +1,11 @@
 """
 Building the running proxy from a validated L{Config}: a L{MultiService}
 holding the caches, the supervised origins, the listeners and the control
-site; and L{ProxySite}, the proxy listeners' site, with its access log and
-request metrics.
+site.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from typing import Any, List, Optional
@@ -17,214 +15,18 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web import server
-from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
 from phantom_frame.cache.threads import ThreadRunner
-from phantom_frame.config.loader import Config, ServerConfig
-from phantom_frame.ops.control import ControlResource
+from phantom_frame.config import Config, ServerConfig
 from phantom_frame.embed import CacheHandle, create_proxy, default_agent
-from phantom_frame.ops.metrics import Metrics, cache_result
-from phantom_frame.proxy.answers import is_upgrade
-from phantom_frame.ops.reload import HangupReloader, Reloader
-from phantom_frame.http.channel import FastHitRecord, FastHits, fast_channel_factory
 from phantom_frame.http.routing import Router
+from phantom_frame.http.site import ProxyRequest, ProxySite
 from phantom_frame.http.tls import ReloadableContext, tls_factory
+from phantom_frame.ops.control import ControlResource
+from phantom_frame.ops.metrics import Metrics
+from phantom_frame.ops.reload import HangupReloader, Reloader
 
 log = Logger()
-
-#: The access log's logger: one event per answered request.
-access = Logger(namespace="phantom_frame.access")
-
-
-class ProxyRequest(server.Request):
-    """
-    A request that counts itself in its site's in-flight total (and, for an
-    upgrade, in its open tunnels), notes when it arrived, and adds no
-    default C{Content-Type} of its own.
-
-    @ivar phantomServer: the name of the server that took it, set by
-        L{phantom_frame.http.routing.Router}.
-    @ivar phantomUpstream: seconds spent waiting for origin response heads
-        on its behalf, set by L{phantom_frame.ops.metrics.TimingAgent}; L{None}
-        when the origin was not asked.
-    @ivar phantomStarted: when it arrived, on the site's clock.
-    """
-
-    defaultContentType = None
-    phantomServer: Optional[str] = None
-    phantomUpstream: Optional[float] = None
-    phantomStarted: Optional[float] = None
-
-    def process(self) -> None:
-        """
-        Count the request, then process it as usual.
-        """
-        site = self.channel.site
-        site.active += 1
-        self.phantomStarted = site.clock.seconds()
-        self.notifyFinish().addBoth(site._requestDone)
-        if is_upgrade(self):
-            site.tunnels += 1
-            self.notifyFinish().addBoth(site._tunnelDone)
-        super().process()
-
-
-class ProxySite(server.Site):
-    """
-    The proxy's HTTP site: no tracebacks, an access log through
-    L{twisted.logger} (combined format plus the cache result, or JSON),
-    request metrics, and a count of requests in flight for graceful stops.
-
-    @ivar access_log: whether each answered request is logged.
-    @ivar log_format: C{"text"} or C{"json"}.
-    @ivar metrics: counts every answered request, whether or not it is
-        logged (a L{phantom_frame.ops.metrics.Metrics}), or L{None}.
-    @ivar active: requests in flight.
-    @ivar tunnels: upgrade requests in flight: tunnels connecting or open.
-    @ivar clock: times requests.
-    """
-
-    requestFactory = ProxyRequest
-    protocol = fast_channel_factory
-    displayTracebacks = False
-    noisy = False
-
-    def __init__(
-        self,
-        resource,
-        reactor=None,
-        access_log: bool = True,
-        log_format: str = "text",
-        metrics: Optional[Metrics] = None,
-        fast_path: bool = True,
-    ) -> None:
-        super().__init__(resource, reactor=reactor)
-        if reactor is None:
-            from twisted.internet import reactor
-        self.clock = reactor
-        #: Answers plain hits in the channel (see L{phantom_frame.http.channel}).
-        self.fastHit = FastHits(self, reactor) if fast_path else None
-        self.active = 0
-        self.tunnels = 0
-        self._idle: List[Deferred] = []
-        self.access_log = access_log
-        self.log_format = log_format
-        self.metrics = metrics
-
-    def _requestDone(self, result: Any) -> None:
-        self.active -= 1
-        if not self.active:
-            waiters, self._idle = self._idle, []
-            for d in waiters:
-                d.callback(None)
-
-    def _tunnelDone(self, result: Any) -> None:
-        self.tunnels -= 1
-
-    def whenIdle(self) -> Deferred[None]:
-        """
-        @return: a L{Deferred} firing when no request is in flight.
-        """
-        if not self.active:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle.append(d)
-        return d
-
-    def recordFastHit(
-        self, channel: Any, server: Any, method: bytes, uri: bytes, headers: Any,
-        code: int, length: int, status: bytes,
-    ) -> None:
-        """
-        Count (and log) a hit the fast path answered, as L{log} does for
-        the others.
-        """
-        if self.metrics is not None:
-            self.metrics.observe(server.name, method, code, "hit", 0.0)
-        if not self.access_log:
-            return
-        record = FastHitRecord(channel, method, uri, headers, code, 0 if method == b"HEAD" else length)
-        self._write(record, status, "hit", server.name, None, 0.0)
-
-    def log(self, request) -> None:
-        """
-        Count an answered request in the metrics and, unless the access log
-        is off, log it: in C{text} format, the combined log format followed
-        by C{cache=RESULT server=NAME upstream_ms=MS duration_ms=MS} (C{-}
-        for no server or no origin request); in C{json} format, a JSON
-        object, whose fields are also the event's.
-        """
-        metrics = self.metrics
-        if metrics is None and not self.access_log:
-            return
-        status = request.responseHeaders.getRawHeaders(b"cache-status")
-        result = cache_result(status[0] if status else None)
-        name = getattr(request, "phantomServer", None)
-        started = getattr(request, "phantomStarted", None)
-        duration = 0.0 if started is None else max(0.0, self.clock.seconds() - started)
-        if metrics is not None:
-            metrics.observe(name, request.method, request.code, result, duration)
-        if not self.access_log:
-            return
-        self._write(
-            request,
-            status[0] if status else None,
-            result,
-            name,
-            getattr(request, "phantomUpstream", None),
-            duration,
-        )
-
-    def _write(
-        self,
-        request,
-        status: Optional[bytes],
-        result: str,
-        name: Optional[str],
-        upstream: Optional[float],
-        duration: float,
-    ) -> None:
-        """
-        Write one access-log line (text or JSON) for C{request}.
-
-        @param status: its C{Cache-Status}; C{result} is what it means.
-        @param upstream: seconds spent waiting for the origin, if asked.
-        """
-        upstream_ms = None if upstream is None else round(upstream * 1000, 1)
-        duration_ms = round(duration * 1000, 1)
-        if self.log_format == "json":
-            fields = {
-                "method": request.method.decode("latin-1"),
-                "uri": request.uri.decode("latin-1"),
-                "protocol": request.clientproto.decode("latin-1"),
-                "status": request.code,
-                "bytes": request.sentLength,
-                "client": getattr(request.getClientAddress(), "host", None),
-                "user_agent": _header(request, b"user-agent"),
-                "referer": _header(request, b"referer"),
-                "cache": result,
-                "cache_status": status.decode("latin-1") if status else None,
-                "server": name,
-                "upstream_ms": upstream_ms,
-                "duration_ms": duration_ms,
-            }
-            access.info("{access_json}", access_json=json.dumps(fields, separators=(",", ":")), **fields)
-            return
-        timestamp = self._logDateTime or datetimeToLogString(self.clock.seconds())
-        line = combinedLogFormatter(timestamp, request)
-        access.info(
-            "{line} cache={cache} server={server} upstream_ms={upstream_ms} duration_ms={duration_ms}",
-            line=line,
-            cache=result,
-            server=name or "-",
-            upstream_ms="-" if upstream_ms is None else upstream_ms,
-            duration_ms=duration_ms,
-        )
-
-
-def _header(request, name: bytes) -> Optional[str]:
-    value = request.getHeader(name)
-    return None if value is None else value.decode("latin-1")
 
 
 class GracefulStop(Service):

@@ -24,10 +24,11 @@ from zope.interface import implementer
 from phantom_frame.cache.threads import runInline
 from phantom_frame.config.loader import Config
 from phantom_frame.ops.control import ControlResource
-from phantom_frame.embed import CacheHandle
+from phantom_frame.proxy.handle import CacheHandle
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.http.routing import Router
-from phantom_frame.service import ProxySite, ServerBuilder
+from phantom_frame.http.site import ProxySite
+from phantom_frame.service import ServerBuilder
 
 
 class _Endpoints:

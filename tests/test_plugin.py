@@ -23,7 +23,7 @@ import treq
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from phantom_frame import tap
-from phantom_frame.service import ProxySite
+from phantom_frame.http.site import ProxySite
 
 from .origin import PAGE, Origin
 

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from phantom_frame.embed import CacheHandle, UnknownServer
+from phantom_frame.proxy.handle import CacheHandle, UnknownServer
 from phantom_frame.proxy.snapshots import NotPreGenerated, SnapshotError
 from phantom_frame.proxy.origin import UpstreamError
 

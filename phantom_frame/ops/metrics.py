@@ -190,7 +190,7 @@ class Metrics:
     @ivar registry: this proxy's own registry.
     @ivar handle: the servers whose caches and snapshots are reported.
     @ivar site: the proxy's site, for requests in flight and open tunnels
-        (see L{phantom_frame.service.ProxySite}); L{None} until set.
+        (see L{phantom_frame.http.site.ProxySite}); L{None} until set.
     @ivar open_tunnels: returns how many upgrade tunnels are open, or
         L{None} when unknown (the gauge is then left out); by default, the
         site's count.

@@ -19,7 +19,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from phantom_frame.config.loader import Config, ConfigError, ServerConfig, load_config
-from phantom_frame.embed import CacheHandle
+from phantom_frame.proxy.handle import CacheHandle
 from phantom_frame.proxy.settings import CacheStorageMode
 from phantom_frame.http.routing import Router
 

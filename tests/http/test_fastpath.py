@@ -235,7 +235,7 @@ class FastPathTests(SynchronousTestCase):
 
 class ProxySiteTests(SynchronousTestCase):
     """
-    L{phantom_frame.service.ProxySite} uses the fast path, and its hits are
+    L{phantom_frame.http.site.ProxySite} uses the fast path, and its hits are
     logged like any other.
     """
 
@@ -246,7 +246,7 @@ class ProxySiteTests(SynchronousTestCase):
         """
         from twisted.logger import formatEvent, globalLogPublisher
 
-        from phantom_frame.service import ProxyRequest, ProxySite
+        from phantom_frame.http.site import ProxyRequest, ProxySite
 
         made = []
 

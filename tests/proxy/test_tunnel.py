@@ -1195,7 +1195,7 @@ class WebSocketTests(TestCase):
         request in flight until it closes, and then gets one access-log
         line with the origin's 101 (a bypass of the cache).
         """
-        from phantom_frame.service import ProxySite
+        from phantom_frame.http.site import ProxySite
 
         stack = Stack(self, site=lambda root: ProxySite(root, reactor=reactor))
         with capturedLogs() as events:
