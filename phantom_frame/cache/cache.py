@@ -198,6 +198,9 @@ class Shared:
     entry: CacheEntry
     origin_status: int = 200
 
+    def deliver(self, receiver: Any) -> Any:
+        return receiver.shared(self)
+
 
 @attr.s(frozen=True, auto_attribs=True)
 class Exclusive:
@@ -214,10 +217,18 @@ class Exclusive:
     reason: str
     release: Callable[[], None] = lambda: None
 
+    def deliver(self, receiver: Any) -> Any:
+        return receiver.exclusive(self)
+
 
 #: What a waiter gets when a fill's result was not its to share: make your
 #: own request.
-NOT_SHARED = object()
+class NotShared:
+    def deliver(self, receiver: Any) -> Any:
+        return receiver.not_shared(self)
+
+
+NOT_SHARED = NotShared()
 
 
 class _Flight:
@@ -421,6 +432,12 @@ class ResponseCache:
         flight.fetching = fetching
         fetching.addBoth(flight.finish)
         return waiter, False
+
+    def in_flight(self, key: str) -> bool:
+        """
+        @return: whether a fill of C{key} is in flight.
+        """
+        return key in self._flights
 
     def join(self, key: str) -> Optional[Deferred]:
         """

@@ -18,14 +18,16 @@ C{tests/test_fastpath.py}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, datetimeToString
-from twisted.web.http_headers import Headers
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
-from phantom_frame.cache.codec import choose_coding, decode_content
-from phantom_frame.proxy.answers import hit_status
+from phantom_frame.cache.codec import decode_content
 from phantom_frame.http.optimistic import send
+from phantom_frame.proxy.answers import http_date
+from phantom_frame.proxy.decision import Full, Hit
+from phantom_frame.proxy.serve import entry_headers, needs_date
+from phantom_frame.proxy.view import RequestView
 
 #: Request headers that send a request down the stock path.
 _DISQUALIFYING = frozenset(
@@ -50,26 +52,6 @@ _DISQUALIFYING = frozenset(
 _MAX_HEAD = 16384
 
 
-class _Clock:
-    """
-    The current HTTP date, formatted once a second.
-    """
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._date = b""
-
-    def date(self, now: float) -> bytes:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._date = datetimeToString(second)
-        return self._date
-
-
-_dates = _Clock()
-
-
 class Wire:
     """
     The pre-serialised parts of a stored entry's answer for one coding:
@@ -85,10 +67,10 @@ class Wire:
         self.needs_date = needs_date
 
 
-def build_wire(server: Any, entry: Any, coding: str) -> Optional[Wire]:
+def build_wire(entry: Any, coding: str) -> Optional[Wire]:
     """
-    Serialise what L{ProxyServer._serve} would send for C{entry} in
-    C{coding} (the same headers, built by the same code).
+    Serialise the answer from C{entry} in C{coding}, with the headers the
+    stock path sends (L{entry_headers}).
 
     @return: the wire form, or C{None} when the body is not in memory.
     """
@@ -97,18 +79,12 @@ def build_wire(server: Any, entry: Any, coding: str) -> Optional[Wire]:
         return None
     if coding != entry.coding:
         data = decode_content(data, entry.coding.encode("ascii"))
-    headers: Headers = server.entry_headers(entry, coding, b"")
-    headers.removeHeader(b"age")
-    headers.removeHeader(b"cache-status")
-    needs_date = not any(name.lower() == b"date" for name, _ in entry.headers)
-    if needs_date:
-        headers.removeHeader(b"date")
-    headers.setRawHeaders(b"content-length", [b"%d" % len(data)])
+    headers = entry_headers(entry, coding, None)
+    headers.append((b"Content-Length", b"%d" % len(data)))
     lines = [b" %d %s\r\n" % (entry.status, entry.phrase)]
-    for name, values in headers.getAllRawHeaders():
-        for value in values:
-            lines.append(name + b": " + value + b"\r\n")
-    return Wire(b"".join(lines), data, needs_date)
+    for name, value in headers:
+        lines.append(name + b": " + value + b"\r\n")
+    return Wire(b"".join(lines), data, needs_date(entry))
 
 
 class FastHTTPChannel(HTTPChannel):
@@ -177,14 +153,21 @@ def fast_channel_factory(*site: Any) -> _GenericHTTPChannelProtocol:
 
 class FastHits:
     """
-    Recognises and answers simple hits for a site whose resource is a
-    L{phantom_frame.http.routing.Router} (or a single proxy resource).
+    Recognises and answers hits for a site whose resource is a
+    L{phantom_frame.http.routing.Router} (or a single proxy resource): the
+    request is parsed here, the server's
+    L{phantom_frame.proxy.decision.Decider} decides, and a L{Hit} with a
+    L{Full} answer is written from its pre-serialised L{Wire}. Any other
+    decision is left to the stock path, which decides again: deciding
+    changes nothing.
+
+    @ivar answered: how many requests this fast path answered.
     """
 
     def __init__(self, site: Any, clock: Any) -> None:
         self._site = site
         self._clock = clock
-        self._codings: Dict[Tuple[Optional[str], str], Optional[str]] = {}
+        self.answered = 0
 
     def __call__(self, channel: Any, data: bytes, start: int, end: int):
         """
@@ -218,6 +201,7 @@ class FastHits:
             return None
         close = "close" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
         path, _, query = target.partition(b"?")
+        prefix = b""
         resource = self._site.resource
         server = getattr(resource, "proxy_server", None)
         if server is None:
@@ -232,43 +216,36 @@ class FastHits:
             if server is None:
                 return None
             if depth:
+                prefix = b"/" + b"/".join(segments[:depth])
                 path = b"/" + b"/".join(segments[depth:])
         if not server.fast_path_ok:
             return None
-        text_path = path.decode("latin-1")
-        if server.filter.bypass_reason(method.decode("ascii"), text_path) is not None:
+        decider = server.decider
+        view = RequestView(method, path, query, headers, None, None, False, prefix)
+        decision = decider.decide(view)
+        if type(decision) is not Hit:
             return None
-        key = "GET:" + text_path + ("?" + query.decode("latin-1") if query else "")
-        entry = server.cache.lookup(key, headers.get)
-        if entry is None or entry.vary:
+        answer = decision.answer
+        if type(answer) is not Full:
             return None
-        now = self._clock.seconds()
-        age = entry.age(now)
-        if age >= entry.lifetime:
-            return None
-        accept = headers.get("accept-encoding")
-        cached = (accept, entry.coding)
-        coding = self._codings.get(cached, "")
-        if coding == "":
-            coding = choose_coding(accept.encode("latin-1") if accept is not None else None, entry.coding)
-            if len(self._codings) < 1024:
-                self._codings[cached] = coding
-        if coding is None:
-            return None
+        entry = decision.entry
         wires = entry.wire
         if wires is None:
             wires = entry.wire = {}
+        coding = answer.coding
         wire = wires.get(coding)
         if wire is None:
-            wire = build_wire(server, entry, coding)
+            wire = build_wire(entry, coding)
             if wire is None:
                 return None
             wires[coding] = wire
-        server.cache.hits += 1
-        status = hit_status(entry, age)
-        tail = b"Age: %d\r\nCache-Status: %s\r\n" % (int(age), status)
+        decider.note(decision)
+        self.answered += 1
+        now = self._clock.seconds()
+        status = decision.status
+        tail = b"Age: %d\r\nCache-Status: %s\r\n" % (int(entry.age(now)), status.header)
         if wire.needs_date:
-            tail += b"Date: " + _dates.date(now) + b"\r\n"
+            tail += b"Date: " + http_date(now) + b"\r\n"
         if close:
             tail += b"Connection: close\r\n"
         chunks: List[bytes] = [b"HTTP/1.1", wire.head, tail, b"\r\n"]

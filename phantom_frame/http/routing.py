@@ -114,8 +114,10 @@ class Router(Resource):
         moved from C{postpath} to C{prepath}.
         """
         request.defaultContentType = None
-        if split_target(request) is None:
+        target = split_target(request)
+        if target is None:
             return error_response(request, 400, "Bad Request: malformed request target")
+        request.phantomTarget = target
         resource, depth, name = self._lookup(request.postpath)
         if resource is None:
             return error_response(request, 404, "Not Found")

@@ -15,8 +15,8 @@ from twisted.web import server
 from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
 from phantom_frame.http.channel import FastHitRecord, FastHits, fast_channel_factory
-from phantom_frame.ops.metrics import Metrics, cache_result
 from phantom_frame.proxy.answers import is_upgrade
+from phantom_frame.proxy.status import NONE, CacheStatus
 
 #: The access log's logger: one event per answered request.
 access = Logger(namespace="phantom_frame.access")
@@ -34,12 +34,17 @@ class ProxyRequest(server.Request):
         on its behalf, set by L{phantom_frame.ops.metrics.TimingAgent}; L{None}
         when the origin was not asked.
     @ivar phantomStarted: when it arrived, on the site's clock.
+    @ivar phantomStatus: the cache's part in its answer, set by whoever
+        answered it.
+    @ivar phantomTarget: its raw path and query, set by the router.
     """
 
     defaultContentType = None
     phantomServer: Optional[str] = None
     phantomUpstream: Optional[float] = None
     phantomStarted: Optional[float] = None
+    phantomStatus: CacheStatus = NONE
+    phantomTarget = None
 
     def process(self) -> None:
         """
@@ -64,7 +69,9 @@ class ProxySite(server.Site):
     @ivar access_log: whether each answered request is logged.
     @ivar log_format: C{"text"} or C{"json"}.
     @ivar metrics: counts every answered request, whether or not it is
-        logged (a L{phantom_frame.ops.metrics.Metrics}), or L{None}.
+        logged: anything with an C{observe(server, method, code, result,
+        duration)} method, such as L{phantom_frame.ops.metrics.Metrics}; or
+        L{None}.
     @ivar active: requests in flight.
     @ivar tunnels: upgrade requests in flight: tunnels connecting or open.
     @ivar clock: times requests.
@@ -81,7 +88,7 @@ class ProxySite(server.Site):
         reactor=None,
         access_log: bool = True,
         log_format: str = "text",
-        metrics: Optional[Metrics] = None,
+        metrics: Optional[Any] = None,
         fast_path: bool = True,
     ) -> None:
         super().__init__(resource, reactor=reactor)
@@ -119,18 +126,18 @@ class ProxySite(server.Site):
 
     def recordFastHit(
         self, channel: Any, server: Any, method: bytes, uri: bytes, headers: Any,
-        code: int, length: int, status: bytes,
+        code: int, length: int, status: CacheStatus,
     ) -> None:
         """
         Count (and log) a hit the fast path answered, as L{log} does for
         the others.
         """
         if self.metrics is not None:
-            self.metrics.observe(server.name, method, code, "hit", 0.0)
+            self.metrics.observe(server.name, method, code, status.result, 0.0)
         if not self.access_log:
             return
         record = FastHitRecord(channel, method, uri, headers, code, 0 if method == b"HEAD" else length)
-        self._write(record, status, "hit", server.name, None, 0.0)
+        self._write(record, status, server.name, None, 0.0)
 
     def log(self, request) -> None:
         """
@@ -143,19 +150,17 @@ class ProxySite(server.Site):
         metrics = self.metrics
         if metrics is None and not self.access_log:
             return
-        status = request.responseHeaders.getRawHeaders(b"cache-status")
-        result = cache_result(status[0] if status else None)
+        status = getattr(request, "phantomStatus", NONE)
         name = getattr(request, "phantomServer", None)
         started = getattr(request, "phantomStarted", None)
         duration = 0.0 if started is None else max(0.0, self.clock.seconds() - started)
         if metrics is not None:
-            metrics.observe(name, request.method, request.code, result, duration)
+            metrics.observe(name, request.method, request.code, status.result, duration)
         if not self.access_log:
             return
         self._write(
             request,
-            status[0] if status else None,
-            result,
+            status,
             name,
             getattr(request, "phantomUpstream", None),
             duration,
@@ -164,8 +169,7 @@ class ProxySite(server.Site):
     def _write(
         self,
         request,
-        status: Optional[bytes],
-        result: str,
+        status: CacheStatus,
         name: Optional[str],
         upstream: Optional[float],
         duration: float,
@@ -173,7 +177,7 @@ class ProxySite(server.Site):
         """
         Write one access-log line (text or JSON) for C{request}.
 
-        @param status: its C{Cache-Status}; C{result} is what it means.
+        @param status: the cache's part in its answer.
         @param upstream: seconds spent waiting for the origin, if asked.
         """
         upstream_ms = None if upstream is None else round(upstream * 1000, 1)
@@ -188,8 +192,8 @@ class ProxySite(server.Site):
                 "client": getattr(request.getClientAddress(), "host", None),
                 "user_agent": _header(request, b"user-agent"),
                 "referer": _header(request, b"referer"),
-                "cache": result,
-                "cache_status": status.decode("latin-1") if status else None,
+                "cache": status.result,
+                "cache_status": status.header.decode("latin-1") or None,
                 "server": name,
                 "upstream_ms": upstream_ms,
                 "duration_ms": duration_ms,
@@ -201,7 +205,7 @@ class ProxySite(server.Site):
         access.info(
             "{line} cache={cache} server={server} upstream_ms={upstream_ms} duration_ms={duration_ms}",
             line=line,
-            cache=result,
+            cache=status.result,
             server=name or "-",
             upstream_ms="-" if upstream_ms is None else upstream_ms,
             duration_ms=duration_ms,

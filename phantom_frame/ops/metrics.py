@@ -409,7 +409,7 @@ class _StateCollector:
                 continue
             paths = list(snapshots.tracked)
             tracked.add_metric([name], len(paths))
-            stored.add_metric([name], sum(1 for p in paths if server.has_snapshot(p)))
+            stored.add_metric([name], sum(1 for p in paths if server.snapshots.has(p)))
             results = self._warm_up_results(server)
             complete.add_metric([name], 0 if results is None else 1)
             if results is not None:

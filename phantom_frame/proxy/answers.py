@@ -1,43 +1,41 @@
 """
-Writing answers: the C{Cache-Status} values, short error answers, a
-blocking webhook's verdict, and the request-target helpers every resource
-of the proxy uses before it answers.
+Writing answers: the C{Date} of an answer, short error answers, a blocking
+webhook's verdict, and the request-target helpers every resource of the
+proxy uses before it answers.
 """
 
 from __future__ import annotations
 
-import math
-
-from typing import Optional, Tuple
+from typing import Iterable, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
+from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
-#: The methods a stored entry answers.
-GET_HEAD = (b"GET", b"HEAD")
+from phantom_frame.proxy.exchange import Exchange
+from phantom_frame.proxy.status import NONE, CacheStatus
 
 
-def cache_status(*params: str) -> bytes:
+class _HTTPDates:
     """
-    @return: a C{Cache-Status} field value (RFC 9211) for this cache.
+    The HTTP date of a time, formatted once a second.
     """
-    return "; ".join(("phantom-frame",) + params).encode("ascii")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._date = b""
+
+    def __call__(self, now: float) -> bytes:
+        second = int(now)
+        if second != self._second:
+            self._date = datetimeToString(second)
+            self._second = second
+        return self._date
 
 
-STATUS_HIT = cache_status("hit")
-STATUS_STORED = cache_status("fwd=uri-miss", "stored")
-STATUS_COLLAPSED = cache_status("fwd=uri-miss", "collapsed")
-STATUS_STALE = cache_status("hit", "detail=stale")
-
-
-def hit_status(entry, age: float) -> bytes:
-    """
-    @return: the C{Cache-Status} of a fresh hit on C{entry} at C{age}, with
-        the seconds of freshness left (C{ttl}) when they are finite.
-    """
-    if entry.lifetime == math.inf:
-        return STATUS_HIT
-    return cache_status("hit", "ttl=%d" % int(entry.lifetime - age))
+#: C{http_date(seconds)}: the C{Date} header value of a time (RFC 9110
+#: §5.6.7), formatted once per second.
+http_date = _HTTPDates()
 
 
 def split_target(request) -> Optional[Tuple[bytes, bytes]]:
@@ -112,41 +110,38 @@ def error_response(request, code: int, text: str, headers=()) -> bytes:
     return body
 
 
-def alive(request) -> bool:
-    """
-    @return: whether C{request} may still be written to: neither finished
-        nor disconnected.
-    """
-    return not (request.finished or getattr(request, "_disconnected", False))
-
-
 def send_error(
-    request, code: int, text: str, status: Optional[bytes] = None, headers=()
+    exchange: Exchange,
+    code: int,
+    text: str,
+    status: CacheStatus = NONE,
+    headers: Iterable[Tuple[bytes, bytes]] = (),
 ) -> None:
     """
     Answer a request being rendered asynchronously with a short plain-text
     error (as L{error_response}), replacing any headers set so far; nothing
-    is written to a request that is no longer L{alive}.
+    is written to a request whose client is gone.
 
-    @param status: the C{Cache-Status} to send, if any.
+    @param status: the cache's part in the answer.
     @param headers: more C{(name, value)} headers to send.
     """
-    if not alive(request):
+    if not exchange.alive:
         return
+    request = exchange.request
     request.responseHeaders = Headers()
     body = error_response(request, code, text, headers)
-    if status is not None:
-        request.responseHeaders.setRawHeaders(b"cache-status", [status])
+    exchange.set_status(status, request.responseHeaders)
     request.write(body)
     request.finish()
 
 
-def send_verdict(request, verdict) -> None:
+def send_verdict(exchange: Exchange, verdict) -> None:
     """
     Answer with what a blocking webhook said (its status, C{Location}, body).
     """
-    if not alive(request):
+    if not exchange.alive:
         return
+    request = exchange.request
     request.responseHeaders = Headers()
     request.setResponseCode(verdict.status)
     for name, value in verdict.headers:

@@ -1,9 +1,8 @@
 """
-Filling the cache: L{CacheFills}, the part of
-L{phantom_frame.proxy.server.ProxyServer} that fetches a response from the origin
-(one single-flight fill per key) and turns it into a stored entry (or says
-why it is not stored), revalidates a stale entry with a conditional request,
-gives entries their freshness, and fetches and keeps the pre-generated pages
+Filling the cache: L{Filler} fetches a response from the origin (one
+single-flight fill per key) and turns it into a stored entry (or says why
+it is not stored), revalidates a stale entry with a conditional request,
+gives entries their freshness, and fetches the pre-generated pages
 (snapshots).
 """
 
@@ -12,21 +11,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from phantom_frame.cache.cache import NOT_SHARED, CacheEntry, Exclusive, Shared, variant_of
-from phantom_frame.cache.codec import Codec, DecodeError
+from phantom_frame.cache.cache import CacheEntry, Exclusive, Shared, variant_of
+from phantom_frame.cache.codec import STORED_CODING, Codec, DecodeError
 from phantom_frame.cache.freshness import (
     ResponseDirectives,
     freshness_lifetime,
     http_bypass_reason,
     initial_age,
 )
-from phantom_frame.cache.keys import RequestInfo
 from phantom_frame.cache.policy import (
     header_value,
     is_soft_404,
@@ -34,9 +33,10 @@ from phantom_frame.cache.policy import (
     response_bypass_reason,
     vary_names,
 )
-from phantom_frame.proxy.settings import CacheStrategy
-from phantom_frame.proxy.passthrough import OriginRelay, request_body
-from phantom_frame.proxy.snapshots import NotPreGenerated, SnapshotError, Snapshots
+from phantom_frame.proxy.passthrough import forward_headers
+from phantom_frame.proxy.settings import CacheStrategy, CreateProxyConfig
+from phantom_frame.proxy.snapshots import SnapshotError
+from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.origin import (
     FILL_DROPPED,
     BodyRelay,
@@ -89,67 +89,88 @@ def _no_header(name: str) -> Optional[str]:
     return None
 
 
-class CacheFills(OriginRelay):
+class Filler:
     """
-    How a server fills its cache from its origin: a fill forwards the
-    request as L{OriginRelay} does, and stores the answer.
-
-    A mixin: the class using it provides the attributes annotated here and
-    in L{OriginRelay}.
-
-    @ivar codec: decodes what the origin sends and encodes what is stored.
-    @ivar stored_coding: the coding bodies are stored in.
-    @ivar _runner: runs blocking work off the reactor thread.
-    @ivar snapshots: the tracked snapshots of a C{pre_generate} server,
-        else C{None}.
+    How a server fills its cache from its origin.
     """
 
-    codec: Codec
-    stored_coding: str
-    _runner: Callable
-    snapshots: Optional[Snapshots]
+    def __init__(
+        self,
+        name: str,
+        config: CreateProxyConfig,
+        cache: Any,
+        origin: Any,
+        codec: Codec,
+        clock: IReactorTime,
+        runner: Callable,
+        http_policy: bool,
+    ) -> None:
+        """
+        @param name: the server's name, for logs.
+        @param config: the server's settings.
+        @param cache: where entries are stored
+            (L{phantom_frame.cache.responses.ResponseCache}).
+        @param origin: the L{phantom_frame.proxy.origin.Origin}.
+        @param codec: decodes what the origin sends and encodes what is
+            stored.
+        @param clock: gives entries their times.
+        @param runner: runs blocking work off the reactor thread.
+        @param http_policy: whether RFC 9111 decides what is stored.
+        """
+        self._name = name
+        self._config = config
+        self._cache = cache
+        self._origin = origin
+        self._codec = codec
+        self._clock = clock
+        self._runner = runner
+        self._http_policy = http_policy
+        self._stored_coding = STORED_CODING[config.compress_strategy]
 
     # Fills
 
-    def _fill(self, request, key: str, path_qs: bytes, header, stale: Optional[CacheEntry]):
+    def fill(self, view: RequestView, key: str, stale: Optional[CacheEntry], body: Any = None):
         """
-        Start (or join) the single-flight fill of C{key}: a revalidation
-        when C{stale} is given.
+        Start (or join) the single-flight fill of C{key} for the request
+        C{view}: a revalidation when C{stale} is given.
+
+        @param body: a producer of the request body (for a method other
+            than GET or HEAD that an include pattern caches).
+        @return: this caller's L{Deferred} and whether it joined a fill
+            another request started (see C{ResponseCache.fill}).
         """
-        fwd = self._forward_headers(request, FILL_DROPPED)
-        authorized = request.requestHeaders.hasHeader(b"authorization")
-        method = b"GET" if request.method == b"HEAD" else request.method
-        body = None if method == b"GET" else request_body(request)
-        return self.cache.fill(
+        fwd = forward_headers(view, FILL_DROPPED)
+        authorized = "authorization" in view.headers
+        method = b"GET" if view.method == b"HEAD" else view.method
+        target = view.target
+        header = view.headers.get
+        return self._cache.fill(
             key,
             lambda: Deferred.fromCoroutine(
-                self._fetch_for_cache(
-                    key, method, path_qs, fwd, header, stale=stale, authorized=authorized, body=body
+                self.fetch(
+                    key, method, target, fwd, header, stale=stale, authorized=authorized,
+                    body=None if method == b"GET" else body,
                 )
             ),
         )
 
-    def _refresh_behind(self, request, key: str, entry: CacheEntry, path_qs: bytes, header) -> None:
+    def refresh_behind(self, view: RequestView, key: str, entry: CacheEntry) -> None:
         """
         Refresh a stale entry in the background (one refresh however many
         clients ask); a refresh that fails keeps the stale entry.
         """
-        waiter, _ = self._fill(request, key, path_qs, header, entry)
+        waiter, _ = self.fill(view, key, entry)
+        waiter.addCallbacks(_release, self._refresh_failed, errbackArgs=(key,))
 
-        def done(result: object) -> None:
-            if isinstance(result, Exclusive):
-                result.release()
-            elif isinstance(result, Failure):
-                log.warn(
-                    "server {server}: background refresh of {key!r} failed: {error}",
-                    server=self.name,
-                    key=key,
-                    error=result.getErrorMessage(),
-                )
+    def _refresh_failed(self, failure: Failure, key: str) -> None:
+        log.warn(
+            "server {server}: background refresh of {key!r} failed: {error}",
+            server=self._name,
+            key=key,
+            error=failure.getErrorMessage(),
+        )
 
-        waiter.addBoth(done)
-
-    async def _fetch_for_cache(
+    async def fetch(
         self,
         key: str,
         method: bytes,
@@ -173,7 +194,7 @@ class CacheFills(OriginRelay):
         @raise UpstreamError: the origin failed, or sent a body that does
             not decode.
         """
-        config = self.config
+        config = self._config
         if stale is not None:
             # Revalidate with the stored validators (RFC 9111 §4.3.1).
             headers = list(headers)
@@ -182,7 +203,7 @@ class CacheFills(OriginRelay):
             if stale.last_modified is not None:
                 headers.append((b"If-Modified-Since", stale.last_modified))
         request_time = self._clock.seconds()
-        response = await self.origin.request(method, path_qs, headers, body)
+        response = await self._origin.request(method, path_qs, headers, body)
         response_time = self._clock.seconds()
         rheaders = end_to_end(response.headers)
         status = response.code
@@ -190,7 +211,7 @@ class CacheFills(OriginRelay):
             response.deliverBody(BodyRelay(self._clock, config.upstream_timeout, 0))
             self._freshen(stale, rheaders, request_time, response_time)
             return Shared(stale, 304)
-        directives = ResponseDirectives.parse(rheaders) if self.http_policy else None
+        directives = ResponseDirectives.parse(rheaders) if self._http_policy else None
         if snapshot:
             # Snapshots are stored whatever their media type; an error
             # status is a failed snapshot, not a page.
@@ -231,7 +252,7 @@ class CacheFills(OriginRelay):
             return Exclusive((response, relay), "size", relay.abort)
         body = relay.collected()
         try:
-            identity = await self.codec.decode(body, header_value(rheaders, b"content-encoding"))
+            identity = await self._codec.decode(body, header_value(rheaders, b"content-encoding"))
         except DecodeError as e:
             raise UpstreamError(f"origin sent a body that does not decode: {e}")
         not_found = status == 404
@@ -245,20 +266,20 @@ class CacheFills(OriginRelay):
             if not config.cache_404_capacity:
                 return Exclusive((response, relay), "status", relay.abort)
             not_found, status, phrase = True, 404, b"Not Found"
-        coding = self.stored_coding
+        coding = self._stored_coding
         media = media_type(rheaders) or ""
         if coding != "identity" and (len(identity) < 128 or media.startswith(_PRECOMPRESSED)):
             coding = "identity"
         encoded = identity
         if coding != "identity":
-            encoded = await self.codec.encode(identity, coding)
+            encoded = await self._codec.encode(identity, coding)
             if len(encoded) >= len(identity):
                 coding, encoded = "identity", identity
         names = vary_names(rheaders)
         etag = header_value(rheaders, b"etag")
         if etag is None and config.generate_etag:
             etag = await self._runner(_strong_etag, identity)
-        stored = await self.cache.put_body(key, encoded)
+        stored = await self._cache.put_body(key, encoded)
         entry = CacheEntry(
             key=key,
             status=status,
@@ -276,17 +297,17 @@ class CacheFills(OriginRelay):
             last_modified=header_value(rheaders, b"last-modified"),
         )
         if not snapshot:
-            self._set_freshness(entry, rheaders, directives, request_time, response_time)
+            self.set_freshness(entry, rheaders, directives, request_time, response_time)
         return Shared(entry, status)
 
-    def _set_freshness(self, entry: CacheEntry, rheaders, directives, request_time: float, response_time: float) -> None:
+    def set_freshness(self, entry: CacheEntry, rheaders, directives, request_time: float, response_time: float) -> None:
         """
         Give C{entry} its lifetime and stale allowances: from the server's
         settings (prerender policy) or from the response (http policy).
         """
         entry.stored_at = response_time
         if directives is None:
-            config = self.config
+            config = self._config
             entry.initial_age = 0.0
             entry.lifetime = math.inf if config.cache_ttl is None else config.cache_ttl
             entry.stale_while_revalidate = config.stale_while_revalidate or 0.0
@@ -306,72 +327,75 @@ class CacheFills(OriginRelay):
         fresh = {n.lower() for n, _ in rheaders} - _NOT_UPDATED
         merged = [(n, v) for n, v in entry.headers if n.lower() not in fresh]
         merged.extend((n, v) for n, v in rheaders if n.lower() in fresh and n.lower() not in _RECOMPUTED)
-        directives = ResponseDirectives.parse(merged) if self.http_policy else None
-        self.cache.update(entry, tuple(merged))
+        directives = ResponseDirectives.parse(merged) if self._http_policy else None
+        self._cache.update(entry, tuple(merged))
         etag = header_value(rheaders, b"etag")
         if etag is not None:
             entry.etag = etag
         modified = header_value(rheaders, b"last-modified")
         if modified is not None:
             entry.last_modified = modified
-        self._set_freshness(entry, merged, directives, request_time, response_time)
+        self.set_freshness(entry, merged, directives, request_time, response_time)
 
     # Snapshots
 
-    def _snapshot_key(self, path: str) -> str:
-        plain, _, query = path.partition("?")
-        return self.key_fn(RequestInfo("GET", plain, query, {}))
-
-    def require_snapshots(self) -> Snapshots:
+    def fetch_snapshot(self, key: str, target: bytes, limiter) -> Deferred[None]:
         """
-        @raise NotPreGenerated: unless this server is in pre_generate mode.
-        """
-        if self.snapshots is None:
-            raise NotPreGenerated(f"server {self.name!r} is not in pre_generate mode")
-        return self.snapshots
-
-    def fetch_snapshot(self, path: str, limiter) -> Deferred[None]:
-        """
-        Fetch C{path} (through the single-flight fills, so requests for it
-        wait for this fetch) and keep it as a snapshot; the stored page it
-        replaces stays visible until the new one is stored.
+        Fetch C{target} (through the single-flight fills, so requests for it
+        wait for this fetch) and keep it as the snapshot of C{key}; the
+        stored page it replaces stays visible until the new one is stored.
 
         @param limiter: a L{DeferredSemaphore} bounding concurrent fetches;
             the fill is registered at once, the fetch runs when allowed.
         @return: a L{Deferred} firing when stored, failing with
             L{SnapshotError} or L{UpstreamError} otherwise.
         """
-        key = self._snapshot_key(path)
-        path_qs = path.encode("utf-8")
 
         def fetch() -> Deferred:
             return limiter.run(
                 lambda: Deferred.fromCoroutine(
-                    self._fetch_for_cache(key, b"GET", path_qs, [], _no_header, snapshot=True)
+                    self.fetch(key, b"GET", target, [], _no_header, snapshot=True)
                 )
             )
 
-        waiter, _ = self.cache.fill(key, fetch)
+        waiter, _ = self._cache.fill(key, fetch)
+        return waiter.addCallback(lambda result: result.deliver(_SnapshotLanded(self._cache)))
 
-        def stored(result: object) -> None:
-            if isinstance(result, Exclusive):
-                result.release()
-                raise SnapshotError(f"not storable ({result.reason})")
-            if result is NOT_SHARED:
-                raise SnapshotError("not storable")
-            if not result.entry.pinned:
-                self.cache.pin(result.entry)
 
-        return waiter.addCallback(stored)
+class _Discard:
+    """
+    Lets go of a fill result nobody answers a client with.
+    """
 
-    def drop_snapshot(self, path: str) -> None:
-        """
-        Forget the stored page of C{path}.
-        """
-        self.cache.drop(self._snapshot_key(path))
+    def shared(self, result: Shared) -> None:
+        pass
 
-    def has_snapshot(self, path: str) -> bool:
-        """
-        @return: whether a page is stored for C{path}.
-        """
-        return self.cache.has(self._snapshot_key(path))
+    def exclusive(self, result: Exclusive) -> None:
+        result.release()
+
+    def not_shared(self, result: Any) -> None:
+        pass
+
+
+def _release(result: Any) -> None:
+    result.deliver(_Discard())
+
+
+class _SnapshotLanded:
+    """
+    What a snapshot fetch's fill result means: pinned, or a failure.
+    """
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+
+    def shared(self, result: Shared) -> None:
+        if not result.entry.pinned:
+            self._cache.pin(result.entry)
+
+    def exclusive(self, result: Exclusive) -> None:
+        result.release()
+        raise SnapshotError(f"not storable ({result.reason})")
+
+    def not_shared(self, result: Any) -> None:
+        raise SnapshotError("not storable")

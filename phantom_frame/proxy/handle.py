@@ -85,7 +85,8 @@ class CacheHandle:
         """
         if server is not None:
             chosen = self.server(server)
-            chosen.require_snapshots()
+            if chosen.snapshots is None:
+                raise NotPreGenerated(f"server {chosen.name!r} is not in pre_generate mode")
             return [chosen]
         chosen = [s for s in self._servers.values() if s.snapshots is not None]
         if not chosen:

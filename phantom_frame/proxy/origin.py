@@ -284,6 +284,7 @@ class BodyRelay(Protocol):
         self._chunks: List[bytes] = []
         self._size = 0
         self._request = None
+        self._exchange = None
         self._idle: Optional[IDelayedCall] = None
         self._lost: Optional[Failure] = None
         self._timedOut = False
@@ -326,15 +327,18 @@ class BodyRelay(Protocol):
         """
         return b"".join(self._chunks)
 
-    def stream_to(self, request) -> Deferred[None]:
+    def stream_to(self, exchange) -> Deferred[None]:
         """
-        Write what is buffered to C{request}, then stream the rest of the
-        body to it with back-pressure, and finish it.
+        Write what is buffered to the request of C{exchange} (a
+        L{phantom_frame.proxy.exchange.Exchange}), then stream the rest of
+        the body to it with back-pressure, and finish it.
 
         @return: a L{Deferred} firing when the request is over (finished or
             cut short); it never fails.
         """
         streamed = self._streamed = Deferred()
+        self._exchange = exchange
+        request = exchange.request
         chunks, self._chunks = self._chunks, []
         for chunk in chunks:
             request.write(chunk)
@@ -373,7 +377,7 @@ class BodyRelay(Protocol):
         # Held: stream_to (or whoever aborted) sees _lost.
 
     def _finish(self, request, reason: Failure) -> None:
-        if request.finished or getattr(request, "_disconnected", False):
+        if not self._exchange.alive:
             pass
         elif reason.check(ResponseDone, PotentialDataLoss):
             request.finish()

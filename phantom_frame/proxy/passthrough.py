@@ -1,9 +1,7 @@
 """
-Passing requests through to the origin: L{OriginRelay}, the part of
-L{phantom_frame.proxy.server.ProxyServer} that forwards a request the cache does
-not answer, relays the origin's response back as it streams, answers 502 or
-504 when the origin fails, and drops what a successful unsafe request
-invalidates.
+L{Passthrough}: forwarding a request the cache does not answer, relaying the
+origin's response back as it streams, answering 502 or 504 when the origin
+fails, and dropping what a successful unsafe request invalidates.
 """
 
 from __future__ import annotations
@@ -14,13 +12,10 @@ from urllib.parse import urlsplit
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
-from phantom_frame.proxy.answers import alive, cache_status, send_error
-from phantom_frame.cache.cache import ResponseCache
-from phantom_frame.cache.keys import RequestInfo
-from phantom_frame.proxy.settings import CreateProxyConfig
+from phantom_frame.proxy.answers import http_date, send_error
+from phantom_frame.proxy.exchange import Exchange
 from phantom_frame.proxy.origin import (
     BodyRelay,
     Header,
@@ -31,6 +26,8 @@ from phantom_frame.proxy.origin import (
     end_to_end,
     known_length,
 )
+from phantom_frame.proxy.status import CacheStatus, forwarded
+from phantom_frame.proxy.view import RequestView
 
 #: Logged as the server's own events (namespace C{phantom_frame.proxy}).
 log = Logger(namespace="phantom_frame.proxy")
@@ -57,141 +54,119 @@ def request_body(request):
     return body_producer(content, content.tell())
 
 
-class OriginRelay:
+def forward_headers(view: RequestView, drop: frozenset = frozenset()) -> List[Header]:
+    """
+    @param drop: more request headers (lower-cased) not to forward.
+    @return: the request's end-to-end headers for the origin, with the
+        C{X-Forwarded-For}, C{X-Forwarded-Proto} and C{X-Forwarded-Host}
+        the proxy sets.
+    """
+    raw = Headers()
+    for name, value in view.pairs():
+        raw.addRawHeader(name, value)
+    pairs = end_to_end(raw, drop | _REPLACED)
+    forwarded_for = view.values(b"x-forwarded-for")
+    if view.client:
+        forwarded_for = forwarded_for + [view.client.encode("ascii")]
+    if forwarded_for:
+        pairs.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
+    pairs.append((b"X-Forwarded-Proto", b"https" if view.secure else b"http"))
+    host = view.values(b"host")
+    if host:
+        pairs.append((b"X-Forwarded-Host", host[0]))
+    return pairs
+
+
+class Passthrough:
     """
     How a server passes requests through to its origin.
-
-    A mixin: the class using it provides the attributes annotated here.
-
-    @ivar name: the server's name, for logs.
-    @ivar config: the server's settings.
-    @ivar _clock: the server's clock.
-    @ivar origin: where requests are forwarded.
-    @ivar http_policy: whether the http cache policy (RFC 9111) applies.
-    @ivar cache: what a successful unsafe request invalidates entries of.
-    @ivar key_fn: the cache key of a request.
     """
 
-    name: str
-    config: CreateProxyConfig
-    _clock: IReactorTime
-    origin: Origin
-    http_policy: bool
-    cache: ResponseCache
-    key_fn: Callable[[RequestInfo], str]
-
-    def _forward_headers(self, request, drop: frozenset = frozenset()) -> List[Header]:
+    def __init__(
+        self,
+        name: str,
+        origin: Origin,
+        clock: IReactorTime,
+        timeout: float,
+        invalidates: Callable[[RequestView, object], None],
+    ) -> None:
         """
-        @param drop: more request headers (lower-cased) not to forward.
-        @return: the request's end-to-end headers for the origin, with the
-            C{X-Forwarded-For}, C{X-Forwarded-Proto} and C{X-Forwarded-Host}
-            the proxy sets.
+        @param name: the server's name, for logs.
+        @param origin: where requests go.
+        @param clock: for body timeouts.
+        @param timeout: seconds the origin may pause within a body.
+        @param invalidates: called with the request and the origin's
+            response after a successful unsafe request (RFC 9111 §4.4), or
+            C{None} when nothing is invalidated so.
         """
-        headers = request.requestHeaders
-        pairs = end_to_end(
-            headers,
-            drop | _REPLACED,
-        )
-        client = getattr(request.getClientAddress(), "host", None)
-        forwarded = headers.getRawHeaders(b"x-forwarded-for", [])
-        if client:
-            forwarded = forwarded + [client.encode("ascii")]
-        if forwarded:
-            pairs.append((b"X-Forwarded-For", b", ".join(forwarded)))
-        pairs.append((b"X-Forwarded-Proto", b"https" if request.isSecure() else b"http"))
-        host = headers.getRawHeaders(b"host")
-        if host:
-            pairs.append((b"X-Forwarded-Host", host[0]))
-        return pairs
+        self._name = name
+        self._origin = origin
+        self._clock = clock
+        self._timeout = timeout
+        self._invalidates = invalidates
 
-    def _origin_failed(self, request, error: UpstreamError, fwd: str) -> None:
+    def origin_failed(self, exchange: Exchange, error: UpstreamError, fwd: str) -> None:
         """
         Answer 504 for a timeout, 502 for any other origin failure, and log
         it with the server and origin.
         """
         if isinstance(error, UpstreamTimeout):
-            code, text, detail = 504, "Gateway Timeout", "detail=timeout"
+            code, text, detail = 504, "Gateway Timeout", "timeout"
         else:
-            code, text, detail = 502, "Bad Gateway", "detail=origin-error"
-        send_error(request, code, text, cache_status(fwd, detail))
+            code, text, detail = 502, "Bad Gateway", "origin-error"
+        send_error(exchange, code, text, forwarded(fwd, detail))
         log.warn(
             "server {server}: origin {origin} failed: {error}",
-            server=self.name,
-            origin=self.origin.url,
+            server=self._name,
+            origin=self._origin.url,
             error=str(error),
         )
 
-    async def _passthrough(self, request, path_qs: bytes, status: bytes) -> None:
+    async def forward(self, exchange: Exchange, status: CacheStatus) -> None:
         """
-        Forward C{request} to the origin, uncached, and relay the answer
-        with C{Cache-Status} C{status}.
+        Forward the request to the origin, uncached, and relay the answer
+        with C{status}.
         """
+        view = exchange.view
+        request = exchange.request
         try:
-            response = await self.origin.request(
-                request.method,
-                path_qs,
-                self._forward_headers(request),
-                request_body(request),
+            response = await self._origin.request(
+                view.method, view.target, forward_headers(view), request_body(request)
             )
         except UpstreamError as e:
-            self._origin_failed(request, e, "fwd=bypass")
+            self.origin_failed(exchange, e, "bypass")
             return
-        if self.http_policy and request.method not in _SAFE_METHODS and 200 <= response.code < 400:
-            self._invalidate_unsafe(request, path_qs, response)
-        relay = BodyRelay(self._clock, self.config.upstream_timeout)
+        if (
+            self._invalidates is not None
+            and view.method not in _SAFE_METHODS
+            and 200 <= response.code < 400
+        ):
+            self._invalidates(view, response)
+        relay = BodyRelay(self._clock, self._timeout)
         response.deliverBody(relay)
-        await self._relay(request, response, relay, status)
+        await self.relay(exchange, response, relay, status)
 
-    def _invalidate_unsafe(self, request, path_qs: bytes, response) -> None:
+    async def relay(self, exchange: Exchange, response, relay: BodyRelay, status: CacheStatus) -> None:
         """
-        RFC 9111 §4.4: a successful unsafe request invalidates what is
-        stored for its target, and for its C{Location} and
-        C{Content-Location} when they are on this server.
+        Answer with the origin's C{response}, its body streaming from
+        C{relay} (dropped when the client is gone or asked for C{HEAD}).
         """
-        targets = [path_qs]
-        prefix = b"/" + b"/".join(request.prepath) if request.prepath else b""
-        host = (request.requestHeaders.getRawHeaders(b"host") or [b""])[0].lower()
-        for name in (b"location", b"content-location"):
-            for value in response.headers.getRawHeaders(name, ()):
-                parts = urlsplit(value.decode("latin-1"))
-                if parts.netloc and parts.netloc.encode("latin-1").lower() != host:
-                    continue  # another origin
-                path = parts.path.encode("latin-1")
-                if not path.startswith(b"/"):
-                    continue
-                if prefix:
-                    if path != prefix and not path.startswith(prefix + b"/"):
-                        continue  # another server behind this proxy
-                    path = path[len(prefix):] or b"/"
-                targets.append(path + (b"?" + parts.query.encode("latin-1") if parts.query else b""))
-        for target in targets:
-            plain, _, query = target.partition(b"?")
-            info = RequestInfo.from_raw(b"GET", plain, query, ())
-            try:
-                self.cache.drop(self.key_fn(info))
-            except Exception:
-                log.failure("cache key function failed for {path!r}", path=target)
-
-    async def _relay(self, request, response, relay: BodyRelay, status: bytes) -> None:
-        """
-        Answer C{request} with the origin's C{response}, its body streaming
-        from C{relay} (dropped when the client is gone or asked for C{HEAD}).
-        """
-        if not alive(request):
+        if not exchange.alive:
             relay.abort()
             return
+        request = exchange.request
         request.setResponseCode(response.code, response.phrase)
         headers = Headers()
         for name, value in end_to_end(response.headers):
             headers.addRawHeader(name, value)
         if not headers.hasHeader(b"date"):
-            headers.setRawHeaders(b"date", [datetimeToString()])
+            headers.setRawHeaders(b"date", [http_date(self._clock.seconds())])
         length = known_length(response)
         if length is not None and request.method != b"HEAD" and response.code not in (204, 304):
             # twisted.web's client keeps the length out of the headers:
             # give it back, so the client gets it instead of chunks.
             headers.setRawHeaders(b"content-length", [b"%d" % length])
-        headers.setRawHeaders(b"cache-status", [status])
+        exchange.set_status(status, headers)
         request.responseHeaders = headers
         if request.method == b"HEAD" and response.request.method != b"HEAD":
             # A GET fill answering a HEAD: the headers are the answer.
@@ -200,8 +175,34 @@ class OriginRelay:
             relay.abort()
             return
         try:
-            await relay.stream_to(request)
+            await relay.stream_to(exchange)
         except CancelledError:
             relay.abort()
             raise
 
+
+def unsafe_targets(view: RequestView, response) -> List[bytes]:
+    """
+    RFC 9111 §4.4: what a successful unsafe request invalidates: its
+    target, and its C{Location} and C{Content-Location} when they are on
+    this server.
+
+    @return: stripped targets (path and query).
+    """
+    targets = [view.target]
+    prefix = view.prefix
+    host = (view.values(b"host") or [b""])[0].lower()
+    for name in (b"location", b"content-location"):
+        for value in response.headers.getRawHeaders(name, ()):
+            parts = urlsplit(value.decode("latin-1"))
+            if parts.netloc and parts.netloc.encode("latin-1").lower() != host:
+                continue  # another origin
+            path = parts.path.encode("latin-1")
+            if not path.startswith(b"/"):
+                continue
+            if prefix:
+                if path != prefix and not path.startswith(prefix + b"/"):
+                    continue  # another server behind this proxy
+                path = path[len(prefix):] or b"/"
+            targets.append(path + (b"?" + parts.query.encode("latin-1") if parts.query else b""))
+    return targets

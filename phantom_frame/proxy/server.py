@@ -1,63 +1,74 @@
 """
-L{ProxyServer}: one origin behind the cache, and L{ProxyResource}, the
-twisted.web resource that turns its HTTP requests into cache operations.
-
-The server decides how each request is answered: gated by webhooks, passed
-through, answered fresh or stale from the cache, filled or revalidated, or
-tunnelled. Its parts in other modules answer from a stored entry
-(L{phantom_frame.proxy.serve.EntryAnswers}), fill the cache and keep snapshots
-(L{phantom_frame.proxy.fill.CacheFills}), and pass requests through to the origin
-(L{phantom_frame.proxy.passthrough.OriginRelay}).
+L{ProxyServer}: one origin behind the cache. It holds its collaborators --
+the cache, the origin, the L{Decider}, the L{Filler}, the L{Passthrough},
+the L{EntryRenderer}, the snapshots and the webhooks -- and renders each
+decision for twisted.web requests.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import tempfile
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from phantom_frame.proxy.answers import (
-    GET_HEAD,
-    STATUS_COLLAPSED,
-    STATUS_STALE,
-    STATUS_STORED,
-    alive,
-    cache_status,
-    error_response,
-    hit_status,
-    is_upgrade,
-    send_error,
-    send_verdict,
-    split_target,
-    stripped_path,
-)
-from phantom_frame.cache.cache import NOT_SHARED, CacheEntry, Exclusive, ResponseCache, variant_of
-from phantom_frame.cache.codec import STORED_CODING, Codec
-from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives
-from phantom_frame.cache.keys import RequestInfo, default_cache_key
-from phantom_frame.cache.patterns import RequestFilter
+from phantom_frame.cache.cache import Exclusive, ResponseCache, Shared, variant_of
+from phantom_frame.cache.codec import Codec
+from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES
 from phantom_frame.cache.store import FilesystemStore, MemoryStore
-from phantom_frame.proxy.serve import EntryAnswers
-from phantom_frame.proxy.fill import CacheFills
-from phantom_frame.proxy.settings import CachePolicy, CacheStorageMode, CacheStrategy, CreateProxyConfig, ProxyMode
+from phantom_frame.proxy import status as statuses
+from phantom_frame.proxy.answers import error_response, send_error, send_verdict
+from phantom_frame.proxy.decision import (
+    Await,
+    Bypass,
+    Decider,
+    Decision,
+    Fill,
+    Hit,
+    Reject,
+    Stale,
+    Tunnel,
+)
+from phantom_frame.proxy.exchange import Exchange, set_status
+from phantom_frame.proxy.fill import Filler
+from phantom_frame.proxy.origin import Origin, UpstreamError
+from phantom_frame.proxy.passthrough import (
+    Passthrough,
+    forward_headers,
+    request_body,
+    unsafe_targets,
+)
+from phantom_frame.proxy.resource import ProxyResource
+from phantom_frame.proxy.serve import EntryRenderer
+from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.snapshots import Snapshots
 from phantom_frame.proxy.tunnel import start_tunnel
-from phantom_frame.proxy.origin import Origin, UpstreamError
+from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.webhooks import Webhooks
 
 log = Logger()
 
-_FRESH, _SERVE_STALE, _REFRESH_BEHIND, _REVALIDATE = (object() for _ in range(4))
 
-
-class ProxyServer(CacheFills, EntryAnswers):
+class ProxyServer:
     """
     One origin: its settings, its cache and how its requests are answered.
+
+    @ivar name: the server's name.
+    @ivar config: its settings.
+    @ivar cache: its stored responses.
+    @ivar origin: where its requests go.
+    @ivar decider: decides how each request is answered.
+    @ivar filler: fills the cache from the origin.
+    @ivar passthrough: relays what the cache does not answer.
+    @ivar entries: writes answers from stored entries.
+    @ivar snapshots: the tracked snapshots of a C{pre_generate} server, or
+        C{None}.
+    @ivar webhooks: the server's webhooks.
+    @ivar fast_path_ok: whether the channel's fast path may answer for it.
     """
 
     def __init__(
@@ -81,35 +92,42 @@ class ProxyServer(CacheFills, EntryAnswers):
         self.config = config
         self._clock = reactor
         self.origin = Origin(config.proxy_url, agent, reactor, config.upstream_timeout)
-        self.filter = RequestFilter(config.include_paths, config.exclude_paths)
         if config.cache_storage_mode == CacheStorageMode.FILESYSTEM:
-            import tempfile
-
             directory = config.cache_directory or tempfile.gettempdir() + "/phantom-frame"
-            store = FilesystemStore(directory, name, runner)
+            store: Any = FilesystemStore(directory, name, runner)
         else:
             store = MemoryStore()
         self.cache = ResponseCache(
             name, store, reactor, config.cache_max_bytes, config.cache_404_capacity
         )
-        self.codec = Codec(runner)
-        self._runner = runner
-        self.http_policy = config.cache_policy == CachePolicy.HTTP
-        self.key_fn = config.cache_key_fn or default_cache_key
-        self.pure_ssg = (
-            config.proxy_mode == ProxyMode.PRE_GENERATE and not config.pre_generate_fallthrough
+        codec = Codec(runner)
+        self.decider = Decider(name, config, self.cache, reactor)
+        self.filler = Filler(
+            name, config, self.cache, self.origin, codec, reactor, runner, self.decider.http_policy
         )
+        self.passthrough = Passthrough(
+            name,
+            self.origin,
+            reactor,
+            config.upstream_timeout,
+            self._invalidate_unsafe if self.decider.http_policy else None,
+        )
+        self.entries = EntryRenderer(reactor, self.cache, codec)
         self.snapshots = (
-            Snapshots(self, config.pre_generate_paths, config.pre_generate_concurrency)
+            Snapshots(
+                name,
+                config.pre_generate_paths,
+                config.pre_generate_concurrency,
+                self.filler,
+                self.cache,
+                self.decider.key_of_target,
+            )
             if config.proxy_mode == ProxyMode.PRE_GENERATE
             else None
         )
         self.webhooks = Webhooks(name, config.webhooks, agent, reactor)
-        self.caching = config.cache_strategy != CacheStrategy.NONE
-        self.stored_coding = STORED_CODING[config.compress_strategy]
-        #: Whether plain hits may be answered by the channel's fast path.
         self.fast_path_ok = (
-            self.caching
+            self.decider.caching
             and not self.webhooks
             and config.cache_key_fn is None
             and config.cache_storage_mode == CacheStorageMode.MEMORY
@@ -130,18 +148,28 @@ class ProxyServer(CacheFills, EntryAnswers):
 
     # Requests
 
-    def handle(self, request) -> Deferred[None]:
+    def handle(self, request, view: RequestView, upgrade: bool) -> Any:
         """
-        Answer C{request} (its target already normalised by L{split_target}).
-        """
-        d = Deferred.fromCoroutine(self._handle(request))
-        request.notifyFinish().addErrback(lambda _: d.cancel())
-        d.addErrback(self._unexpected, request)
-        return d
+        Answer a twisted.web C{request} whose view is C{view}.
 
-    def _unexpected(self, failure: Failure, request) -> None:
+        @param upgrade: whether it asks to switch protocols.
+        @return: what C{render} returns: C{NOT_DONE_YET} or a body.
+        """
+        decision = self.decider.admit(view, upgrade)
+        if isinstance(decision, Reject):
+            return _reject_now(request, decision)
+        exchange = Exchange(request, view)
+        if decision is None or self.webhooks.blocking:
+            d = Deferred.fromCoroutine(self._answer(exchange, decision))
+            request.notifyFinish().addErrback(lambda _: d.cancel())
+            d.addErrback(self._unexpected, exchange)
+            return NOT_DONE_YET
+        return self._tunnel(exchange)
+
+    def _unexpected(self, failure: Failure, exchange: Exchange) -> None:
         if failure.check(CancelledError):
             return
+        request = exchange.request
         log.failure(
             "unexpected error answering {method} {uri} for server {server}",
             failure,
@@ -149,250 +177,113 @@ class ProxyServer(CacheFills, EntryAnswers):
             uri=request.uri,
             server=self.name,
         )
-        send_error(request, 500, "Internal Server Error")
+        send_error(exchange, 500, "Internal Server Error")
 
-    async def _handle(self, request) -> None:
-        method = request.method
-        raw_path, query = split_target(request)  # checked by render
-        path = stripped_path(request, raw_path)
-        path_qs = path + b"?" + query if query else path
+    async def _answer(self, exchange: Exchange, admitted: Optional[Decision]) -> None:
+        view = exchange.view
         webhooks = self.webhooks
-        payload = b""
+        key = None
         if webhooks:
-            payload = webhooks.payload(request, path, query)
+            payload = webhooks.payload(view)
             if webhooks.blocking:
                 verdict = await webhooks.gate(payload)
                 if verdict.status is not None:
-                    send_verdict(request, verdict)
+                    send_verdict(exchange, verdict)
                     return
+            if isinstance(admitted, Tunnel):
+                body = self._tunnel(exchange)
+                if isinstance(body, bytes) and exchange.alive:
+                    exchange.request.write(body)
+                    exchange.request.finish()
+                return
             if webhooks.notify:
                 webhooks.fire(payload)
-        if self.pure_ssg:
-            # Pure SSG never reaches the origin at request time.
-            if method not in GET_HEAD:
-                send_error(request, 405, "Method Not Allowed", None, ((b"allow", b"GET, HEAD"),))
-                return
-        else:
-            reason = self._bypass_reason(request, method, path)
-            if reason is not None:
-                await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=" + reason))
-                return
-        key = await webhooks.key(payload) if webhooks.cache_key else None
-        if key is None:
-            info = RequestInfo.from_raw(
-                b"GET" if method == b"HEAD" else method,
-                path,
-                query,
-                # The default key reads no header: decode them only for a
-                # custom key function.
-                ()
-                if self.key_fn is default_cache_key
-                else (
-                    (name, value)
-                    for name, values in request.requestHeaders.getAllRawHeaders()
-                    for value in values
-                ),
+            if webhooks.cache_key:
+                key = await webhooks.key(payload)
+        await self.render(exchange, self.decider.decide(view, key))
+
+    async def render(self, exchange: Exchange, decision: Decision) -> None:
+        """
+        Answer C{exchange} as C{decision} says.
+        """
+        if isinstance(decision, (Hit, Stale)):
+            self.decider.note(decision)
+            if isinstance(decision, Stale) and decision.refresh:
+                self.filler.refresh_behind(exchange.view, decision.key, decision.entry)
+            await self.entries.render(exchange, decision.entry, decision.answer, decision.status)
+        elif isinstance(decision, Fill):
+            waiter, collapsed = self.filler.fill(
+                exchange.view, decision.key, decision.stale, request_body(exchange.request)
             )
-            try:
-                key = self.key_fn(info)
-            except Exception:
-                log.failure("cache key function failed for {path!r} on server {server}",
-                            path=path, server=self.name)
-                await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=key-error"))
-                return
-        header = _header_lookup(request)
-        directives = self._request_directives(request)
-        entry = self.cache.lookup(key, header)
-        stale = None
-        if entry is not None:
-            now = self._clock.seconds()
-            verdict = self._judge(entry, now, directives)
-            if verdict is _FRESH:
-                self.cache.hits += 1
-                await self._serve(request, entry, hit_status(entry, entry.age(now)))
-                return
-            if verdict is _SERVE_STALE or verdict is _REFRESH_BEHIND:
-                self.cache.hits += 1
-                self.cache.stale += 1
-                if verdict is _REFRESH_BEHIND:
-                    self._refresh_behind(request, key, entry, path_qs, header)
-                await self._serve(request, entry, STATUS_STALE)
-                return
-            stale = entry
-        if directives.only_if_cached:
-            send_error(request, 504, "Gateway Timeout: not cached (only-if-cached)",
-                       cache_status("fwd=uri-miss", "detail=only-if-cached"))
-            return
-        if self.pure_ssg:
-            # A snapshot being fetched is waited for; anything else is 404.
-            waiter = self.cache.join(key)
-            if waiter is None:
-                send_error(request, 404, "Not Found", cache_status("fwd=uri-miss", "detail=not-pre-generated"))
-                return
-            await self._answer_fill(request, waiter, True, path_qs, header)
-            return
-        if directives.no_store:
-            await self._passthrough(request, path_qs, cache_status("fwd=bypass", "detail=no-store"))
-            return
-        waiter, collapsed = self._fill(request, key, path_qs, header, stale)
-        await self._answer_fill(request, waiter, collapsed, path_qs, header, stale, directives)
+            await self._answer_fill(exchange, waiter, collapsed, decision)
+        elif isinstance(decision, Await):
+            waiter = self.cache.join(decision.key)
+            await self._answer_fill(exchange, waiter, True, Fill(decision.key, None, NO_REQUEST_DIRECTIVES))
+        elif isinstance(decision, Bypass):
+            await self.passthrough.forward(exchange, decision.status)
+        elif isinstance(decision, Reject):
+            send_error(exchange, decision.code, decision.text, decision.status, decision.headers)
+        else:
+            raise TypeError(f"cannot render {decision!r}")
 
-    def _request_directives(self, request) -> RequestDirectives:
+    async def _answer_fill(self, exchange: Exchange, waiter: Deferred, collapsed: bool, fill: Fill) -> None:
         """
-        The request's caching directives; the prerender policy ignores them
-        (a browser's reload must not bypass a prerender cache).
+        Answer with what the fill it waits for gives; with a stale entry
+        being revalidated, fall back on it when the origin fails and that
+        is allowed.
         """
-        if not self.http_policy:
-            return NO_REQUEST_DIRECTIVES
-        rh = request.requestHeaders
-        cc = rh.getRawHeaders(b"cache-control", [])
-        pragma = rh.getRawHeaders(b"pragma", [])
-        if not cc and not pragma:
-            return NO_REQUEST_DIRECTIVES
-        return RequestDirectives.parse(cc, pragma)
-
-    def _judge(self, entry: CacheEntry, now: float, directives: RequestDirectives) -> object:
-        """
-        Decide how a stored entry may be used (RFC 9111 §4.2, §5.2.1, RFC
-        5861).
-        """
-        age = entry.age(now)
-        lifetime = entry.lifetime
-        if self.http_policy and directives is not NO_REQUEST_DIRECTIVES:
-            if directives.no_cache:
-                return _REVALIDATE
-            if directives.max_age is not None and age > directives.max_age:
-                return _REVALIDATE
-            if directives.min_fresh is not None and lifetime - age < directives.min_fresh:
-                return _REVALIDATE
-        if age < lifetime:
-            return _FRESH
-        if entry.must_revalidate:
-            return _REVALIDATE
-        staleness = age - lifetime
-        if directives.max_stale is not None and staleness <= directives.max_stale:
-            return _SERVE_STALE
-        if entry.stale_while_revalidate and staleness <= entry.stale_while_revalidate:
-            return _REFRESH_BEHIND
-        return _REVALIDATE
-
-    def _may_serve_stale(self, entry: CacheEntry, directives: RequestDirectives) -> bool:
-        """
-        Whether C{entry} may stand in for a failed origin (C{stale-if-error}
-        or the client's C{max-stale}; never with C{must-revalidate}).
-        """
-        if entry.must_revalidate:
-            return False
-        staleness = entry.age(self._clock.seconds()) - entry.lifetime
-        allowance = max(entry.stale_if_error, directives.max_stale or 0.0)
-        return allowance > 0 and staleness <= allowance
-
-    async def _answer_fill(
-        self,
-        request,
-        waiter: Deferred,
-        collapsed: bool,
-        path_qs: bytes,
-        header,
-        stale: Optional[CacheEntry] = None,
-        directives: RequestDirectives = NO_REQUEST_DIRECTIVES,
-    ) -> None:
-        """
-        Answer C{request} with what the fill it waits for gives; with a
-        C{stale} entry being revalidated, fall back on it when the origin
-        fails and that is allowed.
-        """
-        fwd = "fwd=stale" if stale is not None else "fwd=uri-miss"
+        stale = fill.stale
         try:
             result = await waiter
         except UpstreamError as e:
-            if stale is not None and self._may_serve_stale(stale, directives):
-                self.cache.stale += 1
-                await self._serve(request, stale, STATUS_STALE)
+            if stale is not None and self.decider.may_serve_stale(stale, fill.directives):
+                await self._serve_stale(exchange, stale)
                 return
-            self._origin_failed(request, e, fwd)
+            self.passthrough.origin_failed(exchange, e, "stale" if stale is not None else "uri-miss")
             return
-        if result is NOT_SHARED:
-            await self._passthrough(request, path_qs, cache_status(fwd, "detail=not-shared"))
-        elif isinstance(result, Exclusive):
-            response, relay = result.value
-            if (
-                stale is not None
-                and response.code >= 500
-                and self._may_serve_stale(stale, directives)
-            ):
-                result.release()
-                self.cache.stale += 1
-                await self._serve(request, stale, STATUS_STALE)
-                return
-            await self._relay(request, response, relay, cache_status(fwd, "detail=" + result.reason))
-        else:
-            entry = result.entry
-            if entry.vary and entry.variant != variant_of(entry.vary, header):
-                await self._passthrough(request, path_qs, cache_status(fwd, "detail=vary"))
-            elif stale is not None:
-                status = cache_status("fwd=stale", "fwd-status=%d" % result.origin_status)
-                if result.origin_status != 304:
-                    status += b"; stored"
-                await self._serve(request, entry, status)
-            else:
-                await self._serve(request, entry, STATUS_COLLAPSED if collapsed else STATUS_STORED)
+        await result.deliver(_FillAnswer(self, exchange, collapsed, fill))
 
-    def _bypass_reason(self, request, method: bytes, path: bytes) -> Optional[str]:
-        if not self.caching:
-            return "strategy"
-        reason = self.filter.bypass_reason(method.decode("latin-1"), path.decode("latin-1"))
-        if reason is not None:
-            return reason
-        if not self.http_policy and request.requestHeaders.hasHeader(b"authorization"):
-            # The http policy applies RFC 9111 §3.5 to the response instead.
-            return "authorization"
-        return None
+    async def _serve_stale(self, exchange: Exchange, entry: Any) -> None:
+        """
+        Answer from a stale entry standing in for a failed origin.
+        """
+        decision = Stale("", entry, self.decider.answer(exchange.view, entry), False)
+        self.decider.note(decision)
+        await self.entries.render(exchange, entry, decision.answer, decision.status)
 
     # Upgrades
 
-    def tunnel(self, request) -> object:
+    def _tunnel(self, exchange: Exchange) -> Any:
         """
         Hand an upgrade request (WebSocket and others) to a raw tunnel to
         the origin: the request head goes upstream with the stripped path
         and forwarding headers, and bytes are spliced both ways.
         """
-        if self.webhooks.blocking:
-            d = Deferred.fromCoroutine(self._gated_tunnel(request))
-            request.notifyFinish().addErrback(lambda _: d.cancel())
-            d.addErrback(self._unexpected, request)
-            return NOT_DONE_YET
-        return self._tunnel(request)
-
-    async def _gated_tunnel(self, request) -> None:
-        raw_path, query = split_target(request)
-        path = stripped_path(request, raw_path)
-        verdict = await self.webhooks.gate(self.webhooks.payload(request, path, query))
-        if verdict.status is not None:
-            send_verdict(request, verdict)
-            return
-        body = self._tunnel(request)
-        if body is not NOT_DONE_YET and alive(request):
-            request.write(body)
-            request.finish()
-
-    def _tunnel(self, request) -> object:
-        raw_path, query = split_target(request)
-        path = stripped_path(request, raw_path)
-        headers = self._forward_headers(request)
+        view = exchange.view
+        headers = forward_headers(view)
         headers.append((b"Connection", b"Upgrade"))
-        for value in request.requestHeaders.getRawHeaders(b"upgrade", ()):
+        for value in view.values(b"upgrade"):
             headers.append((b"Upgrade", value))
         return start_tunnel(
-            request,
+            exchange,
             self.origin,
-            path + b"?" + query if query else path,
+            view.target,
             headers,
             self._clock,
             self.config.upstream_timeout,
         )
 
     # Invalidation
+
+    def _invalidate_unsafe(self, view: RequestView, response: Any) -> None:
+        """
+        RFC 9111 §4.4: drop what a successful unsafe request invalidates.
+        """
+        for target in unsafe_targets(view, response):
+            try:
+                self.cache.drop(self.decider.key_of_target(target))
+            except Exception:
+                log.failure("cache key function failed for {path!r}", path=target)
 
     def invalidate(self, pattern: str) -> int:
         """
@@ -414,52 +305,59 @@ class ProxyServer(CacheFills, EntryAnswers):
         return count
 
 
-def _header_lookup(request) -> Callable[[str], Optional[str]]:
+def _reject_now(request, decision: Reject) -> bytes:
     """
-    @return: a function giving a request header's value by lower-cased
-        name (repeated headers joined with C{", "}), as text.
+    @return: the body of a L{Reject} answered from C{render}.
     """
-    headers = request.requestHeaders
-
-    def header(name: str) -> Optional[str]:
-        values = headers.getRawHeaders(name.encode("latin-1"))
-        if values is None:
-            return None
-        return ", ".join(v.decode("latin-1") for v in values)
-
-    return header
+    if decision.status.header:
+        request.responseHeaders.setRawHeaders(b"cache-status", [decision.status.header])
+    set_status(request, decision.status)
+    return error_response(request, decision.code, decision.text, decision.headers)
 
 
-class ProxyResource(Resource):
+class _FillAnswer:
     """
-    The twisted.web face of a L{ProxyServer}: mount it anywhere in a
-    L{twisted.web.server.Site}; the path it is mounted at is stripped.
+    How a client is answered with its fill's result (a receiver of
+    L{phantom_frame.cache.cache.Shared}, L{Exclusive} and C{NOT_SHARED}).
     """
 
-    isLeaf = True
+    def __init__(self, server: ProxyServer, exchange: Exchange, collapsed: bool, fill: Fill) -> None:
+        self._server = server
+        self._exchange = exchange
+        self._collapsed = collapsed
+        self._fill = fill
+        self._fwd = "stale" if fill.stale is not None else "uri-miss"
 
-    # Not "server": Resource.putChild overwrites that attribute.
-    def __init__(self, server: ProxyServer) -> None:
-        super().__init__()
-        self.proxy_server = server
+    async def shared(self, result: Shared) -> None:
+        server, exchange = self._server, self._exchange
+        view = exchange.view
+        entry = result.entry
+        if entry.vary and entry.variant != variant_of(entry.vary, view.headers.get):
+            await server.passthrough.forward(exchange, statuses.forwarded(self._fwd, "vary"))
+            return
+        if self._fill.stale is not None:
+            status = statuses.revalidated(result.origin_status)
+        else:
+            status = statuses.COLLAPSED if self._collapsed else statuses.STORED
+        await server.entries.render(exchange, entry, server.decider.answer(view, entry), status)
 
-    def render(self, request) -> object:
-        """
-        Gate the request, then answer it asynchronously.
-        """
-        request.defaultContentType = None
-        if split_target(request) is None:
-            return error_response(request, 400, "Bad Request: malformed request target")
-        config = self.proxy_server.config
-        if config.forward_get_only and request.method not in GET_HEAD:
-            return error_response(
-                request, 405, "Method Not Allowed", [(b"allow", b"GET, HEAD")]
-            )
-        if is_upgrade(request):
-            if config.enable_websocket and (
-                config.proxy_mode == ProxyMode.DYNAMIC or config.pre_generate_fallthrough
-            ):
-                return self.proxy_server.tunnel(request)
-            return error_response(request, 501, "Not Implemented: protocol upgrades are not tunnelled")
-        self.proxy_server.handle(request)
-        return NOT_DONE_YET
+    async def exclusive(self, result: Exclusive) -> None:
+        server, exchange = self._server, self._exchange
+        response, relay = result.value
+        stale = self._fill.stale
+        if (
+            stale is not None
+            and response.code >= 500
+            and server.decider.may_serve_stale(stale, self._fill.directives)
+        ):
+            result.release()
+            await server._serve_stale(exchange, stale)
+            return
+        await server.passthrough.relay(
+            exchange, response, relay, statuses.forwarded(self._fwd, result.reason)
+        )
+
+    async def not_shared(self, result: Any) -> None:
+        await self._server.passthrough.forward(
+            self._exchange, statuses.forwarded(self._fwd, "not-shared")
+        )

@@ -6,7 +6,7 @@ server, fetched at start with bounded concurrency and kept until removed.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, DeferredList
 from twisted.logger import Logger
@@ -35,13 +35,28 @@ class Snapshots:
     the stored page only once the new one is stored.
     """
 
-    def __init__(self, server: Any, paths, concurrency: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        paths,
+        concurrency: int,
+        filler: Any,
+        cache: Any,
+        key_of: Callable[[bytes], str],
+    ) -> None:
         """
-        @param server: the L{phantom_frame.proxy.server.ProxyServer}.
+        @param name: the server's name, for logs.
         @param paths: the initial C{pre_generate_paths}.
         @param concurrency: how many fetches run at once.
+        @param filler: fetches snapshots
+            (L{phantom_frame.proxy.fill.Filler}).
+        @param cache: where they are stored.
+        @param key_of: the cache key of a path (and query).
         """
-        self._server = server
+        self.name = name
+        self._filler = filler
+        self._cache = cache
+        self._key_of = key_of
         self.tracked: "OrderedDict[str, None]" = OrderedDict((p, None) for p in paths)
         self._semaphore = DeferredSemaphore(concurrency)
         self.warmed: Deferred[Dict[str, Optional[str]]] = Deferred()
@@ -53,7 +68,8 @@ class Snapshots:
         @return: a L{Deferred} firing when it is stored, failing with
             L{SnapshotError} (or the origin's error) otherwise.
         """
-        return self._server.fetch_snapshot(path, self._semaphore)
+        target = path.encode("utf-8")
+        return self._filler.fetch_snapshot(self._key_of(target), target, self._semaphore)
 
     def add(self, path: str) -> Deferred[None]:
         """
@@ -69,8 +85,14 @@ class Snapshots:
         @return: whether it was tracked.
         """
         tracked = self.tracked.pop(path, None) is not None or path in self.tracked
-        self._server.drop_snapshot(path)
+        self._cache.drop(self._key_of(path.encode("utf-8")))
         return tracked
+
+    def has(self, path: str) -> bool:
+        """
+        @return: whether a page is stored for C{path}.
+        """
+        return self._cache.has(self._key_of(path.encode("utf-8")))
 
     def fetch_all(self, paths: Optional[List[str]] = None, what: str = "pre-generated") -> Deferred[Dict[str, Optional[str]]]:
         """
@@ -92,7 +114,7 @@ class Snapshots:
                 results[path] = result.getErrorMessage()
                 log.warn(
                     "server {server}: snapshot {path} failed: {reason}",
-                    server=self._server.name,
+                    server=self.name,
                     path=path,
                     reason=results[path],
                 )
@@ -100,7 +122,7 @@ class Snapshots:
             if count % step == 0 or count == total:
                 log.info(
                     "server {server}: {what} {count}/{total} paths",
-                    server=self._server.name,
+                    server=self.name,
                     what=what,
                     count=count,
                     total=total,
@@ -132,6 +154,6 @@ class Snapshots:
         After an invalidation, fetch again the tracked paths that lost their
         page (in the background: requests for them wait for their fetch).
         """
-        missing = [p for p in self.tracked if not self._server.has_snapshot(p)]
+        missing = [p for p in self.tracked if not self.has(p)]
         if missing:
             self.fetch_all(missing, "re-generated")

@@ -32,16 +32,18 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
-from phantom_frame.proxy.answers import cache_status, error_response
+from phantom_frame.proxy.answers import error_response
+from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.origin import Header, Origin
+from phantom_frame.proxy.status import forwarded
 
 log = Logger()
 
 #: The C{Cache-Status} of an upgrade the origin did not answer.
-STATUS_FAILED = cache_status("fwd=bypass", "detail=upgrade-failed")
+STATUS_FAILED = forwarded("bypass", "upgrade-failed")
 
 #: The C{Cache-Status} logged for a relayed upgrade answer.
-STATUS_UPGRADE = cache_status("fwd=bypass", "detail=upgrade")
+STATUS_UPGRADE = forwarded("bypass", "upgrade")
 
 #: Client bytes held while the origin has not switched protocols; past this
 #: the client's connection is paused.
@@ -177,7 +179,7 @@ def parse_answer(head: bytes) -> Tuple[int, Optional[int]]:
 
 
 def start_tunnel(
-    request,
+    exchange: Exchange,
     origin: Origin,
     path_qs: bytes,
     headers: List[Header],
@@ -188,7 +190,7 @@ def start_tunnel(
     """
     Tunnel an upgrade request to the origin (see L{Tunnel}).
 
-    @param request: the client's request, on an HTTP/1.1 channel.
+    @param exchange: the client's request, on an HTTP/1.1 channel.
     @param origin: the origin; C{base_path + path_qs} is the upstream target.
     @param path_qs: the stripped path with its query.
     @param headers: the request headers to send after C{Host}, including
@@ -199,8 +201,9 @@ def start_tunnel(
     @return: L{NOT_DONE_YET}, or an error body for a request that cannot be
         tunnelled (not on an HTTP/1.1 connection).
     """
+    request = exchange.request
     channel = getattr(request, "channel", None)
-    if request.finished or channel is None or getattr(request, "_disconnected", False):
+    if channel is None or not exchange.alive:
         return NOT_DONE_YET
     if not isinstance(channel, HTTPChannel) or channel.transport is None:
         return error_response(request, 501, "Not Implemented: upgrades need HTTP/1.1")
@@ -208,7 +211,7 @@ def start_tunnel(
     content.seek(0, 0)
     body = content.read()
     head = request_head(request.method, origin.base_path + path_qs, origin.netloc, headers, len(body))
-    tunnel = Tunnel(request, origin.url, head + body, clock, timeout)
+    tunnel = Tunnel(exchange, origin.url, head + body, clock, timeout)
     take_over(request, tunnel)
     try:
         if endpoint is None:
@@ -235,15 +238,16 @@ class Tunnel(Protocol):
 
     _CONNECTING, _WAITING, _SPLICED, _RELAYING, _DONE = range(5)
 
-    def __init__(self, request, url: str, head: bytes, clock: IReactorTime, timeout: float) -> None:
+    def __init__(self, exchange: Exchange, url: str, head: bytes, clock: IReactorTime, timeout: float) -> None:
         """
-        @param request: the client's request (answered only on failure).
+        @param exchange: the client's request (answered only on failure).
         @param url: the origin, for log lines.
         @param head: the request head and body for the origin.
         @param clock: for the timeout.
         @param timeout: seconds the origin has to connect and answer.
         """
-        self._request = request
+        self._exchange = exchange
+        self._request = exchange.request
         self._url = url
         self._head = head
         self._clock = clock
@@ -304,13 +308,14 @@ class Tunnel(Protocol):
             code, text, why = 502, "Bad Gateway", reason.getErrorMessage()
         log.warn("upgrade to origin {origin} failed: {error}", origin=self._url, error=why)
         request = self._request
-        if request.finished or getattr(request, "_disconnected", False):
+        if not self._exchange.alive:
             return
         request.channel.persistent = False
         request.responseHeaders = Headers()
         body = error_response(
-            request, code, text, [(b"cache-status", STATUS_FAILED), (b"connection", b"close")]
+            request, code, text, [(b"cache-status", STATUS_FAILED.header), (b"connection", b"close")]
         )
+        set_status(request, STATUS_FAILED)
         request.write(body)
         request.finish()
 
@@ -429,7 +434,8 @@ class Tunnel(Protocol):
             return
         request.setResponseCode(self._status)
         request.sentLength = self._sent
-        request.responseHeaders.setRawHeaders(b"cache-status", [STATUS_UPGRADE])
+        request.responseHeaders.setRawHeaders(b"cache-status", [STATUS_UPGRADE.header])
+        set_status(request, STATUS_UPGRADE)
         factory.log(request)
 
 

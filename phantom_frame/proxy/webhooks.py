@@ -29,6 +29,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
 from phantom_frame.proxy.settings import Webhook, WebhookType
+from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.origin import BodyRelay, _BytesProducer
 
 log = Logger()
@@ -77,21 +78,19 @@ class Webhooks:
     def __bool__(self) -> bool:
         return bool(self.blocking or self.notify or self.cache_key)
 
-    def payload(self, request, path: bytes, query: bytes) -> bytes:
+    def payload(self, view: RequestView) -> bytes:
         """
-        @return: the JSON body sent to every webhook for C{request}.
+        @param view: the request (its path prefix-stripped).
+        @return: the JSON body sent to every webhook for it.
         """
-        headers: Dict[str, str] = {}
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            headers[name.decode("latin-1").lower()] = ", ".join(v.decode("latin-1") for v in values)
         return json.dumps(
             {
                 "server": self._server,
-                "method": request.method.decode("latin-1"),
-                "path": path.decode("latin-1"),
-                "query": query.decode("latin-1"),
-                "headers": headers,
-                "client": getattr(request.getClientAddress(), "host", None),
+                "method": view.method.decode("latin-1"),
+                "path": view.path.decode("latin-1"),
+                "query": view.query.decode("latin-1"),
+                "headers": view.headers,
+                "client": view.client,
             }
         ).encode("utf-8")
 

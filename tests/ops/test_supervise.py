@@ -342,7 +342,7 @@ class ServiceTests(TestCase):
         server = top.handle.server("docs")
         results = await server.snapshots.warmed
         self.assertEqual(results, {"/": None, "/page.html": None})
-        self.assertTrue(server.has_snapshot("/page.html"))
+        self.assertTrue(server.snapshots.has("/page.html"))
         pid = top.supervisor.protocols["docs"].transport.pid
         await top.stopService()
         self.assertRaises(ProcessLookupError, os.kill, pid, 0)

@@ -70,14 +70,16 @@ class Harness:
     The proxy over a L{Scripted} origin, all in memory, time on a L{Clock}.
     """
 
-    def __init__(self, config: CreateProxyConfig, clock: Optional[Clock] = None) -> None:
+    def __init__(
+        self, config: CreateProxyConfig, clock: Optional[Clock] = None, compress: str = "none"
+    ) -> None:
         self.clock = clock or Clock()
         self.clock.advance(1_700_000_000)
         self.origin = Scripted()
         self.agent = RequestTraversalAgent(self.origin)
         self.switch = _Switch(self.agent)
         self.resource, self.handle = create_proxy(
-            config.with_compress_strategy("none"), self.clock, agent=self.switch, runner=runInline
+            config.with_compress_strategy(compress), self.clock, agent=self.switch, runner=runInline
         )
         self.client = StubTreq(self.resource)
 
@@ -201,8 +203,7 @@ class ValidatorTests(SynchronousTestCase):
         A body served in a coding phantom-frame applied carries a weakened
         ETag; If-None-Match still matches it.
         """
-        h = Harness(PRERENDER)
-        h.resource.proxy_server.stored_coding = "deflate"
+        h = Harness(PRERENDER, compress="deflate")
         h.serve("/z", body=b"z" * 5000, etag='"z1"')
         h.get("/z")
         response, _, _ = h.get("/z", accept_encoding="deflate")

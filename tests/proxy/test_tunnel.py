@@ -46,6 +46,7 @@ from zope.interface import implementer
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.threads import runInline
 from phantom_frame.embed import default_agent
+from phantom_frame.proxy.exchange import Exchange
 from phantom_frame.http.tls import ReloadableContext, tls_factory
 from phantom_frame.proxy.tunnel import (
     EARLY_LIMIT,
@@ -151,7 +152,7 @@ class TunnelResource(Resource):
         self.requests.append(request)
         origin = Origin(ORIGIN_URL, None, self.clock, 5)
         headers = [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
-        return start_tunnel(request, origin, request.uri, headers, self.clock, 5, self.endpoint)
+        return start_tunnel(Exchange(request), origin, request.uri, headers, self.clock, 5, self.endpoint)
 
 
 class Harness:
@@ -578,7 +579,7 @@ class TunnelTests(SynchronousTestCase):
         value = h.client.value()
         self.assertTrue(value.startswith(b"HTTP/1.1 %d " % (code,)), value)
         head, _, body = value.partition(b"\r\n\r\n")
-        self.assertIn(b"\r\nCache-Status: " + STATUS_FAILED + b"\r\n", head)
+        self.assertIn(b"\r\nCache-Status: " + STATUS_FAILED.header + b"\r\n", head)
         self.assertIn(b"\r\nConnection: close\r\n", head)
         self.assertEqual(body, text + b"\n")
         self.assertTrue(h.client.disconnecting)
@@ -595,7 +596,7 @@ class TunnelTests(SynchronousTestCase):
         with capturedLogs() as events:
             h.endpoint.attempt.errback(ConnectionRefusedError("nope"))
         self.assertAnswered(h, 502, b"Bad Gateway")
-        self.assertEqual(h.site.logged, [(502, STATUS_FAILED)])
+        self.assertEqual(h.site.logged, [(502, STATUS_FAILED.header)])
         [event] = [e for e in events if "upgrade to origin" in e.get("log_format", "")]
         self.assertEqual(event["origin"], ORIGIN_URL)
         self.assertIn("nope", event["error"])
@@ -733,7 +734,7 @@ class TunnelTests(SynchronousTestCase):
         """
         request = HTTPRequest(DummyChannel())
         origin = Origin(ORIGIN_URL, None, Clock(), 5)
-        body = start_tunnel(request, origin, b"/ws", [], Clock(), 5, FakeEndpoint())
+        body = start_tunnel(Exchange(request), origin, b"/ws", [], Clock(), 5, FakeEndpoint())
         self.assertEqual(request.code, 501)
         self.assertIsInstance(body, bytes)
 
@@ -747,7 +748,7 @@ class TunnelTests(SynchronousTestCase):
         h.channel.connectionLost(Failure(ConnectionRefusedError()))
         endpoint = FakeEndpoint()
         origin = Origin(ORIGIN_URL, None, h.clock, 5)
-        self.assertIs(start_tunnel(h.request, origin, b"/", [], h.clock, 5, endpoint), NOT_DONE_YET)
+        self.assertIs(start_tunnel(Exchange(h.request), origin, b"/", [], h.clock, 5, endpoint), NOT_DONE_YET)
         self.assertIsNone(endpoint.attempt)
 
     def test_parse_answer(self) -> None:
@@ -1451,7 +1452,7 @@ class WebSocketTests(TestCase):
                 headers = end_to_end(request.requestHeaders, frozenset({b"host"}))
                 headers += [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
                 endpoint = origin_endpoint(reactor, self.origin, trustRoot=trust)
-                return start_tunnel(request, self.origin, b"/ws", headers, reactor, 5, endpoint)
+                return start_tunnel(Exchange(request), self.origin, b"/ws", headers, reactor, 5, endpoint)
 
         url = "https://localhost:%d" % (port.getHost().port,)
         stack = Stack(self, origin_url=url, resource=Direct, echo=factory.wrappedFactory)

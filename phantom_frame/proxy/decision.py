@@ -1,0 +1,480 @@
+"""
+The one decision: for a request and the cache's state, how it is answered.
+
+L{Decider.decide} returns a typed value -- L{Hit}, L{Stale}, L{Fill},
+L{Await}, L{Bypass}, L{Reject} or L{Tunnel} -- and an answer from a stored
+entry carries an L{EntryAnswer} (L{Full}, L{NotModified}, L{Partial},
+L{Unsatisfiable}, L{NotAcceptable}). Whoever renders an answer (the
+HTTP/1.1 channel's fast path, the twisted.web resource) renders that value;
+the C{Cache-Status} header, the metrics label and the access-log field come
+from the L{CacheStatus} it carries. Deciding changes nothing: counting a hit
+is L{Decider.note}, called by whoever rendered it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+import attr
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from phantom_frame.cache.codec import choose_coding
+from phantom_frame.cache.cache import CacheEntry
+from phantom_frame.cache.freshness import (
+    NO_REQUEST_DIRECTIVES,
+    RequestDirectives,
+    etag_matches_strong,
+    etag_matches_weak,
+    parse_http_date,
+    parse_range,
+)
+from phantom_frame.cache.keys import RequestInfo, default_cache_key
+from phantom_frame.cache.patterns import RequestFilter
+from phantom_frame.cache.strategy import CacheStrategy
+from phantom_frame.proxy import status as statuses
+from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
+from phantom_frame.proxy.status import CacheStatus
+from phantom_frame.proxy.view import RequestView
+
+log = Logger(namespace="phantom_frame.proxy")
+
+#: The methods a stored entry answers.
+GET_HEAD = (b"GET", b"HEAD")
+
+#: Sent with a 405.
+ALLOW_GET_HEAD = ((b"allow", b"GET, HEAD"),)
+
+
+# How an answer is made from a stored entry.
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Full:
+    """
+    The whole stored representation, in C{coding}.
+    """
+
+    coding: str
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class NotModified:
+    """
+    304: the client's validators match (C{coding} gives the ETag's form).
+    """
+
+    coding: str
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Partial:
+    """
+    206: bytes C{first} to C{last} (inclusive) of the identity body.
+    """
+
+    first: int
+    last: int
+    coding: str = "identity"
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Unsatisfiable:
+    """
+    416: the range asked for lies outside the body.
+    """
+
+    coding: str = "identity"
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class NotAcceptable:
+    """
+    406: no content coding the client accepts can be made.
+    """
+
+    coding: Optional[str] = None
+
+
+EntryAnswer = Union[Full, NotModified, Partial, Unsatisfiable, NotAcceptable]
+
+
+# Decisions.
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Hit:
+    """
+    Answer from a fresh stored entry.
+    """
+
+    key: str
+    entry: CacheEntry
+    answer: EntryAnswer
+    status: CacheStatus
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Stale:
+    """
+    Answer from a stale entry that may be served (C{max-stale}, or
+    C{stale-while-revalidate} with C{refresh}: one background refresh).
+    """
+
+    key: str
+    entry: CacheEntry
+    answer: EntryAnswer
+    refresh: bool
+    status: CacheStatus = statuses.STALE
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Fill:
+    """
+    Fetch from the origin through the single-flight fill of C{key}: a
+    revalidation of C{stale} when given.
+    """
+
+    key: str
+    stale: Optional[CacheEntry]
+    directives: RequestDirectives
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Await:
+    """
+    A pure pre-generated server: wait for the snapshot of C{key} being
+    fetched (there is one: anything else is a L{Reject}).
+    """
+
+    key: str
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Bypass:
+    """
+    Pass the request through to the origin, uncached.
+    """
+
+    status: CacheStatus
+
+    @property
+    def reason(self) -> str:
+        """
+        @return: why the cache was not consulted.
+        """
+        return self.status.header.rsplit(b"detail=", 1)[-1].decode("ascii")
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Reject:
+    """
+    Answer at once with a short error.
+    """
+
+    code: int
+    text: str
+    status: CacheStatus = statuses.NONE
+    headers: Tuple[Tuple[bytes, bytes], ...] = ()
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Tunnel:
+    """
+    Tunnel the protocol upgrade to the origin.
+    """
+
+
+Decision = Union[Hit, Stale, Fill, Await, Bypass, Reject, Tunnel]
+
+MALFORMED = Reject(400, "Bad Request: malformed request target")
+NOT_FOUND = Reject(404, "Not Found")
+METHOD_NOT_ALLOWED = Reject(405, "Method Not Allowed", headers=ALLOW_GET_HEAD)
+NO_UPGRADES = Reject(501, "Not Implemented: protocol upgrades are not tunnelled")
+ONLY_IF_CACHED = Reject(
+    504,
+    "Gateway Timeout: not cached (only-if-cached)",
+    statuses.forwarded("uri-miss", "only-if-cached"),
+)
+NOT_PRE_GENERATED = Reject(404, "Not Found", statuses.forwarded("uri-miss", "not-pre-generated"))
+TUNNEL = Tunnel()
+
+
+class Freshness(enum.Enum):
+    """
+    How a stored entry may be used now (RFC 9111 §4.2, §5.2.1, RFC 5861).
+    """
+
+    FRESH = "fresh"
+    SERVE_STALE = "serve-stale"
+    REFRESH_BEHIND = "refresh-behind"
+    REVALIDATE = "revalidate"
+
+
+def request_directives(view: RequestView) -> RequestDirectives:
+    """
+    @return: the request's caching directives (RFC 9111 §5.2.1).
+    """
+    headers = view.headers
+    cc = headers.get("cache-control")
+    pragma = headers.get("pragma")
+    if cc is None and pragma is None:
+        return NO_REQUEST_DIRECTIVES
+    return RequestDirectives.parse(
+        [cc.encode("latin-1")] if cc is not None else [],
+        [pragma.encode("latin-1")] if pragma is not None else [],
+    )
+
+
+class Decider:
+    """
+    Decides how one server answers each request.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: CreateProxyConfig,
+        cache: Any,
+        clock: IReactorTime,
+    ) -> None:
+        """
+        @param name: the server's name, for logs.
+        @param config: the server's settings.
+        @param cache: its L{phantom_frame.cache.responses.ResponseCache}.
+        @param clock: gives entries their age.
+        """
+        self._name = name
+        self._config = config
+        self._cache = cache
+        self._clock = clock
+        self.filter = RequestFilter(config.include_paths, config.exclude_paths)
+        self.http_policy = config.cache_policy == CachePolicy.HTTP
+        self._key_fn: Callable[[RequestInfo], str] = config.cache_key_fn or default_cache_key
+        self._default_key = config.cache_key_fn is None
+        self.caching = config.cache_strategy != CacheStrategy.NONE
+        self.pure_ssg = (
+            config.proxy_mode == ProxyMode.PRE_GENERATE and not config.pre_generate_fallthrough
+        )
+        self._tunnels = config.enable_websocket and (
+            config.proxy_mode == ProxyMode.DYNAMIC or config.pre_generate_fallthrough
+        )
+        self._codings: Dict[Tuple[Optional[str], str], Optional[str]] = {}
+
+    # Keys
+
+    def key(self, method: bytes, path: bytes, query: bytes, headers: Dict[str, str]) -> str:
+        """
+        @return: the cache key of a request (C{HEAD} shares C{GET}'s).
+        @raise Exception: whatever a custom key function raises.
+        """
+        if method == b"HEAD":
+            method = b"GET"
+        if self._default_key:
+            text = method.decode("latin-1") + ":" + path.decode("latin-1")
+            return text + "?" + query.decode("latin-1") if query else text
+        return self._key_fn(
+            RequestInfo(method.decode("latin-1"), path.decode("latin-1"), query.decode("latin-1"), headers)
+        )
+
+    def key_of_target(self, target: bytes) -> str:
+        """
+        @return: the key a C{GET} of C{target} (a stripped path and query)
+            is stored under.
+        """
+        path, _, query = target.partition(b"?")
+        return self.key(b"GET", path, query, {})
+
+    # The decision
+
+    def admit(self, view: RequestView, upgrade: bool) -> Optional[Decision]:
+        """
+        The checks made before anything else (and before webhooks).
+
+        @param upgrade: whether the request asks to switch protocols.
+        @return: a L{Reject} or L{Tunnel}, or C{None} to go on deciding.
+        """
+        if self._config.forward_get_only and view.method not in GET_HEAD:
+            return METHOD_NOT_ALLOWED
+        if upgrade:
+            return TUNNEL if self._tunnels else NO_UPGRADES
+        return None
+
+    def decide(self, view: RequestView, key: Optional[str] = None) -> Decision:
+        """
+        Decide how to answer a request that L{admit} let through.
+
+        @param key: the request's cache key when a webhook gave one.
+        @return: the decision.
+        """
+        method = view.method
+        if self.pure_ssg:
+            # Pure SSG never reaches the origin at request time.
+            if method not in GET_HEAD:
+                return METHOD_NOT_ALLOWED
+        else:
+            reason = self._bypass_reason(view)
+            if reason is not None:
+                return Bypass(statuses.bypass(reason))
+        if key is None:
+            try:
+                key = self.key(method, view.path, view.query, view.headers)
+            except Exception:
+                log.failure(
+                    "cache key function failed for {path!r} on server {server}",
+                    path=view.path,
+                    server=self._name,
+                )
+                return Bypass(statuses.bypass("key-error"))
+        directives = request_directives(view) if self.http_policy else NO_REQUEST_DIRECTIVES
+        entry = self._cache.lookup(key, view.headers.get)
+        stale = None
+        if entry is not None:
+            now = self._clock.seconds()
+            age = entry.age(now)
+            verdict = self.judge(entry, age, directives)
+            if verdict is Freshness.FRESH:
+                return Hit(key, entry, self.answer(view, entry), statuses.hit(entry, age))
+            if verdict is not Freshness.REVALIDATE:
+                return Stale(key, entry, self.answer(view, entry), verdict is Freshness.REFRESH_BEHIND)
+            stale = entry
+        if directives.only_if_cached:
+            return ONLY_IF_CACHED
+        if self.pure_ssg:
+            return Await(key) if self._cache.in_flight(key) else NOT_PRE_GENERATED
+        if directives.no_store:
+            return Bypass(statuses.bypass("no-store"))
+        return Fill(key, stale, directives)
+
+    def _bypass_reason(self, view: RequestView) -> Optional[str]:
+        if not self.caching:
+            return "strategy"
+        reason = self.filter.bypass_reason(view.method.decode("latin-1"), view.path.decode("latin-1"))
+        if reason is not None:
+            return reason
+        if not self.http_policy and "authorization" in view.headers:
+            # The http policy applies RFC 9111 §3.5 to the response instead.
+            return "authorization"
+        return None
+
+    def judge(self, entry: CacheEntry, age: float, directives: RequestDirectives) -> Freshness:
+        """
+        @return: how C{entry}, at C{age}, may be used for a request with
+            C{directives}.
+        """
+        lifetime = entry.lifetime
+        if directives is not NO_REQUEST_DIRECTIVES:
+            if directives.no_cache:
+                return Freshness.REVALIDATE
+            if directives.max_age is not None and age > directives.max_age:
+                return Freshness.REVALIDATE
+            if directives.min_fresh is not None and lifetime - age < directives.min_fresh:
+                return Freshness.REVALIDATE
+        if age < lifetime:
+            return Freshness.FRESH
+        if entry.must_revalidate:
+            return Freshness.REVALIDATE
+        staleness = age - lifetime
+        if directives.max_stale is not None and staleness <= directives.max_stale:
+            return Freshness.SERVE_STALE
+        if entry.stale_while_revalidate and staleness <= entry.stale_while_revalidate:
+            return Freshness.REFRESH_BEHIND
+        return Freshness.REVALIDATE
+
+    def may_serve_stale(self, entry: CacheEntry, directives: RequestDirectives) -> bool:
+        """
+        @return: whether C{entry} may stand in for a failed origin
+            (C{stale-if-error} or the client's C{max-stale}; never with
+            C{must-revalidate}).
+        """
+        if entry.must_revalidate:
+            return False
+        staleness = entry.age(self._clock.seconds()) - entry.lifetime
+        allowance = max(entry.stale_if_error, directives.max_stale or 0.0)
+        return allowance > 0 and staleness <= allowance
+
+    def note(self, decision: Union[Hit, Stale]) -> None:
+        """
+        Count an answer from a stored entry, once it is being rendered.
+        """
+        cache = self._cache
+        cache.hits += 1
+        if decision.status.result == "stale":
+            cache.stale += 1
+
+    # Answers from an entry
+
+    def coding_for(self, accept: Optional[str], stored: str) -> Optional[str]:
+        """
+        @return: the coding to send a body stored in C{stored} in, for a
+            client sending C{accept} (see L{choose_coding}).
+        """
+        memo = (accept, stored)
+        coding = self._codings.get(memo, "")
+        if coding == "":
+            coding = choose_coding(accept.encode("latin-1") if accept is not None else None, stored)
+            if len(self._codings) < 1024:
+                self._codings[memo] = coding
+        return coding
+
+    def answer(self, view: RequestView, entry: CacheEntry) -> EntryAnswer:
+        """
+        Content negotiation, conditional requests (RFC 9110 §13.2.2) and
+        byte ranges (§14) for an answer from C{entry}.
+        """
+        headers = view.headers
+        coding = self.coding_for(headers.get("accept-encoding"), entry.coding)
+        if coding is None:
+            return NotAcceptable()
+        ranged = None
+        if entry.status == 200 and view.method == b"GET" and "range" in headers:
+            ranged = self._range(view, entry)
+            if ranged is not None:
+                coding = "identity"
+        if 200 <= entry.status < 300 and self._not_modified(view, entry):
+            return NotModified(coding)
+        if ranged == "unsatisfiable":
+            return Unsatisfiable()
+        if ranged is not None:
+            return Partial(ranged[0], ranged[1])
+        return Full(coding)
+
+    @staticmethod
+    def _not_modified(view: RequestView, entry: CacheEntry) -> bool:
+        """
+        C{If-None-Match} (weak comparison, lists, C{*}), else
+        C{If-Modified-Since}, for GET and HEAD.
+        """
+        if view.method not in GET_HEAD:
+            return False
+        headers = view.headers
+        inm = headers.get("if-none-match")
+        if inm is not None:
+            return etag_matches_weak(inm.encode("latin-1"), entry.etag)
+        ims = view.values(b"if-modified-since")
+        if ims and entry.last_modified is not None:
+            since = parse_http_date(ims[0])
+            modified = parse_http_date(entry.last_modified)
+            return since is not None and modified is not None and modified <= since
+        return False
+
+    @staticmethod
+    def _range(view: RequestView, entry: CacheEntry):
+        """
+        @return: what C{Range} asks of C{entry}'s identity body: C{None} (the
+            whole body: an ignored range, or C{If-Range} not matching),
+            C{"unsatisfiable"} or C{(first, last)}.
+        """
+        if_range = view.values(b"if-range")
+        if if_range:
+            value = if_range[0].strip()
+            if value.startswith((b'"', b"W/")):
+                if not etag_matches_strong(value, entry.etag):
+                    return None
+            else:
+                date = parse_http_date(value)
+                modified = parse_http_date(entry.last_modified)
+                if date is None or modified is None or date != modified:
+                    return None
+        return parse_range(view.values(b"range")[0], entry.identity_length)

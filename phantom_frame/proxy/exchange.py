@@ -1,0 +1,61 @@
+"""
+L{Exchange}: one client request being answered through twisted.web, and
+whether its client is still there to be answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.web.http_headers import Headers
+
+from phantom_frame.proxy.status import CacheStatus
+from phantom_frame.proxy.view import RequestView
+
+
+class Exchange:
+    """
+    A twisted.web request and its L{RequestView}.
+
+    The client's departure is learned from C{notifyFinish()}, as Klein
+    does: once the request is finished or its connection lost, nothing more
+    may be written to it.
+
+    @ivar request: the twisted.web request.
+    @ivar view: what the proxy reads of it.
+    """
+
+    __slots__ = ("request", "view", "_over")
+
+    def __init__(self, request: Any, view: Optional[RequestView] = None) -> None:
+        self.request = request
+        self.view = view
+        self._over = False
+        request.notifyFinish().addBoth(self._ended)
+
+    def _ended(self, result: object) -> None:
+        self._over = True
+
+    @property
+    def alive(self) -> bool:
+        """
+        @return: whether the request may still be written to.
+        """
+        return not self._over and not self.request.finished
+
+    def set_status(self, status: CacheStatus, headers: Headers) -> None:
+        """
+        Give the answer its C{Cache-Status} (in C{headers}, the headers
+        about to be sent), and tell the site's log and metrics what it was.
+        """
+        if status.header:
+            headers.setRawHeaders(b"cache-status", [status.header])
+        set_status(self.request, status)
+
+
+def set_status(request: Any, status: CacheStatus) -> None:
+    """
+    Note C{status} on a twisted.web request, for its site's log and metrics
+    (see L{phantom_frame.http.site.ProxySite.log}).
+    """
+    request.phantomStatus = status
