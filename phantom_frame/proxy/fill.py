@@ -18,7 +18,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from phantom_frame.cache.cache import NOT_SHARED, CacheEntry, Exclusive, Shared, variant_of
+from phantom_frame.cache.entry import CacheEntry
+from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared
+from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.codec import Codec, DecodeError
 from phantom_frame.cache.freshness import (
     ResponseDirectives,

@@ -18,7 +18,7 @@ from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
 from phantom_frame.proxy.answers import alive, cache_status, send_error
-from phantom_frame.cache.cache import ResponseCache
+from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.keys import RequestInfo
 from phantom_frame.proxy.settings import CreateProxyConfig
 from phantom_frame.proxy.origin import (

@@ -11,7 +11,8 @@ from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
 from phantom_frame.proxy.answers import GET_HEAD, alive, send_error
-from phantom_frame.cache.cache import CacheEntry, ResponseCache
+from phantom_frame.cache.entry import CacheEntry
+from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.codec import Codec, choose_coding
 from phantom_frame.cache.freshness import (
     etag_matches_strong,

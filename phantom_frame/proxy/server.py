@@ -36,7 +36,10 @@ from phantom_frame.proxy.answers import (
     split_target,
     stripped_path,
 )
-from phantom_frame.cache.cache import NOT_SHARED, CacheEntry, Exclusive, ResponseCache, variant_of
+from phantom_frame.cache.entry import CacheEntry
+from phantom_frame.cache.lock import NOT_SHARED, Exclusive
+from phantom_frame.cache.responses import ResponseCache
+from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.codec import STORED_CODING, Codec
 from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives
 from phantom_frame.cache.keys import RequestInfo, default_cache_key
