@@ -1,26 +1,99 @@
 """
 Single-flight fills: L{FillLock} runs one fetch per key however many ask
-for it, and hands its result to every waiter: L{Shared} (a storable
-response, for every waiter), L{Exclusive} (a response only one waiter may
-take; the others get L{NOT_SHARED}) or a failure.
+for it, and hands its L{FillResult} out to the waiters.
+
+A fill's result is one of three values: L{Shared} (a storable response,
+for every waiter), L{Exclusive} (a response only one waiter may take; the
+others get L{NOT_SHARED}) or L{NOT_SHARED} (make your own request). Each
+delivers itself to an L{IFillReceiver}, so that whoever consumes it
+implements one method per kind rather than testing types.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Dict, List, Optional
 
 import attr
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Interface
 
 from phantom_frame.cache.entry import CacheEntry
 
 log = Logger()
 
 
+class IFillReceiver(Interface):
+    """
+    Takes a fill's result, one method per kind of L{FillResult}: pass it to
+    L{FillResult.deliver} and the result calls the method for its kind,
+    returning what it returns.
+    """
+
+    def shared(result: Shared) -> Any:
+        """
+        Take a storable response every waiter gets.
+
+        @param result: the fill's result.
+        @return: whatever the receiver makes of it.
+        """
+
+    def exclusive(result: Exclusive) -> Any:
+        """
+        Take a response that is this waiter's alone (to stream, or to
+        release).
+
+        @param result: the fill's result.
+        @return: whatever the receiver makes of it.
+        """
+
+    def not_shared(result: NotShared) -> Any:
+        """
+        Take the news that the fill's response went to another waiter:
+        make a request of your own.
+
+        @param result: L{NOT_SHARED}.
+        @return: whatever the receiver makes of it.
+        """
+
+
+class FillResult(ABC):
+    """
+    What a fill gives its waiters: L{Shared}, L{Exclusive} or L{NOT_SHARED}.
+
+    @cvar exclusive: whether only the first waiter may take it (the others
+        get L{NOT_SHARED}).
+    """
+
+    exclusive: ClassVar[bool] = False
+
+    @property
+    def to_store(self) -> Optional[CacheEntry]:
+        """
+        The entry the fill stores, or L{None} when it stores nothing.
+        """
+        return None
+
+    def release(self) -> None:
+        """
+        Let go of what the result holds, when no waiter takes it; nothing
+        to let go of here.
+        """
+
+    @abstractmethod
+    def deliver(self, receiver: IFillReceiver) -> Any:
+        """
+        Hand this result to the method of C{receiver} for its kind.
+
+        @param receiver: an L{IFillReceiver}.
+        @return: what that method returns.
+        """
+
+
 @attr.s(frozen=True, auto_attribs=True)
-class Shared:
+class Shared(FillResult):
     """
     A fill's result every waiter may use: a storable response.
 
@@ -32,26 +105,97 @@ class Shared:
     entry: CacheEntry
     origin_status: int = 200
 
+    @property
+    def to_store(self) -> Optional[CacheEntry]:
+        """
+        L{entry}: a shared result is stored.
+        """
+        return self.entry
+
+    def deliver(self, receiver: IFillReceiver) -> Any:
+        """
+        @return: C{receiver.shared(self)}.
+        """
+        return receiver.shared(self)
+
+
+def _nothing() -> None:
+    """
+    Release nothing.
+    """
+
 
 @attr.s(frozen=True, auto_attribs=True)
-class Exclusive:
+class Exclusive(FillResult):
     """
     A fill's result only one waiter may use (a private or oversized response
     streaming from the origin). The others get L{NOT_SHARED}.
 
+    Made as C{Exclusive(value, reason, release)}.
+
     @ivar value: what the first waiter takes (to stream).
     @ivar reason: why it is not shared, for C{Cache-Status}.
-    @ivar release: called when nobody takes the value.
     """
+
+    exclusive: ClassVar[bool] = True
 
     value: Any
     reason: str
-    release: Callable[[], None] = lambda: None
+    _release: Callable[[], None] = _nothing
+
+    def release(self) -> None:
+        """
+        Let go of L{value} (abort the stream) when nobody takes it: call the
+        C{release} it was made with.
+        """
+        self._release()
+
+    def deliver(self, receiver: IFillReceiver) -> Any:
+        """
+        @return: C{receiver.exclusive(self)}.
+        """
+        return receiver.exclusive(self)
+
+
+class NotShared(FillResult):
+    """
+    What a waiter gets when a fill's result was not its to share: make your
+    own request. It has one instance, L{NOT_SHARED}: C{NotShared()} is it.
+    """
+
+    _instance: ClassVar[Optional[NotShared]] = None
+
+    def __new__(cls) -> NotShared:
+        """
+        @return: L{NOT_SHARED}, made on the first call.
+        """
+        if NotShared._instance is None:
+            NotShared._instance = super().__new__(cls)
+        return NotShared._instance
+
+    def __repr__(self) -> str:
+        """
+        @return: C{"NOT_SHARED"}.
+        """
+        return "NOT_SHARED"
+
+    def __reduce__(self) -> str:
+        """
+        Pickled and copied as the module's L{NOT_SHARED}, so that it stays
+        the one instance.
+        """
+        return "NOT_SHARED"
+
+    def deliver(self, receiver: IFillReceiver) -> Any:
+        """
+        @return: C{receiver.not_shared(self)}.
+        """
+        return receiver.not_shared(self)
 
 
 #: What a waiter gets when a fill's result was not its to share: make your
-#: own request.
-NOT_SHARED = object()
+#: own request. The one instance of L{NotShared}.
+NOT_SHARED = NotShared()
 
 
 class _Flight:
@@ -71,18 +215,18 @@ class _Flight:
         self.lock = lock
         self.key = key
         self.doomed = False
-        self.waiters: List[Deferred[Any]] = []
-        self.fetching: Optional[Deferred[Any]] = None
+        self.waiters: List[Deferred[FillResult]] = []
+        self.fetching: Optional[Deferred[FillResult]] = None
 
-    def join(self) -> Deferred[Any]:
+    def join(self) -> Deferred[FillResult]:
         """
         @return: a new waiter's L{Deferred}, cancellable on its own.
         """
-        waiter: Deferred[Any] = Deferred(self._cancelWaiter)
+        waiter: Deferred[FillResult] = Deferred(self._cancelWaiter)
         self.waiters.append(waiter)
         return waiter
 
-    def _cancelWaiter(self, waiter: Deferred[Any]) -> None:
+    def _cancelWaiter(self, waiter: Deferred[FillResult]) -> None:
         """
         Detach a cancelled waiter; cancel the fetch when it was the last.
         """
@@ -93,7 +237,7 @@ class _Flight:
             self.lock._land(self)
             self.fetching.cancel()
 
-    def _landed(self) -> List[Deferred[Any]]:
+    def _landed(self) -> List[Deferred[FillResult]]:
         """
         The fetch has fired: free the key for new fills.
 
@@ -104,27 +248,14 @@ class _Flight:
         self.fetching = None
         return waiters
 
-    def finish(self, result: Any) -> None:
+    def succeeded(self, result: FillResult) -> None:
         """
-        Hand the fetch's result out: a failure to every waiter (logged when
-        nobody waits, but for a cancellation); an L{Exclusive} one to the
-        first waiter (L{NOT_SHARED} to the others, released when nobody
-        waits); any other to every waiter, after storing a L{Shared} one.
+        Hand the fetch's result out: an exclusive one to the first waiter
+        (L{NOT_SHARED} to the others, released when nobody waits), any other
+        to every waiter, after storing what it has to store.
         """
         waiters = self._landed()
-        if isinstance(result, Failure):
-            if not waiters and not result.check(CancelledError):
-                log.failure(
-                    "fill of {key!r} on server {server} failed with nobody waiting",
-                    result,
-                    key=self.key,
-                    server=self.lock.name,
-                )
-            for waiter in waiters:
-                if not waiter.called:
-                    waiter.errback(Failure(result.value, result.type, result.tb))
-            return
-        if isinstance(result, Exclusive):
+        if result.exclusive:
             if not waiters:
                 result.release()
                 return
@@ -134,17 +265,33 @@ class _Flight:
                 if not waiter.called:
                     waiter.callback(NOT_SHARED)
             return
-        stored = False
-        if isinstance(result, Shared) and not self.doomed:
-            stored = self.lock._store(result.entry)
+        entry = result.to_store
+        stored = entry is not None and not self.doomed and self.lock._store(entry)
         for waiter in waiters:
             # A waiter's callback may have cancelled a later waiter.
             if not waiter.called:
                 waiter.callback(result)
-        if isinstance(result, Shared) and not stored:
+        if entry is not None and not stored:
             # Not held by the cache: its body goes once the waiters have
             # started reading it.
-            self.lock._forget(result.entry)
+            self.lock._forget(entry)
+
+    def failed(self, failure: Failure) -> None:
+        """
+        Fail every waiter, each with a L{Failure} of its own; log a failure
+        nobody waited for (but a cancellation).
+        """
+        waiters = self._landed()
+        if not waiters and not failure.check(CancelledError):
+            log.failure(
+                "fill of {key!r} on server {server} failed with nobody waiting",
+                failure,
+                key=self.key,
+                server=self.lock.name,
+            )
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.errback(Failure(failure.value, failure.type, failure.tb))
 
 
 class FillLock:
@@ -152,14 +299,15 @@ class FillLock:
     One fill per key at a time, with any number of waiters.
 
     The first caller of L{start} runs the fetch; L{join} waits for the fill
-    in flight. The fetch fires with a result or fails:
+    in flight. The fetch fires with a L{FillResult} or fails:
 
-      - an L{Exclusive} result goes to the first waiter still waiting and
-        L{NOT_SHARED} to the others; with nobody waiting, it is released;
-      - any other result goes to every waiter, once the entry of a
-        L{Shared} one is handed to C{store} (unless an invalidation doomed
-        the fill); an entry not held is handed to C{forget} once the
-        waiters have had it;
+      - a result whose C{exclusive} is true goes to the first waiter still
+        waiting and L{NOT_SHARED} to the others; with nobody waiting, it is
+        released;
+      - any other result goes to every waiter, once its C{to_store} entry
+        (if any) is handed to C{store} (unless an invalidation doomed the
+        fill); an entry not held is handed to C{forget} once the waiters
+        have had it;
       - a failure goes to every waiter, each a L{Failure} of its own.
 
     Cancelling a waiter's Deferred detaches that waiter only; the fetch is
@@ -192,7 +340,7 @@ class FillLock:
         """
         return key in self._flights
 
-    def start(self, key: str, fetch: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+    def start(self, key: str, fetch: Callable[[], Deferred[FillResult]]) -> Deferred[FillResult]:
         """
         Start the fill of C{key}: call C{fetch} (a fetch that raises fails
         at once).
@@ -212,10 +360,10 @@ class FillLock:
             fetching = Deferred()
             fetching.errback()
         flight.fetching = fetching
-        fetching.addBoth(flight.finish)
+        fetching.addCallbacks(flight.succeeded, flight.failed)
         return waiter
 
-    def join(self, key: str) -> Optional[Deferred[Any]]:
+    def join(self, key: str) -> Optional[Deferred[FillResult]]:
         """
         Wait for the fill of C{key} in flight, if there is one, without
         starting one.

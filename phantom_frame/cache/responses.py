@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from phantom_frame.cache.entry import CacheEntry, Header, Variant
-from phantom_frame.cache.lock import FillLock
+from phantom_frame.cache.lock import FillLock, FillResult
 from phantom_frame.cache.lru import LRU, Slot
 from phantom_frame.cache.patterns import InvalidationPattern
 from phantom_frame.cache.store import StoredBody
@@ -144,8 +144,8 @@ class ResponseCache:
     # Filling
 
     def fill(
-        self, key: str, fetch: Callable[[], Deferred[Any]]
-    ) -> Tuple[Deferred[Any], bool]:
+        self, key: str, fetch: Callable[[], Deferred[FillResult]]
+    ) -> Tuple[Deferred[FillResult], bool]:
         """
         Fetch C{key} once however many ask at the same time.
 
@@ -166,7 +166,7 @@ class ResponseCache:
         self.misses += 1
         return self._lock.start(key, fetch), False
 
-    def join(self, key: str) -> Optional[Deferred[Any]]:
+    def join(self, key: str) -> Optional[Deferred[FillResult]]:
         """
         Wait for the fill of C{key} in flight, if there is one, without
         starting one.

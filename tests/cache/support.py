@@ -9,9 +9,10 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from phantom_frame.cache.entry import ENTRY_OVERHEAD, CacheEntry
-from phantom_frame.cache.lock import Shared
+from phantom_frame.cache.lock import Exclusive, FillResult, IFillReceiver, NotShared, Shared
 from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.store import MemoryStore, StoredBody
 
@@ -159,3 +160,43 @@ def entrySize(key: str, body: int, headerBytes: int = 0) -> int:
     @return: the accounted size of an entry.
     """
     return body + headerBytes + len(key) + ENTRY_OVERHEAD
+
+
+@implementer(IFillReceiver)
+class Receiver:
+    """
+    An L{IFillReceiver} that answers with the name of the method called and
+    the result it was given.
+    """
+
+    def shared(self, result: Shared) -> Tuple[str, Shared]:
+        """
+        @return: C{("shared", result)}.
+        """
+        return ("shared", result)
+
+    def exclusive(self, result: Exclusive) -> Tuple[str, Exclusive]:
+        """
+        @return: C{("exclusive", result)}.
+        """
+        return ("exclusive", result)
+
+    def not_shared(self, result: NotShared) -> Tuple[str, NotShared]:
+        """
+        @return: C{("not_shared", result)}.
+        """
+        return ("not_shared", result)
+
+
+class Private(FillResult):
+    """
+    A result of a kind the lock does not know, exclusive like L{Exclusive}.
+    """
+
+    exclusive = True
+
+    def deliver(self, receiver: Any) -> Any:
+        """
+        @return: C{receiver.exclusive(self)}.
+        """
+        return receiver.exclusive(self)

@@ -1,19 +1,211 @@
 """
-Tests for L{phantom_frame.cache.lock}: single-flight fills through
-L{ResponseCache.fill}.
+Tests for L{phantom_frame.cache.lock}: the fill results, L{FillLock}, and
+single-flight fills through L{ResponseCache.fill}.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
+import pickle
 from typing import Any, List, Optional, Tuple
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from phantom_frame.cache.entry import CacheEntry
-from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared
-from tests.cache.support import NO_HEADERS, CacheTestMixin, FakeFetch
+from phantom_frame.cache.lock import (
+    NOT_SHARED,
+    Exclusive,
+    FillLock,
+    FillResult,
+    IFillReceiver,
+    NotShared,
+    Shared,
+)
+from tests.cache.support import NO_HEADERS, CacheTestMixin, FakeFetch, Private, Receiver
+
+
+class FillResultTests(SynchronousTestCase, CacheTestMixin):
+    """
+    Tests for L{Shared}, L{Exclusive} and L{NOT_SHARED}.
+    """
+
+    def test_receiver(self) -> None:
+        """
+        The test's L{Receiver} provides L{IFillReceiver}.
+        """
+        self.assertTrue(verifyObject(IFillReceiver, Receiver()))
+
+    def test_deliver(self) -> None:
+        """
+        Each result delivers itself to the receiver's method for its kind
+        and returns what that method returns.
+        """
+        shared = Shared(self.makeEntry("GET:/a"))
+        exclusive = Exclusive("stream", "private")
+        self.assertEqual(shared.deliver(Receiver()), ("shared", shared))
+        self.assertEqual(exclusive.deliver(Receiver()), ("exclusive", exclusive))
+        self.assertEqual(NOT_SHARED.deliver(Receiver()), ("not_shared", NOT_SHARED))
+
+    def test_whatTheLockReads(self) -> None:
+        """
+        A L{Shared} result stores its entry; an L{Exclusive} one stores
+        nothing, is exclusive and releases with its C{release}; L{NOT_SHARED}
+        stores and releases nothing.
+        """
+        entry = self.makeEntry("GET:/a")
+        released: List[bool] = []
+        exclusive = Exclusive("stream", "size", lambda: released.append(True))
+        self.assertIs(Shared(entry, 304).to_store, entry)
+        kinds = (Shared(entry), exclusive, NOT_SHARED)
+        self.assertEqual([r.exclusive for r in kinds], [False, True, False])
+        self.assertIsNone(exclusive.to_store)
+        self.assertIsNone(NOT_SHARED.to_store)
+        Shared(entry).release()
+        NOT_SHARED.release()
+        Exclusive("stream", "private").release()
+        self.assertEqual(released, [])
+        exclusive.release()
+        self.assertEqual(released, [True])
+        self.assertEqual((exclusive.value, exclusive.reason), ("stream", "size"))
+
+    def test_notSharedIsOne(self) -> None:
+        """
+        L{NOT_SHARED} is the one L{NotShared}, a L{FillResult}: making,
+        copying or pickling one gives it back.
+        """
+        self.assertIsInstance(NOT_SHARED, FillResult)
+        self.assertIs(NotShared(), NOT_SHARED)
+        self.assertIs(copy.deepcopy(NOT_SHARED), NOT_SHARED)
+        self.assertIs(pickle.loads(pickle.dumps(NOT_SHARED)), NOT_SHARED)
+        self.assertEqual(repr(NOT_SHARED), "NOT_SHARED")
+
+
+class FillLockTests(SynchronousTestCase, CacheTestMixin):
+    """
+    Tests for L{FillLock} alone, with each kind of result.
+    """
+
+    def makeLock(self, holds: bool = True) -> Tuple[FillLock, List[Any]]:
+        """
+        @param holds: what the lock's C{store} answers.
+        @return: a lock, and the log of what it stores and forgets (and of
+            what waiters get, for the tests to append to).
+        """
+        events: List[Any] = []
+
+        def store(entry: CacheEntry) -> bool:
+            events.append(("store", entry))
+            return holds
+
+        lock = FillLock("site", store, lambda entry: events.append(("forget", entry)))
+        return lock, events
+
+    def waiters(self, lock: FillLock, events: List[Any], fetch: FakeFetch) -> List[Deferred[Any]]:
+        """
+        @return: three waiters of a fill of C{"k"}, logging their results.
+        """
+        ds: List[Deferred[Any]] = [lock.start("k", fetch)]
+        ds += [d for d in (lock.join("k"), lock.join("k")) if d is not None]
+        for d in ds:
+            d.addCallback(lambda result: events.append(("got", result)))
+        return ds
+
+    def test_shared(self) -> None:
+        """
+        A L{Shared} result is stored before every waiter gets it; a result
+        not held is forgotten once they have; a doomed fill is not stored.
+        """
+        for holds, doom, expected in [
+            (True, False, ["store", "got", "got", "got"]),
+            (False, False, ["store", "got", "got", "got", "forget"]),
+            (True, True, ["got", "got", "got", "forget"]),
+        ]:
+            lock, events = self.makeLock(holds)
+            fetch = FakeFetch()
+            self.waiters(lock, events, fetch)
+            if doom:
+                lock.doom_matching(lambda key: key == "k")
+                self.assertNotIn("k", lock)
+            entry = self.makeEntry("k")
+            fetch.calls[0].callback(Shared(entry))
+            self.assertEqual([kind for kind, _ in events], expected)
+            self.assertTrue(all(r in (entry, Shared(entry)) for _, r in events))
+
+    def test_exclusive(self) -> None:
+        """
+        An exclusive result, of a kind the lock knows or not, goes to the
+        first waiter and L{NOT_SHARED} to the others; nothing is stored.
+        """
+        for result in (Exclusive("stream", "private"), Private()):
+            lock, events = self.makeLock()
+            fetch = FakeFetch()
+            self.waiters(lock, events, fetch)
+            fetch.calls[0].callback(result)
+            self.assertEqual(events, [("got", result), ("got", NOT_SHARED), ("got", NOT_SHARED)])
+
+    def test_exclusiveNobodyWaiting(self) -> None:
+        """
+        An exclusive result nobody waits for is released.
+        """
+        lock, _ = self.makeLock()
+        released: List[bool] = []
+        exclusive = Exclusive("stream", "size", lambda: released.append(True))
+        d = lock.start("k", lambda: Deferred(lambda fetching: fetching.callback(exclusive)))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(released, [True])
+        self.assertNotIn("k", lock)
+
+    def test_notShared(self) -> None:
+        """
+        A fetch answering L{NOT_SHARED} gives it to every waiter, storing
+        and forgetting nothing.
+        """
+        lock, events = self.makeLock()
+        fetch = FakeFetch()
+        self.waiters(lock, events, fetch)
+        fetch.calls[0].callback(NOT_SHARED)
+        self.assertEqual(events, [("got", NOT_SHARED)] * 3)
+
+    def test_failure(self) -> None:
+        """
+        A failure fails every waiter and frees the key; one nobody waits
+        for is logged, but for a cancellation.
+        """
+        lock, events = self.makeLock()
+        fetch = FakeFetch()
+        ds = self.waiters(lock, events, fetch)
+        fetch.calls[0].errback(ValueError("down"))
+        for d in ds:
+            self.failureResultOf(d, ValueError)
+        self.assertEqual((events, "k" in lock), ([], False))
+        d = lock.start("k", lambda: Deferred(lambda fetching: fetching.errback(KeyError())))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        d = lock.start("k", fetch)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_startAndJoin(self) -> None:
+        """
+        L{FillLock.join} without a fill in flight is L{None}; starting a
+        second fill of a key in flight is refused; L{FillLock.doom_all}
+        frees every key.
+        """
+        lock, _ = self.makeLock()
+        fetch = FakeFetch()
+        self.assertIsNone(lock.join("k"))
+        lock.start("k", fetch)
+        lock.start("j", fetch)
+        self.assertRaises(ValueError, lock.start, "k", fetch)
+        lock.doom_all()
+        self.assertNotIn("k", lock)
+        self.assertIsNone(lock.join("j"))
 
 
 class FillTests(SynchronousTestCase, CacheTestMixin):
