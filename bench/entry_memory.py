@@ -16,7 +16,8 @@ import tracemalloc
 
 from twisted.internet.task import Clock
 
-from phantom_frame.cache.cache import CacheEntry, ResponseCache
+from phantom_frame.cache.entry import CacheEntry
+from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.store import MemoryStore
 
 HEADERS = (

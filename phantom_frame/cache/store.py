@@ -1,8 +1,9 @@
 """
 Where stored bodies live: in memory, or in files of a per-server bucket.
 
-Metadata always stays in memory (see L{phantom_frame.cache.cache}); a store
-only holds the bytes of bodies, addressed by the L{StoredBody} it returns.
+Metadata always stays in memory (see L{phantom_frame.cache.responses}); a
+store only holds the bytes of bodies, addressed by the L{StoredBody} it
+returns.
 """
 
 from __future__ import annotations

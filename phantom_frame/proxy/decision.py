@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from phantom_frame.cache.codec import choose_coding
-from phantom_frame.cache.cache import CacheEntry
+from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import (
     NO_REQUEST_DIRECTIVES,
     RequestDirectives,

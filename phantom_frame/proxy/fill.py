@@ -18,8 +18,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from phantom_frame.cache.cache import CacheEntry, Exclusive, Shared, variant_of
 from phantom_frame.cache.codec import STORED_CODING, Codec, DecodeError
+from phantom_frame.cache.entry import CacheEntry
+from phantom_frame.cache.lock import Exclusive, Shared
+from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.freshness import (
     ResponseDirectives,
     freshness_lifetime,

@@ -12,8 +12,8 @@ from typing import Any, List, Optional, Tuple
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 
-from phantom_frame.cache.cache import CacheEntry
 from phantom_frame.cache.codec import Codec
+from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import weakened
 from phantom_frame.proxy.answers import http_date, send_error
 from phantom_frame.proxy.decision import (

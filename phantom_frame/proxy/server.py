@@ -16,9 +16,11 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 from twisted.web.server import NOT_DONE_YET
 
-from phantom_frame.cache.cache import Exclusive, ResponseCache, Shared, variant_of
 from phantom_frame.cache.codec import Codec
 from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES
+from phantom_frame.cache.lock import Exclusive, Shared
+from phantom_frame.cache.responses import ResponseCache
+from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.store import FilesystemStore, MemoryStore
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.answers import error_response, send_error, send_verdict
@@ -318,7 +320,8 @@ def _reject_now(request, decision: Reject) -> bytes:
 class _FillAnswer:
     """
     How a client is answered with its fill's result (a receiver of
-    L{phantom_frame.cache.cache.Shared}, L{Exclusive} and C{NOT_SHARED}).
+    L{phantom_frame.cache.lock.Shared}, L{Exclusive} and C{NOT_SHARED}:
+    an L{phantom_frame.cache.lock.IFillReceiver}).
     """
 
     def __init__(self, server: ProxyServer, exchange: Exchange, collapsed: bool, fill: Fill) -> None:

@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame import CreateProxyConfig, create_proxy
-from phantom_frame.cache.cache import CacheEntry
+from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.store import StoredBody
 from phantom_frame.cache.threads import runInline
 from phantom_frame.ops.control import ControlResource

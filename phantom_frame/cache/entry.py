@@ -1,0 +1,108 @@
+"""
+L{CacheEntry}: one stored response, its metadata and its size.
+
+The entry knows its own age (RFC 9111 §4.2.3) and what it costs to hold;
+where it is held (an L{phantom_frame.cache.lru.LRU}, the pinned snapshots)
+is L{phantom_frame.cache.responses.ResponseCache}'s business.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import attr
+
+from phantom_frame.cache.store import StoredBody
+
+#: One response header: its name and its value.
+Header = Tuple[bytes, bytes]
+
+#: The normalised values of the request headers an entry varies on, in the
+#: order of its C{vary} names (L{None} for a header the request lacked).
+Variant = Tuple[Optional[str], ...]
+
+#: Bookkeeping bytes charged to every entry on top of its body and headers,
+#: so that many tiny entries still count against C{cache_max_bytes}.
+ENTRY_OVERHEAD = 512
+
+
+@attr.s(slots=True, eq=False, auto_attribs=True)
+class CacheEntry:
+    """
+    One stored response.
+
+    @ivar headers: end-to-end response headers without C{Content-Length},
+        C{Content-Encoding}, C{Vary} and C{Set-Cookie}.
+    @ivar coding: the content coding of the stored body (C{"br"}, C{"gzip"},
+        C{"deflate"} or C{"identity"}).
+    @ivar identity_length: the decoded body's length.
+    @ivar vary: lower-cased request header names the origin varies on,
+        besides C{Accept-Encoding}.
+    @ivar variant: the normalised values of those headers for this entry.
+    @ivar not_found: whether this entry lives in the 404 cache.
+    @ivar pinned: a snapshot: kept until removed or invalidated, never
+        evicted, outside the C{max_bytes} bound.
+    @ivar lifetime: seconds of freshness from its age 0 (infinite: until
+        invalidated).
+    @ivar initial_age: its age when stored (RFC 9111 §4.2.3).
+    @ivar stale_while_revalidate: seconds past its lifetime during which it
+        may be served while one refresh runs.
+    @ivar stale_if_error: seconds past its lifetime during which it may be
+        served when the origin fails.
+    @ivar must_revalidate: never served stale.
+    @ivar etag: the origin's (or a generated) entity-tag.
+    @ivar last_modified: the origin's C{Last-Modified}.
+    @ivar wire: answers serialised by the fast path, by coding (dropped
+        whenever the headers change).
+    @ivar size: the bytes it is accounted for: body, headers, key and
+        L{ENTRY_OVERHEAD} (see L{resize}).
+    """
+
+    key: str
+    status: int
+    phrase: bytes
+    headers: Tuple[Header, ...]
+    coding: str
+    body: StoredBody
+    identity_length: int
+    stored_at: float
+    vary: Tuple[str, ...] = ()
+    variant: Variant = ()
+    not_found: bool = False
+    pinned: bool = False
+    lifetime: float = math.inf
+    initial_age: float = 0.0
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    must_revalidate: bool = False
+    etag: Optional[bytes] = None
+    last_modified: Optional[bytes] = None
+    wire: Optional[Dict[str, Any]] = None
+    size: int = 0
+
+    def age(self, now: float) -> float:
+        """
+        @param now: the current time, in the clock's seconds.
+        @return: the entry's current age (RFC 9111 §4.2.3) at C{now}: its
+            initial age plus the time it has been held (never negative).
+        """
+        resident = now - self.stored_at
+        return self.initial_age + (resident if resident > 0 else 0.0)
+
+    def __attrs_post_init__(self) -> None:
+        """
+        Account the new entry's size.
+        """
+        self.resize()
+
+    def resize(self) -> None:
+        """
+        Account the entry's size again (after its headers changed).
+        """
+        self.size = (
+            self.body.size
+            + sum(len(n) + len(v) for n, v in self.headers)
+            + len(self.key)
+            + ENTRY_OVERHEAD
+        )

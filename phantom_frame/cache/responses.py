@@ -1,0 +1,340 @@
+"""
+L{ResponseCache}: the stored responses of one origin.
+
+It knows nothing of HTTP servers: it holds L{CacheEntry} values under string
+keys (with C{Vary} variants, see L{Variance}), bounds them by bytes (main
+L{LRU}) and by count (404 L{LRU}), keeps pinned snapshots outside both, runs
+one fill per key at a time with any number of waiters (L{FillLock}), and
+forgets entries synchronously on invalidation.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from phantom_frame.cache.entry import CacheEntry, Header, Variant
+from phantom_frame.cache.lock import FillLock, FillResult
+from phantom_frame.cache.lru import LRU, Slot
+from phantom_frame.cache.patterns import InvalidationPattern
+from phantom_frame.cache.store import StoredBody
+from phantom_frame.cache.variance import Variance
+
+
+class ResponseCache:
+    """
+    The stored responses of one origin.
+
+    @ivar name: the server's name, for logs and stats.
+    @ivar store: where bodies live.
+    @ivar hits: answers served from the cache (counted by the proxy).
+    @ivar misses: fills started.
+    @ivar stale: stale answers served (counted by the proxy).
+    @ivar coalesced: requests that waited for a fill another one started.
+    @ivar evictions: entries the bounds pushed out.
+    @ivar invalidations: invalidations run.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: Any,
+        clock: IReactorTime,
+        max_bytes: int,
+        max_404_entries: int,
+        max_variants: int = 16,
+    ) -> None:
+        """
+        @param name: the server's name, for logs and stats.
+        @param store: where bodies live (L{MemoryStore}/L{FilesystemStore}).
+        @param clock: gives entries their storage time.
+        @param max_bytes: bound on the bytes of stored entries, both caches
+            together; the 404 cache may take at most a quarter of it.
+        @param max_404_entries: entries of the 404 cache; 0 disables it.
+        @param max_variants: how many C{Vary} variants one key may have.
+        """
+        self.name = name
+        self.store = store
+        self._clock = clock
+        self._maxBytes = max_bytes
+        self._main = LRU(max_bytes)
+        self._notFound = LRU(max_bytes // 4, max_404_entries)
+        self._max404 = max_404_entries
+        self._pinned: Dict[Slot, CacheEntry] = {}
+        self._pinnedBytes = 0
+        self._variance = Variance(max_variants)
+        self._lock = FillLock(name, self._store, self._forget)
+        self.hits = 0
+        self.misses = 0
+        self.stale = 0
+        self.coalesced = 0
+        self.evictions = 0
+        self.invalidations = 0
+
+    # Reading
+
+    def lookup(
+        self, key: str, header: Callable[[str], Optional[str]]
+    ) -> Optional[CacheEntry]:
+        """
+        Find the entry for C{key} that matches the request's variant.
+
+        @param header: looks a request header up by lower-cased name.
+        @return: the entry, or C{None}.
+        """
+        slot = self._variance.slot(key, header)
+        if self._pinned:
+            entry = self._pinned.get(slot)
+            if entry is not None:
+                return entry
+        entry = self._main.get(slot)
+        if entry is None and self._max404:
+            entry = self._notFound.get(slot)
+        return entry
+
+    def entries(self) -> Iterator[CacheEntry]:
+        """
+        @return: every stored entry (pinned, main and 404), oldest use first.
+        """
+        yield from self._pinned.values()
+        yield from self._main.entries.values()
+        yield from self._notFound.entries.values()
+
+    @property
+    def entry_count(self) -> int:
+        """
+        How many entries are stored (pinned, main and 404).
+        """
+        return len(self._pinned) + len(self._main.entries) + len(self._notFound.entries)
+
+    @property
+    def bytes(self) -> int:
+        """
+        The accounted size of every stored entry (pinned, main and 404).
+        """
+        return self._pinnedBytes + self._main.bytes + self._notFound.bytes
+
+    def has(self, key: str) -> bool:
+        """
+        @return: whether any entry (any variant) is stored under C{key}.
+        """
+        for variant in self._variance.variants(key):
+            slot = (key, variant)
+            if slot in self._pinned or slot in self._main.entries or slot in self._notFound.entries:
+                return True
+        return False
+
+    def stats(self) -> Dict[str, int]:
+        """
+        @return: counters and sizes, as C{GET /stats} shows them.
+        """
+        return {
+            "entries": self.entry_count,
+            "bytes": self.bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "stale": self.stale,
+            "coalesced": self.coalesced,
+            "evictions": self.evictions,
+        }
+
+    # Filling
+
+    def fill(
+        self, key: str, fetch: Callable[[], Deferred[FillResult]]
+    ) -> Tuple[Deferred[FillResult], bool]:
+        """
+        Fetch C{key} once however many ask at the same time.
+
+        The first caller starts C{fetch()}; later callers wait for it. The
+        fetch fires with L{Shared} (stored unless an invalidation overtook
+        it, and given to every waiter), L{Exclusive} (given to the first
+        waiter still waiting, L{NOT_SHARED} to the others) or a failure
+        (given to every waiter). Cancelling a waiter's Deferred detaches
+        that waiter only; the fetch is cancelled when no waiter is left.
+        See L{FillLock}.
+
+        @return: this caller's L{Deferred}, and whether it joined a fill
+            another request started.
+        """
+        waiter = self.join(key)
+        if waiter is not None:
+            return waiter, True
+        self.misses += 1
+        return self._lock.start(key, fetch), False
+
+    def in_flight(self, key: str) -> bool:
+        """
+        @return: whether a fill of C{key} is in flight.
+        """
+        return key in self._lock
+
+    def join(self, key: str) -> Optional[Deferred[FillResult]]:
+        """
+        Wait for the fill of C{key} in flight, if there is one, without
+        starting one.
+
+        @return: a waiter's L{Deferred} (as L{fill}'s), or C{None}.
+        """
+        waiter = self._lock.join(key)
+        if waiter is not None:
+            self.coalesced += 1
+        return waiter
+
+    def put_body(self, key: str, body: builtins.bytes) -> Deferred[StoredBody]:
+        """
+        Hand a body to the store (a file in filesystem mode).
+
+        @param body: the body's bytes (C{builtins.bytes}: in this class
+            C{bytes} is the L{bytes} property).
+        """
+        return self.store.put(key, body)
+
+    def _store(self, entry: CacheEntry) -> bool:
+        """
+        Hold C{entry}, dropping what it replaces and what it evicts.
+
+        @return: whether C{entry} is held (it is not when larger than its
+            LRU's bound); when it is not, its body is the caller's to delete.
+        """
+        key = entry.key
+        tracked = self._variance.track(key, entry.vary, entry.variant)
+        if tracked.superseded:
+            self._dropSlots(key, tracked.superseded)
+        for oldest in tracked.overflow:
+            self._forget(self._main.pop((key, oldest)))
+            self._forget(self._notFound.pop((key, oldest)))
+        slot = (key, entry.variant)
+        old = self._pinned.pop(slot, None)
+        if old is not None:
+            self._pinnedBytes -= old.size
+            if old is not entry:
+                self._forget(old)
+        if entry.pinned:
+            self._forget(self._main.pop(slot))
+            self._forget(self._notFound.pop(slot))
+            self._pinned[slot] = entry
+            self._pinnedBytes += entry.size
+            return True
+        lru = self._notFound if entry.not_found else self._main
+        other = self._main if entry.not_found else self._notFound
+        self._forget(other.pop(slot))
+        dropped = lru.put(entry)
+        # Both LRUs together stay within max_bytes: the 404 cache's own
+        # bound is a quarter of it, and the main cache yields the rest.
+        dropped += self._main.trim(self._maxBytes - self._notFound.bytes)
+        for victim in dropped:
+            if victim is entry:
+                self._variance.untrack(key, entry.variant)
+                continue
+            if (victim.key, victim.variant) != slot:
+                self.evictions += 1
+                self._variance.untrack(victim.key, victim.variant)
+            self._forget(victim)
+        return entry not in dropped
+
+    def _forget(self, entry: Optional[CacheEntry]) -> None:
+        """
+        Delete the body of C{entry}, if there is one.
+        """
+        if entry is not None:
+            self.store.delete(entry.body)
+
+    def _dropSlots(self, key: str, variants: Tuple[Variant, ...]) -> None:
+        """
+        Forget the entries of C{key} in C{variants}, pinned or not.
+        """
+        for variant in variants:
+            slot = (key, variant)
+            self._forget(self._main.pop(slot))
+            self._forget(self._notFound.pop(slot))
+            pinned = self._pinned.pop(slot, None)
+            if pinned is not None:
+                self._pinnedBytes -= pinned.size
+                self._forget(pinned)
+
+    # Invalidation
+
+    def invalidate_all(self) -> int:
+        """
+        Forget every entry and keep in-flight fills from storing.
+
+        @return: how many entries were dropped.
+        """
+        dropped = self._main.clear() + self._notFound.clear() + list(self._pinned.values())
+        self._pinned.clear()
+        self._pinnedBytes = 0
+        self._variance.clear()
+        self._lock.doom_all()
+        for entry in dropped:
+            self._forget(entry)
+        self.invalidations += 1
+        return len(dropped)
+
+    def invalidate(self, pattern: str) -> int:
+        """
+        Forget the entries whose key matches C{pattern} (see
+        L{InvalidationPattern}); in-flight fills of matching keys are not
+        stored.
+
+        @return: how many entries were dropped.
+        """
+        matcher = InvalidationPattern(pattern)
+        count = 0
+        for lru in (self._main, self._notFound):
+            for slot in [s for s in lru.entries if matcher.matches(s[0])]:
+                self._forget(lru.pop(slot))
+                count += 1
+        for slot in [s for s in self._pinned if matcher.matches(s[0])]:
+            entry = self._pinned.pop(slot)
+            self._pinnedBytes -= entry.size
+            self._forget(entry)
+            count += 1
+        self._variance.forget_matching(matcher.matches)
+        self._lock.doom_matching(matcher.matches)
+        self.invalidations += 1
+        return count
+
+    def update(self, entry: CacheEntry, headers: Tuple[Header, ...]) -> None:
+        """
+        Replace a stored entry's headers in place, keeping the size
+        accounting right (the entry may or may not still be held).
+        """
+        before = entry.size
+        entry.headers = headers
+        entry.wire = None
+        entry.resize()
+        delta = entry.size - before
+        if self._pinned.get((entry.key, entry.variant)) is entry:
+            self._pinnedBytes += delta
+        self._main.resized(entry, delta)
+        self._notFound.resized(entry, delta)
+
+    def pin(self, entry: CacheEntry) -> None:
+        """
+        Make a stored entry a snapshot (kept until removed or invalidated);
+        an entry no longer held is left alone.
+        """
+        for lru in (self._main, self._notFound):
+            if lru.holds(entry):
+                lru.pop((entry.key, entry.variant))
+                entry.pinned = True
+                self._pinned[(entry.key, entry.variant)] = entry
+                self._pinnedBytes += entry.size
+                return
+
+    def drop(self, key: str) -> None:
+        """
+        Forget every entry of C{key} (pinned or not).
+        """
+        self._dropSlots(key, self._variance.forget(key))
+
+    def close(self) -> None:
+        """
+        Drop everything and close the store.
+        """
+        self.invalidate_all()
+        self.store.close()
