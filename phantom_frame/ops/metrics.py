@@ -25,6 +25,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from phantom_frame._version import __version__
+from phantom_frame.proxy.status import RESULTS
 from phantom_frame.http.routing import current_request
 
 #: Every metric name starts with this.
@@ -34,8 +35,8 @@ PREFIX = "phantom_frame_"
 #: exposition format, which every Prometheus version reads.
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
-#: The values of the C{cache} label, as L{cache_result} names them.
-CACHE_RESULTS = ("hit", "miss", "stale", "bypass", "coalesced", "none")
+#: The values of the C{cache} label (see L{phantom_frame.proxy.status}).
+CACHE_RESULTS = RESULTS
 
 #: Histogram buckets, in seconds, for request and upstream durations.
 DURATION_BUCKETS = (
@@ -61,40 +62,6 @@ NO_SERVER = ""
 
 
 @lru_cache(maxsize=512)
-def cache_result(value: Optional[bytes]) -> str:
-    """
-    Classify a response by its C{Cache-Status} field (RFC 9211), as the
-    proxy sets it on every answer.
-
-    @param value: the field value, or L{None} when the response has none.
-    @return: C{"hit"} (C{phantom-frame; hit}), C{"stale"} (C{fwd=stale}, a
-        revalidation, or C{detail=stale}, served stale), C{"bypass"}
-        (C{fwd=bypass}: the cache was not consulted), C{"coalesced"}
-        (C{fwd=uri-miss; collapsed}: answered by another request's fill),
-        C{"miss"} (any other C{fwd=}: fetched from the origin, stored or
-        not), or C{"none"} (no phantom-frame entry: not a proxied answer).
-    """
-    if not value:
-        return "none"
-    for member in value.split(b","):
-        params = [p.strip() for p in member.split(b";")]
-        if params[0].strip(b'"') != b"phantom-frame":
-            continue
-        rest = params[1:]
-        if b"fwd=stale" in rest or b"detail=stale" in rest:
-            return "stale"
-        if b"hit" in rest:
-            return "hit"
-        if b"fwd=bypass" in rest:
-            return "bypass"
-        if b"collapsed" in rest:
-            return "coalesced"
-        if any(p.startswith(b"fwd=") for p in rest):
-            return "miss"
-        return "none"
-    return "none"
-
-
 def method_class(method: bytes) -> str:
     """
     @return: C{"get_head"} for GET and HEAD, C{"other"} for anything else.
@@ -275,7 +242,7 @@ class Metrics:
         @param server: the name of the server that took it, or L{None}.
         @param method: its method.
         @param code: its status code.
-        @param result: its L{cache_result}.
+        @param result: the result of its L{phantom_frame.proxy.status.CacheStatus}.
         @param duration: seconds from its arrival to the end of its answer.
         """
         key = (server, method_class(method), status_class(code), result)

@@ -20,7 +20,6 @@ from phantom_frame.ops.metrics import (
     CACHE_RESULTS,
     Metrics,
     TimingAgent,
-    cache_result,
     method_class,
     status_class,
 )
@@ -52,38 +51,10 @@ def two_servers(**root: Any) -> Any:
     )
 
 
-class CacheResultTests(SynchronousTestCase):
+class ClassTests(SynchronousTestCase):
     """
-    L{cache_result} classifies the C{Cache-Status} values the proxy sets.
+    The label classes of methods and statuses.
     """
-
-    def test_values(self) -> None:
-        """
-        Hits, misses (stored or not, or failed), stale answers (served stale
-        or revalidated), bypasses and collapsed fills get their names; a
-        response without a phantom-frame entry is C{"none"}.
-        """
-        cases = {
-            b"phantom-frame; hit": "hit",
-            b"phantom-frame; hit; ttl=10": "hit",
-            b"phantom-frame; hit; detail=stale": "stale",
-            b"phantom-frame; fwd=stale": "stale",
-            b"phantom-frame; fwd=stale; stored": "stale",
-            b"phantom-frame; fwd=uri-miss; stored": "miss",
-            b"phantom-frame; fwd=uri-miss; detail=set-cookie": "miss",
-            b"phantom-frame; fwd=uri-miss; detail=timeout": "miss",
-            b"phantom-frame; fwd=uri-miss; collapsed": "coalesced",
-            b"phantom-frame; fwd=bypass; detail=authorization": "bypass",
-            b"phantom-frame; fwd=bypass; detail=upgrade": "bypass",
-            b"other-cache; hit": "none",
-            b"other-cache; hit, phantom-frame; fwd=uri-miss; stored": "miss",
-            b"phantom-frame": "none",
-            b"": "none",
-            None: "none",
-        }
-        for header, expected in cases.items():
-            self.assertEqual(cache_result(header), expected, header)
-            self.assertIn(expected, CACHE_RESULTS)
 
     def test_classes(self) -> None:
         """
