@@ -86,6 +86,14 @@ class Rig:
             self.site.recordFastHit = None
         self.server = next(self.handle.servers())
 
+    def answered(self) -> int:
+        """
+        @return: how many requests the fast path answered so far (0 for a
+            stock rig).
+        """
+        fast = getattr(self.site, "fastHit", None)
+        return 0 if fast is None else fast.answered
+
     def exchange(self, data: bytes, chunks: int = 1) -> bytes:
         """
         Feed C{data} to a new connection (in C{chunks} pieces) and return
@@ -111,51 +119,73 @@ def request(path: str, method: str = "GET", **headers: str) -> bytes:
 
 class FastPathTests(SynchronousTestCase):
     """
-    Fast and stock channels give the same answers.
+    Fast and stock channels give the same answers, and the fast one answers
+    what it is meant to answer.
     """
 
-    def compare(self, warm: bytes, probe: bytes, heads: List[bool], config=None, fast_expected: bool = True):
+    def compare(self, warm: bytes, probe: bytes, heads: List[bool], fast: int, config=None):
         """
         Warm both rigs with C{warm}, then send C{probe} and compare.
+
+        @param fast: how many of the probe's answers the fast path must give
+            (the stock rig gives none); neither rig may reach the origin for
+            an answer either rig's fast path gave.
+        @return: the fast rig's answers and the rig.
         """
         config = config or CreateProxyConfig("http://origin.test")
         answers = []
-        for fast in (False, True):
-            rig = Rig(fast, config)
+        for fast_rig in (False, True):
+            rig = Rig(fast_rig, config)
             rig.exchange(warm)
-            hits_before = dict(rig.origin.hits)
+            before = rig.answered()
             output = rig.exchange(probe)
-            answers.append((parse(output, heads), rig, hits_before))
-        (stock, _, _), (fast_answers, rig, _) = answers
+            answers.append((parse(output, heads), rig, rig.answered() - before))
+        (stock, stock_rig, stock_fast), (fast_answers, rig, answered) = answers
+        self.assertEqual(stock_fast, 0)
+        self.assertEqual(answered, fast, "answers given by the fast path")
+        self.assertEqual(len(stock), len(fast_answers))
         for (c1, h1, b1), (c2, h2, b2) in zip(stock, fast_answers):
             self.assertEqual((c1, b1), (c2, b2))
             h1 = {k: v for k, v in h1.items() if k not in (b"date", b"server")}
             h2 = {k: v for k, v in h2.items() if k not in (b"date", b"server")}
             self.assertEqual(h1, h2)
+        self.assertEqual(stock_rig.origin.hits, rig.origin.hits)
         return fast_answers, rig
 
     def test_identity_and_brotli_hits(self) -> None:
         """
         Hits in the stored coding and in identity are identical on both
-        paths, and the fast one does not build a Request.
+        paths, and the fast one answers them.
         """
         for headers in ({}, {"accept_encoding": "br"}, {"accept_encoding": "gzip;q=0, br"}):
-            answers, rig = self.compare(request("/a"), request("/a", **headers), [False])
+            answers, rig = self.compare(request("/a"), request("/a", **headers), [False], fast=1)
             self.assertEqual(answers[0][1][b"cache-status"], [b"phantom-frame; hit"])
+            self.assertEqual(rig.origin.hits, {"/a": 1})
 
     def test_head(self) -> None:
         """
-        HEAD hits carry the GET's headers and no body.
+        HEAD hits carry the GET's headers and no body, from the fast path.
         """
-        self.compare(request("/h"), request("/h", "HEAD"), [True])
+        self.compare(request("/h"), request("/h", "HEAD"), [True], fast=1)
+
+    def test_vary(self) -> None:
+        """
+        An entry with C{Vary} is answered by the fast path for the variant
+        it holds (values matched once normalised); another variant is a
+        miss on both paths.
+        """
+        warm = request("/vary", accept_language="fr,  en")
+        self.compare(warm, request("/vary", accept_language="fr, en"), [False], fast=1)
+        answers, rig = self.compare(warm, request("/vary", accept_language="de"), [False], fast=0)
+        self.assertEqual(answers[0][1][b"cache-status"], [b"phantom-frame; fwd=uri-miss; stored"])
 
     def test_pipelined_with_miss_between(self) -> None:
         """
         Several requests in one chunk are answered in order, a miss
-        between hits included.
+        between hits included; the hit before the miss takes the fast path.
         """
         probe = request("/p") + request("/other") + request("/p", "HEAD") + request("/p")
-        answers, rig = self.compare(request("/p"), probe, [False, False, True, False])
+        answers, rig = self.compare(request("/p"), probe, [False, False, True, False], fast=1)
         self.assertEqual(
             [a[1][b"cache-status"][0] for a in answers],
             [b"phantom-frame; hit", b"phantom-frame; fwd=uri-miss; stored", b"phantom-frame; hit",
@@ -164,17 +194,21 @@ class FastPathTests(SynchronousTestCase):
 
     def test_split_and_partial(self) -> None:
         """
-        Requests split across packets still get the same answers.
+        Requests split across packets still get the same answers; a head
+        that arrives whole when the channel is idle takes the fast path.
         """
         rig = Rig(True)
         rig.exchange(request("/s"))
         output = rig.exchange(request("/s") + request("/s"), chunks=7)
         self.assertEqual([r[0] for r in parse(output, [False, False])], [200, 200])
+        before = rig.answered()
+        rig.exchange(request("/s"))
+        self.assertEqual(rig.answered() - before, 1)
 
     def test_fallbacks(self) -> None:
         """
-        Validators, ranges, credentials, HTTP/1.0, Vary and caching
-        directives take the stock path, with the same answers.
+        Validators, ranges, credentials, HTTP/1.0 and caching directives
+        take the stock path, with the same answers.
         """
         for probe, heads in (
             (request("/f", if_none_match='"e1"'), [True]),
@@ -182,38 +216,46 @@ class FastPathTests(SynchronousTestCase):
             (request("/f", authorization="Bearer x"), [False]),
             (request("/f", cache_control="no-cache"), [False]),
         ):
-            self.compare(request("/f"), probe, heads)
-        self.compare(request("/vary"), request("/vary", accept_language="fr"), [False])
+            self.compare(request("/f"), probe, heads, fast=0)
         rig = Rig(True)
         rig.exchange(request("/f"))
+        before = rig.answered()
         output = rig.exchange(b"GET /f HTTP/1.0\r\nHost: x\r\n\r\n")
         self.assertTrue(output.startswith(b"HTTP/1.0 200"), output[:30])
+        self.assertEqual(rig.answered(), before)
 
     def test_stale_falls_through(self) -> None:
         """
-        An entry past its TTL is not served by the fast path.
+        A fresh entry with a TTL is answered by the fast path with its
+        age; past its TTL it is not.
         """
         config = CreateProxyConfig("http://origin.test")._with(cache_ttl=10)
         rig = Rig(True, config)
         rig.exchange(request("/ttl"))
         rig.clock.advance(5)
+        before = rig.answered()
         first = parse(rig.exchange(request("/ttl")), [False])[0]
+        self.assertEqual(rig.answered() - before, 1)
         self.assertEqual(first[1][b"cache-status"], [b"phantom-frame; hit; ttl=5"])
         self.assertEqual(first[1][b"age"], [b"5"])
         rig.clock.advance(10)
         second = parse(rig.exchange(request("/ttl")), [False])[0]
+        self.assertEqual(rig.answered() - before, 1)
         self.assertIn(b"fwd=stale", second[1][b"cache-status"][0])
 
     def test_connection_close(self) -> None:
         """
-        C{Connection: close} is honoured: the answer says so and the
-        connection is closed after it; what follows is not answered.
+        C{Connection: close} is honoured on the fast path: the answer says
+        so and the connection is closed after it; what follows is not
+        answered.
         """
         rig = Rig(True)
         rig.exchange(request("/c"))
+        before = rig.answered()
         output = rig.exchange(request("/c", connection="close") + request("/c"))
         answers = parse(output, [False])
         self.assertEqual(answers[0][1][b"connection"], [b"close"])
+        self.assertEqual(rig.answered() - before, 1)
 
     def test_channel_internals(self) -> None:
         """
