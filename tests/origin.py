@@ -16,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.task import deferLater
+from twisted.trial.unittest import FailTest
 from io import BytesIO
 
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
@@ -319,12 +320,12 @@ async def until(condition: Callable[[], Any], timeout: float = 10, interval: flo
 
     @param timeout: seconds to wait at most.
     @param interval: seconds between two checks.
-    @raise AssertionError: when C{timeout} passes first.
+    @raise FailTest: when C{timeout} passes first.
     """
     deadline = reactor.seconds() + timeout
     while not condition():
         if reactor.seconds() > deadline:
-            raise AssertionError(f"not true within {timeout:g}s: {condition}")
+            raise FailTest(f"not true within {timeout:g}s: {condition}")
         await deferLater(reactor, interval, lambda: None)
 
 

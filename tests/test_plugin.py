@@ -21,7 +21,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import FailTest, SynchronousTestCase, TestCase
 import treq
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
@@ -232,7 +232,7 @@ class Twistd(ProcessProtocol):
     def processEnded(self, reason) -> None:
         waiting, self._waiting = self._waiting, []
         for pattern, count, d in waiting:
-            d.errback(AssertionError(f"exited before writing {pattern.pattern!r}:\n{self.text()}"))
+            d.errback(FailTest(f"exited before writing {pattern.pattern!r}:\n{self.text()}"))
         self.ended.callback(reason.value.exitCode)
 
     def matches(self, pattern: bytes, count: int = 1, timeout: float = 30) -> Deferred[List[Any]]:
@@ -242,7 +242,7 @@ class Twistd(ProcessProtocol):
         @param pattern: a regular expression, searched in all the output.
         @param timeout: seconds to wait at most.
         @return: a L{Deferred} firing with the matches (as C{re.findall}
-            gives them), or failing with an L{AssertionError} quoting the
+            gives them), or failing with L{FailTest} quoting the
             output when the child exits first or C{timeout} passes.
         """
         compiled = re.compile(pattern)
@@ -251,7 +251,7 @@ class Twistd(ProcessProtocol):
         self.outReceived(b"")
 
         def timedOut(failure: Any, timeout: float) -> None:
-            raise AssertionError(f"no {pattern!r} within {timeout:g}s:\n{self.text()}")
+            raise FailTest(f"no {pattern!r} within {timeout:g}s:\n{self.text()}")
 
         return d.addTimeout(timeout, reactor, onTimeoutCancel=timedOut)
 

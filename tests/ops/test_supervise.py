@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import FailTest, SynchronousTestCase, TestCase
 
 from phantom_frame.config.loader import load_config
 from phantom_frame.proxy.handle import CacheHandle
@@ -100,7 +100,7 @@ class Logged:
         Wait until C{count} events of C{namespace} match C{pattern}.
 
         @return: a L{Deferred} firing with the matches, in order, or failing
-            with an L{AssertionError} after C{timeout} seconds.
+            with L{FailTest} after C{timeout} seconds.
         """
         item: Tuple[str, Any, int, Deferred] = (namespace, re.compile(pattern), count, Deferred(
             lambda d: self._waiting.remove(item)
@@ -110,7 +110,7 @@ class Logged:
 
         def timedOut(failure: Any, timeout: float) -> None:
             texts = "\n".join(self.texts(namespace))
-            raise AssertionError(f"not {count} of {pattern!r} within {timeout:g}s:\n{texts}")
+            raise FailTest(f"not {count} of {pattern!r} within {timeout:g}s:\n{texts}")
 
         return item[3].addTimeout(timeout, reactor, onTimeoutCancel=timedOut)
 
@@ -401,17 +401,15 @@ class ServiceTests(TestCase):
 
         The origin's port is bound by the test before the proxy starts,
         but refuses connections until the origin command has said it is
-        ready: only then does the test listen on it, serving the origin's
-        files.
+        ready: only then does the test listen on it, as the origin.
         """
         from twisted.web.server import Site
-        from twisted.web.static import File
+
+        from tests.origin import Origin
 
         directory = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(directory, "site"))
-        for name in ("index.html", "page.html"):
-            with open(os.path.join(directory, "site", name), "w") as f:
-                f.write(f"<html><body>{name}</body></html>")
+        pages = Origin()
         reserved = reserve_port(self)
         port = reserved.getsockname()[1]
         path = os.path.join(directory, "config.toml")
@@ -426,12 +424,13 @@ class ServiceTests(TestCase):
         self.assertFalse(top.handle.server("docs").snapshots.warmed.called)
         reserved.listen(16)
         reserved.setblocking(False)
-        origin = reactor.adoptStreamPort(reserved.fileno(), socket.AF_INET, Site(File(os.path.join(directory, "site"))))
+        origin = reactor.adoptStreamPort(reserved.fileno(), socket.AF_INET, Site(pages))
         self.addCleanup(origin.stopListening)
         server = top.handle.server("docs")
         results = await server.snapshots.warmed
         self.assertEqual(results, {"/": None, "/page.html": None})
         self.assertTrue(server.has_snapshot("/page.html"))
+        self.assertEqual(pages.hits, {"/": 1, "/page.html": 1})
         self.assertIn(
             f"server docs: waiting for its origin at 127.0.0.1:{port} before pre-generating",
             logged.texts("phantom_frame.ops.supervise"),
