@@ -202,8 +202,9 @@ class Twistd(ProcessProtocol):
 
     #: The line Twisted logs for each listening TCP port, naming the
     #: factory's class (L{ProxySite} for the proxy, C{Site} for the control
-    #: site) and the port the system gave it.
-    LISTENING = rb"\b(ProxySite|Site) starting on (\d+)"
+    #: site) and the port the system gave it (a whole line: output may
+    #: arrive in pieces).
+    LISTENING = rb"\b(ProxySite|Site) starting on (\d+)\r?\n"
 
     def __init__(self) -> None:
         self.output: List[bytes] = []
@@ -218,6 +219,9 @@ class Twistd(ProcessProtocol):
         return b"".join(self.output).decode(errors="replace")
 
     def outReceived(self, data: bytes) -> None:
+        """
+        Keep C{data}, and fire the waits it satisfies.
+        """
         self.output.append(data)
         everything = b"".join(self.output)
         for item in list(self._waiting):
@@ -230,6 +234,9 @@ class Twistd(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason) -> None:
+        """
+        Fail the waits left, and fire L{ended} with the exit code.
+        """
         waiting, self._waiting = self._waiting, []
         for pattern, count, d in waiting:
             d.errback(FailTest(f"exited before writing {pattern.pattern!r}:\n{self.text()}"))

@@ -806,6 +806,9 @@ class EchoServer(WebSocketServerProtocol):
         self.factory.connections.append(self)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Any) -> None:
+        """
+        Record how the WebSocket closed.
+        """
         self.closed = (wasClean, code)
 
     def onConnect(self, request) -> Optional[str]:
