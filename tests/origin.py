@@ -9,12 +9,14 @@ import gzip
 import hashlib
 import json
 from collections import Counter
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import FailTest
 from io import BytesIO
 
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
@@ -310,3 +312,46 @@ def gather(ds) -> Deferred:
     return DeferredList(list(ds), fireOnOneErrback=True, consumeErrors=True).addCallback(
         lambda results: [r for _, r in results]
     )
+
+
+async def until(condition: Callable[[], Any], timeout: float = 10, interval: float = 0.01) -> None:
+    """
+    Wait (on the global reactor) until C{condition()} is true.
+
+    @param timeout: seconds to wait at most.
+    @param interval: seconds between two checks.
+    @raise FailTest: when C{timeout} passes first.
+    """
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        if reactor.seconds() > deadline:
+            raise FailTest(f"not true within {timeout:g}s: {condition}")
+        await deferLater(reactor, interval, lambda: None)
+
+
+def _address(connection: Any, which: str) -> Optional[IAddress]:
+    """
+    @return: C{connection.getHost()} or C{getPeer()} (C{which}), or L{None}
+        for a reader or writer that is not a connection.
+    """
+    try:
+        return getattr(connection, which)()
+    except Exception:
+        return None
+
+
+def stalled(upstream: IAddress, downstream: IAddress) -> bool:
+    """
+    Whether the proxy's flow control holds a response back: its connection
+    to the client has bytes the client does not take (the reactor waits to
+    write them) and it has stopped reading its connection to the origin
+    (the reactor does not read it). Nothing more moves from the origin
+    until the client reads again; without flow control this never holds.
+
+    @param upstream: the proxy's own address on its connection to the
+        origin (the origin's peer).
+    @param downstream: the client's address on its connection to the proxy.
+    """
+    writing = any(_address(w, "getPeer") == downstream for w in reactor.getWriters())
+    reading = any(_address(r, "getHost") == upstream for r in reactor.getReaders())
+    return writing and not reading

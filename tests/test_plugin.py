@@ -6,21 +6,25 @@ reactor, and one real C{twistd -n phantom-frame} run.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
+from typing import Any, List, Pattern, Tuple
 
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import FailTest, SynchronousTestCase, TestCase
 import treq
 from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import implementer
 
 from phantom_frame import tap
 from phantom_frame.http.site import ProxySite
@@ -44,14 +48,70 @@ bind_to = "/api"
 proxy_url = "http://127.0.0.1:{origin}/v1"
 """
 
+#: The configuration of a real C{twistd} child: both listeners on a port the
+#: system chooses (C{{http}} is C{0}) or on a given one, on loopback; the
+#: child's log says which ports it got (see L{Twistd.ports}).
+TWISTD_CONFIG = """
+http_listen = "tcp:{http}:interface=127.0.0.1"
+control_listen = "tcp:0:interface=127.0.0.1"
+shutdown_grace = 2
 
-def free_port() -> int:
+[server.site]
+bind_to = "*"
+proxy_url = "http://127.0.0.1:{origin}"
+
+[server.api]
+bind_to = "/api"
+proxy_url = "http://127.0.0.1:{origin}/v1"
+"""
+
+
+@implementer(IListeningPort)
+class RecordedPort:
     """
-    @return: a TCP port on loopback that was free a moment ago.
+    A listening port of L{RecordingReactor}: records when it is stopped.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+    def __init__(self, address: IPv4Address, stopped: List[Tuple[int, str]]) -> None:
+        self._address = address
+        self._stopped = stopped
+
+    def startListening(self) -> None:
+        """
+        Nothing to do: the port is not real.
+        """
+
+    def stopListening(self) -> None:
+        """
+        Record that the port was stopped.
+        """
+        self._stopped.append((self._address.port, self._address.host))
+
+    def getHost(self) -> IPv4Address:
+        """
+        @return: the address the port pretends to listen on.
+        """
+        return self._address
+
+
+class RecordingReactor(MemoryReactorClock):
+    """
+    A memory reactor whose TCP ports record being stopped in C{stopped}
+    (as C{(port, interface)}).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: List[Tuple[int, str]] = []
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> RecordedPort:
+        """
+        Record the call, as L{MemoryReactorClock.listenTCP} does.
+
+        @return: a L{RecordedPort}.
+        """
+        super().listenTCP(port, factory, backlog, interface)
+        return RecordedPort(IPv4Address("TCP", interface, port), self.stopped)
 
 
 class PluginTests(SynchronousTestCase):
@@ -97,7 +157,7 @@ class PluginTests(SynchronousTestCase):
         path = self.write(CONFIG.format(http=3456, control=3457, origin=8080))
         options = tap.Options()
         options.parseOptions(["--config", path])
-        memory = MemoryReactorClock()
+        memory = RecordingReactor()
         service = tap.makeService(options, reactor=memory)
         self.assertIsInstance(service, MultiService)
         service.privilegedStartService()
@@ -106,10 +166,11 @@ class PluginTests(SynchronousTestCase):
         self.assertIsInstance(listening[(3456, "127.0.0.1")], ProxySite)
         self.assertIn((3457, "127.0.0.1"), listening)
         self.assertEqual(sorted(s.name for s in service.handle.servers()), ["api", "site"])
+        self.assertEqual(memory.stopped, [])
         d = service.stopService()
         memory.advance(0)
         self.successResultOf(d)
-        self.assertTrue(all(not p.listening if hasattr(p, "listening") else True for p in memory.tcpServers))
+        self.assertEqual(sorted(memory.stopped), [(3456, "127.0.0.1"), (3457, "127.0.0.1")])
 
     def test_graceful_stop_waits(self) -> None:
         """
@@ -131,20 +192,114 @@ class PluginTests(SynchronousTestCase):
 
 class Twistd(ProcessProtocol):
     """
-    Collects a child's output and its exit.
+    Collects a child's output and its exit, and tells when its output
+    shows something.
+
+    @ivar output: every chunk the child wrote, stdout and stderr together.
+    @ivar ended: fires with the child's exit code.
+    @ivar config: the path of the child's configuration file.
     """
 
+    #: The line Twisted logs for each listening TCP port, naming the
+    #: factory's class (L{ProxySite} for the proxy, C{Site} for the control
+    #: site) and the port the system gave it (a whole line: output may
+    #: arrive in pieces).
+    LISTENING = rb"\b(ProxySite|Site) starting on (\d+)\r?\n"
+
     def __init__(self) -> None:
-        self.output = []
+        self.output: List[bytes] = []
         self.ended: Deferred = Deferred()
+        self.config = ""
+        self._waiting: List[Tuple[Pattern[bytes], int, Deferred]] = []
+
+    def text(self) -> str:
+        """
+        @return: what the child wrote so far, decoded.
+        """
+        return b"".join(self.output).decode(errors="replace")
 
     def outReceived(self, data: bytes) -> None:
+        """
+        Keep C{data}, and fire the waits it satisfies.
+        """
         self.output.append(data)
+        everything = b"".join(self.output)
+        for item in list(self._waiting):
+            pattern, count, d = item
+            found = pattern.findall(everything)
+            if len(found) >= count:
+                self._waiting.remove(item)
+                d.callback(found)
 
     errReceived = outReceived
 
     def processEnded(self, reason) -> None:
+        """
+        Fail the waits left, and fire L{ended} with the exit code.
+        """
+        waiting, self._waiting = self._waiting, []
+        for pattern, count, d in waiting:
+            d.errback(FailTest(f"exited before writing {pattern.pattern!r}:\n{self.text()}"))
         self.ended.callback(reason.value.exitCode)
+
+    def matches(self, pattern: bytes, count: int = 1, timeout: float = 30) -> Deferred[List[Any]]:
+        """
+        Wait until the child's output holds C{count} matches of C{pattern}.
+
+        @param pattern: a regular expression, searched in all the output.
+        @param timeout: seconds to wait at most.
+        @return: a L{Deferred} firing with the matches (as C{re.findall}
+            gives them), or failing with L{FailTest} quoting the
+            output when the child exits first or C{timeout} passes.
+        """
+        compiled = re.compile(pattern)
+        d: Deferred[List[Any]] = Deferred(lambda d: self._waiting.remove((compiled, count, d)))
+        self._waiting.append((compiled, count, d))
+        self.outReceived(b"")
+
+        def timedOut(failure: Any, timeout: float) -> None:
+            raise FailTest(f"no {pattern!r} within {timeout:g}s:\n{self.text()}")
+
+        return d.addTimeout(timeout, reactor, onTimeoutCancel=timedOut)
+
+    async def ports(self, timeout: float = 30) -> Tuple[int, int]:
+        """
+        Wait until the proxy listener and the control site listen.
+
+        @return: the port of the proxy listener and of the control site.
+        """
+        found = dict(await self.matches(self.LISTENING, 2, timeout))
+        return int(found[b"ProxySite"]), int(found[b"Site"])
+
+
+def spawn_twistd(testcase: TestCase, config: str) -> Twistd:
+    """
+    Run C{twistd -n phantom-frame --config FILE} with C{config} in FILE;
+    the child is killed at the end of the test if it still runs.
+
+    @return: the child's protocol.
+    """
+    path = os.path.abspath(testcase.mktemp())
+    with open(path, "w") as f:
+        f.write(config)
+    child = Twistd()
+    child.config = path
+    reactor.spawnProcess(
+        child,
+        sys.executable,
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "phantom-frame", "--config", path],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        path=ROOT,
+    )
+
+    def kill() -> Deferred:
+        if not child.ended.called:
+            child.transport.signalProcess("KILL")
+        return child.ended
+
+    testcase.addCleanup(kill)
+    return child
 
 
 class TwistdTests(TestCase):
@@ -153,20 +308,10 @@ class TwistdTests(TestCase):
     """
 
     def spawn(self, config: str) -> Twistd:
-        path = os.path.abspath(self.mktemp())
-        with open(path, "w") as f:
-            f.write(config)
-        child = Twistd()
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        reactor.spawnProcess(
-            child,
-            sys.executable,
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-n", "--pidfile=", "phantom-frame", "--config", path],
-            env=env,
-            path=ROOT,
-        )
-        return child
+        """
+        @return: a C{twistd} child running with C{config}.
+        """
+        return spawn_twistd(self, config)
 
     async def test_serves_and_stops(self) -> None:
         """
@@ -178,27 +323,19 @@ class TwistdTests(TestCase):
         origin = Origin()
         originPort = reactor.listenTCP(0, Site(origin), interface="127.0.0.1")
         self.addCleanup(originPort.stopListening)
-        http = free_port()
-        child = self.spawn(CONFIG.format(http=http, control=free_port(), origin=originPort.getHost().port))
+        child = self.spawn(TWISTD_CONFIG.format(http=0, origin=originPort.getHost().port))
+        http, control = await child.ports()
+        self.assertNotEqual(http, control)
         pool = HTTPConnectionPool(reactor, persistent=False)
         agent = Agent(reactor, pool=pool)
-        response = None
-        for _ in range(200):
-            try:
-                response = await agent.request(b"GET", b"http://127.0.0.1:%d/api/page" % http)
-                break
-            except Exception:
-                if child.ended.called:
-                    break
-                await deferLater(reactor, 0.05, lambda: None)
-        self.assertIsNotNone(response, b"".join(child.output).decode(errors="replace"))
+        response = await agent.request(b"GET", b"http://127.0.0.1:%d/api/page" % http)
         body = await treq.content(response)
         self.assertEqual(response.code, 200)
         self.assertTrue(body.startswith(PAGE))
         self.assertEqual(origin.requests[-1]["uri"], "/v1/page")
         os.kill(child.transport.pid, signal.SIGTERM)
         code = await child.ended
-        self.assertEqual(code, 0, b"".join(child.output).decode(errors="replace"))
+        self.assertEqual(code, 0, child.text())
 
     async def test_busy_port_fails(self) -> None:
         """
@@ -208,7 +345,7 @@ class TwistdTests(TestCase):
             busy.bind(("127.0.0.1", 0))
             busy.listen(1)
             port = busy.getsockname()[1]
-            child = self.spawn(CONFIG.format(http=port, control=free_port(), origin=1))
+            child = self.spawn(TWISTD_CONFIG.format(http=port, origin=1))
             code = await child.ended
         self.assertNotEqual(code, 0)
         self.assertIn(b"Address already in use", b"".join(child.output))

@@ -266,7 +266,8 @@ class BuildServiceTests(SynchronousTestCase):
         python = shlex.quote(sys.executable)
         with open(path, "w") as f:
             f.write(CONFIG.format(python=python))
-        top = build_service(load_config(path), MemoryReactorClock())
+        memory = MemoryReactorClock()
+        top = build_service(load_config(path), memory)
         kinds = [type(child).__name__ for child in top]
         self.assertEqual(
             kinds,
@@ -284,5 +285,5 @@ class BuildServiceTests(SynchronousTestCase):
         self.assertIs(top.metrics.site, top.site)
         self.assertEqual(top.reloader.path, path)
         self.assertEqual([name for _, _, name in top.site.resource.routes], ["site", "docs"])
-        # Nothing is fetched before the service starts.
-        self.assertFalse(top.handle.server("docs").snapshots.warmed.called)
+        # Nothing is fetched, nor waited for, before the service starts.
+        self.assertEqual(memory.tcpClients, [])

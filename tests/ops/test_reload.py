@@ -14,7 +14,6 @@ from typing import Any, Dict, List, Optional
 from treq.testing import StubTreq
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from phantom_frame import CreateProxyConfig, create_proxy
@@ -491,9 +490,8 @@ class ServiceReloadTests(SynchronousTestCase):
 
 
 TWISTD_CONFIG = """
-http_port = {http}
-control_port = {control}
-bind_address = "127.0.0.1"
+http_listen = "tcp:0:interface=127.0.0.1"
+control_listen = "tcp:0:interface=127.0.0.1"
 control_auth = "one"
 shutdown_grace = 2
 
@@ -515,42 +513,22 @@ class TwistdReloadTests(TestCase):
         new prefix is served, the unchanged server kept its cache, and
         C{/metrics} counts the reload.
         """
-        import sys
-
         import treq
         from twisted.internet import reactor
-        from twisted.internet.task import deferLater
         from twisted.web.client import Agent, HTTPConnectionPool
         from twisted.web.server import Site
 
-        from tests.test_plugin import ROOT as PROJECT, Twistd, free_port
+        from tests.test_plugin import spawn_twistd
 
         if not hasattr(signal, "SIGHUP"):
             raise self.skipTest("no SIGHUP on this platform")
         origin = Origin()
         originPort = reactor.listenTCP(0, Site(origin), interface="127.0.0.1")
         self.addCleanup(originPort.stopListening)
-        http, control = free_port(), free_port()
-        text = TWISTD_CONFIG.format(http=http, control=control, origin=originPort.getHost().port)
-        path = os.path.abspath(self.mktemp())
-        with open(path, "w") as f:
-            f.write(text)
-        child = Twistd()
-        reactor.spawnProcess(
-            child,
-            sys.executable,
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-n", "--pidfile=", "phantom-frame", "--config", path],
-            env=dict(os.environ, PYTHONPATH=PROJECT),
-            path=PROJECT,
-        )
-
-        async def stop() -> None:
-            if not child.ended.called:
-                os.kill(child.transport.pid, signal.SIGTERM)
-                await child.ended
-
-        self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+        text = TWISTD_CONFIG.format(origin=originPort.getHost().port)
+        child = spawn_twistd(self, text)
+        path = child.config
+        http, control = await child.ports()
         pool = HTTPConnectionPool(reactor, persistent=False)
         agent = Agent(reactor, pool=pool)
 
@@ -560,26 +538,16 @@ class TwistdReloadTests(TestCase):
             response = await agent.request(b"GET", url.encode(), Headers(headers or {}))
             return response, await treq.content(response)
 
-        output = lambda: b"".join(child.output).decode(errors="replace")  # noqa: E731
-        for _ in range(200):
-            try:
-                response, _ = await get(f"http://127.0.0.1:{http}/page")
-                break
-            except Exception:
-                self.assertFalse(child.ended.called, output())
-                await deferLater(reactor, 0.05, lambda: None)
+        await get(f"http://127.0.0.1:{http}/page")
         response, _ = await get(f"http://127.0.0.1:{http}/page")
-        self.assertEqual(response.headers.getRawHeaders(b"cache-status"), [b"phantom-frame; hit"], output())
+        self.assertEqual(response.headers.getRawHeaders(b"cache-status"), [b"phantom-frame; hit"], child.text())
         with open(path, "w") as f:
             f.write(text + '\n[server.api]\nbind_to = "/api"\nproxy_url = "http://127.0.0.1:%d/v1"\n'
                     % originPort.getHost().port)
         os.kill(child.transport.pid, signal.SIGHUP)
-        for _ in range(200):
-            await get(f"http://127.0.0.1:{http}/api/users")
-            if origin.requests[-1]["uri"] == "/v1/users":
-                break
-            await deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual(origin.requests[-1]["uri"], "/v1/users", output())
+        await child.matches(rb"reloaded: unchanged site, changed none, added api, removed none")
+        await get(f"http://127.0.0.1:{http}/api/users")
+        self.assertEqual(origin.requests[-1]["uri"], "/v1/users", child.text())
         response, _ = await get(f"http://127.0.0.1:{http}/page")
         self.assertEqual(response.headers.getRawHeaders(b"cache-status"), [b"phantom-frame; hit"])
         response, body = await get(f"http://127.0.0.1:{control}/metrics", {"Authorization": ["Bearer one"]})
@@ -588,6 +556,5 @@ class TwistdReloadTests(TestCase):
         self.assertEqual(
             value(parsed, "phantom_frame_requests_total", server="site", method="get_head", status="2xx", cache="hit"), 2
         )
-        await stop()
-        self.assertEqual(await child.ended, 0, output())
-        self.assertIn("reloaded: unchanged site, changed none, added api, removed none", output())
+        os.kill(child.transport.pid, signal.SIGTERM)
+        self.assertEqual(await child.ended, 0, child.text())

@@ -7,6 +7,7 @@ and snapshot warm-ups that wait for a supervised origin.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import socket
@@ -17,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import FailTest, SynchronousTestCase, TestCase
 
 from phantom_frame.config.loader import load_config
 from phantom_frame.proxy.handle import CacheHandle
@@ -36,20 +37,82 @@ from tests.memory import samples, value
 PYTHON = shlex.quote(sys.executable)
 
 
-def free_port() -> int:
-    """
-    @return: a TCP port on loopback that was free a moment ago.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+#: What an origin started by L{origin_command} logs once it listens (the
+#: port the system gave it in the group).
+SERVING = r"\[{name}\] Serving HTTP on 127\.0\.0\.1 port (\d+) "
 
 
-def origin_command(port: int) -> str:
+def origin_command(*extra: str) -> str:
     """
-    @return: an C{execute} value serving the current directory on C{port}.
+    @param extra: more arguments (another command serving the same way).
+    @return: an C{execute} value serving the current directory on a port
+        the system chooses, which it prints (see L{SERVING}).
     """
-    return f"{PYTHON} -u -m http.server {port} --bind 127.0.0.1"
+    return " ".join([f"{PYTHON} -u -m http.server 0 --bind 127.0.0.1", *extra])
+
+
+def reserve_port(testcase: Any) -> socket.socket:
+    """
+    @return: a TCP socket bound to a port on loopback the system chose,
+        not listening: connections to the port are refused, and no one else
+        can take it, until the test ends (when it is closed).
+    """
+    reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    testcase.addCleanup(reserved.close)
+    reserved.bind(("127.0.0.1", 0))
+    return reserved
+
+
+class Logged:
+    """
+    Every log event during a test, and L{Deferred}s firing once enough of
+    them match.
+    """
+
+    def __init__(self, testcase: Any) -> None:
+        self.events: List[Dict[str, Any]] = []
+        self._waiting: List[Tuple[str, Any, int, Deferred]] = []
+        globalLogPublisher.addObserver(self._observe)
+        testcase.addCleanup(globalLogPublisher.removeObserver, self._observe)
+
+    def _observe(self, event: Dict[str, Any]) -> None:
+        self.events.append(event)
+        self._check()
+
+    def _check(self) -> None:
+        for item in list(self._waiting):
+            namespace, pattern, count, d = item
+            found = [m for m in (pattern.search(t) for t in self.texts(namespace)) if m is not None]
+            if len(found) >= count:
+                self._waiting.remove(item)
+                d.callback(found)
+
+    def texts(self, namespace: str) -> List[str]:
+        """
+        @return: the formatted events of C{namespace}.
+        """
+        return [formatEvent(e) for e in self.events if e.get("log_namespace") == namespace]
+
+    def matches(
+        self, pattern: str, namespace: str = "phantom_frame.origin", count: int = 1, timeout: float = 15
+    ) -> Deferred[List[Any]]:
+        """
+        Wait until C{count} events of C{namespace} match C{pattern}.
+
+        @return: a L{Deferred} firing with the matches, in order, or failing
+            with L{FailTest} after C{timeout} seconds.
+        """
+        item: Tuple[str, Any, int, Deferred] = (namespace, re.compile(pattern), count, Deferred(
+            lambda d: self._waiting.remove(item)
+        ))
+        self._waiting.append(item)
+        self._check()
+
+        def timedOut(failure: Any, timeout: float) -> None:
+            texts = "\n".join(self.texts(namespace))
+            raise FailTest(f"not {count} of {pattern!r} within {timeout:g}s:\n{texts}")
+
+        return item[3].addTimeout(timeout, reactor, onTimeoutCancel=timedOut)
 
 
 class HelperTests(SynchronousTestCase):
@@ -211,8 +274,9 @@ class WaitForPortTests(TestCase):
         """
         A port nobody listens on is given up on after the timeout.
         """
+        port = reserve_port(self).getsockname()[1]
         started = reactor.seconds()
-        self.assertFalse(await wait_for_port(reactor, "127.0.0.1", free_port(), 0.3, 0.05))
+        self.assertFalse(await wait_for_port(reactor, "127.0.0.1", port, 0.3, 0.05))
         self.assertLess(reactor.seconds() - started, 3)
 
 
@@ -224,9 +288,7 @@ class SupervisorTests(TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        self.events: List[Dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.logged = Logged(self)
 
     async def until(self, condition: Any, seconds: float = 15) -> None:
         """
@@ -236,6 +298,16 @@ class SupervisorTests(TestCase):
         while not condition():
             self.assertLess(reactor.seconds(), deadline, "timed out")
             await deferLater(reactor, 0.02, lambda: None)
+
+    async def serving(self, name: str, count: int = 1) -> int:
+        """
+        Wait until the C{count}th origin process of server C{name} says it
+        listens.
+
+        @return: the port it listens on.
+        """
+        found = await self.logged.matches(SERVING.format(name=name), count=count)
+        return int(found[count - 1].group(1))
 
     async def test_restart(self) -> None:
         """
@@ -248,31 +320,25 @@ class SupervisorTests(TestCase):
         metrics = Metrics(CacheHandle(), reactor)
         supervisor = OriginSupervisor(reactor, metrics)
         supervisor.minRestartDelay = 0.05
-        port = free_port()
-        supervisor.supervise("site", origin_command(port), directory)
+        supervisor.supervise("site", origin_command(), directory)
         supervisor.startService()
         self.addCleanup(lambda: supervisor.running and supervisor.stopService())
+        port = await self.serving("site")
         self.assertTrue(await wait_for_port(reactor, "127.0.0.1", port, 15, 0.05))
         first = supervisor.protocols["site"].transport.pid
-        await self.until(lambda: "[site] Serving HTTP on 127.0.0.1" in self.output())
         os.kill(first, signal.SIGKILL)
-        await self.until(lambda: "site" in supervisor.protocols and supervisor.protocols["site"].transport.pid != first)
+        port = await self.serving("site", count=2)
         self.assertTrue(await wait_for_port(reactor, "127.0.0.1", port, 15, 0.05))
         second = supervisor.protocols["site"].transport.pid
-        starts = [formatEvent(e) for e in self.events if "starting origin command" in formatEvent(e)]
+        self.assertNotEqual(second, first)
+        starts = [t for t in self.logged.texts("phantom_frame.ops.supervise") if "starting origin command" in t]
         self.assertEqual(len(starts), 2)
-        self.assertIn(f"server site: starting origin command {origin_command(port)!r} in {directory}", starts[0])
+        self.assertIn(f"server site: starting origin command {origin_command()!r} in {directory}", starts[0])
         self.assertEqual(value(samples(metrics.render().decode()), "phantom_frame_origin_starts_total", server="site"), 2)
         await supervisor.stopService()
         self.assertEqual(supervisor.protocols, {})
         self.assertRaises(ProcessLookupError, os.kill, second, 0)
-        self.assertFalse(await wait_for_port(reactor, "127.0.0.1", port, 0.2, 0.05))
-
-    def output(self) -> str:
-        """
-        @return: the logged output of origin processes, formatted.
-        """
-        return "\n".join(formatEvent(e) for e in self.events if e.get("log_namespace") == "phantom_frame.origin")
+        self.assertEqual([name for name, call in supervisor.restart.items() if call.active()], [])
 
     async def test_replace_and_release(self) -> None:
         """
@@ -283,22 +349,29 @@ class SupervisorTests(TestCase):
         os.makedirs(directory)
         supervisor = OriginSupervisor(reactor)
         supervisor.minRestartDelay = 0.05
-        port, other = free_port(), free_port()
-        supervisor.supervise("site", origin_command(port), directory)
+        supervisor.supervise("site", origin_command(), directory)
         supervisor.startService()
         self.addCleanup(lambda: supervisor.running and supervisor.stopService())
-        self.assertTrue(await wait_for_port(reactor, "127.0.0.1", port, 15, 0.05))
+        await self.serving("site")
         pid = supervisor.protocols["site"].transport.pid
-        supervisor.supervise("site", origin_command(port), directory)
+        supervisor.supervise("site", origin_command(), directory)
         self.assertEqual(supervisor.protocols["site"].transport.pid, pid)
-        supervisor.supervise("site", origin_command(other), directory)
-        self.assertTrue(await wait_for_port(reactor, "127.0.0.1", other, 15, 0.05))
-        self.assertEqual(supervisor.commands, {"site": (origin_command(other), directory)})
+        other = origin_command("--directory", ".")
+        supervisor.supervise("site", other, directory)
+        port = await self.serving("site", count=2)
+        self.assertTrue(await wait_for_port(reactor, "127.0.0.1", port, 15, 0.05))
+        self.assertNotEqual(supervisor.protocols["site"].transport.pid, pid)
+        self.assertRaises(ProcessLookupError, os.kill, pid, 0)
+        self.assertEqual(supervisor.commands, {"site": (other, directory)})
         supervisor.release("site")
         await self.until(lambda: not supervisor.protocols)
         self.assertEqual(supervisor.commands, {})
         await supervisor.stopService()
 
+
+#: An origin command that says it is ready, then runs until it is stopped;
+#: the test listens on the origin's port for it (see L{ServiceTests}).
+READY = f"{PYTHON} -u -c 'import sys; print(\"origin ready\"); sys.stdin.read()'"
 
 CONFIG = """
 http_listen = "tcp:0:interface=127.0.0.1"
@@ -325,24 +398,43 @@ class ServiceTests(TestCase):
         """
         The proxy starts the origin, waits for its port, then fetches the
         snapshots from it; stopping the proxy stops the origin.
+
+        The origin's port is bound by the test before the proxy starts,
+        but refuses connections until the origin command has said it is
+        ready: only then does the test listen on it, as the origin.
         """
+        from twisted.web.server import Site
+
+        from tests.origin import Origin
+
         directory = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(directory, "site"))
-        for name in ("index.html", "page.html"):
-            with open(os.path.join(directory, "site", name), "w") as f:
-                f.write(f"<html><body>{name}</body></html>")
-        port = free_port()
+        pages = Origin()
+        reserved = reserve_port(self)
+        port = reserved.getsockname()[1]
         path = os.path.join(directory, "config.toml")
         with open(path, "w") as f:
-            f.write(CONFIG.format(port=port, command=origin_command(port).replace('"', '\\"')))
+            f.write(CONFIG.format(port=port, command=READY.replace('"', '\\"')))
+        logged = Logged(self)
         top = build_service(load_config(path), reactor, origin_timeout=20)
         top.privilegedStartService()
         top.startService()
         self.addCleanup(lambda: top.running and top.stopService())
+        await logged.matches(r"^\[docs\] origin ready$")
+        self.assertFalse(top.handle.server("docs").snapshots.warmed.called)
+        reserved.listen(16)
+        reserved.setblocking(False)
+        origin = reactor.adoptStreamPort(reserved.fileno(), socket.AF_INET, Site(pages))
+        self.addCleanup(origin.stopListening)
         server = top.handle.server("docs")
         results = await server.snapshots.warmed
         self.assertEqual(results, {"/": None, "/page.html": None})
         self.assertTrue(server.snapshots.has("/page.html"))
+        self.assertEqual(pages.hits, {"/": 1, "/page.html": 1})
+        self.assertIn(
+            f"server docs: waiting for its origin at 127.0.0.1:{port} before pre-generating",
+            logged.texts("phantom_frame.ops.supervise"),
+        )
         pid = top.supervisor.protocols["docs"].transport.pid
         await top.stopService()
         self.assertRaises(ProcessLookupError, os.kill, pid, 0)

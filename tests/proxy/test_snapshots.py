@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import json
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from phantom_frame import CreateProxyConfig
+from phantom_frame.config.loader import parse_config
 from phantom_frame.ops.control import ControlResource
 from phantom_frame.proxy.snapshots import NotPreGenerated, SnapshotError
 from phantom_frame.proxy.origin import UpstreamError
 
-from tests.origin import Running, header
+from tests.memory import Proxy
+from tests.origin import PAGE, Origin, Running, header
 
 SSG = CreateProxyConfig().with_proxy_mode("pre_generate")
-
-
-def wait(seconds: float = 0.01) -> Deferred:
-    return deferLater(reactor, seconds, lambda: None)
 
 
 class WarmUpTests(TestCase):
@@ -65,20 +63,49 @@ class WarmUpTests(TestCase):
         self.assertEqual(response.code, 404)
         self.flushLoggedErrors()
 
-    async def test_request_during_warm_up_waits(self) -> None:
+
+class WarmUpWaitTests(SynchronousTestCase):
+    """
+    Requests that arrive during the warm-up, in memory on a fake clock.
+    """
+
+    def test_request_during_warm_up_waits(self) -> None:
         """
         A request for a listed path that arrives while its fetch is in
         flight (or still queued) waits for it instead of getting 404.
         """
-        run = Running(self, SSG.with_pre_generate_paths(["/gated"]).with_include_paths([]), gated=True)
-        pending = run.fetch("GET", "/gated")
-        await wait(0.05)
+        origin = Origin()
+        origin.gate = Deferred()
+        config = parse_config(
+            {
+                "server": {
+                    "site": {
+                        "proxy_url": "http://origin.example",
+                        "proxy_mode": "pre_generate",
+                        "pre_generate_paths": ["/gated"],
+                        "include_paths": [],
+                    }
+                }
+            }
+        )
+        proxy = Proxy(self, config, origin)
+        warmed = proxy.handle.server("site").snapshots.warm_up()
+        proxy.settle()
+        self.assertEqual(origin.hits["/gated"], 1)
+        pending = proxy.client.get("http://proxy.example/gated")
+        proxy.settle()
         self.assertNoResult(pending)
-        run.origin.gate.callback(None)
-        response, body = await pending
+        self.assertNoResult(warmed)
+        origin.gate.callback(None)
+        proxy.settle()
+        self.assertEqual(self.successResultOf(warmed), {"/gated": None})
+        response = self.successResultOf(pending)
+        body = treq.content(response)
+        proxy.settle()
         self.assertEqual(response.code, 200)
+        self.assertEqual(self.successResultOf(body), PAGE)
         self.assertEqual(header(response, "cache-status"), "phantom-frame; fwd=uri-miss; collapsed")
-        self.assertEqual(run.origin.hits["/gated"], 1)
+        self.assertEqual(origin.hits["/gated"], 1)
 
 
 class ServingTests(TestCase):

@@ -31,7 +31,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IPushProducer, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -62,6 +62,7 @@ from phantom_frame.proxy.tunnel import (
 from phantom_frame.proxy.origin import Origin, end_to_end
 
 from tests.http.test_tls import make_pair
+from tests.origin import stalled, until
 
 UPGRADE = (
     b"GET /ws?x=1 HTTP/1.1\r\nHost: proxy.example\r\n"
@@ -794,12 +795,22 @@ class EchoServer(WebSocketServerProtocol):
     """
     Echoes messages; closes when asked to; chooses the C{chat}
     subprotocol when offered.
+
+    @ivar closed: once the WebSocket is closed, whether it was closed
+        cleanly (with the closing handshake) and the close code.
     """
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.lost: Deferred[None] = Deferred()
+        self.closed: Optional[Tuple[bool, Optional[int]]] = None
         self.factory.connections.append(self)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Any) -> None:
+        """
+        Record how the WebSocket closed.
+        """
+        self.closed = (wasClean, code)
 
     def onConnect(self, request) -> Optional[str]:
         self.factory.requests.append(request)
@@ -1300,8 +1311,12 @@ class WebSocketTests(TestCase):
         """
         stack = Stack(self)
         client = await stack.connect()
+        [origin] = stack.echo.connections
+        self.assertIsNone(origin.closed)
         client.transport.abortConnection()
-        await stack.echo.connections[0].lost
+        await origin.lost.addTimeout(10, reactor)
+        # Dropped: no closing handshake reached the origin.
+        self.assertEqual(origin.closed, (False, 1006))
         await stack.settled()
 
     async def test_back_pressure(self) -> None:
@@ -1317,15 +1332,9 @@ class WebSocketTests(TestCase):
         stack = Stack(self, origin_url="http://127.0.0.1:%d" % (port.getHost().port,), echo=flood)
         client = await stack.raw(handshake())
         client.transport.pauseProducing()
-        while not flood.connections:
-            await deferLater(reactor, 0.01, lambda: None)
+        await until(lambda: flood.connections)
         [origin] = flood.connections
-        last, still = -1, 0
-        while still < 5:
-            await deferLater(reactor, 0.02, lambda: None)
-            stalled = not origin.producing or origin.sent >= Flood.cap
-            still = still + 1 if stalled and origin.sent == last else 0
-            last = origin.sent
+        await until(lambda: not origin.producing and stalled(origin.transport.getPeer(), client.transport.getHost()))
         self.assertLess(origin.sent, Flood.cap)
         origin.finish()
         client.transport.resumeProducing()
