@@ -16,6 +16,17 @@ from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.config.loader import Config, ConfigError, ServerConfig, load_config
 from phantom_frame.proxy.settings import CacheStorageMode, CacheStrategy, ProxyMode
 
+__all__ = [
+    "PERSONAL_PATHS",
+    "USAGE",
+    "check",
+    "main",
+    "physical_memory",
+    "risks",
+    "size",
+    "summarize",
+]
+
 USAGE = """\
 Usage: phantom-frame check FILE
        phantom-frame --version

@@ -13,7 +13,8 @@ C{dotenv} key loads a C{.env} file first; variables already in the
 environment win over the file.
 
 The keys and the rules between them are in L{phantom_frame.config.schema},
-the checks of single values in L{phantom_frame.config.values}, the walking of
+the checks of single values in L{phantom_frame.config.values} and
+L{phantom_frame.config.network} (addresses, endpoints, URLs), the walking of
 tables and C{$env:} references in L{phantom_frame.config.tables} and the
 C{.env} reader in L{phantom_frame.config.dotenv}.
 """
@@ -31,8 +32,8 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, _Parser
-from phantom_frame.config.values import _show
+from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
+from phantom_frame.config.values import show
 from phantom_frame.config.values import parse_size as parse_size
 from phantom_frame.proxy.settings import CreateProxyConfig
 
@@ -44,6 +45,7 @@ __all__ = [
     "ServerConfig",
     "load_config",
     "parse_config",
+    "parse_size",
 ]
 
 
@@ -213,9 +215,9 @@ def parse_config(
     defaults = {
         name: field.default for name, field in attr.fields_dict(Config).items()
     }
-    parser = _Parser(env, base_dir, defaults)
+    parser = Parser(env, base_dir, defaults)
     if not isinstance(data, Mapping):
-        raise ConfigError([f"(root): expected a table, got {_show(data)}"])
+        raise ConfigError([f"(root): expected a table, got {show(data)}"])
     values = parser.root(data)
     servers = tuple(
         ServerConfig(name=name, bind_to=bind_to, proxy=proxy)

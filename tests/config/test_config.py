@@ -21,7 +21,7 @@ from phantom_frame.config.loader import (
     parse_config,
     parse_size,
 )
-from phantom_frame.config.dotenv import _parse_dotenv
+from phantom_frame.config.dotenv import parse_dotenv
 from phantom_frame.proxy.settings import (
     CachePolicy,
     CacheStorageMode,
@@ -1271,7 +1271,7 @@ class DotenvTests(_Helpers):
         spacing, quotes (with escapes in double quotes only) and trailing
         comments on unquoted values; a later line wins.
         """
-        values, errors = _parse_dotenv(
+        values, errors = parse_dotenv(
             "# a comment\n"
             "\n"
             "export A=1\n"
