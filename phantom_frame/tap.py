@@ -45,7 +45,7 @@ class Options(usage.Options):
 
         @raise usage.UsageError: when C{--config} is missing or invalid.
         """
-        from phantom_frame.config.loader import ConfigError, load_config
+        from phantom_frame.config import ConfigError, load_config
         from phantom_frame.http.tls import ReloadableContext, TLSConfigError
 
         if not self["config"]:
