@@ -29,6 +29,7 @@ from phantom_frame.config.values import (
     check_bind_to,
     check_bool,
     check_dotenv,
+    check_path,
     check_port,
     check_size,
     check_string,
@@ -77,6 +78,7 @@ def _kind(
 _PORT = _kind(check_port, env_int)
 _BOOL = _kind(check_bool, env_bool)
 _STRING = _kind(check_string)
+_PATH = _kind(check_path)
 _HOST = _kind(check_host)
 _LISTEN_KIND = _kind(check_listen)
 _POSITIVE_SECONDS = _kind(seconds_check(0, inclusive=False), env_float)
@@ -95,8 +97,8 @@ def _enum(cls: Any) -> Kind:
 _ROOT_KINDS: Dict[str, Kind] = {
     "http_port": _PORT,
     "https_port": _PORT,
-    "cert_path": _STRING,
-    "key_path": _STRING,
+    "cert_path": _PATH,
+    "key_path": _PATH,
     "control_port": _PORT,
     "control_auth": _kind(check_token),
     "bind_address": _HOST,
@@ -129,7 +131,7 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "cache_strategy": _enum(CacheStrategy),
     "compress_strategy": _enum(CompressStrategy),
     "cache_storage_mode": _enum(CacheStorageMode),
-    "cache_directory": _STRING,
+    "cache_directory": _PATH,
     "cache_404_capacity": _kind(integer_check(0), env_int),
     "use_404_meta": _BOOL,
     "proxy_mode": _enum(ProxyMode),
@@ -147,7 +149,7 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "stale_if_error": _SECONDS,
     "generate_etag": _BOOL,
     "execute": _STRING,
-    "execute_dir": _STRING,
+    "execute_dir": _PATH,
 }
 
 _WEBHOOK_KINDS: Dict[str, Kind] = {

@@ -25,6 +25,7 @@ __all__ = [
     "check_bind_to",
     "check_bool",
     "check_dotenv",
+    "check_path",
     "check_port",
     "check_size",
     "check_string",
@@ -37,6 +38,7 @@ __all__ = [
     "env_list",
     "env_size",
     "env_text",
+    "has_control",
     "integer_check",
     "is_path",
     "is_pattern",
@@ -211,6 +213,27 @@ def check_string(value: object) -> str:
     raise Invalid(f"expected a non-empty string, got {show(value)}")
 
 
+def has_control(text: str) -> bool:
+    """
+    @return: whether C{text} holds a control character (C{U+0000}-C{U+001F},
+        C{U+007F}-C{U+009F}), which no file name, address or URL may hold.
+    """
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+def check_path(value: object) -> str:
+    """
+    @return: C{value}, a non-empty file or directory name without control
+        characters.
+    @raise Invalid: otherwise.
+    """
+    if isinstance(value, str) and value and not has_control(value):
+        return value
+    raise Invalid(
+        f"expected a file name without control characters, got {show(value)}"
+    )
+
+
 def check_token(value: object) -> str:
     """
     @return: C{value}, a bearer token: printable, without spaces.
@@ -234,7 +257,9 @@ def check_dotenv(value: object) -> Union[bool, str]:
     @return: C{value}, a boolean or the path of a C{.env} file.
     @raise Invalid: otherwise.
     """
-    if isinstance(value, bool) or (isinstance(value, str) and value):
+    if isinstance(value, bool) or (
+        isinstance(value, str) and value and not has_control(value)
+    ):
         return value  # type: ignore[return-value]
     raise Invalid(
         f"expected true, false or the path of a .env file, got {show(value)}"
@@ -392,8 +417,8 @@ def check_bind_to(value: object) -> str:
         problem = 'no trailing "/"'
     elif "//" in value:
         problem = "no empty segments"
-    elif re.search(r"[?#\s]", value):
-        problem = 'no "?", "#" or spaces'
+    elif re.search(r"[?#\s]", value) or has_control(value):
+        problem = 'no "?", "#", spaces or control characters'
     elif "*" in value:
         problem = 'a prefix is not a pattern; no "*"'
     elif any(segment in (".", "..") for segment in value.split("/")):
@@ -445,5 +470,9 @@ def is_path(text: str) -> bool:
     """
     @return: whether C{text} is a request path (with an optional query).
     """
-    return text.startswith("/") and not any(c.isspace() for c in text)
+    return (
+        text.startswith("/")
+        and not any(c.isspace() for c in text)
+        and not has_control(text)
+    )
 
