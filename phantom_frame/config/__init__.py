@@ -8,7 +8,8 @@ error found; L{parse_size} reads sizes such as C{"256MiB"}.
 
 The modules inside are C{loader} (the above), C{schema} (the keys and the
 rules between them), C{tables} (walking tables, C{$env:} references),
-C{values} and C{network} (single values), C{dotenv} (C{.env} files) and C{check} (the
+C{values} and C{network} (single values), C{files} (the certificate, key
+and cache directories named), C{dotenv} (C{.env} files) and C{check} (the
 C{phantom-frame check} command).
 """
 

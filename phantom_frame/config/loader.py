@@ -14,9 +14,10 @@ environment win over the file.
 
 The keys and the rules between them are in L{phantom_frame.config.schema},
 the checks of single values in L{phantom_frame.config.values} and
-L{phantom_frame.config.network} (addresses, endpoints, URLs), the walking of
-tables and C{$env:} references in L{phantom_frame.config.tables} and the
-C{.env} reader in L{phantom_frame.config.dotenv}.
+L{phantom_frame.config.network} (addresses, endpoints, URLs), the checks of
+the files a configuration names in L{phantom_frame.config.files}, the
+walking of tables and C{$env:} references in L{phantom_frame.config.tables}
+and the C{.env} reader in L{phantom_frame.config.dotenv}.
 """
 
 from __future__ import annotations

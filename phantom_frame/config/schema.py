@@ -4,8 +4,9 @@ The keys of the configuration file and the rules between them.
 C{_ROOT_KINDS}, C{_SERVER_KINDS} and C{_WEBHOOK_KINDS} say which keys the
 root, a C{[server.NAME]} block and a C{[[server.NAME.webhooks]]} table accept
 and how each value is checked; L{Parser} walks a whole file with them,
-loading the C{dotenv} file first and checking what no single key can (TLS
-files, clashing listeners, servers sharing a C{bind_to}).
+loading the C{dotenv} file first and checking what no single key can (the
+TLS files, clashing listeners, servers sharing a C{bind_to}, filesystem
+cache directories).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from phantom_frame.config.dotenv import parse_dotenv
+from phantom_frame.config.files import directory_problem, tls_problem, unreadable
 from phantom_frame.config.network import check_host, check_listen, url_check
 from phantom_frame.config.tables import (
     BAD,
@@ -263,13 +265,15 @@ class Parser(TableChecker):
     def tls(self, result: Table, values: Dict[str, Any]) -> None:
         """
         Check that C{cert_path} and C{key_path} are given exactly when there
-        is an HTTPS listener, and that the files are readable; make their
+        is an HTTPS listener, and that the files load as the HTTPS listener
+        loads them (a PEM chain, a PEM key that matches it); make their
         paths absolute in C{values}.
 
         @param result: the root table's outcome.
         @param values: the valid root values, updated.
         """
         https = [k for k in ("https_port", "https_listen") if result.present(k)]
+        readable = True
         for key in _ROOT_PATH_KEYS:
             if https and not result.present(key):
                 self.error(key, f"required when {https[0]} is set")
@@ -279,11 +283,14 @@ class Parser(TableChecker):
                 )
             if key in values:
                 values[key] = self.path(values[key])
-                try:
-                    with open(values[key], "rb"):
-                        pass
-                except OSError as e:
-                    self.error(key, f"cannot read {values[key]!r}: {e.strerror}")
+                reason = unreadable(values[key])
+                if reason is not None:
+                    self.error(key, f"cannot read {values[key]!r}: {reason}")
+                    readable = False
+        if https and readable and all(key in values for key in _ROOT_PATH_KEYS):
+            problem = tls_problem(values["cert_path"], values["key_path"])
+            if problem is not None:
+                self.error(*problem)
 
     def listeners(self, result: Table, values: Dict[str, Any]) -> None:
         """
@@ -401,6 +408,11 @@ class Parser(TableChecker):
         for key in _SERVER_PATH_KEYS:
             if key in values:
                 values[key] = self.path(values[key])
+        filesystem = values.get("cache_storage_mode") == CacheStorageMode.FILESYSTEM
+        if filesystem and "cache_directory" in values:
+            problem = directory_problem(values["cache_directory"])
+            if problem is not None:
+                self.error(f"{path}.cache_directory", problem)
         bind_to = values.pop("bind_to", "*")
         proxy = CreateProxyConfig(**values)
         return bind_to, proxy, "bind_to" not in result.failed
