@@ -181,6 +181,16 @@ class Config:
             return None
         return _tcp(self.https_port, self.bind_address)
 
+    def listener_key(self, name: str) -> str:
+        """
+        @param name: C{"http"}, C{"https"} or C{"control"}.
+        @return: the key that describes that listener, for messages:
+            C{NAME_listen} when it is given, else C{NAME_port}.
+        """
+        if getattr(self, f"{name}_listen") is not None:
+            return f"{name}_listen"
+        return f"{name}_port"
+
     def control_endpoint(self) -> str:
         """
         @return: the server endpoint description of the control site:
