@@ -203,6 +203,22 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(main(), 2)
         self.assertIn("Usage:", err.getvalue())
 
+    def test_readerGone(self) -> None:
+        """
+        When the reader of standard output goes away (C{phantom-frame check
+        FILE | head -1}), the command exits quietly with its own status, and
+        the stream's last flush raises nothing either.
+        """
+        read, write = os.pipe()
+        os.close(read)
+        stream = os.fdopen(write, "w", buffering=1)
+        self.addCleanup(stream.close)
+        err = io.StringIO()
+        self.assertEqual(main(["check", self.write(VALID)], stdout=stream, stderr=err), 0)
+        self.assertEqual(err.getvalue(), "")
+        stream.write("left in the buffer\n")
+        stream.flush()
+
 
 class SummarizeTests(SynchronousTestCase):
     """
