@@ -10,7 +10,6 @@ import os
 import signal
 from typing import Any, List, Optional
 
-from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -25,6 +24,7 @@ from phantom_frame.http.tls import ReloadableContext, tls_factory
 from phantom_frame.ops.control import ControlResource
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.ops.reload import HangupReloader, Reloader
+from phantom_frame.startup import listener
 
 log = Logger()
 
@@ -150,6 +150,9 @@ def build_service(
         C{reloader}, C{supervisor} and C{control} (the control resource)
         attributes.
     @raise TLSConfigError: when the certificate or key cannot be used.
+    @raise phantom_frame.startup.StartupError: when a listener's endpoint
+        description cannot be used; a listener that cannot listen raises it
+        when the service starts.
     """
     from phantom_frame.ops.supervise import OriginSupervisor, WarmUps
 
@@ -180,12 +183,12 @@ def build_service(
     warmups.setServiceParent(top)
     graceful = GracefulStop([site], config.shutdown_grace, reactor)
     graceful.setServiceParent(top)
-    strports.service(config.http_endpoint(), site, reactor=reactor).setServiceParent(top)
+    listener(config.listener_key("http"), config.http_endpoint(), site, reactor).setServiceParent(top)
     https = config.https_port_endpoint()
     if https is not None:
         if tls is None:
             tls = ReloadableContext(config.cert_path, config.key_path)
-        strports.service(https, tls_factory(tls, site), reactor=reactor).setServiceParent(top)
+        listener(config.listener_key("https"), https, tls_factory(tls, site), reactor).setServiceParent(top)
     else:
         tls = None
     control_resource = ControlResource(handle, config.control_auth, metrics=metrics)
@@ -208,7 +211,7 @@ def build_service(
     control = server.Site(control_resource, reactor=reactor)
     control.displayTracebacks = False
     control.noisy = False
-    strports.service(config.control_endpoint(), control, reactor=reactor).setServiceParent(top)
+    listener(config.listener_key("control"), config.control_endpoint(), control, reactor).setServiceParent(top)
     top.handle = handle  # type: ignore[attr-defined]
     top.site = site  # type: ignore[attr-defined]
     top.metrics = metrics  # type: ignore[attr-defined]

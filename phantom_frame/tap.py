@@ -45,7 +45,7 @@ class Options(usage.Options):
 
         @raise usage.UsageError: when C{--config} is missing or invalid.
         """
-        from phantom_frame.config.loader import ConfigError, load_config
+        from phantom_frame.config import ConfigError, load_config
         from phantom_frame.http.tls import ReloadableContext, TLSConfigError
 
         if not self["config"]:
@@ -67,14 +67,27 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor=None) -> MultiService:
     """
+    Build the proxy. Under twistd, a failure to start (now, or when a
+    listener cannot listen) is printed as one line naming the key and the
+    cause, and twistd exits with status 1, without a traceback.
+
     @param options: parsed L{Options}.
     @param reactor: the reactor (the global one when omitted).
     @return: the proxy's L{MultiService}.
+    @raise phantom_frame.startup.StartupError: when it cannot be built (a
+        cache directory that cannot be made, a listener's endpoint that
+        cannot be used).
     """
     if reactor is None:
         from twisted.internet import reactor
     from phantom_frame.service import build_service
+    from phantom_frame.startup import cannot_start, startup_hook
 
-    return build_service(
-        options["parsed"], reactor, tls=options.get("tls"), install_signals=True
-    )
+    if getattr(options, "parent", None) is not None:
+        sys.excepthook = startup_hook(sys.excepthook)
+    try:
+        return build_service(
+            options["parsed"], reactor, tls=options.get("tls"), install_signals=True
+        )
+    except OSError as e:
+        raise cannot_start(e) from None

@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from phantom_frame.cache.threads import runInline
-from phantom_frame.config.loader import Config
+from phantom_frame.config import Config
 from phantom_frame.ops.control import ControlResource
 from phantom_frame.proxy.handle import CacheHandle
 from phantom_frame.ops.metrics import Metrics

@@ -17,7 +17,8 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
@@ -348,7 +349,7 @@ class TwistdTests(TestCase):
             child = self.spawn(TWISTD_CONFIG.format(http=port, origin=1))
             code = await child.ended
         self.assertNotEqual(code, 0)
-        self.assertIn(b"Address already in use", b"".join(child.output))
+        self.assertIn(b"address already in use", b"".join(child.output))
 
     async def test_bad_config_fails(self) -> None:
         """
@@ -358,3 +359,153 @@ class TwistdTests(TestCase):
         code = await child.ended
         self.assertNotEqual(code, 0)
         self.assertIn(b"http_port", b"".join(child.output))
+
+
+
+STARTUP = """
+{root}
+[server.site]
+proxy_url = "http://127.0.0.1:1"
+{server}
+"""
+
+#: Root keys that listen on ports the system picks.
+ANY_PORTS = 'http_listen = "tcp:0:interface=127.0.0.1"\ncontrol_listen = "tcp:0:interface=127.0.0.1"'
+
+
+class StartupErrorTests(SynchronousTestCase):
+    """
+    What can be seen in the file is refused before twistd starts anything;
+    what can only be seen at start is one L{StartupError} line.
+    """
+
+    def write(self, root: str = ANY_PORTS, server: str = "") -> str:
+        """
+        @return: the path of a new file with these root keys and these keys
+            in its one server block.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(STARTUP.format(root=root, server=server))
+        return path
+
+    def test_staticErrors(self) -> None:
+        """
+        A bad address, an endpoint description Twisted cannot parse or does
+        not know, and a cache directory under a regular file are
+        configuration errors naming the key.
+        """
+        regular = os.path.abspath(self.mktemp())
+        with open(regular, "w") as f:
+            f.write("x")
+        cache = f'cache_storage_mode = "filesystem"\ncache_directory = "{regular}/cache"'
+        cases = [
+            (self.write(root='bind_address = "999.999.999.999"'), "bind_address: "),
+            (self.write(root='http_listen = "tcp:notaport"'), "http_listen: "),
+            (self.write(root='control_listen = "bogus:foo"'), "control_listen: "),
+            (self.write(server=cache), "server.site.cache_directory: "),
+        ]
+        for path, key in cases:
+            error = self.assertRaises(UsageError, tap.Options().parseOptions, ["--config", path])
+            self.assertIn(key, str(error))
+
+    def test_buildFailure(self) -> None:
+        """
+        A cache directory that cannot be made when the service is built
+        (a file appeared there after the check) is a L{StartupError}
+        naming it, not a traceback.
+        """
+        from phantom_frame.startup import StartupError
+
+        directory = os.path.abspath(self.mktemp())
+        path = self.write(server=f'cache_storage_mode = "filesystem"\ncache_directory = "{directory}"')
+        options = tap.Options()
+        options.parseOptions(["--config", path])
+        with open(directory, "w") as f:
+            f.write("x")
+        error = self.assertRaises(StartupError, tap.makeService, options, reactor=MemoryReactorClock())
+        self.assertIn(directory, str(error))
+        self.assertTrue(str(error).startswith("cannot start: "), str(error))
+
+
+class StartupFailureTests(TestCase):
+    """
+    A real C{twistd -n phantom-frame} that cannot start prints one line
+    naming the key and the cause, and exits 1, without a traceback.
+    """
+
+    timeout = 60
+
+    def fails(self, root: str) -> Deferred:
+        """
+        Run twistd on a file with these root keys, expecting it to exit.
+
+        @return: a L{Deferred} firing with its exit status and its output.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(STARTUP.format(root=root, server=""))
+        child = Twistd()
+        process = reactor.spawnProcess(
+            child,
+            sys.executable,
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "phantom-frame", "--config", path],
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            path=ROOT,
+        )
+
+        def kill() -> None:
+            if not child.ended.called:
+                process.signalProcess("KILL")
+
+        self.addCleanup(kill)
+        return child.ended.addCallback(lambda code: (code, b"".join(child.output)))
+
+    def assertOneLine(self, code: int, output: bytes, line: bytes) -> None:
+        """
+        Assert that twistd exited 1 and printed C{line}, and no traceback.
+        """
+        self.assertEqual(code, 1, output)
+        self.assertNotIn(b"Traceback", output)
+        self.assertIn(b"phantom-frame: " + line + b"\n", output)
+
+    async def test_busyPort(self) -> None:
+        """
+        A port another socket listens on: C{http_port: cannot listen on
+        ADDRESS:PORT: address already in use}.
+        """
+        busy = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(busy.stopListening)
+        port = busy.getHost().port
+        root = (
+            f'http_port = {port}\nbind_address = "127.0.0.1"\n'
+            'control_listen = "tcp:0:interface=127.0.0.1"'
+        )
+        code, output = await self.fails(root)
+        self.assertOneLine(
+            code, output, b"http_port: cannot listen on 127.0.0.1:%d: address already in use" % port
+        )
+
+    async def test_missingSocketDirectory(self) -> None:
+        """
+        A UNIX control socket in a directory that does not exist.
+        """
+        socket_path = os.path.join(os.path.abspath(self.mktemp()), "pf.sock")
+        root = f'http_listen = "tcp:0:interface=127.0.0.1"\ncontrol_listen = "unix:{socket_path}"'
+        code, output = await self.fails(root)
+        self.assertOneLine(
+            code,
+            output,
+            b"control_listen: cannot listen on unix:%s: no such file or directory" % socket_path.encode(),
+        )
+
+    async def test_unknownEndpointType(self) -> None:
+        """
+        An endpoint type nothing provides is refused as a configuration
+        error naming the key, before anything starts.
+        """
+        code, output = await self.fails('http_listen = "bogus:foo"\ncontrol_listen = "tcp:0"')
+        self.assertEqual(code, 1, output)
+        self.assertNotIn(b"Traceback", output)
+        self.assertIn(b"http_listen: expected a Twisted endpoint description", output)

@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame.http import site as service
-from phantom_frame.config.loader import load_config, parse_config
+from phantom_frame.config import load_config, parse_config
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
 from phantom_frame.service import build_service

@@ -5,16 +5,28 @@ configuration file with the same validator as the twistd plugin.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
 import sys
-from typing import Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Callable, Dict, List, Optional, TextIO, Tuple, cast
 
 from phantom_frame._version import __version__
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.config.loader import Config, ConfigError, ServerConfig, load_config
 from phantom_frame.proxy.settings import CacheStorageMode, CacheStrategy, ProxyMode
+
+__all__ = [
+    "PERSONAL_PATHS",
+    "USAGE",
+    "check",
+    "main",
+    "physical_memory",
+    "risks",
+    "size",
+    "summarize",
+]
 
 USAGE = """\
 Usage: phantom-frame check FILE
@@ -265,6 +277,53 @@ def risks(config: Config, total_memory: Callable[[], Optional[int]] = physical_m
     return found
 
 
+class _Output(io.TextIOBase):
+    """
+    A text stream that, once its reader has gone away (C{phantom-frame check
+    FILE | head -1}), drops what is written instead of raising.
+
+    @ivar gone: whether the reader went away.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        """
+        @param stream: where the text goes.
+        """
+        super().__init__()
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        """
+        Write and flush C{text}, unless the reader is gone.
+
+        @return: C{len(text)}.
+        """
+        if not self.gone:
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except BrokenPipeError:
+                self.gone = True
+                self._discard()
+        return len(text)
+
+    def _discard(self) -> None:
+        """
+        Point the stream's file descriptor at C{/dev/null}, so that what is
+        left in its buffer, flushed at exit, raises nothing either.
+        """
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
 def _usage_error(message: str, stderr: TextIO) -> int:
     """
     @param message: what is wrong with the command line.
@@ -314,6 +373,9 @@ def main(
     Run the C{phantom-frame} command; the console script exits with the
     returned status.
 
+    A reader that goes away early (C{phantom-frame check FILE | head -1})
+    stops the output quietly; the status is the command's all the same.
+
     @param argv: the arguments after the program name; C{sys.argv[1:]} by
         default.
     @param stdout: the output stream; C{sys.stdout} by default.
@@ -322,8 +384,8 @@ def main(
         error.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    out = sys.stdout if stdout is None else stdout
-    err = sys.stderr if stderr is None else stderr
+    out = cast(TextIO, _Output(sys.stdout if stdout is None else stdout))
+    err = cast(TextIO, _Output(sys.stderr if stderr is None else stderr))
     if not args:
         return _usage_error("a command is required", err)
     command, rest = args[0], args[1:]

@@ -1,7 +1,7 @@
 """
 Reading C{.env} files.
 
-L{_parse_dotenv} turns the text of a C{.env} file into variables, the way
+L{parse_dotenv} turns the text of a C{.env} file into variables, the way
 the configuration's C{dotenv} key loads them: C{KEY=VALUE} lines, optionally
 prefixed by C{export }, with unquoted, single-quoted or double-quoted values.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Tuple
 
-from phantom_frame.config.values import _show
+from phantom_frame.config.values import show
+
+__all__ = ["parse_dotenv"]
 
 _DOTENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)\Z")
 _DOTENV_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
@@ -63,7 +65,7 @@ def _dotenv_value(raw: str) -> str:
     return raw.strip()
 
 
-def _parse_dotenv(text: str, filename: str) -> Tuple[Dict[str, str], List[str]]:
+def parse_dotenv(text: str, filename: str) -> Tuple[Dict[str, str], List[str]]:
     """
     Parse the contents of a C{.env} file.
 
@@ -85,7 +87,7 @@ def _parse_dotenv(text: str, filename: str) -> Tuple[Dict[str, str], List[str]]:
         match = _DOTENV_LINE.match(stripped)
         if match is None:
             errors.append(
-                f"{filename}:{number}: expected KEY=VALUE, got {_show(stripped)}"
+                f"{filename}:{number}: expected KEY=VALUE, got {show(stripped)}"
             )
             continue
         try:

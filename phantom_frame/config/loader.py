@@ -13,9 +13,11 @@ C{dotenv} key loads a C{.env} file first; variables already in the
 environment win over the file.
 
 The keys and the rules between them are in L{phantom_frame.config.schema},
-the checks of single values in L{phantom_frame.config.values}, the walking of
-tables and C{$env:} references in L{phantom_frame.config.tables} and the
-C{.env} reader in L{phantom_frame.config.dotenv}.
+the checks of single values in L{phantom_frame.config.values} and
+L{phantom_frame.config.network} (addresses, endpoints, URLs), the checks of
+the files a configuration names in L{phantom_frame.config.files}, the
+walking of tables and C{$env:} references in L{phantom_frame.config.tables}
+and the C{.env} reader in L{phantom_frame.config.dotenv}.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, _Parser
-from phantom_frame.config.values import _show
+from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
+from phantom_frame.config.values import show
 from phantom_frame.config.values import parse_size as parse_size
 from phantom_frame.proxy.settings import CreateProxyConfig
 
@@ -44,6 +46,7 @@ __all__ = [
     "ServerConfig",
     "load_config",
     "parse_config",
+    "parse_size",
 ]
 
 
@@ -178,6 +181,16 @@ class Config:
             return None
         return _tcp(self.https_port, self.bind_address)
 
+    def listener_key(self, name: str) -> str:
+        """
+        @param name: C{"http"}, C{"https"} or C{"control"}.
+        @return: the key that describes that listener, for messages:
+            C{NAME_listen} when it is given, else C{NAME_port}.
+        """
+        if getattr(self, f"{name}_listen") is not None:
+            return f"{name}_listen"
+        return f"{name}_port"
+
     def control_endpoint(self) -> str:
         """
         @return: the server endpoint description of the control site:
@@ -213,9 +226,9 @@ def parse_config(
     defaults = {
         name: field.default for name, field in attr.fields_dict(Config).items()
     }
-    parser = _Parser(env, base_dir, defaults)
+    parser = Parser(env, base_dir, defaults)
     if not isinstance(data, Mapping):
-        raise ConfigError([f"(root): expected a table, got {_show(data)}"])
+        raise ConfigError([f"(root): expected a table, got {show(data)}"])
     values = parser.root(data)
     servers = tuple(
         ServerConfig(name=name, bind_to=bind_to, proxy=proxy)

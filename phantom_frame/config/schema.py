@@ -3,9 +3,10 @@ The keys of the configuration file and the rules between them.
 
 C{_ROOT_KINDS}, C{_SERVER_KINDS} and C{_WEBHOOK_KINDS} say which keys the
 root, a C{[server.NAME]} block and a C{[[server.NAME.webhooks]]} table accept
-and how each value is checked; L{_Parser} walks a whole file with them,
-loading the C{dotenv} file first and checking what no single key can (TLS
-files, clashing listeners, servers sharing a C{bind_to}).
+and how each value is checked; L{Parser} walks a whole file with them,
+loading the C{dotenv} file first and checking what no single key can (the
+TLS files, clashing listeners, servers sharing a C{bind_to}, filesystem
+cache directories).
 """
 
 from __future__ import annotations
@@ -14,42 +15,42 @@ import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from phantom_frame.config.dotenv import parse_dotenv
+from phantom_frame.config.files import directory_problem, tls_problem, unreadable
+from phantom_frame.config.network import check_host, check_listen, url_check
 from phantom_frame.config.tables import (
-    _BAD,
-    _ENV_PREFIX,
-    _key,
-    _Kind,
-    _Table,
-    _TableChecker,
-    _Unset,
+    BAD,
+    ENV_PREFIX,
+    Kind,
+    Table,
+    TableChecker,
+    Unset,
+    quote_key,
 )
 from phantom_frame.config.values import (
-    _check_bind_to,
-    _check_bool,
-    _check_dotenv,
-    _check_host,
-    _check_listen,
-    _check_port,
-    _check_size,
-    _check_string,
-    _check_token,
-    _choice,
-    _env_bool,
-    _env_dotenv,
-    _env_float,
-    _env_int,
-    _env_list,
-    _env_size,
-    _env_text,
-    _integer,
-    _is_path,
-    _is_pattern,
-    _list_check,
-    _seconds,
-    _show,
-    _url_check,
+    check_bind_to,
+    check_bool,
+    check_dotenv,
+    check_path,
+    check_port,
+    check_size,
+    check_string,
+    check_token,
+    choice_check,
+    env_bool,
+    env_dotenv,
+    env_float,
+    env_int,
+    env_list,
+    env_size,
+    env_text,
+    integer_check,
+    is_path,
+    is_pattern,
+    list_check,
+    seconds_check,
+    show,
 )
-from phantom_frame.config.dotenv import _parse_dotenv
 from phantom_frame.proxy.settings import (
     CachePolicy,
     CacheStorageMode,
@@ -61,67 +62,70 @@ from phantom_frame.proxy.settings import (
     WebhookType,
 )
 
+__all__ = ["Parser", "ROOT_KEYS", "SERVER_KEYS"]
+
 
 def _kind(
-    check: Callable[[Any], Any], from_env: Callable[[str], Any] = _env_text
-) -> _Kind:
+    check: Callable[[Any], Any], from_env: Callable[[str], Any] = env_text
+) -> Kind:
     """
-    @param check: see L{_Kind.check}.
-    @param from_env: see L{_Kind.from_env}; strings are taken as they are by
+    @param check: see L{Kind.check}.
+    @param from_env: see L{Kind.from_env}; strings are taken as they are by
         default.
     @return: the kind.
     """
-    return _Kind(check=check, from_env=from_env)
+    return Kind(check=check, from_env=from_env)
 
 
-_PORT = _kind(_check_port, _env_int)
-_BOOL = _kind(_check_bool, _env_bool)
-_STRING = _kind(_check_string)
-_HOST = _kind(_check_host)
-_LISTEN_KIND = _kind(_check_listen)
-_POSITIVE_SECONDS = _kind(_seconds(0, inclusive=False), _env_float)
-_SECONDS = _kind(_seconds(0, inclusive=True), _env_float)
-_SIZE_KIND = _kind(_check_size, _env_size)
+_PORT = _kind(check_port, env_int)
+_BOOL = _kind(check_bool, env_bool)
+_STRING = _kind(check_string)
+_PATH = _kind(check_path)
+_HOST = _kind(check_host)
+_LISTEN_KIND = _kind(check_listen)
+_POSITIVE_SECONDS = _kind(seconds_check(0, inclusive=False), env_float)
+_SECONDS = _kind(seconds_check(0, inclusive=True), env_float)
+_SIZE_KIND = _kind(check_size, env_size)
 
 
-def _enum(cls: Any) -> _Kind:
+def _enum(cls: Any) -> Kind:
     """
     @param cls: an enum with a C{choices()} class method.
     @return: a kind accepting its values and returning its members.
     """
-    return _kind(_choice(cls.choices(), cls))
+    return _kind(choice_check(cls.choices(), cls))
 
 
-_ROOT_KINDS: Dict[str, _Kind] = {
+_ROOT_KINDS: Dict[str, Kind] = {
     "http_port": _PORT,
     "https_port": _PORT,
-    "cert_path": _STRING,
-    "key_path": _STRING,
+    "cert_path": _PATH,
+    "key_path": _PATH,
     "control_port": _PORT,
-    "control_auth": _kind(_check_token),
+    "control_auth": _kind(check_token),
     "bind_address": _HOST,
     "control_bind_address": _HOST,
-    "dotenv": _kind(_check_dotenv, _env_dotenv),
+    "dotenv": _kind(check_dotenv, env_dotenv),
     "http_listen": _LISTEN_KIND,
     "https_listen": _LISTEN_KIND,
     "control_listen": _LISTEN_KIND,
-    "log_format": _kind(_choice(("text", "json"))),
+    "log_format": _kind(choice_check(("text", "json"))),
     "access_log": _BOOL,
     "shutdown_grace": _POSITIVE_SECONDS,
 }
 
 _PATTERNS = _kind(
-    _list_check(
-        _is_pattern,
+    list_check(
+        is_pattern,
         'a pattern "PATH" or "METHOD PATH" (METHOD in upper case, PATH'
         ' starting with "/" or "*")',
     ),
-    _env_list,
+    env_list,
 )
 
-_SERVER_KINDS: Dict[str, _Kind] = {
-    "bind_to": _kind(_check_bind_to),
-    "proxy_url": _kind(_url_check("an http:// or https:// URL with a host", False)),
+_SERVER_KINDS: Dict[str, Kind] = {
+    "bind_to": _kind(check_bind_to),
+    "proxy_url": _kind(url_check("an http:// or https:// URL with a host", False)),
     "include_paths": _PATTERNS,
     "exclude_paths": _PATTERNS,
     "enable_websocket": _BOOL,
@@ -129,15 +133,15 @@ _SERVER_KINDS: Dict[str, _Kind] = {
     "cache_strategy": _enum(CacheStrategy),
     "compress_strategy": _enum(CompressStrategy),
     "cache_storage_mode": _enum(CacheStorageMode),
-    "cache_directory": _STRING,
-    "cache_404_capacity": _kind(_integer(0), _env_int),
+    "cache_directory": _PATH,
+    "cache_404_capacity": _kind(integer_check(0), env_int),
     "use_404_meta": _BOOL,
     "proxy_mode": _enum(ProxyMode),
     "pre_generate_paths": _kind(
-        _list_check(_is_path, 'a path starting with "/"'), _env_list
+        list_check(is_path, 'a path starting with "/"'), env_list
     ),
     "pre_generate_fallthrough": _BOOL,
-    "pre_generate_concurrency": _kind(_integer(1), _env_int),
+    "pre_generate_concurrency": _kind(integer_check(1), env_int),
     "cache_max_bytes": _SIZE_KIND,
     "max_cacheable_bytes": _SIZE_KIND,
     "upstream_timeout": _POSITIVE_SECONDS,
@@ -147,13 +151,13 @@ _SERVER_KINDS: Dict[str, _Kind] = {
     "stale_if_error": _SECONDS,
     "generate_etag": _BOOL,
     "execute": _STRING,
-    "execute_dir": _STRING,
+    "execute_dir": _PATH,
 }
 
-_WEBHOOK_KINDS: Dict[str, _Kind] = {
-    "url": _kind(_url_check("an http:// or https:// URL with a host", True)),
+_WEBHOOK_KINDS: Dict[str, Kind] = {
+    "url": _kind(url_check("an http:// or https:// URL with a host", True)),
     "type": _enum(WebhookType),
-    "timeout_ms": _kind(_integer(1), _env_int),
+    "timeout_ms": _kind(integer_check(1), env_int),
 }
 
 ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("server",)
@@ -172,7 +176,7 @@ _SERVER_PATH_KEYS = ("cache_directory", "execute_dir")
 _WILDCARD_ADDRESSES = ("0.0.0.0", "::", "::0")
 
 
-class _Parser(_TableChecker):
+class Parser(TableChecker):
     """
     Checks a parsed configuration, collecting every error.
     """
@@ -201,7 +205,7 @@ class _Parser(_TableChecker):
             default.
         """
         value = self.resolve("dotenv", raw, _ROOT_KINDS["dotenv"])
-        if isinstance(value, _Unset) or value is _BAD or value is False:
+        if isinstance(value, Unset) or value is BAD or value is False:
             return None
         if value is True:
             filename = os.path.abspath(".env")
@@ -219,7 +223,7 @@ class _Parser(_TableChecker):
             reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
             self.error("dotenv", f"cannot read {filename!r}: {reason}")
             return None
-        values, errors = _parse_dotenv(text, filename)
+        values, errors = parse_dotenv(text, filename)
         for message in errors:
             self.error("dotenv", message)
         for name, text in values.items():
@@ -258,16 +262,18 @@ class _Parser(_TableChecker):
         self.listeners(result, values)
         return values
 
-    def tls(self, result: _Table, values: Dict[str, Any]) -> None:
+    def tls(self, result: Table, values: Dict[str, Any]) -> None:
         """
         Check that C{cert_path} and C{key_path} are given exactly when there
-        is an HTTPS listener, and that the files are readable; make their
+        is an HTTPS listener, and that the files load as the HTTPS listener
+        loads them (a PEM chain, a PEM key that matches it); make their
         paths absolute in C{values}.
 
         @param result: the root table's outcome.
         @param values: the valid root values, updated.
         """
         https = [k for k in ("https_port", "https_listen") if result.present(k)]
+        readable = True
         for key in _ROOT_PATH_KEYS:
             if https and not result.present(key):
                 self.error(key, f"required when {https[0]} is set")
@@ -277,13 +283,16 @@ class _Parser(_TableChecker):
                 )
             if key in values:
                 values[key] = self.path(values[key])
-                try:
-                    with open(values[key], "rb"):
-                        pass
-                except OSError as e:
-                    self.error(key, f"cannot read {values[key]!r}: {e.strerror}")
+                reason = unreadable(values[key])
+                if reason is not None:
+                    self.error(key, f"cannot read {values[key]!r}: {reason}")
+                    readable = False
+        if https and readable and all(key in values for key in _ROOT_PATH_KEYS):
+            problem = tls_problem(values["cert_path"], values["key_path"])
+            if problem is not None:
+                self.error(*problem)
 
-    def listeners(self, result: _Table, values: Dict[str, Any]) -> None:
+    def listeners(self, result: Table, values: Dict[str, Any]) -> None:
         """
         Check that no listener is described twice (C{X_port} and C{X_listen})
         and that no two TCP listeners share a port on overlapping addresses.
@@ -334,17 +343,17 @@ class _Parser(_TableChecker):
             return []
         if not isinstance(blocks, dict):
             self.error(
-                "server", f"expected [server.NAME] tables, got {_show(blocks)}"
+                "server", f"expected [server.NAME] tables, got {show(blocks)}"
             )
             return []
         servers: List[Tuple[str, str, CreateProxyConfig]] = []
         owners: Dict[str, str] = {}
         for name, block in blocks.items():
-            path = f"server.{_key(name)}"
+            path = f"server.{quote_key(name)}"
             if not isinstance(block, dict):
                 self.error(
                     path,
-                    f"expected a [server.NAME] table, got {_show(block)}; server"
+                    f"expected a [server.NAME] table, got {show(block)}; server"
                     " keys go inside a [server.NAME] block",
                 )
                 continue
@@ -399,6 +408,11 @@ class _Parser(_TableChecker):
         for key in _SERVER_PATH_KEYS:
             if key in values:
                 values[key] = self.path(values[key])
+        filesystem = values.get("cache_storage_mode") == CacheStorageMode.FILESYSTEM
+        if filesystem and "cache_directory" in values:
+            problem = directory_problem(values["cache_directory"])
+            if problem is not None:
+                self.error(f"{path}.cache_directory", problem)
         bind_to = values.pop("bind_to", "*")
         proxy = CreateProxyConfig(**values)
         return bind_to, proxy, "bind_to" not in result.failed
@@ -411,7 +425,7 @@ class _Parser(_TableChecker):
         @param raw: its value.
         @return: the webhooks, or L{None} to keep the default.
         """
-        if isinstance(raw, str) and raw.startswith(_ENV_PREFIX):
+        if isinstance(raw, str) and raw.startswith(ENV_PREFIX):
             text = self.env_reference(path, raw)
             if isinstance(text, str):
                 self.error(
@@ -423,7 +437,7 @@ class _Parser(_TableChecker):
         if not isinstance(raw, list):
             self.error(
                 path,
-                f"expected [[server.NAME.webhooks]] tables, got {_show(raw)}",
+                f"expected [[server.NAME.webhooks]] tables, got {show(raw)}",
             )
             return None
         webhooks: List[Webhook] = []
@@ -433,7 +447,7 @@ class _Parser(_TableChecker):
                 self.error(
                     entry_path,
                     "expected a table with url, type and timeout_ms,"
-                    f" got {_show(entry)}",
+                    f" got {show(entry)}",
                 )
                 continue
             result = self.table(entry_path + ".", entry, _WEBHOOK_KINDS)

@@ -1,7 +1,7 @@
 """
 Walking the tables of a configuration file.
 
-L{_TableChecker} checks every key of a table against its L{_Kind},
+L{TableChecker} checks every key of a table against its L{Kind},
 replacing C{$env:NAME} references by the variables' text converted to the
 key's type, reporting unknown keys (with the closest known spelling) and
 collecting every error under its key path.
@@ -15,18 +15,20 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Set, 
 
 import attr
 
-from phantom_frame.config.values import _Invalid, _suggest
+from phantom_frame.config.values import Invalid, suggest
+
+__all__ = ["BAD", "ENV_PREFIX", "Kind", "Table", "TableChecker", "Unset", "quote_key"]
 
 
 @attr.s(auto_attribs=True, frozen=True)
-class _Kind:
+class Kind:
     """
     How a key's value is checked.
 
     @ivar check: takes a TOML value and returns the converted value, or
-        raises L{_Invalid}.
+        raises L{Invalid}.
     @ivar from_env: turns an environment variable's text into a TOML-like
-        value for C{check}, or raises L{_Invalid} whose message names the
+        value for C{check}, or raises L{Invalid} whose message names the
         expected form (C{"an integer"}).
     """
 
@@ -35,11 +37,14 @@ class _Kind:
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
-_ENV_PREFIX = "$env:"
+ENV_PREFIX = "$env:"
+"""
+The start of a string value that names an environment variable.
+"""
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def _key(name: str) -> str:
+def quote_key(name: str) -> str:
     """
     @return: C{name} as it appears in a key path: bare, or quoted.
     """
@@ -49,7 +54,7 @@ def _key(name: str) -> str:
 
 
 @attr.s(auto_attribs=True, frozen=True)
-class _Unset:
+class Unset:
     """
     A C{$env:NAME} reference to a variable that is not set.
 
@@ -59,11 +64,14 @@ class _Unset:
     name: str
 
 
-_BAD = object()
+BAD = object()
+"""
+What L{TableChecker.resolve} returns for a value it reported as invalid.
+"""
 
 
 @attr.s(auto_attribs=True)
-class _Table:
+class Table:
     """
     The outcome of checking one table.
 
@@ -83,7 +91,7 @@ class _Table:
         return key in self.values or key in self.failed
 
 
-class _TableChecker:
+class TableChecker:
     """
     Checks the tables of a parsed configuration key by key, substituting
     C{$env:} references and collecting every error.
@@ -118,81 +126,81 @@ class _TableChecker:
             os.path.join(self.base_dir, os.path.expanduser(value))
         )
 
-    def env_reference(self, path: str, raw: str) -> Union[str, _Unset, object]:
+    def env_reference(self, path: str, raw: str) -> Union[str, Unset, object]:
         """
         @param path: the key path.
         @param raw: a string starting with C{$env:}.
-        @return: the variable's text, an L{_Unset}, or L{_BAD} (reported)
+        @return: the variable's text, an L{Unset}, or L{BAD} (reported)
             when the reference is malformed.
         """
-        name = raw[len(_ENV_PREFIX) :]
+        name = raw[len(ENV_PREFIX) :]
         if not _ENV_NAME.match(name):
             self.error(
                 path,
                 f"{raw!r} is not a valid $env:NAME reference (NAME is letters,"
                 " digits and _)",
             )
-            return _BAD
+            return BAD
         if name not in self.environ:
-            return _Unset(name)
+            return Unset(name)
         return self.environ[name]
 
-    def resolve(self, path: str, raw: object, kind: _Kind) -> Any:
+    def resolve(self, path: str, raw: object, kind: Kind) -> Any:
         """
         Check one value, substituting C{$env:} references.
 
         @param path: the key path.
         @param raw: the value from the file.
         @param kind: how to check it.
-        @return: the converted value, an L{_Unset}, or L{_BAD} after
+        @return: the converted value, an L{Unset}, or L{BAD} after
             reporting an error.
         """
         variable = None
-        if isinstance(raw, str) and raw.startswith(_ENV_PREFIX):
+        if isinstance(raw, str) and raw.startswith(ENV_PREFIX):
             text = self.env_reference(path, raw)
             if not isinstance(text, str):
                 return text
-            variable = raw[len(_ENV_PREFIX) :]
+            variable = raw[len(ENV_PREFIX) :]
             try:
                 raw = kind.from_env(text)
-            except _Invalid as e:
+            except Invalid as e:
                 self.error(path, f"$env:{variable} is {text!r}, expected {e}")
-                return _BAD
+                return BAD
         elif isinstance(raw, list):
             raw = self.resolve_items(path, raw)
-            if raw is _BAD:
-                return _BAD
+            if raw is BAD:
+                return BAD
         try:
             return kind.check(raw)
-        except _Invalid as e:
+        except Invalid as e:
             suffix = f" (from $env:{variable})" if variable else ""
             for where, message in e.problems:
                 self.error(path + where, message + suffix)
-            return _BAD
+            return BAD
 
     def resolve_items(self, path: str, items: List[Any]) -> Any:
         """
         @param path: the key path of the list.
         @param items: a list from the file.
         @return: the list with C{$env:} items replaced by the variables'
-            text, or L{_BAD} after reporting an unset or malformed one.
+            text, or L{BAD} after reporting an unset or malformed one.
         """
         result = []
         bad = False
         for index, item in enumerate(items):
-            if isinstance(item, str) and item.startswith(_ENV_PREFIX):
+            if isinstance(item, str) and item.startswith(ENV_PREFIX):
                 item_path = f"{path}[{index}]"
                 text = self.env_reference(item_path, item)
-                if isinstance(text, _Unset):
+                if isinstance(text, Unset):
                     self.error(item_path, f"$env:{text.name} is not set")
                     bad = True
-                elif text is _BAD:
+                elif text is BAD:
                     bad = True
                 else:
                     result.append(text)
             else:
                 result.append(item)
-        return _BAD if bad else result
+        return BAD if bad else result
 
     def unknown(
         self,
@@ -214,7 +222,7 @@ class _TableChecker:
         if key in elsewhere:
             self.error(path, f"unknown key; {key} {elsewhere_hint}")
             return
-        close = _suggest(key, known)
+        close = suggest(key, known)
         if close is None:
             self.error(path, "unknown key")
         else:
@@ -224,11 +232,11 @@ class _TableChecker:
         self,
         prefix: str,
         table: Mapping[str, Any],
-        kinds: Mapping[str, _Kind],
+        kinds: Mapping[str, Kind],
         handled: Sequence[str] = (),
         elsewhere: Iterable[str] = (),
         elsewhere_hint: str = "",
-    ) -> _Table:
+    ) -> Table:
         """
         Check every key of a table.
 
@@ -241,10 +249,10 @@ class _TableChecker:
         @param elsewhere_hint: see L{unknown}.
         @return: the outcome.
         """
-        result = _Table()
+        result = Table()
         known = list(kinds) + list(handled)
         for key, raw in table.items():
-            path = prefix + _key(key)
+            path = prefix + quote_key(key)
             if key in handled:
                 continue
             kind = kinds.get(key)
@@ -252,9 +260,9 @@ class _TableChecker:
                 self.unknown(path, key, known, elsewhere, elsewhere_hint)
                 continue
             value = self.resolve(path, raw, kind)
-            if isinstance(value, _Unset):
+            if isinstance(value, Unset):
                 result.unset[key] = value.name
-            elif value is _BAD:
+            elif value is BAD:
                 result.failed.add(key)
             else:
                 result.values[key] = value

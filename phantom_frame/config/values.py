@@ -1,28 +1,56 @@
 """
 Checking single configuration values.
 
-Each C{_check_*} function takes a value as C{tomllib} returns it and returns
-it converted, or raises L{_Invalid} saying what was expected; the factories
-(L{_seconds}, L{_integer}, L{_choice}, L{_url_check}, L{_list_check}) make
-such checks. Each C{_env_*} function turns the text of an environment
-variable named by a C{$env:NAME} reference into a TOML-like value for a
-check. L{parse_size} reads sizes such as C{"256MiB"}.
+Each C{check_*} function takes a value as C{tomllib} returns it and returns
+it converted, or raises L{Invalid} saying what was expected; the factories
+(L{seconds_check}, L{integer_check}, L{choice_check}, L{list_check}) make
+such checks. Each C{env_*} function turns the text of an
+environment variable named by a C{$env:NAME} reference into a TOML-like
+value for a check. L{parse_size} reads sizes such as C{"256MiB"}; L{show}
+and L{suggest} phrase error messages.
 """
 
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import math
 import re
 from fractions import Fraction
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
-from urllib.parse import urlsplit
 
 from phantom_frame.cache.patterns import PathPattern, PatternError
 
+__all__ = [
+    "Invalid",
+    "check_bind_to",
+    "check_bool",
+    "check_dotenv",
+    "check_path",
+    "check_port",
+    "check_size",
+    "check_string",
+    "check_token",
+    "choice_check",
+    "env_bool",
+    "env_dotenv",
+    "env_float",
+    "env_int",
+    "env_list",
+    "env_size",
+    "env_text",
+    "has_control",
+    "integer_check",
+    "is_path",
+    "is_pattern",
+    "list_check",
+    "parse_size",
+    "seconds_check",
+    "show",
+    "suggest",
+]
 
-class _Invalid(Exception):
+
+class Invalid(Exception):
     """
     A value is not of the expected form.
 
@@ -32,11 +60,15 @@ class _Invalid(Exception):
     """
 
     def __init__(self, message: str, where: str = "") -> None:
+        """
+        @param message: what was expected, and what was found.
+        @param where: appended to the key path; C{""} for the value itself.
+        """
         super().__init__(message)
         self.problems: List[Tuple[str, str]] = [(where, message)]
 
     @classmethod
-    def several(cls, problems: Sequence[Tuple[str, str]]) -> _Invalid:
+    def several(cls, problems: Sequence[Tuple[str, str]]) -> Invalid:
         """
         @param problems: C{(where, message)} pairs, at least one.
         @return: an error carrying them all.
@@ -46,7 +78,7 @@ class _Invalid(Exception):
         return error
 
 
-def _show(value: object) -> str:
+def show(value: object) -> str:
     """
     @param value: a value from the configuration.
     @return: a short description of it for an error message.
@@ -77,7 +109,7 @@ def _is_number(value: object) -> bool:
     )
 
 
-def _suggest(word: str, known: Iterable[str]) -> Optional[str]:
+def suggest(word: str, known: Iterable[str]) -> Optional[str]:
     """
     @param word: a misspelt key or value.
     @param known: the accepted spellings.
@@ -90,33 +122,33 @@ def _suggest(word: str, known: Iterable[str]) -> Optional[str]:
     return matches[0] if matches else None
 
 
-def _env_text(text: str) -> str:
+def env_text(text: str) -> str:
     """
     @return: an environment variable's text, unchanged, for string keys.
     """
     return text
 
 
-def _env_int(text: str) -> int:
+def env_int(text: str) -> int:
     """
     @return: the integer an environment variable holds.
-    @raise _Invalid: when it holds none.
+    @raise Invalid: when it holds none.
     """
     try:
         return int(text.strip(), 10)
     except ValueError:
-        raise _Invalid("an integer") from None
+        raise Invalid("an integer") from None
 
 
-def _env_float(text: str) -> float:
+def env_float(text: str) -> float:
     """
     @return: the number an environment variable holds (C{"2.5"}, C{"3"}).
-    @raise _Invalid: when it holds none.
+    @raise Invalid: when it holds none.
     """
     try:
         return float(text.strip())
     except ValueError:
-        raise _Invalid("a number") from None
+        raise Invalid("a number") from None
 
 
 _BOOL_WORDS = {
@@ -131,19 +163,19 @@ _BOOL_WORDS = {
 }
 
 
-def _env_bool(text: str) -> bool:
+def env_bool(text: str) -> bool:
     """
     @return: the boolean an environment variable holds (C{true/false},
         C{1/0}, C{yes/no}, C{on/off}, in any case).
-    @raise _Invalid: when it holds none.
+    @raise Invalid: when it holds none.
     """
     try:
         return _BOOL_WORDS[text.strip().lower()]
     except KeyError:
-        raise _Invalid("a boolean (true/false, yes/no, on/off, 1/0)") from None
+        raise Invalid("a boolean (true/false, yes/no, on/off, 1/0)") from None
 
 
-def _env_list(text: str) -> List[str]:
+def env_list(text: str) -> List[str]:
     """
     @return: the comma-separated items of an environment variable, trimmed,
         empty items left out.
@@ -151,88 +183,97 @@ def _env_list(text: str) -> List[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _check_port(value: object) -> int:
+def check_port(value: object) -> int:
+    """
+    @return: C{value}, an integer port 0-65535.
+    @raise Invalid: otherwise.
+    """
     if _is_int(value) and 0 <= value <= 65535:  # type: ignore[operator]
         return value  # type: ignore[return-value]
-    raise _Invalid(f"expected an integer port 0-65535, got {_show(value)}")
+    raise Invalid(f"expected an integer port 0-65535, got {show(value)}")
 
 
-def _check_bool(value: object) -> bool:
+def check_bool(value: object) -> bool:
+    """
+    @return: C{value}, a boolean.
+    @raise Invalid: otherwise.
+    """
     if isinstance(value, bool):
         return value
-    raise _Invalid(f"expected true or false, got {_show(value)}")
+    raise Invalid(f"expected true or false, got {show(value)}")
 
 
-def _check_string(value: object) -> str:
+def check_string(value: object) -> str:
+    """
+    @return: C{value}, a non-empty string.
+    @raise Invalid: otherwise.
+    """
     if isinstance(value, str) and value:
         return value
-    raise _Invalid(f"expected a non-empty string, got {_show(value)}")
+    raise Invalid(f"expected a non-empty string, got {show(value)}")
 
 
-def _check_token(value: object) -> str:
+def has_control(text: str) -> bool:
+    """
+    @return: whether C{text} holds a control character (C{U+0000}-C{U+001F},
+        C{U+007F}-C{U+009F}), which no file name, address or URL may hold.
+    """
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+def check_path(value: object) -> str:
+    """
+    @return: C{value}, a non-empty file or directory name without control
+        characters.
+    @raise Invalid: otherwise.
+    """
+    if isinstance(value, str) and value and not has_control(value):
+        return value
+    raise Invalid(
+        f"expected a file name without control characters, got {show(value)}"
+    )
+
+
+def check_token(value: object) -> str:
+    """
+    @return: C{value}, a bearer token: printable, without spaces.
+    @raise Invalid: otherwise.
+    """
     if value == "":
-        raise _Invalid(
+        raise Invalid(
             "must not be empty; leave the key out for a control site without"
             " authentication"
         )
     if isinstance(value, str) and value.isprintable() and value.split() == [value]:
         return value
-    raise _Invalid(
+    raise Invalid(
         f"expected a bearer token without spaces or control characters,"
-        f" got {_show(value)}"
+        f" got {show(value)}"
     )
 
 
-_HOSTNAME = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?\Z"
-)
-
-
-def _check_host(value: object) -> str:
-    if isinstance(value, str):
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            if _HOSTNAME.match(value):
-                return value
-        else:
-            return value
-    raise _Invalid(
-        'expected an IP address or host name such as "0.0.0.0", "127.0.0.1"'
-        f' or "::", without brackets, got {_show(value)}'
-    )
-
-
-_LISTEN = re.compile(r"[A-Za-z][A-Za-z0-9_+.-]*:.")
-
-
-def _check_listen(value: object) -> str:
-    if isinstance(value, str) and _LISTEN.match(value) and value == value.strip():
-        return value
-    raise _Invalid(
-        'expected a Twisted endpoint description such as "tcp:3000",'
-        ' "unix:/run/phantom-frame.sock" or "systemd:domain=INET:index=0",'
-        f" got {_show(value)}"
-    )
-
-
-def _check_dotenv(value: object) -> Union[bool, str]:
-    if isinstance(value, bool) or (isinstance(value, str) and value):
+def check_dotenv(value: object) -> Union[bool, str]:
+    """
+    @return: C{value}, a boolean or the path of a C{.env} file.
+    @raise Invalid: otherwise.
+    """
+    if isinstance(value, bool) or (
+        isinstance(value, str) and value and not has_control(value)
+    ):
         return value  # type: ignore[return-value]
-    raise _Invalid(
-        f"expected true, false or the path of a .env file, got {_show(value)}"
+    raise Invalid(
+        f"expected true, false or the path of a .env file, got {show(value)}"
     )
 
 
-def _env_dotenv(text: str) -> Union[bool, str]:
+def env_dotenv(text: str) -> Union[bool, str]:
     """
     @return: a boolean when the variable holds a boolean word, else its text.
     """
     return _BOOL_WORDS.get(text.strip().lower(), text)
 
 
-def _seconds(minimum: float, inclusive: bool) -> Callable[[object], float]:
+def seconds_check(minimum: float, inclusive: bool) -> Callable[[object], float]:
     """
     @param minimum: the bound.
     @param inclusive: whether the bound itself is allowed.
@@ -245,14 +286,14 @@ def _seconds(minimum: float, inclusive: bool) -> Callable[[object], float]:
             value >= minimum if inclusive else value > minimum  # type: ignore[operator]
         ):
             return float(value)  # type: ignore[arg-type]
-        raise _Invalid(
-            f"expected a number of seconds {relation} {minimum:g}, got {_show(value)}"
+        raise Invalid(
+            f"expected a number of seconds {relation} {minimum:g}, got {show(value)}"
         )
 
     return check
 
 
-def _integer(minimum: int) -> Callable[[object], int]:
+def integer_check(minimum: int) -> Callable[[object], int]:
     """
     @param minimum: the smallest accepted value.
     @return: a check accepting integers at or above C{minimum}.
@@ -262,12 +303,12 @@ def _integer(minimum: int) -> Callable[[object], int]:
         if _is_int(value) and value >= minimum:  # type: ignore[operator]
             return value  # type: ignore[return-value]
         bound = ">= 0" if minimum == 0 else f"> {minimum - 1}"
-        raise _Invalid(f"expected an integer {bound}, got {_show(value)}")
+        raise Invalid(f"expected an integer {bound}, got {show(value)}")
 
     return check
 
 
-def _choice(
+def choice_check(
     choices: Sequence[str], convert: Callable[[str], Any] = str
 ) -> Callable[[object], Any]:
     """
@@ -279,12 +320,12 @@ def _choice(
     def check(value: object) -> Any:
         if isinstance(value, str) and value in choices:
             return convert(value)
-        message = f"expected one of {', '.join(choices)}, got {_show(value)}"
+        message = f"expected one of {', '.join(choices)}, got {show(value)}"
         if isinstance(value, str):
-            close = _suggest(value, choices)
+            close = suggest(value, choices)
             if close is not None:
                 message += f"; did you mean {close}?"
-        raise _Invalid(message)
+        raise Invalid(message)
 
     return check
 
@@ -327,7 +368,12 @@ def parse_size(text: str) -> int:
     return int(Fraction(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
-def _check_size(value: object) -> int:
+def check_size(value: object) -> int:
+    """
+    @return: the number of bytes C{value} gives: an integer >= 0 or a
+        string for L{parse_size}.
+    @raise Invalid: otherwise.
+    """
     if _is_int(value) and value >= 0:  # type: ignore[operator]
         return value  # type: ignore[return-value]
     if isinstance(value, str):
@@ -335,58 +381,33 @@ def _check_size(value: object) -> int:
             return parse_size(value)
         except ValueError:
             pass
-    raise _Invalid(f"expected {_SIZE_FORM}, got {_show(value)}")
+    raise Invalid(f"expected {_SIZE_FORM}, got {show(value)}")
 
 
-def _env_size(text: str) -> int:
+def env_size(text: str) -> int:
     """
     @return: the size an environment variable holds.
-    @raise _Invalid: when it holds none.
+    @raise Invalid: when it holds none.
     """
     try:
         return parse_size(text)
     except ValueError:
-        raise _Invalid(_SIZE_FORM) from None
-
-
-def _url_check(what: str, allow_query: bool) -> Callable[[object], str]:
-    """
-    @param what: the expected form, for error messages.
-    @param allow_query: whether a query string and fragment are allowed.
-    @return: a check accepting C{http://} and C{https://} URLs with a host.
-    """
-
-    def check(value: object) -> str:
-        expected = f"expected {what}"
-        if isinstance(value, str) and not any(c.isspace() for c in value):
-            try:
-                parts = urlsplit(value)
-                parts.port  # noqa: B018 (raises ValueError for a bad port)
-            except ValueError as e:
-                raise _Invalid(f"{expected}, got {_show(value)} ({e})") from None
-            if parts.scheme in ("http", "https") and parts.hostname:
-                if parts.username is not None or parts.password is not None:
-                    raise _Invalid(
-                        f"{expected}, without user:password@, got {_show(value)}"
-                    )
-                if allow_query or ("?" not in value and "#" not in value):
-                    return value
-                raise _Invalid(
-                    f"{expected}, without a query or fragment, got {_show(value)}"
-                )
-        raise _Invalid(f"{expected}, got {_show(value)}")
-
-    return check
+        raise Invalid(_SIZE_FORM) from None
 
 
 _BIND_TO_FORM = 'expected "*" or a path prefix such as "/api"'
 
 
-def _check_bind_to(value: object) -> str:
+def check_bind_to(value: object) -> str:
+    """
+    @return: C{value}, C{"*"} or a path prefix (C{"/api"}): segments, no
+        trailing slash, no C{.} or C{..}, no pattern characters.
+    @raise Invalid: otherwise.
+    """
     if value == "*":
         return "*"
     if not isinstance(value, str):
-        raise _Invalid(f"{_BIND_TO_FORM}, got {_show(value)}")
+        raise Invalid(f"{_BIND_TO_FORM}, got {show(value)}")
     problem = None
     if not value.startswith("/"):
         problem = 'a prefix starts with "/"'
@@ -396,18 +417,18 @@ def _check_bind_to(value: object) -> str:
         problem = 'no trailing "/"'
     elif "//" in value:
         problem = "no empty segments"
-    elif re.search(r"[?#\s]", value):
-        problem = 'no "?", "#" or spaces'
+    elif re.search(r"[?#\s]", value) or has_control(value):
+        problem = 'no "?", "#", spaces or control characters'
     elif "*" in value:
         problem = 'a prefix is not a pattern; no "*"'
     elif any(segment in (".", "..") for segment in value.split("/")):
         problem = 'no "." or ".." segments'
     if problem is None:
         return value
-    raise _Invalid(f"{_BIND_TO_FORM} ({problem}), got {_show(value)}")
+    raise Invalid(f"{_BIND_TO_FORM} ({problem}), got {show(value)}")
 
 
-def _list_check(
+def list_check(
     item_ok: Callable[[str], bool], item_form: str
 ) -> Callable[[object], Tuple[str, ...]]:
     """
@@ -419,22 +440,22 @@ def _list_check(
 
     def check(value: object) -> Tuple[str, ...]:
         if not isinstance(value, list):
-            raise _Invalid(
-                f"expected a list of strings, each {item_form}, got {_show(value)}"
+            raise Invalid(
+                f"expected a list of strings, each {item_form}, got {show(value)}"
             )
         problems = [
-            (f"[{index}]", f"expected {item_form}, got {_show(item)}")
+            (f"[{index}]", f"expected {item_form}, got {show(item)}")
             for index, item in enumerate(value)
             if not (isinstance(item, str) and item_ok(item))
         ]
         if problems:
-            raise _Invalid.several(problems)
+            raise Invalid.several(problems)
         return tuple(value)
 
     return check
 
 
-def _is_pattern(text: str) -> bool:
+def is_pattern(text: str) -> bool:
     """
     @return: whether C{text} is an C{include_paths}/C{exclude_paths} pattern.
     """
@@ -445,9 +466,13 @@ def _is_pattern(text: str) -> bool:
     return True
 
 
-def _is_path(text: str) -> bool:
+def is_path(text: str) -> bool:
     """
     @return: whether C{text} is a request path (with an optional query).
     """
-    return text.startswith("/") and not any(c.isspace() for c in text)
+    return (
+        text.startswith("/")
+        and not any(c.isspace() for c in text)
+        and not has_control(text)
+    )
 

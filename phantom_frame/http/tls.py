@@ -27,7 +27,19 @@ _PEM_CERT = re.compile(
 class TLSConfigError(ValueError):
     """
     The certificate or key cannot be used; the message names the key.
+
+    @ivar key: the configuration key at fault, C{cert_path} or C{key_path}.
+    @ivar reason: what is wrong with its file.
     """
+
+    def __init__(self, key: str, reason: str) -> None:
+        """
+        @param key: see L{key}.
+        @param reason: see L{reason}.
+        """
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
 
 
 def _read(path: str, key: str) -> bytes:
@@ -35,7 +47,7 @@ def _read(path: str, key: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise TLSConfigError(f"{key}: cannot read {path}: {e.strerror}") from None
+        raise TLSConfigError(key, f"cannot read {path}: {e.strerror}") from None
 
 
 def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
@@ -53,15 +65,15 @@ def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
     key_pem = _read(key_path, "key_path")
     blocks: List[bytes] = _PEM_CERT.findall(chain_pem)
     if not blocks:
-        raise TLSConfigError(f"cert_path: no PEM certificate in {cert_path}")
+        raise TLSConfigError("cert_path", f"no PEM certificate in {cert_path}")
     try:
         chain = [x509.load_pem_x509_certificate(block) for block in blocks]
     except ValueError as e:
-        raise TLSConfigError(f"cert_path: invalid certificate in {cert_path}: {e}") from None
+        raise TLSConfigError("cert_path", f"invalid certificate in {cert_path}: {e}") from None
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
-        raise TLSConfigError(f"key_path: no usable PEM private key in {key_path}") from None
+        raise TLSConfigError("key_path", f"no usable PEM private key in {key_path}") from None
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
@@ -77,7 +89,7 @@ def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
         context.check_privatekey()
     except SSL.Error:
         raise TLSConfigError(
-            f"key_path: the key in {key_path} does not match the certificate in {cert_path}"
+            "key_path", f"the key in {key_path} does not match the certificate in {cert_path}"
         ) from None
     return context
 

@@ -18,7 +18,7 @@ import attr
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from phantom_frame.config.loader import Config, ConfigError, ServerConfig, load_config
+from phantom_frame.config import Config, ConfigError, ServerConfig, load_config
 from phantom_frame.proxy.handle import CacheHandle
 from phantom_frame.proxy.settings import CacheStorageMode
 from phantom_frame.http.routing import Router

@@ -12,9 +12,11 @@ from typing import List, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame._version import __version__
+from phantom_frame.config import Config, ServerConfig, load_config
 from phantom_frame.config.check import check, main, physical_memory, risks, size, summarize
-from phantom_frame.config.loader import Config, ServerConfig, load_config
 from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig
+
+from .certificates import write_pair
 
 EXAMPLE = os.path.abspath(
     os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "conf", "config.toml")
@@ -75,9 +77,7 @@ class MainTests(SynchronousTestCase):
         """
         directory = self.mktemp()
         os.makedirs(directory)
-        for name in ("cert.pem", "key.pem"):
-            with open(os.path.join(directory, name), "w") as f:
-                f.write(name)
+        write_pair(directory)
         path = os.path.join(directory, "config.toml")
         with open(path, "w") as f:
             f.write(content)
@@ -202,6 +202,22 @@ class MainTests(SynchronousTestCase):
         self.patch(sys, "argv", ["phantom-frame"])
         self.assertEqual(main(), 2)
         self.assertIn("Usage:", err.getvalue())
+
+    def test_readerGone(self) -> None:
+        """
+        When the reader of standard output goes away (C{phantom-frame check
+        FILE | head -1}), the command exits quietly with its own status, and
+        the stream's last flush raises nothing either.
+        """
+        read, write = os.pipe()
+        os.close(read)
+        stream = os.fdopen(write, "w", buffering=1)
+        self.addCleanup(stream.close)
+        err = io.StringIO()
+        self.assertEqual(main(["check", self.write(VALID)], stdout=stream, stderr=err), 0)
+        self.assertEqual(err.getvalue(), "")
+        stream.write("left in the buffer\n")
+        stream.flush()
 
 
 class SummarizeTests(SynchronousTestCase):

@@ -21,7 +21,7 @@ from phantom_frame.config.loader import (
     parse_config,
     parse_size,
 )
-from phantom_frame.config.dotenv import _parse_dotenv
+from phantom_frame.config.dotenv import parse_dotenv
 from phantom_frame.proxy.settings import (
     CachePolicy,
     CacheStorageMode,
@@ -32,6 +32,8 @@ from phantom_frame.proxy.settings import (
     Webhook,
     WebhookType,
 )
+
+from .certificates import write_pair
 
 MiB = 1024 * 1024
 
@@ -113,9 +115,12 @@ class _Helpers(SynchronousTestCase):
 
     def tls_files(self) -> Dict[str, str]:
         """
-        @return: root keys naming an existing certificate and key.
+        @return: root keys naming a fresh certificate and its key.
         """
-        return {"cert_path": self.write("CERT"), "key_path": self.write("KEY")}
+        directory = self.mktemp()
+        os.makedirs(directory)
+        cert, key = write_pair(directory)
+        return {"cert_path": cert, "key_path": key}
 
 
 class DefaultsTests(_Helpers):
@@ -919,9 +924,7 @@ class TLSTests(_Helpers):
         C{https_port} with both files is accepted; relative paths are taken
         from C{base_dir} and stored absolute.
         """
-        base = os.path.dirname(self.write("C", "cert.pem"))
-        with open(os.path.join(base, "key.pem"), "w") as f:
-            f.write("K")
+        base = os.path.dirname(self.tls_files()["cert_path"])
         config = self.parse(
             _data({"https_port": 443, "cert_path": "cert.pem", "key_path": "key.pem"}),
             base_dir=base,
@@ -1271,7 +1274,7 @@ class DotenvTests(_Helpers):
         spacing, quotes (with escapes in double quotes only) and trailing
         comments on unquoted values; a later line wins.
         """
-        values, errors = _parse_dotenv(
+        values, errors = parse_dotenv(
             "# a comment\n"
             "\n"
             "export A=1\n"

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IAgent
 from zope.interface.verify import verifyObject
 
-from phantom_frame.config.loader import parse_config
+from phantom_frame.config import parse_config
 from phantom_frame.proxy.handle import CacheHandle
 from phantom_frame.ops.metrics import (
     CACHE_RESULTS,

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.threads import runInline
-from phantom_frame.config.loader import load_config
+from phantom_frame.config import load_config
 from phantom_frame.proxy.handle import CacheHandle, UnknownServer
 from phantom_frame.ops.reload import HangupReloader, ReloadResult, Reloader
 from phantom_frame.service import build_service

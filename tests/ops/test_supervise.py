@@ -20,7 +20,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import FailTest, SynchronousTestCase, TestCase
 
-from phantom_frame.config.loader import load_config
+from phantom_frame.config import load_config
 from phantom_frame.proxy.handle import CacheHandle
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.service import build_service
