@@ -18,7 +18,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
