@@ -29,9 +29,10 @@ PAGE = _page()
 assert len(PAGE) == 10240, len(PAGE)
 '''
 
-#: The origin: the page at any path, counting requests per path; paths
-#: under C{/slow/} answer after C{sys.argv[2]} seconds; C{/count?path=P}
-#: tells how many requests C{P} got.
+#: The origin: the page at any path (with an C{ETag}), counting requests per
+#: path; paths under C{/slow/} answer after C{sys.argv[2]} seconds, paths
+#: under C{/next/} carry Next.js's C{Vary}; a POST is read whole and answered
+#: with a short body; C{/count?path=P} tells how many requests C{P} got.
 ORIGIN = PAGE_SOURCE + r'''
 import sys
 from collections import Counter
@@ -55,11 +56,21 @@ class Origin(Resource):
             return b"%d" % counts[request.args.get(b"path", [b""])[0].decode("latin-1")]
         counts[path] += 1
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"etag", b'"bench"')
+        if path.startswith("/next/"):
+            request.setHeader(b"vary", NEXT_VARY)
         if path.startswith("/slow/"):
             call = reactor.callLater(SLOW, answer, request)
             request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
             return NOT_DONE_YET
         return PAGE
+
+    def render_POST(self, request):
+        request.setHeader(b"content-type", b"text/plain")
+        return b"%d bytes\n" % len(request.content.read())
+
+NEXT_VARY = (b"rsc, next-router-state-tree, next-router-prefetch, "
+             b"next-router-segment-prefetch, Accept-Encoding")
 
 class QuietSite(Site):
     def log(self, request):
@@ -69,14 +80,30 @@ reactor.listenTCP(int(sys.argv[1]), QuietSite(Origin()), backlog=1024, interface
 reactor.run()
 '''
 
-#: The twisted.web references: C{data} (the page as a leaf C{static.Data})
-#: or C{rpr} (C{ReverseProxyResource} to the origin port C{sys.argv[3]}).
+#: The twisted.web references: C{data} (the page as a leaf C{static.Data}),
+#: C{rpr} (C{ReverseProxyResource} to the origin port C{sys.argv[3]}) or
+#: C{ceiling} (a raw Twisted C{Protocol} writing a canned answer for every
+#: request head: what a Twisted server cannot beat).
 REFERENCE = PAGE_SOURCE + r'''
 import sys
 from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.web.proxy import ReverseProxyResource
 from twisted.web.server import Site
 from twisted.web.static import Data
+
+CANNED = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+          b"Content-Length: %d\r\n\r\n" % len(PAGE)) + PAGE
+
+class Canned(Protocol):
+    buffer = b""
+
+    def dataReceived(self, data):
+        data = self.buffer + data
+        heads = data.count(b"\r\n\r\n")
+        self.buffer = data[data.rfind(b"\r\n\r\n") + 4:] if heads else data
+        if heads:
+            self.transport.write(CANNED * heads)
 
 class QuietSite(Site):
     def log(self, request):
@@ -85,11 +112,13 @@ class QuietSite(Site):
 class Page(Data):
     isLeaf = True
 
-if sys.argv[2] == "data":
-    root = Page(PAGE, "text/html; charset=utf-8")
+if sys.argv[2] == "ceiling":
+    factory = Factory.forProtocol(Canned)
+elif sys.argv[2] == "data":
+    factory = QuietSite(Page(PAGE, "text/html; charset=utf-8"))
 else:
-    root = ReverseProxyResource("127.0.0.1", int(sys.argv[3]), b"")
-reactor.listenTCP(int(sys.argv[1]), QuietSite(root), interface="127.0.0.1")
+    factory = QuietSite(ReverseProxyResource("127.0.0.1", int(sys.argv[3]), b""))
+reactor.listenTCP(int(sys.argv[1]), factory, backlog=1024, interface="127.0.0.1")
 reactor.run()
 '''
 
@@ -109,12 +138,21 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi_temp;
     scgi_temp_path {tmp}/scgi_temp;
     proxy_cache_path {tmp}/cache levels=1:2 keys_zone=bench:10m;
+    upstream origin {{
+        server 127.0.0.1:{origin};
+        keepalive 64;
+    }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
             proxy_pass http://127.0.0.1:{origin};
             proxy_cache bench;
             proxy_cache_valid 200 10m;
+        }}
+        location /pass/ {{
+            proxy_pass http://origin/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
         }}
     }}
 }}

@@ -31,20 +31,33 @@ is reported too: figures taken on a busy machine say so.
 Scenarios (C{--only} takes these names, or their numbers):
 
  1. C{nginx}: nginx C{proxy_cache} hit, one worker.
- 2. C{data}: twisted.web C{static.Data}, the 10 KB page.
- 3. C{rpr}: twisted.web C{ReverseProxyResource} in front of the origin.
- 4. C{hit}: phantom-frame cache hit, identity.
- 5. C{hit-br}: phantom-frame cache hit, C{Accept-Encoding: br}.
- 6. C{pass}: phantom-frame pass-through (C{cache_strategy = "none"}).
- 7. C{misses}: concurrent misses of one new key, with the origin counting
+ 2. C{nginx-pass}: nginx C{proxy_pass} to the origin, keep-alive upstream.
+ 3. C{ceiling}: a raw Twisted C{Protocol} writing a canned answer per
+    request head (what no Twisted server beats).
+ 4. C{data}: twisted.web C{static.Data}, the 10 KB page.
+ 5. C{rpr}: twisted.web C{ReverseProxyResource} in front of the origin.
+ 6. C{hit}: phantom-frame cache hit, identity.
+ 7. C{hit-br}: phantom-frame cache hit, C{Accept-Encoding: br}.
+ 8. C{hit-vary}: a hit of a page carrying Next.js's C{Vary}, br.
+ 9. C{hit-304}: a conditional hit (C{If-None-Match}) answered 304.
+10. C{hit-range}: a hit with C{Range: bytes=0-1023} answered 206.
+11. C{hit-head}: a HEAD hit.
+12. C{pass}: phantom-frame pass-through (C{cache_strategy = "none"}).
+13. C{pass-post}: pass-through of 1 MB POST bodies.
+14. C{fill}: every request a new key: fetched, compressed and stored.
+15. C{misses}: concurrent misses of one new key, with the origin counting
     the requests it gets for it (its answer takes 200 ms).
- 8. C{stream}: RSS growth while a large body streams through the proxy.
- 9. C{entries}: memory per cached entry beyond the body
+16. C{stream}: RSS growth while a large body streams through the proxy.
+17. C{entries}: memory per cached entry beyond the body
     (C{bench/entry_memory.py}).
-10. C{compress}: hit latency alone and while 5 MB pages are compressed
+18. C{compress}: hit latency alone and while 5 MB pages are compressed
     with Brotli.
-11. C{ws}: WebSocket echo through the tunnel and directly
+19. C{ws}: WebSocket echo through the tunnel and directly
     (C{bench/ws_echo.py}).
+
+Compare the rows by CPU per request, not by req/s: C{wrk -t1} has one core
+and saturates before nginx does, so a req/s ratio against nginx is the
+client's limit. The ratios in the report are CPU ratios.
 """
 
 from __future__ import annotations
@@ -77,7 +90,15 @@ import compress_latency  # noqa: E402
 import stream_rss  # noqa: E402
 from _harness import free_port, rss_kb  # noqa: E402
 from _programs import NGINX_CONF, ORIGIN, PROXY_CONF, REFERENCE  # noqa: E402
-from _report import RATE_SCENARIOS, SCENARIOS, Results, report  # noqa: E402
+from _report import (  # noqa: E402
+    DEFAULT_TARGETS,
+    HTTP_SCENARIOS,
+    PYPY_TARGETS,
+    RATE_SCENARIOS,
+    SCENARIOS,
+    Results,
+    report,
+)
 
 
 def log(message: str) -> None:
@@ -322,12 +343,13 @@ def own_cpu(pids: Sequence[int]) -> float:
 
 def run_wrk(wrk: str, url: str, seconds: float, connections: int = 50,
             headers: Sequence[str] = (), pid: Optional[int] = None,
-            origin: Optional[int] = None) -> Dict[str, float]:
+            origin: Optional[int] = None, script: Optional[str] = None) -> Dict[str, float]:
     """
     Run C{wrk} against C{url} on the client CPU.
 
     @param pid: the server process whose CPU time is measured.
     @param origin: the origin process, whose CPU time is measured too.
+    @param script: a wrk Lua script (method, body, or paths of each request).
     @return: C{rps}, C{p50} and C{p99} (ms), C{requests}, C{errors}
         (non-2xx/3xx answers and socket errors), C{other} (the CPUs used
         meanwhile by processes that are not part of the benchmark),
@@ -336,6 +358,8 @@ def run_wrk(wrk: str, url: str, seconds: float, connections: int = 50,
         CPU the server used); with C{origin}, C{origin_us}.
     """
     argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    if script is not None:
+        argv += ["-s", script]
     for header in headers:
         argv += ["-H", header]
     pids = [p for p in (pid, origin) if p]
@@ -389,69 +413,73 @@ def run_http(args: argparse.Namespace, selected: List[str], results: Results) ->
     server_cpu, client_cpu = children.server_cpu, children.client_cpu
     log("starting the origin")
     origin, origin_port = start_python(sys.executable, ORIGIN, [args.slow], "the origin", client_cpu)
-    targets: Dict[str, Tuple[str, Sequence[str], int]] = {}
+    targets: Dict[str, Tuple[str, Sequence[str], int, Optional[str]]] = {}
     started: List[subprocess.Popen] = [origin]
     proxy_port = 0
     try:
-        if "nginx" in selected:
+        if {"nginx", "nginx-pass"} & set(selected):
             if args.nginx:
                 log("starting nginx")
                 try:
                     proc, port = start_nginx(args.nginx, origin_port, server_cpu)
                 except StartError as e:
-                    results.missing["nginx"] = str(e).splitlines()[0]
+                    results.missing["nginx"] = results.missing["nginx-pass"] = str(e).splitlines()[0]
                     log(str(e))
                 else:
                     started.append(proc)
-                    targets["nginx"] = (f"http://127.0.0.1:{port}/page/nginx", (), proc.pid)
+                    targets["nginx"] = (f"http://127.0.0.1:{port}/page/nginx", (), proc.pid, None)
+                    targets["nginx-pass"] = (f"http://127.0.0.1:{port}/pass/page/nginx-pass", (),
+                                             proc.pid, None)
                     for _ in range(3):
                         fetch(port, "/page/nginx")
                     if origin_count(origin_port, "/page/nginx") != 1:
                         results.warnings.append("nginx: the warm-up did not give a cache hit")
             else:
-                results.missing["nginx"] = "nginx not found"
-        for name in ("data", "rpr"):
+                results.missing["nginx"] = results.missing["nginx-pass"] = "nginx not found"
+        for name in ("ceiling", "data", "rpr"):
             if name in selected:
-                log(f"starting the twisted.web reference ({name})")
+                log(f"starting the twisted reference ({name})")
                 try:
                     proc, port = start_python(args.python, REFERENCE, [name, origin_port],
-                                              f"twisted.web {name}", server_cpu)
+                                              f"twisted {name}", server_cpu)
                 except StartError as e:
                     results.missing[name] = str(e).splitlines()[0]
                     log(str(e))
                     continue
                 started.append(proc)
-                targets[name] = (f"http://127.0.0.1:{port}/page/{name}", (), proc.pid)
-        if {"hit", "hit-br", "pass", "misses"} & set(selected):
+                targets[name] = (f"http://127.0.0.1:{port}/page/{name}", (), proc.pid, None)
+        proxy_rows = [n for n in PROXY_SCENARIOS if n in selected]
+        if proxy_rows or "misses" in selected:
             log("starting phantom-frame")
             try:
                 proc, proxy_port = start_proxy(
                     args.python, PROXY_CONF.replace("{origin}", str(origin_port)), server_cpu)
             except StartError as e:
-                for name in ("hit", "hit-br", "pass", "misses"):
+                for name in proxy_rows + ["misses"]:
                     results.missing[name] = str(e).splitlines()[0]
                 log(str(e))
             else:
                 started.append(proc)
                 url = f"http://127.0.0.1:{proxy_port}"
-                targets["hit"] = (f"{url}/page/pf", (), proc.pid)
-                targets["hit-br"] = (f"{url}/page/pf", ("Accept-Encoding: br",), proc.pid)
-                targets["pass"] = (f"{url}/pass/page/pass", (), proc.pid)
+                scripts = wrk_scripts()
+                for name in proxy_rows:
+                    path, headers, script = PROXY_TARGETS[name]
+                    targets[name] = (url + path, headers, proc.pid, scripts.get(script))
                 check_proxy(proxy_port, results)
         rate = [name for name in RATE_SCENARIOS if name in selected and name in targets]
         if rate:
             log(f"warming up: {', '.join(rate)}")
             for name in rate:
-                url, headers, pid = targets[name]
+                url, headers, pid, script = targets[name]
                 run_wrk(args.wrk, url, min(2, args.duration), headers=headers, pid=pid,
-                        origin=origin.pid)
+                        origin=origin.pid, script=script)
             for number in range(args.rounds):
                 order = rate[number % len(rate):] + rate[:number % len(rate)]
                 log(f"round {number + 1}/{args.rounds}: {', '.join(order)}")
                 for name in order:
-                    url, headers, pid = targets[name]
+                    url, headers, pid, script = targets[name]
                     result = run_wrk(args.wrk, url, args.duration, headers=headers, pid=pid,
-                                     origin=origin.pid)
+                                     origin=origin.pid, script=script)
                     results.rounds.setdefault(name, []).append(result)
                     results.background.append(result)
                     log(f"  {name}: {result['rps']:.0f} req/s, p99 {result['p99']:.2f} ms, "
@@ -463,7 +491,9 @@ def run_http(args: argparse.Namespace, selected: List[str], results: Results) ->
                             f"{name}: {result['errors']:.0f} errors or non-2xx answers in a round")
             for name in rate:
                 results.rss[name] = peak_rss_kb(targets[name][2])
-            for name, path in (("nginx", "/page/nginx"), ("hit", "/page/pf"), ("hit-br", "/page/pf")):
+            for name, path in (("nginx", "/page/nginx"), ("hit", "/page/pf"), ("hit-br", "/page/pf"),
+                               ("hit-vary", "/next/page"), ("hit-304", "/page/pf"),
+                               ("hit-range", "/page/pf"), ("hit-head", "/page/pf")):
                 if name in rate:
                     n = origin_count(origin_port, path)
                     if n != 1:
@@ -474,6 +504,47 @@ def run_http(args: argparse.Namespace, selected: List[str], results: Results) ->
     finally:
         for proc in reversed(started):
             children.stop(proc)
+
+
+#: phantom-frame's rate scenarios: path, headers and wrk script of each.
+PROXY_TARGETS: Dict[str, Tuple[str, Tuple[str, ...], Optional[str]]] = {
+    "hit": ("/page/pf", (), None),
+    "hit-br": ("/page/pf", ("Accept-Encoding: br",), None),
+    "hit-vary": ("/next/page", ("Accept-Encoding: br",), None),
+    "hit-304": ("/page/pf", ('If-None-Match: "bench"',), None),
+    "hit-range": ("/page/pf", ("Range: bytes=0-1023",), None),
+    "hit-head": ("/page/pf", (), "head"),
+    "pass": ("/pass/page/pass", (), None),
+    "pass-post": ("/pass/post", ("Content-Type: application/octet-stream",), "post"),
+    "fill": ("/fill/", (), "fill"),
+}
+PROXY_SCENARIOS = tuple(PROXY_TARGETS)
+
+#: wrk Lua scripts: HEAD requests, 1 MB POST bodies, a new path per request.
+WRK_SCRIPTS = {
+    "head": 'wrk.method = "HEAD"\n',
+    "post": 'wrk.method = "POST"\nwrk.body = string.rep("x", 1048576)\n',
+    "fill": ('local n = 0\n'
+             'request = function()\n'
+             '  n = n + 1\n'
+             '  return wrk.format(nil, wrk.path .. tostring(n) .. "-" .. tostring(math.random(1e9)))\n'
+             'end\n'),
+}
+
+
+def wrk_scripts() -> Dict[str, str]:
+    """
+    @return: the path of each of L{WRK_SCRIPTS}, written to a temporary
+        directory.
+    """
+    tmp = children.tempdir()
+    paths = {}
+    for name, text in WRK_SCRIPTS.items():
+        path = os.path.join(tmp, name + ".lua")
+        with open(path, "w") as f:
+            f.write(text)
+        paths[name] = path
+    return paths
 
 
 def check_proxy(port: int, results: Results) -> None:
@@ -492,6 +563,17 @@ def check_proxy(port: int, results: Results) -> None:
                                 f"{headers.get('content-encoding')!r}")
     else:
         log(f"phantom-frame stores the page as {len(body)} bytes of Brotli")
+    fetch(port, "/next/page")
+    status, headers, body = fetch(port, "/next/page")
+    if status != 200 or "hit" not in headers.get("cache-status", ""):
+        results.warnings.append(f"hit-vary: the second GET gave {status}, "
+                                f"Cache-Status {headers.get('cache-status')!r}")
+    status, headers, body = fetch(port, "/page/pf", {"If-None-Match": '"bench"'})
+    if status != 304:
+        results.warnings.append(f"hit-304: got {status}")
+    status, headers, body = fetch(port, "/page/pf", {"Range": "bytes=0-1023"})
+    if status != 206 or len(body) != 1024:
+        results.warnings.append(f"hit-range: got {status}, {len(body)} bytes")
     status, headers, body = fetch(port, "/pass/page/pass")
     if status != 200 or len(body) != 10240 or "hit" in headers.get("cache-status", ""):
         results.warnings.append(f"pass: got {status}, {len(body)} bytes, "
@@ -793,8 +875,9 @@ def _main(argv: Optional[Sequence[str]]) -> None:
     args, selected = parse_args(argv)
     if not os.path.exists(os.path.join(ROOT, "twisted", "plugins", "phantom_frame_plugin.py")):
         raise SystemExit(f"{ROOT} does not look like the phantom-frame project root")
+    args.targets = PYPY_TARGETS if interpreter(args.python).startswith("PyPy") else DEFAULT_TARGETS
     args.wrk = shutil.which("wrk")
-    if args.wrk is None and {"nginx", "data", "rpr", "hit", "hit-br", "pass", "compress"} & set(selected):
+    if args.wrk is None and (set(RATE_SCENARIOS) | {"compress"}) & set(selected):
         raise SystemExit("wrk is not installed (on Debian or Ubuntu: apt-get install wrk); "
                          "it drives the request-rate and latency scenarios")
     args.nginx = shutil.which("nginx") or next(
@@ -825,13 +908,13 @@ def _main(argv: Optional[Sequence[str]]) -> None:
         ("stream", run_stream), ("entries", run_entries), ("compress", run_compress), ("ws", run_ws),
     ]
     try:
-        if set(SCENARIOS[:7]) & set(selected):
+        if set(HTTP_SCENARIOS) & set(selected):
             try:
                 run_http(args, selected, results)
             except (StartError, RuntimeError, OSError, asyncio.TimeoutError,
                     subprocess.SubprocessError) as e:
                 log(f"{type(e).__name__}: {e}")
-                for name in SCENARIOS[:7]:
+                for name in HTTP_SCENARIOS:
                     if name not in results.rounds and name not in results.values:
                         results.missing.setdefault(name, _first_line(e))
         for name, step in steps:
