@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import random
 import re
-import time
+from typing import List, Optional, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame.cache.patterns import (
+    MAX_PATTERN,
+    Glob,
+    GlobSet,
     InvalidationPattern,
     PathPattern,
     PatternError,
@@ -23,7 +26,34 @@ def _matches(glob: str, subject: str) -> bool:
     """
     @return: whether C{glob} matches all of C{subject}.
     """
-    return compile_glob(glob).fullmatch(subject) is not None
+    return compile_glob(glob).matches(subject)
+
+
+class _Spy(str):
+    """
+    A string that records every search made in it: where each C{find}
+    began and what it found.
+
+    @ivar finds: C{(start, result)} per C{find} call.
+    """
+
+    finds: List[Tuple[int, int]]
+
+    def __new__(cls, text: str) -> _Spy:
+        """
+        @param text: the string's value.
+        """
+        spy = super().__new__(cls, text)
+        spy.finds = []
+        return spy
+
+    def find(self, sub: str, start: Optional[int] = None, end: Optional[int] = None) -> int:  # type: ignore[override]
+        """
+        Search, and record the search.
+        """
+        found = super().find(sub, start, end)
+        self.finds.append((0 if start is None else start, found))
+        return found
 
 
 class CompileGlobTests(SynchronousTestCase):
@@ -115,16 +145,107 @@ class CompileGlobTests(SynchronousTestCase):
                 (glob, subject),
             )
 
-    def test_noCatastrophicBacktracking(self) -> None:
+    def test_noBacktracking(self) -> None:
         """
-        Many stars against a long subject that almost matches take little
-        time.
+        Thirty stars against a subject that almost matches (which a
+        backtracking matcher tries in exponentially many ways) cost one
+        search per literal, each starting where the previous one ended: the
+        subject is scanned once.
         """
-        regex = compile_glob("*/*/*/*/*/x")
-        subject = "/" * 50000
-        start = time.perf_counter()
-        self.assertIsNone(regex.fullmatch(subject))
-        self.assertLess(time.perf_counter() - start, 1.0)
+        glob = compile_glob("/" + "*a" * 30 + "*x*b")
+        subject = _Spy("/" + "a" * 60 + "b")
+        self.assertFalse(glob.matches(subject))
+        self.assertEqual(len(subject.finds), 31)
+        starts = [start for start, _ in subject.finds]
+        self.assertEqual(starts, list(range(1, 32)))
+        self.assertEqual(subject.finds[-1][1], -1)
+
+    def test_searchesOncePerLiteral(self) -> None:
+        """
+        A long glob against a long subject makes at most one search per
+        literal, never going back: the work is bounded by
+        O(len(pattern) * len(subject)).
+        """
+        glob = compile_glob("/u" + "*ab" * 1000)
+        subject = _Spy("/u" + "a" * 5000 + "bab")
+        self.assertFalse(glob.matches(subject))
+        self.assertEqual(subject.finds, [(2, 5001), (5003, -1)])
+        subject = _Spy("/u" + "ab" * 1000)
+        self.assertTrue(glob.matches(subject))
+        self.assertEqual(len(subject.finds), 999)
+        self.assertEqual([start for start, _ in subject.finds], list(range(2, 2000, 2)))
+
+    def test_tooShortSubject(self) -> None:
+        """
+        A subject shorter than the glob's literals is refused without any
+        search.
+        """
+        subject = _Spy("/uaaa")
+        self.assertFalse(compile_glob("/u" + "*a" * 100).matches(subject))
+        self.assertEqual(subject.finds, [])
+
+    def test_start(self) -> None:
+        """
+        With C{start}, the glob matches the rest of the subject from there.
+        """
+        glob = compile_glob("/a*c")
+        self.assertTrue(glob.matches("GET:/abc", 4))
+        self.assertFalse(glob.matches("GET:/abc", 3))
+        self.assertTrue(compile_glob("/x").matches("GET:/x", 4))
+        self.assertFalse(compile_glob("/x").matches("GET:/xy", 4))
+        self.assertFalse(compile_glob("/*/").matches("GET:/", 4))
+
+    def test_longestPattern(self) -> None:
+        """
+        A glob of L{MAX_PATTERN} bytes (4 KiB) is accepted; one byte more is
+        a L{PatternError}, counted in UTF-8 bytes, not characters.
+        """
+        self.assertEqual(MAX_PATTERN, 4096)
+        self.assertTrue(_matches("*" * MAX_PATTERN, "x"))
+        self.assertRaises(PatternError, compile_glob, "*" * (MAX_PATTERN + 1))
+        self.assertRaises(PatternError, compile_glob, "/u" + "*a" * 200000)
+        self.assertTrue(_matches("/" + "\u00e9" * 2047, "/" + "\u00e9" * 2047))
+        self.assertRaises(PatternError, compile_glob, "/" + "\u00e9" * 2048)
+        self.assertRaises(PatternError, compile_glob, "/" + "\ud800" * 2048)
+
+    def test_repr(self) -> None:
+        """
+        The representation shows the glob.
+        """
+        self.assertEqual(repr(compile_glob("/a*")), "Glob('/a*')")
+
+
+class GlobSetTests(SynchronousTestCase):
+    """
+    Tests for L{GlobSet}.
+    """
+
+    def test_matchesAny(self) -> None:
+        """
+        A subject matches when any of the globs does.
+        """
+        globs = GlobSet(Glob(t) for t in ["/a", "/b/*", "*.css", "/x*y", "/m*n*o"])
+        for subject in ["/a", "/b/", "/b/c/d", "/s/site.css", "/xy", "/x/1/y", "/mno", "/m/n/o"]:
+            self.assertTrue(globs.matches(subject), subject)
+        for subject in ["/a/", "/b", "/site.cs", "/x/1", "/mo", ""]:
+            self.assertFalse(globs.matches(subject), subject)
+        self.assertFalse(GlobSet([]).matches("/a"))
+        self.assertTrue(GlobSet([Glob("**")]).matches(""))
+
+    def test_fastRoutes(self) -> None:
+        """
+        Exact paths, prefix globs and suffix globs are matched without a
+        search; only globs with a literal between stars, or with both a
+        head and a tail, are searched.
+        """
+        globs = GlobSet(Glob(t) for t in ["/a", "/b/*", "*.css"])
+        for text in ["/a", "/b/x", "/z.css", "/nope"]:
+            subject = _Spy(text)
+            globs.matches(subject)
+            self.assertEqual(subject.finds, [])
+        subject = _Spy("/m/n/o")
+        self.assertTrue(GlobSet([Glob("/m*n*o")]).matches(subject))
+        self.assertEqual(len(subject.finds), 1)
 
 
 class PathPatternTests(SynchronousTestCase):
@@ -183,6 +304,16 @@ class PathPatternTests(SynchronousTestCase):
         self.assertTrue(pattern.matches("HEAD", "/x"))
         self.assertFalse(pattern.matches("POST", "/x"))
         self.assertFalse(PathPattern.parse("POST /x").matches("GET", "/x"))
+
+    def test_linearMatcher(self) -> None:
+        """
+        A path pattern is matched by the same searching matcher as every
+        glob, and refuses a path longer than L{MAX_PATTERN} bytes.
+        """
+        path = _Spy("/" + "a" * 40 + "b")
+        self.assertFalse(PathPattern.parse("GET /" + "*a" * 30 + "*x*").matches("GET", path))
+        self.assertEqual(len(path.finds), 31)
+        self.assertRaises(PatternError, PathPattern.parse, "/" + "*a" * MAX_PATTERN)
 
 
 class RequestFilterTests(SynchronousTestCase):
@@ -282,6 +413,18 @@ class RequestFilterTests(SynchronousTestCase):
         self.assertRaises(PatternError, RequestFilter, ["nope"], [])
         self.assertRaises(PatternError, RequestFilter, [], ["GET"])
 
+    def test_linearMatcher(self) -> None:
+        """
+        Include and exclude patterns are matched by the searching matcher:
+        thirty stars against a near miss cost one search per literal.
+        """
+        near = "/" + "*a" * 30 + "*x*"
+        f = RequestFilter([near], [near])
+        path = _Spy("/" + "a" * 40 + "b")
+        self.assertEqual(f.bypass_reason("GET", path), "not-included")
+        self.assertEqual(len(path.finds), 62)
+        self.assertRaises(PatternError, RequestFilter, ["/" + "*a" * MAX_PATTERN], [])
+
     def test_manyPatterns(self) -> None:
         """
         Hundreds of patterns are combined: every one is honoured.
@@ -367,6 +510,54 @@ class InvalidationPatternTests(SynchronousTestCase):
         An empty pattern raises L{PatternError}.
         """
         self.assertRaises(PatternError, InvalidationPattern, "")
+
+    def test_slashMethodForm(self) -> None:
+        """
+        For a pattern starting with C{/}, a key's prefix before the first
+        colon must be an upper-case method for the rest to be matched.
+        """
+        pattern = InvalidationPattern("/a*")
+        self.assertTrue(pattern.matches("GET:/a:b"))
+        self.assertTrue(pattern.matches("M_1-X:/a"))
+        for key in ["get:/a", ":/a", "1GET:/a", "GET:a/a", "GET/a", "GET:", "G T:/a"]:
+            self.assertFalse(pattern.matches(key), key)
+
+    def test_linearMatcher(self) -> None:
+        """
+        A pattern of thirty stars against a near-miss key costs one search
+        per literal.
+        """
+        key = _Spy("GET:/" + "a" * 40 + "b")
+        self.assertFalse(InvalidationPattern("/" + "*a" * 30 + "*x*").matches(key))
+        self.assertEqual(len(key.finds), 31 + 1)
+        self.assertEqual(key.finds[0], (0, 3))
+
+    def test_tooLong(self) -> None:
+        """
+        A pattern longer than L{MAX_PATTERN} bytes raises L{PatternError} (a
+        L{ValueError}) at once, without echoing the pattern.
+        """
+        error = self.assertRaises(PatternError, InvalidationPattern, "/u" + "*a" * 200000)
+        self.assertLess(len(str(error)), 100)
+        self.assertTrue(InvalidationPattern("/" + "a" * (MAX_PATTERN - 1)).matches("GET:/" + "a" * (MAX_PATTERN - 1)))
+
+    def test_agreesWithReference(self) -> None:
+        """
+        On random patterns and keys the matcher agrees with a plain
+        backtracking translation of the documented rule.
+        """
+        rng = random.Random(7)
+        for _ in range(3000):
+            pattern = "".join(rng.choice("ab*/:G") for _ in range(rng.randint(1, 7)))
+            key = "".join(rng.choice("ab/:G") for _ in range(rng.randint(0, 9)))
+            source = ".*".join(re.escape(part) for part in pattern.split("*"))
+            if pattern.startswith("/"):
+                source = f"(?:[A-Z][A-Z0-9_-]*:(?=/))?(?:{source})"
+            self.assertEqual(
+                InvalidationPattern(pattern).matches(key),
+                re.fullmatch(source, key, re.DOTALL) is not None,
+                (pattern, key),
+            )
 
     def test_repr(self) -> None:
         """
