@@ -4,6 +4,11 @@ configuration reload and health.
 
 Every route but C{GET /health} requires C{Authorization: Bearer TOKEN} when
 a token is configured; the check comes before anything else is looked at.
+L{ControlResource.refusal} makes the checks that need only the request's
+head (the token, the body's announced length), so that the control site
+(L{phantom_frame.ops.control_site}) can answer them before reading a body;
+the resource makes them again, then reads and checks the body (see
+L{phantom_frame.ops.control_limits}).
 """
 
 from __future__ import annotations
@@ -15,23 +20,33 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from phantom_frame.ops.control_limits import (
+    HEALTH,
+    MAX_BODY,
+    TOO_LARGE,
+    TWO_TOKENS,
+    UNAUTHORIZED,
+    BadRequest,
+    BodyTooLarge,
+    Refusal,
+    json_body,
+    route_path,
+)
 from phantom_frame.proxy.handle import CacheHandle, UnknownServer
 from phantom_frame.proxy.snapshots import NotPreGenerated, SnapshotError
 from phantom_frame.proxy.origin import UpstreamError
 
 log = Logger()
 
-#: Largest control request body accepted.
-MAX_BODY = 1024 * 1024
-
-
-class BadRequest(Exception):
+def _short(text: str) -> str:
     """
-    The request body is not what the route expects (answered 400).
+    @return: C{text} quoted, cut to its first 60 characters.
     """
+    return repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
 
 
 def _json(request, code: int, payload: Any) -> bytes:
@@ -153,28 +168,68 @@ class ControlResource(Resource):
 
         @param token: the new token, or C{None} to leave the site open.
         """
-        self._expected = None if token is None else b"Bearer " + token.encode("utf-8")
+        self._expected = None if token is None else token.encode("utf-8")
 
-    def _authorized(self, request) -> bool:
+    def _auth_refusal(self, headers: Headers) -> Optional[Refusal]:
+        """
+        Check the bearer token: one C{Authorization} header, its scheme
+        C{Bearer} in any case, its credentials compared in constant time.
+
+        @param headers: the request headers.
+        @return: L{None} when the request may go on, else the refusal.
+        """
         if self._expected is None:
-            return True
-        given = request.getHeader(b"authorization") or b""
-        return hmac.compare_digest(given, self._expected)
+            return None
+        given = headers.getRawHeaders(b"authorization", [])
+        if len(given) > 1:
+            return TWO_TOKENS
+        scheme, _, credentials = (given[0] if given else b"").partition(b" ")
+        # Compared whatever the scheme, so the time taken does not depend on it.
+        credentials = credentials.lstrip(b" ")
+        matches = hmac.compare_digest(credentials, self._expected)
+        if scheme.lower() != b"bearer" or not credentials or not matches:
+            return UNAUTHORIZED
+        return None
+
+    def refusal(
+        self, method: bytes, target: bytes, headers: Headers, length: Optional[int]
+    ) -> Optional[Refusal]:
+        """
+        Decide what can be decided from a request's head, in the order the
+        answers take: the token (401, or 400 for two C{Authorization}
+        headers), then the announced body length (413).
+
+        @param method: the request method.
+        @param target: the request target.
+        @param headers: the request headers.
+        @param length: the body's C{Content-Length}, L{None} when it is
+            chunked.
+        @return: L{None} when the request may go on, else the refusal.
+        """
+        if route_path(target) != HEALTH:
+            refusal = self._auth_refusal(headers)
+            if refusal is not None:
+                return refusal
+        if length is not None and length > MAX_BODY:
+            return TOO_LARGE
+        return None
 
     def render(self, request) -> object:
         """
         Dispatch: health, then auth, then route, then body.
         """
-        path = request.path.rstrip(b"/") or b"/"
+        path = route_path(request.path)
         method = request.method
-        if path == b"/health":
+        if path == HEALTH:
             if method not in (b"GET", b"HEAD"):
                 request.setHeader(b"allow", b"GET, HEAD")
                 return _json(request, 405, {"error": "method not allowed"})
             return _json(request, 200, {"status": "ok"})
-        if not self._authorized(request):
-            request.setHeader(b"www-authenticate", b'Bearer realm="phantom-frame"')
-            return _json(request, 401, {"error": "unauthorized"})
+        refusal = self._auth_refusal(request.requestHeaders)
+        if refusal is not None:
+            for name, value in refusal.headers():
+                request.setHeader(name, value)
+            return _json(request, refusal.code, {"error": refusal.error})
         route = self._routes.get((b"GET" if method == b"HEAD" else method, path))
         if route is None:
             allowed = sorted(m.decode() for m, p in self._routes if p == path)
@@ -209,6 +264,8 @@ class ControlResource(Resource):
         """
         Map an exception to its answer: 400, 404 or 502 with the reason.
         """
+        if isinstance(error, BodyTooLarge):
+            return _json(request, 413, {"error": str(error)})
         if isinstance(error, (BadRequest, NotPreGenerated)):
             return _json(request, 400, {"error": str(error)})
         if isinstance(error, UnknownServer):
@@ -225,12 +282,9 @@ class ControlResource(Resource):
         if size == 0:
             return {}
         if size > MAX_BODY:
-            raise BadRequest("request body too large")
+            raise BodyTooLarge(TOO_LARGE.error)
         content.seek(0)
-        try:
-            value = json.loads(content.read().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadRequest(f"invalid JSON: {e}")
+        value = json_body(content.read())
         if not isinstance(value, dict):
             raise BadRequest("expected a JSON object")
         return value
@@ -265,7 +319,7 @@ class ControlResource(Resource):
         try:
             dropped = self._handle.invalidate(pattern, server)
         except ValueError as e:
-            raise BadRequest(f"bad pattern {pattern!r}: {e}")
+            raise BadRequest(f"bad pattern {_short(pattern)}: {e}")
         log.info("control: invalidated {pattern!r} ({count} dropped)", pattern=pattern, count=dropped)
         return 200, {"ok": True, "pattern": pattern, "invalidated": dropped}
 

@@ -14,7 +14,8 @@ from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.cache import CacheEntry
 from phantom_frame.cache.store import StoredBody
 from phantom_frame.cache.threads import runInline
-from phantom_frame.ops.control import ControlResource
+from phantom_frame.cache.patterns import MAX_PATTERN
+from phantom_frame.ops.control import MAX_BODY, ControlResource
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": "Bearer " + TOKEN}
@@ -125,6 +126,68 @@ class ControlTests(SynchronousTestCase):
             response, answer = self.call("POST", "/invalidate", raw=raw)
             self.assertEqual(response.code, 400, raw)
             self.assertIn("error", answer)
+
+    def test_scheme_any_case(self) -> None:
+        """
+        The C{Bearer} scheme is matched whatever its case.
+        """
+        for scheme in ("bearer", "BEARER", "BeArEr"):
+            response, _ = self.call("GET", "/stats", headers={"Authorization": f"{scheme} {TOKEN}"})
+            self.assertEqual(response.code, 200, scheme)
+
+    def test_two_authorization_headers(self) -> None:
+        """
+        Two C{Authorization} headers are 400, even when the second holds the
+        token, and the body is not looked at.
+        """
+        for values in (["Bearer wrong", "Bearer " + TOKEN], ["Bearer " + TOKEN] * 2):
+            response, answer = self.call("POST", "/refresh-cache", headers={"Authorization": values})
+            self.assertEqual(response.code, 400)
+            self.assertIn("Authorization", answer["error"])
+        self.assertEqual(self.counts(), {"site": 3, "api": 3})
+
+    def test_deep_json(self) -> None:
+        """
+        JSON nested deeper than 32 levels is 400, 100,000 open brackets
+        included; 32 levels are accepted, and brackets inside strings do
+        not count.
+        """
+        for raw in (b"[" * 100000, b'{"pattern": "/a", "x": ' + b"[" * 32 + b"]" * 32 + b"}"):
+            response, answer = self.call("POST", "/invalidate", raw=raw)
+            self.assertEqual(response.code, 400)
+            self.assertIn("nested deeper than 32 levels", answer["error"])
+        raw = b'{"pattern": "/a", "x": ' + b"[" * 31 + b"]" * 31 + b"}"
+        response, answer = self.call("POST", "/invalidate", raw=raw)
+        self.assertEqual((response.code, answer["invalidated"]), (200, 2))
+        response, answer = self.call("POST", "/invalidate", {"pattern": "/b/" + "[" * 100 + "*"})
+        self.assertEqual((response.code, answer["invalidated"]), (200, 0))
+
+    def test_body_too_large(self) -> None:
+        """
+        A body over 1 MiB reaching the resource is 413; one of exactly
+        1 MiB is read.
+        """
+        body = b'{"pattern": "/a"}'
+        response, answer = self.call("POST", "/invalidate", raw=body + b" " * (MAX_BODY + 1 - len(body)))
+        self.assertEqual(response.code, 413)
+        response, answer = self.call("POST", "/invalidate", raw=body + b" " * (MAX_BODY - len(body)))
+        self.assertEqual((response.code, answer["invalidated"]), (200, 2))
+
+    def test_long_pattern(self) -> None:
+        """
+        A pattern over 4 KiB is 400, with an error that does not echo it;
+        in a bulk call it is one failed result. A pattern of 4 KiB is
+        accepted.
+        """
+        pattern = "/u" + "*a" * 200000
+        response, answer = self.call("POST", "/invalidate", {"pattern": pattern})
+        self.assertEqual(response.code, 400)
+        self.assertLess(len(answer["error"]), 200)
+        response, answer = self.call("POST", "/bulk_invalidate", {"patterns": [pattern, "/a"]})
+        self.assertEqual(response.code, 200)
+        self.assertEqual([r["ok"] for r in answer["results"]], [False, True])
+        response, answer = self.call("POST", "/invalidate", {"pattern": "/b" + "*" * (MAX_PATTERN - 2)})
+        self.assertEqual((response.code, answer["invalidated"]), (200, 4))
 
     def test_order_of_errors(self) -> None:
         """
