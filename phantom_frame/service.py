@@ -14,7 +14,6 @@ from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.web import server
 
 from phantom_frame.cache.threads import ThreadRunner
 from phantom_frame.config import Config, ServerConfig
@@ -23,6 +22,7 @@ from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxyRequest, ProxySite
 from phantom_frame.http.tls import ReloadableContext, tls_factory
 from phantom_frame.ops.control import ControlResource
+from phantom_frame.ops.control_site import ControlSite
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.ops.reload import HangupReloader, Reloader
 
@@ -205,8 +205,7 @@ def build_service(
     )
     control_resource.reloader = reloader
     HangupReloader(reloader.reload, reactor, install_signals).setServiceParent(top)
-    control = server.Site(control_resource, reactor=reactor)
-    control.displayTracebacks = False
+    control = ControlSite(control_resource, reactor=reactor)
     control.noisy = False
     strports.service(config.control_endpoint(), control, reactor=reactor).setServiceParent(top)
     top.handle = handle  # type: ignore[attr-defined]
