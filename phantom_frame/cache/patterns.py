@@ -1,203 +1,33 @@
 """
-Globs for C{include_paths}, C{exclude_paths} and invalidation.
-
-A glob's C{*} matches any run of characters, C{/} included, anywhere in the
-pattern; every other character stands for itself (C{?}, C{.} and C{[} are not
-special). Globs always match the whole subject.
-
-A glob is matched without backtracking: the literals between its stars are
-placed, left to right, at their leftmost occurrence after the previous one
-(which is exact when the only wildcard is C{*}). Each literal is searched for
-once, from where the previous one ended, so a match costs at most one pass
-over the subject per literal and never more than
-O(len(pattern) * len(subject)), whatever the request path or key holds.
-Globs longer than L{MAX_PATTERN} bytes are refused.
+Patterns for C{include_paths}, C{exclude_paths} and invalidation, made of
+globs (L{phantom_frame.cache.globs}): C{*} matches any run of characters,
+C{/} included, anywhere in the pattern, everything else is literal, and a
+glob matches the whole subject, in time linear in it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import attr
+
+from phantom_frame.cache.globs import MAX_PATTERN, Glob, GlobSet, PatternError, compile_glob
+
+__all__ = [
+    "MAX_PATTERN",
+    "Glob",
+    "GlobSet",
+    "InvalidationPattern",
+    "PathPattern",
+    "PatternError",
+    "RequestFilter",
+    "compile_glob",
+]
 
 _METHOD = "[A-Z][A-Z0-9_-]*"
 _METHOD_RE = re.compile(_METHOD)
 _COMMON_METHODS = frozenset(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-
-#: The longest glob accepted, in bytes of UTF-8.
-MAX_PATTERN = 4096
-
-
-class PatternError(ValueError):
-    """
-    A path or invalidation pattern is malformed.
-    """
-
-
-def _matcher(head: str, middle: Optional[Tuple[str, ...]], tail: str) -> Callable[[str, int], bool]:
-    """
-    Build the function that matches one glob, specialised to its shape.
-
-    @param head: the literal before the first star (the whole glob when it
-        has none).
-    @param middle: the non-empty literals between stars, or L{None} when
-        the glob has no star.
-    @param tail: the literal after the last star.
-    @return: a function of C{(subject, start)} telling whether the glob
-        matches all of C{subject[start:]}.
-    """
-    if middle is None:
-        size = len(head)
-        return lambda subject, start: len(subject) - start == size and subject.startswith(head, start)
-    least = len(head) + len(tail) + sum(len(literal) for literal in middle)
-    if not middle:
-        if not tail:
-            return lambda subject, start: subject.startswith(head, start)
-        if not head:
-            return lambda subject, start: len(subject) - start >= least and subject.endswith(tail)
-        return lambda subject, start: (
-            len(subject) - start >= least and subject.startswith(head, start) and subject.endswith(tail)
-        )
-    skip = len(head)
-    cut = len(tail)
-
-    def search(subject: str, start: int) -> bool:
-        end = len(subject) - cut
-        if end - start < least - cut or not subject.startswith(head, start) or not subject.endswith(tail):
-            return False
-        position = start + skip
-        for literal in middle:
-            position = subject.find(literal, position, end)
-            if position < 0:
-                return False
-            position += len(literal)
-        return True
-
-    return search
-
-
-class Glob:
-    """
-    A compiled glob: a head, the literals between its stars and a tail.
-
-    @ivar text: the glob as given.
-    """
-
-    __slots__ = ("text", "_head", "_middle", "_tail", "_match")
-
-    def __init__(self, text: str) -> None:
-        """
-        @param text: the glob; C{*} matches any run of characters (C{/}
-            included), everything else is literal.
-        @raise PatternError: when C{text} is longer than L{MAX_PATTERN}
-            bytes.
-        """
-        if len(text) > MAX_PATTERN // 4 and (
-            len(text) > MAX_PATTERN or len(text.encode("utf-8", "surrogatepass")) > MAX_PATTERN
-        ):
-            raise PatternError(f"a pattern must not be longer than {MAX_PATTERN} bytes")
-        self.text = text
-        parts = text.split("*")
-        self._head = parts[0]
-        self._tail = parts[-1] if len(parts) > 1 else ""
-        # Consecutive stars are one star: empty literals are dropped.
-        self._middle: Optional[Tuple[str, ...]] = (
-            None if len(parts) == 1 else tuple(part for part in parts[1:-1] if part)
-        )
-        self._match = _matcher(self._head, self._middle, self._tail)
-
-    def matches(self, subject: str, start: int = 0) -> bool:
-        """
-        Whether the glob matches all of C{subject[start:]}.
-
-        @param subject: the path or key.
-        @param start: where in C{subject} the glob begins to match.
-        @return: L{True} when it matches.
-        """
-        return self._match(subject, start)
-
-    def __repr__(self) -> str:
-        """
-        @return: a readable representation.
-        """
-        return f"Glob({self.text!r})"
-
-
-def compile_glob(text: str) -> Glob:
-    """
-    Compile a glob.
-
-    @param text: the glob; C{*} matches any run of characters (C{/}
-        included), everything else is literal.
-    @return: the compiled glob; match it with L{Glob.matches}.
-    @raise PatternError: when C{text} is longer than L{MAX_PATTERN} bytes.
-    """
-    return Glob(text)
-
-
-def _bySize(literals: Iterable[str]) -> Tuple[Tuple[int, FrozenSet[str]], ...]:
-    """
-    @return: the literals grouped by length, shortest first.
-    """
-    groups: Dict[int, set] = {}
-    for literal in literals:
-        groups.setdefault(len(literal), set()).add(literal)
-    return tuple((size, frozenset(group)) for size, group in sorted(groups.items()))
-
-
-class GlobSet:
-    """
-    Several globs, matched as one: a subject matches when any glob does.
-
-    Globs without a star are looked up in a set; globs whose only star ends
-    them (C{/api/*}) cost one set look-up per distinct head length, and so
-    do globs whose only star begins them (C{*.css}) per tail length; only
-    the others are matched one by one. Hundreds of C{/section/*} globs cost
-    a few look-ups.
-    """
-
-    def __init__(self, globs: Iterable[Glob]) -> None:
-        """
-        @param globs: the globs.
-        """
-        exact = set()
-        prefixes: List[str] = []
-        suffixes: List[str] = []
-        others: Dict[str, Callable[[str, int], bool]] = {}
-        for glob in globs:
-            if glob._middle is None:
-                exact.add(glob._head)
-            elif glob._middle or (glob._head and glob._tail):
-                others.setdefault(glob.text, glob._match)
-            elif not glob._tail:
-                prefixes.append(glob._head)
-            else:
-                suffixes.append(glob._tail)
-        self._exact: FrozenSet[str] = frozenset(exact)
-        self._prefixes = _bySize(prefixes)
-        self._suffixes = _bySize(suffixes)
-        self._others = tuple(others.values())
-
-    def matches(self, subject: str) -> bool:
-        """
-        Whether any of the globs matches all of C{subject}.
-
-        @param subject: the path.
-        @return: L{True} when one matches.
-        """
-        if subject in self._exact:
-            return True
-        for size, heads in self._prefixes:
-            if subject[:size] in heads:
-                return True
-        for size, tails in self._suffixes:
-            if subject[-size:] in tails:
-                return True
-        for match in self._others:
-            if match(subject, 0):
-                return True
-        return False
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -260,7 +90,7 @@ class PathPattern:
         if self.method is not None and self.method != method:
             if not (self.method == "GET" and method == "HEAD"):
                 return False
-        return self._glob._match(path, 0)
+        return self._glob._match(path)
 
     def __str__(self) -> str:
         """
@@ -351,6 +181,46 @@ class RequestFilter:
         return tuple(sorted(self._rules))
 
 
+def _method_form(key: str, colon: int) -> bool:
+    """
+    @return: whether C{key[:colon]} is a method name.
+    """
+    return key[:colon] in _COMMON_METHODS or _METHOD_RE.fullmatch(key, 0, colon) is not None
+
+
+def _path_matcher(glob: Glob) -> Callable[[str], bool]:
+    """
+    Build the matching function of an invalidation pattern that begins with
+    C{/}: a key C{METHOD:/...} is matched from its first C{:} on, any other
+    key whole.
+
+    @param glob: the pattern's glob.
+    @return: a function telling whether a key matches.
+    """
+    match = glob._match
+    if glob._middle is not None and not glob._middle and not glob._tail:
+        head = glob._head
+
+        # The commonest form, C{/section/*}: two prefix checks.
+        def prefix(key: str) -> bool:
+            if key.startswith(head):
+                return True
+            colon = key.find(":")
+            return colon > 0 and key.startswith(head, colon + 1) and _method_form(key, colon)
+
+        return prefix
+
+    def path(key: str) -> bool:
+        if key.startswith("/"):
+            return match(key, 0)
+        # The method cannot hold a colon, so it ends at the first one; the
+        # glob's head begins with "/", so a match puts one after it.
+        colon = key.find(":")
+        return colon > 0 and match(key, colon + 1) and _method_form(key, colon)
+
+    return path
+
+
 class InvalidationPattern:
     """
     A pattern naming cache keys to invalidate.
@@ -375,8 +245,11 @@ class InvalidationPattern:
         if not text:
             raise PatternError("an invalidation pattern must not be empty")
         self.text = text
-        self._match = Glob(text)._match
-        self._pathOnly = text.startswith("/")
+        glob = Glob(text)
+        self._matches = _path_matcher(glob) if text.startswith("/") else glob._match
+        # A cache walk calls this once per key: the instance attribute
+        # skips the method's own call.
+        self.matches = self._matches  # type: ignore[method-assign]
 
     def matches(self, key: str) -> bool:
         """
@@ -385,16 +258,7 @@ class InvalidationPattern:
         @param key: a cache key.
         @return: L{True} when the pattern matches it.
         """
-        if not self._pathOnly or key.startswith("/"):
-            return self._match(key, 0)
-        # METHOD:/path: the method cannot hold a colon, so it ends at the
-        # first one.
-        colon = key.find(":")
-        if colon < 1 or not key.startswith("/", colon + 1):
-            return False
-        if key[:colon] not in _COMMON_METHODS and _METHOD_RE.fullmatch(key, 0, colon) is None:
-            return False
-        return self._match(key, colon + 1)
+        return self._matches(key)
 
     def __repr__(self) -> str:
         """
