@@ -188,7 +188,7 @@ def build_service(
         strports.service(https, tls_factory(tls, site), reactor=reactor).setServiceParent(top)
     else:
         tls = None
-    control_resource = ControlResource(handle, config.control_auth, metrics=metrics)
+    control_resource = ControlResource(handle, config.control_auth, metrics=metrics, clock=reactor)
     path = None if config.source is None else os.path.abspath(config.source)
     reloader = Reloader(
         path,

@@ -17,7 +17,8 @@ import hmac
 import json
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -131,6 +132,7 @@ class ControlResource(Resource):
         token: Optional[str] = None,
         metrics: Any = None,
         reloader: Any = None,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         """
         @param handle: the caches to act on.
@@ -138,9 +140,13 @@ class ControlResource(Resource):
             C{None} leaves the site open (it listens on localhost by default).
         @param metrics: see L{metrics}.
         @param reloader: see L{reloader}.
+        @param clock: what bulk calls yield to between items, so that each
+            turn of the event loop walks the caches once (one pattern) or
+            starts one snapshot call; without it they run all at once.
         """
         super().__init__()
         self._handle = handle
+        self._clock = clock
         self.metrics = metrics
         self.reloader = reloader
         self.set_token(token)
@@ -323,18 +329,46 @@ class ControlResource(Resource):
         log.info("control: invalidated {pattern!r} ({count} dropped)", pattern=pattern, count=dropped)
         return 200, {"ok": True, "pattern": pattern, "invalidated": dropped}
 
-    def _bulk_invalidate(self, body: Dict[str, Any]) -> Tuple[int, Any]:
+    def _one_per_turn(self, items: List[str], call: Callable[[str], Any]) -> Deferred[List[Any]]:
+        """
+        Call C{call} on each item in order, one item per turn of the event
+        loop (the first at once), or all at once without a clock.
+
+        @return: a L{Deferred} firing with the results, in order, or failing
+            with the first exception raised.
+        """
+        if self._clock is None or len(items) < 2:
+            return maybeDeferred(lambda: [call(item) for item in items])
+        clock = self._clock
+        results: List[Any] = []
+        done: Deferred[List[Any]] = Deferred()
+
+        def step(index: int) -> None:
+            try:
+                results.append(call(items[index]))
+            except BaseException:
+                done.errback()
+                return
+            if index + 1 < len(items):
+                clock.callLater(0, step, index + 1)
+            else:
+                done.callback(results)
+
+        step(0)
+        return done
+
+    def _bulk_invalidate(self, body: Dict[str, Any]) -> Deferred:
         patterns = self._field(body, "patterns", list)
         server = self._server(body)
-        results = []
-        for pattern in patterns:
+
+        def invalidate(pattern: str) -> Dict[str, Any]:
             try:
                 count = self._handle.invalidate(pattern, server)
             except ValueError as e:
-                results.append({"pattern": pattern, "ok": False, "error": str(e)})
-            else:
-                results.append({"pattern": pattern, "ok": True, "invalidated": count})
-        return 200, _bulk(results)
+                return {"pattern": pattern, "ok": False, "error": str(e)}
+            return {"pattern": pattern, "ok": True, "invalidated": count}
+
+        return self._one_per_turn(patterns, invalidate).addCallback(lambda results: (200, _bulk(results)))
 
     def _path(self, body: Dict[str, Any], name: str = "path") -> str:
         path = self._field(body, name, str)
@@ -363,10 +397,10 @@ class ControlResource(Resource):
             paths = self._paths(body)
             server = self._server(body)
             self._handle._snapshot_servers(server)
-            ds = [getattr(self._handle, operation)(path, server) for path in paths]
-            return DeferredList(ds, consumeErrors=True).addCallback(
-                lambda outcomes: (200, _summary(paths, outcomes))
-            )
+            call = getattr(self._handle, operation)
+            started = self._one_per_turn(paths, lambda path: call(path, server))
+            started.addCallback(lambda ds: DeferredList(ds, consumeErrors=True))
+            return started.addCallback(lambda outcomes: (200, _summary(paths, outcomes)))
 
         return route
 

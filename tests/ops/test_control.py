@@ -5,8 +5,10 @@ Tests for L{phantom_frame.ops.control}: auth first, then body, then server.
 from __future__ import annotations
 
 import json
+from typing import List
 
 from treq.testing import StubTreq
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,6 +21,23 @@ from phantom_frame.ops.control import MAX_BODY, ControlResource
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": "Bearer " + TOKEN}
+
+
+def due(clock: Clock) -> List[IDelayedCall]:
+    """
+    @return: the calls due now.
+    """
+    return [call for call in clock.getDelayedCalls() if call.getTime() <= clock.seconds()]
+
+
+def turn(clock: Clock) -> None:
+    """
+    Run the calls due now, as one turn of a reactor's loop would: not the
+    calls they schedule for now in turn.
+    """
+    for call in due(clock):
+        clock.calls.remove(call)
+        call.func(*call.args, **call.kw)
 
 
 class ControlTests(SynchronousTestCase):
@@ -117,6 +136,54 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual((answer["requested"], answer["succeeded"], answer["failed"]), (3, 2, 1))
         self.assertEqual([r["ok"] for r in answer["results"]], [True, False, True])
         self.assertEqual(self.counts(), {"site": 1, "api": 1})
+
+    def test_bulk_one_pattern_per_turn(self) -> None:
+        """
+        With a clock, C{POST /bulk_invalidate} walks the caches for one
+        pattern per turn of the event loop, and answers after the last.
+        """
+        self.client = StubTreq(ControlResource(self.handle, TOKEN, clock=self.clock))
+        d = self.client.request(
+            "POST", "http://control/bulk_invalidate", headers=AUTH, data=json.dumps({"patterns": ["/a", "/b/1", "/b/2"]}).encode()
+        )
+        self.assertEqual(self.counts(), {"site": 2, "api": 2})
+        turn(self.clock)
+        self.client.flush()
+        self.assertNoResult(d)
+        self.assertEqual(self.counts(), {"site": 1, "api": 1})
+        turn(self.clock)
+        self.client.flush()
+        response = self.successResultOf(d)
+        answer = json.loads(self.successResultOf(response.content()))
+        self.assertEqual((response.code, answer["succeeded"]), (200, 3))
+        self.assertEqual([r["invalidated"] for r in answer["results"]], [2, 2, 2])
+        self.assertEqual(self.counts(), {"site": 0, "api": 0})
+        self.assertEqual(due(self.clock), [])
+
+    def test_bulk_snapshots_one_per_turn(self) -> None:
+        """
+        With a clock, a bulk snapshot call starts one path's operation per
+        turn of the event loop, and answers once every one has finished.
+        """
+        config = CreateProxyConfig("http://127.0.0.1:3").with_proxy_mode("pre_generate")
+        create_proxy(config, self.clock, agent=object(), name="ssg", handle=self.handle, runner=runInline)
+        self.clock.advance(0)
+        self.assertEqual(due(self.clock), [])
+        self.client = StubTreq(ControlResource(self.handle, TOKEN, clock=self.clock))
+        body = json.dumps({"paths": ["/x", "/y", "/z"], "server": "ssg"}).encode()
+        d = self.client.request("POST", "http://control/bulk_remove_snapshot", headers=AUTH, data=body)
+        self.client.flush()
+        self.assertNoResult(d)
+        self.assertEqual(len(due(self.clock)), 1)
+        turn(self.clock)
+        self.client.flush()
+        self.assertNoResult(d)
+        turn(self.clock)
+        self.client.flush()
+        response = self.successResultOf(d)
+        answer = json.loads(self.successResultOf(response.content()))
+        self.assertEqual((response.code, answer["requested"], answer["succeeded"]), (200, 3, 3))
+        self.assertEqual(due(self.clock), [])
 
     def test_bad_bodies(self) -> None:
         """
