@@ -10,6 +10,9 @@ reached another way.
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
+from operator import neg
 from typing import Any, List, Tuple
 
 import attr
@@ -99,18 +102,19 @@ def json_body(raw: bytes) -> Any:
 
 _BRACKETS = bytes.maketrans(b"[]{}", b"()()")
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_RUNS = re.compile(rb"\(+|\)+")
 
 
 def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
     """
     Whether JSON text nests arrays and objects deeper than C{limit}, found
-    without recursion and without a loop over its bytes: only a few passes
-    of C{bytes} methods, at most C{limit} over what remains of the brackets.
+    without recursion and without a Python loop over its bytes: a few
+    passes of C{bytes} methods, then a sum over runs of brackets.
 
-    Brackets inside strings do not count. When the text is not JSON the
-    answer is only a bound: decoding any text this accepts goes at most
-    C{2 * limit} levels deep before it fails, far from the interpreter's
-    recursion limit.
+    Brackets inside strings do not count. The answer is exact for JSON;
+    for other text, L{False} still means that decoding cannot nest deeper
+    than C{limit} before it fails: up to where it fails, no prefix opens
+    more than C{limit} brackets it has not closed.
 
     @param raw: UTF-8 (or ASCII) JSON text.
     @param limit: the deepest nesting accepted.
@@ -122,15 +126,33 @@ def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
     # to right), then every other segment between quotes is inside a string.
     unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     nesting = b"".join(unescaped.split(b'"')[::2]).translate(_BRACKETS, _NOT_BRACKETS)
-    # Each pass removes every innermost pair, "()": the pairs removed by the
-    # n-th pass close an array or object nested n levels, counted from the
-    # inside. A pair left after `limit` passes is nested deeper.
-    for _ in range(limit):
-        if not nesting:
-            return False
+    # A pass removes every innermost pair, "()", which lowers the deepest
+    # point by exactly one when the brackets balance, and by at most one
+    # otherwise. Passes go on while they shrink the text by a quarter or
+    # more; after that, innermost pairs, and so runs of brackets, are few.
+    passes = 0
+    while nesting and passes < limit:
         shorter = nesting.replace(b"()", b"")
-        if len(shorter) == len(nesting):
+        removed = len(nesting) - len(shorter)
+        if not removed:
             break
         nesting = shorter
-    # What no pass could remove is unbalanced: closes, then opens.
-    return b"()" in nesting or nesting.count(b"(") > limit
+        passes += 1
+        if removed * 3 < len(shorter):
+            break
+    return _deepest(nesting) > limit - passes
+
+
+def _deepest(nesting: bytes) -> int:
+    """
+    @param nesting: C{(} and C{)} only.
+    @return: how many more C{(} than C{)} the most unbalanced prefix holds
+        (0 for none).
+    """
+    if not nesting:
+        return 0
+    sizes = list(map(len, _RUNS.findall(nesting)))
+    # Runs alternate: negate the runs of ")".
+    closes = 0 if nesting.startswith(b")") else 1
+    sizes[closes::2] = map(neg, sizes[closes::2])
+    return max(0, max(accumulate(sizes)))

@@ -108,6 +108,75 @@ class TooDeepTests(SynchronousTestCase):
             self.assertEqual(too_deep(raw), depth > MAX_DEPTH, raw)
 
 
+def decoded_depth(raw: str) -> int:
+    """
+    @return: the deepest nesting a JSON decoder reaches in C{raw} before it
+        meets what it must fail on, read one character at a time: the
+        brackets outside strings, up to the first unbalanced close or
+        backslash outside a string.
+    """
+    depth = deepest = 0
+    inside = escaped = False
+    for c in raw:
+        if inside:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                inside = False
+        elif c == '"':
+            inside = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+            if depth < 0:
+                break
+        elif c == "\\":
+            break
+    return deepest
+
+
+class TooDeepBoundTests(SynchronousTestCase):
+    """
+    L{too_deep} on text that is not JSON.
+    """
+
+    def test_neverUnderReports(self) -> None:
+        """
+        On random text of brackets, quotes and backslashes, whenever a
+        decoder would nest deeper than the limit before failing, the text
+        is too deep.
+        """
+        rng = random.Random(5)
+        for _ in range(20000):
+            raw = "".join(rng.choice('[]{}"\\a') for _ in range(rng.randint(0, 40)))
+            if decoded_depth(raw) > 3:
+                self.assertTrue(too_deep(raw.encode(), limit=3), raw)
+
+    def test_balancedExact(self) -> None:
+        """
+        On random balanced brackets around strings, the answer is exact.
+        """
+        rng = random.Random(6)
+        for _ in range(3000):
+            parts = []
+            depth = 0
+            for _ in range(rng.randint(0, 60)):
+                if depth and rng.random() < 0.45:
+                    parts.append(rng.choice("]}"))
+                    depth -= 1
+                elif rng.random() < 0.2:
+                    parts.append(rng.choice(['"a"', '"[\\"["', '"\\\\"', '"]}"']))
+                else:
+                    parts.append(rng.choice("[{"))
+                    depth += 1
+            raw = "".join(parts) + "]" * depth
+            self.assertEqual(too_deep(raw.encode(), limit=4), decoded_depth(raw) > 4, raw)
+
+
 class JsonBodyTests(SynchronousTestCase):
     """
     Tests for L{json_body}.
