@@ -65,8 +65,11 @@ class Refusal:
 #: The C{WWW-Authenticate} value of a 401.
 CHALLENGE = b'Bearer realm="phantom-frame"'
 
+#: No token, another scheme or a wrong token.
 UNAUTHORIZED = Refusal(401, "unauthorized", challenge=True)
+#: A body over L{MAX_BODY} bytes.
 TOO_LARGE = Refusal(413, "request body too large")
+#: More than one C{Authorization} header.
 TWO_TOKENS = Refusal(400, "more than one Authorization header")
 
 

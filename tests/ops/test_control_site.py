@@ -14,18 +14,19 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web import http
 
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.cache import CacheEntry
 from phantom_frame.cache.store import StoredBody
 from phantom_frame.cache.threads import runInline
+from phantom_frame.config.loader import parse_config
 from phantom_frame.ops.control import ControlResource
-from phantom_frame.ops.control_limits import MAX_BODY
+from phantom_frame.ops.control_limits import MAX_BODY, UNAUTHORIZED
 from phantom_frame.ops.control_site import ControlChannel, ControlRequest, ControlSite, refusal_bytes
+from phantom_frame.service import build_service
 
 TOKEN = "s3cret"
 AUTH = b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
@@ -302,14 +303,37 @@ class ControlSiteTests(SynchronousTestCase):
         """
         A refusal is a complete HTTP/1.1 response with a JSON body.
         """
-        from phantom_frame.ops.control_limits import UNAUTHORIZED
-
         data = refusal_bytes(UNAUTHORIZED)
         self.assertTrue(data.startswith(b"HTTP/1.1 401 Unauthorized\r\n"))
         [(code, headers, body)] = parse(data)
         self.assertEqual(headers[b"cache-control"], [b"no-store"])
         self.assertEqual(headers[b"content-type"], [b"application/json"])
         self.assertEqual(json.loads(body), {"error": "unauthorized"})
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    The service's control listener.
+    """
+
+    def test_controlSite(self) -> None:
+        """
+        L{build_service} serves the control resource through a
+        L{ControlSite}.
+        """
+        config = parse_config(
+            {
+                "http_listen": "tcp:0:interface=127.0.0.1",
+                "control_listen": "tcp:0:interface=127.0.0.1",
+                "control_auth": "tok",
+                "server": {"site": {"proxy_url": "http://127.0.0.1:9"}},
+            }
+        )
+        top = build_service(config, MemoryReactorClock())
+        factory = list(top)[-1].factory
+        self.assertIsInstance(factory, ControlSite)
+        self.assertIs(factory.control, top.control)
+        self.assertFalse(factory.noisy)
 
 
 class _Client(Protocol):
