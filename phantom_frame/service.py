@@ -13,7 +13,6 @@ from typing import Any, List, Optional
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.web import server
 
 from phantom_frame.cache.threads import ThreadRunner
 from phantom_frame.config import Config, ServerConfig
@@ -22,6 +21,7 @@ from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxyRequest, ProxySite
 from phantom_frame.http.tls import ReloadableContext, tls_factory
 from phantom_frame.ops.control import ControlResource
+from phantom_frame.ops.control_site import ControlSite
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.ops.reload import HangupReloader, Reloader
 from phantom_frame.startup import listener
@@ -191,7 +191,7 @@ def build_service(
         listener(config.listener_key("https"), https, tls_factory(tls, site), reactor).setServiceParent(top)
     else:
         tls = None
-    control_resource = ControlResource(handle, config.control_auth, metrics=metrics)
+    control_resource = ControlResource(handle, config.control_auth, metrics=metrics, clock=reactor)
     path = None if config.source is None else os.path.abspath(config.source)
     reloader = Reloader(
         path,
@@ -208,8 +208,7 @@ def build_service(
     )
     control_resource.reloader = reloader
     HangupReloader(reloader.reload, reactor, install_signals).setServiceParent(top)
-    control = server.Site(control_resource, reactor=reactor)
-    control.displayTracebacks = False
+    control = ControlSite(control_resource, reactor=reactor)
     control.noisy = False
     listener(config.listener_key("control"), config.control_endpoint(), control, reactor).setServiceParent(top)
     top.handle = handle  # type: ignore[attr-defined]

@@ -1,88 +1,33 @@
 """
-Globs for C{include_paths}, C{exclude_paths} and invalidation.
-
-A glob's C{*} matches any run of characters, C{/} included, anywhere in the
-pattern; every other character stands for itself (C{?}, C{.} and C{[} are not
-special). Globs always match the whole subject.
-
-Globs are compiled to regular expressions that never backtrack
-catastrophically: each literal between two stars is placed at its leftmost
-occurrence inside a lookahead (which the regular expression engine does not
-re-enter), so a match costs time linear in the subject for a given pattern,
-whatever the request path holds. Leftmost placement is exact for globs whose
-only wildcard is C{*}.
+Patterns for C{include_paths}, C{exclude_paths} and invalidation, made of
+globs (L{phantom_frame.cache.globs}): C{*} matches any run of characters,
+C{/} included, anywhere in the pattern, everything else is literal, and a
+glob matches the whole subject, in time linear in it.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import attr
 
+from phantom_frame.cache.globs import MAX_PATTERN, Glob, GlobSet, PatternError, compile_glob
+
+__all__ = [
+    "MAX_PATTERN",
+    "Glob",
+    "GlobSet",
+    "InvalidationPattern",
+    "PathPattern",
+    "PatternError",
+    "RequestFilter",
+    "compile_glob",
+]
+
 _METHOD = "[A-Z][A-Z0-9_-]*"
 _METHOD_RE = re.compile(_METHOD)
-
-
-class PatternError(ValueError):
-    """
-    A path or invalidation pattern is malformed.
-    """
-
-
-def _glob_source(text: str, groups: Iterator[int]) -> str:
-    """
-    Translate a glob to regular expression source (without flags).
-
-    @param text: the glob.
-    @param groups: numbers for the named groups the translation needs, unique
-        across every glob combined into one expression.
-    @return: the source, to be matched with C{fullmatch} and C{re.DOTALL}.
-    """
-    parts = text.split("*")
-    if len(parts) == 1:
-        return re.escape(text)
-    head, middle, tail = parts[0], parts[1:-1], parts[-1]
-    source = [re.escape(head)]
-    for literal in middle:
-        if not literal:
-            # Consecutive stars are one star.
-            continue
-        name = f"g{next(groups)}"
-        # Emulates an atomic group: find the literal's leftmost occurrence,
-        # capture it in a lookahead, then consume exactly that.
-        source.append(f"(?=(?P<{name}>.*?{re.escape(literal)}))(?P={name})")
-    source.append(".*")
-    source.append(re.escape(tail))
-    return "".join(source)
-
-
-def _combine(globs: Sequence[str]) -> re.Pattern[str]:
-    """
-    Compile several globs into one expression matching any of them.
-
-    @param globs: the globs; at least one.
-    @return: a compiled expression to use with C{fullmatch}.
-    """
-    groups = itertools.count()
-    sources: List[str] = []
-    for text in globs:
-        source = _glob_source(text, groups)
-        if source not in sources:
-            sources.append(source)
-    return re.compile("|".join(f"(?:{source})" for source in sources), re.DOTALL)
-
-
-def compile_glob(text: str) -> re.Pattern[str]:
-    """
-    Compile a glob.
-
-    @param text: the glob; C{*} matches any run of characters (C{/}
-        included), everything else is literal.
-    @return: a compiled regular expression; match it with C{fullmatch}.
-    """
-    return _combine([text])
+_COMMON_METHODS = frozenset(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -97,11 +42,11 @@ class PathPattern:
 
     method: Optional[str]
     path: str
-    _regex: re.Pattern[str] = attr.ib(
+    _glob: Glob = attr.ib(
         init=False,
         eq=False,
         repr=False,
-        default=attr.Factory(lambda self: compile_glob(self.path), takes_self=True),
+        default=attr.Factory(lambda self: Glob(self.path), takes_self=True),
     )
 
     @classmethod
@@ -113,7 +58,8 @@ class PathPattern:
             upper-case token and PATH begins with C{/} or C{*}; surrounding
             whitespace is ignored.
         @return: the pattern.
-        @raise PatternError: when C{text} has another form.
+        @raise PatternError: when C{text} has another form, or its path is
+            longer than L{MAX_PATTERN} bytes.
         """
         words = text.split()
         if len(words) == 1:
@@ -144,7 +90,7 @@ class PathPattern:
         if self.method is not None and self.method != method:
             if not (self.method == "GET" and method == "HEAD"):
                 return False
-        return self._regex.fullmatch(path) is not None
+        return self._glob._match(path)
 
     def __str__(self) -> str:
         """
@@ -160,15 +106,15 @@ class _MethodRule:
     """
     The compiled include and exclude lists that apply to one method.
 
-    @ivar include: the expression a path must match, or L{None} for every
-        path (or none, when C{restricted}).
+    @ivar include: the globs a path must match, or L{None} for every path
+        (or none, when C{restricted}).
     @ivar restricted: whether the include list is non-empty.
-    @ivar exclude: the expression excluded paths match, or L{None}.
+    @ivar exclude: the globs excluded paths match, or L{None}.
     """
 
-    include: Optional[re.Pattern[str]]
+    include: Optional[GlobSet]
     restricted: bool
-    exclude: Optional[re.Pattern[str]]
+    exclude: Optional[GlobSet]
 
 
 class RequestFilter:
@@ -183,7 +129,7 @@ class RequestFilter:
     include list includes every path.
 
     Everything is compiled up front: a request costs one dictionary look-up
-    and at most two regular expression matches.
+    and at most two L{GlobSet} matches.
     """
 
     def __init__(self, include: Sequence[str], exclude: Sequence[str]) -> None:
@@ -199,12 +145,12 @@ class RequestFilter:
         self._rules: Dict[str, _MethodRule] = {}
         for method in enabled:
             names = {"GET", "HEAD"} if method == "HEAD" else {method}
-            inc = [p.path for p in includes if p.method is None or p.method in names]
-            exc = [p.path for p in excludes if p.method is None or p.method in names]
+            inc = [p._glob for p in includes if p.method is None or p.method in names]
+            exc = [p._glob for p in excludes if p.method is None or p.method in names]
             self._rules[method] = _MethodRule(
-                include=_combine(inc) if inc else None,
+                include=GlobSet(inc) if inc else None,
                 restricted=bool(includes),
-                exclude=_combine(exc) if exc else None,
+                exclude=GlobSet(exc) if exc else None,
             )
 
     def bypass_reason(self, method: str, path: str) -> Optional[str]:
@@ -221,11 +167,9 @@ class RequestFilter:
         rule = self._rules.get(method)
         if rule is None:
             return "method"
-        if rule.exclude is not None and rule.exclude.fullmatch(path) is not None:
+        if rule.exclude is not None and rule.exclude.matches(path):
             return "excluded"
-        if rule.restricted and (
-            rule.include is None or rule.include.fullmatch(path) is None
-        ):
+        if rule.restricted and (rule.include is None or not rule.include.matches(path)):
             return "not-included"
         return None
 
@@ -235,6 +179,46 @@ class RequestFilter:
         @return: the cacheable methods, sorted.
         """
         return tuple(sorted(self._rules))
+
+
+def _method_form(key: str, colon: int) -> bool:
+    """
+    @return: whether C{key[:colon]} is a method name.
+    """
+    return key[:colon] in _COMMON_METHODS or _METHOD_RE.fullmatch(key, 0, colon) is not None
+
+
+def _path_matcher(glob: Glob) -> Callable[[str], bool]:
+    """
+    Build the matching function of an invalidation pattern that begins with
+    C{/}: a key C{METHOD:/...} is matched from its first C{:} on, any other
+    key whole.
+
+    @param glob: the pattern's glob.
+    @return: a function telling whether a key matches.
+    """
+    match = glob._match
+    if glob._middle is not None and not glob._middle and not glob._tail:
+        head = glob._head
+
+        # The commonest form, C{/section/*}: two prefix checks.
+        def prefix(key: str) -> bool:
+            if key.startswith(head):
+                return True
+            colon = key.find(":")
+            return colon > 0 and key.startswith(head, colon + 1) and _method_form(key, colon)
+
+        return prefix
+
+    def path(key: str) -> bool:
+        if key.startswith("/"):
+            return match(key, 0)
+        # The method cannot hold a colon, so it ends at the first one; the
+        # glob's head begins with "/", so a match puts one after it.
+        colon = key.find(":")
+        return colon > 0 and match(key, colon + 1) and _method_form(key, colon)
+
+    return path
 
 
 class InvalidationPattern:
@@ -255,15 +239,17 @@ class InvalidationPattern:
     def __init__(self, text: str) -> None:
         """
         @param text: the pattern.
-        @raise PatternError: when C{text} is empty.
+        @raise PatternError: when C{text} is empty or longer than
+            L{MAX_PATTERN} bytes.
         """
         if not text:
             raise PatternError("an invalidation pattern must not be empty")
         self.text = text
-        source = _glob_source(text, itertools.count())
-        if text.startswith("/"):
-            source = f"(?:{_METHOD}:(?=/))?(?:{source})"
-        self._regex = re.compile(source, re.DOTALL)
+        glob = Glob(text)
+        self._matches = _path_matcher(glob) if text.startswith("/") else glob._match
+        # A cache walk calls this once per key: the instance attribute
+        # skips the method's own call.
+        self.matches = self._matches  # type: ignore[method-assign]
 
     def matches(self, key: str) -> bool:
         """
@@ -272,7 +258,7 @@ class InvalidationPattern:
         @param key: a cache key.
         @return: L{True} when the pattern matches it.
         """
-        return self._regex.fullmatch(key) is not None
+        return self._matches(key)
 
     def __repr__(self) -> str:
         """

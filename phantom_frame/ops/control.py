@@ -4,6 +4,11 @@ configuration reload and health.
 
 Every route but C{GET /health} requires C{Authorization: Bearer TOKEN} when
 a token is configured; the check comes before anything else is looked at.
+L{ControlResource.refusal} makes the checks that need only the request's
+head (the token, the body's announced length), so that the control site
+(L{phantom_frame.ops.control_site}) can answer them before reading a body;
+the resource makes them again, then reads and checks the body (see
+L{phantom_frame.ops.control_limits}).
 """
 
 from __future__ import annotations
@@ -12,26 +17,37 @@ import hmac
 import json
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from phantom_frame.ops.control_limits import (
+    HEALTH,
+    MAX_BODY,
+    TOO_LARGE,
+    TWO_TOKENS,
+    UNAUTHORIZED,
+    BadRequest,
+    BodyTooLarge,
+    Refusal,
+    json_body,
+    route_path,
+)
 from phantom_frame.proxy.handle import CacheHandle, UnknownServer
 from phantom_frame.proxy.snapshots import NotPreGenerated, SnapshotError
 from phantom_frame.proxy.origin import UpstreamError
 
 log = Logger()
 
-#: Largest control request body accepted.
-MAX_BODY = 1024 * 1024
-
-
-class BadRequest(Exception):
+def _short(text: str) -> str:
     """
-    The request body is not what the route expects (answered 400).
+    @return: C{text} quoted, cut to its first 60 characters.
     """
+    return repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
 
 
 def _json(request, code: int, payload: Any) -> bytes:
@@ -116,6 +132,7 @@ class ControlResource(Resource):
         token: Optional[str] = None,
         metrics: Any = None,
         reloader: Any = None,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         """
         @param handle: the caches to act on.
@@ -123,9 +140,13 @@ class ControlResource(Resource):
             C{None} leaves the site open (it listens on localhost by default).
         @param metrics: see L{metrics}.
         @param reloader: see L{reloader}.
+        @param clock: what bulk calls yield to between items, so that each
+            turn of the event loop walks the caches once (one pattern) or
+            starts one snapshot call; without it they run all at once.
         """
         super().__init__()
         self._handle = handle
+        self._clock = clock
         self.metrics = metrics
         self.reloader = reloader
         self.set_token(token)
@@ -153,28 +174,68 @@ class ControlResource(Resource):
 
         @param token: the new token, or C{None} to leave the site open.
         """
-        self._expected = None if token is None else b"Bearer " + token.encode("utf-8")
+        self._expected = None if token is None else token.encode("utf-8")
 
-    def _authorized(self, request) -> bool:
+    def _auth_refusal(self, headers: Headers) -> Optional[Refusal]:
+        """
+        Check the bearer token: one C{Authorization} header, its scheme
+        C{Bearer} in any case, its credentials compared in constant time.
+
+        @param headers: the request headers.
+        @return: L{None} when the request may go on, else the refusal.
+        """
         if self._expected is None:
-            return True
-        given = request.getHeader(b"authorization") or b""
-        return hmac.compare_digest(given, self._expected)
+            return None
+        given = headers.getRawHeaders(b"authorization", [])
+        if len(given) > 1:
+            return TWO_TOKENS
+        scheme, _, credentials = (given[0] if given else b"").partition(b" ")
+        # Compared whatever the scheme, so the time taken does not depend on it.
+        credentials = credentials.lstrip(b" ")
+        matches = hmac.compare_digest(credentials, self._expected)
+        if scheme.lower() != b"bearer" or not credentials or not matches:
+            return UNAUTHORIZED
+        return None
+
+    def refusal(
+        self, method: bytes, target: bytes, headers: Headers, length: Optional[int]
+    ) -> Optional[Refusal]:
+        """
+        Decide what can be decided from a request's head, in the order the
+        answers take: the token (401, or 400 for two C{Authorization}
+        headers), then the announced body length (413).
+
+        @param method: the request method.
+        @param target: the request target.
+        @param headers: the request headers.
+        @param length: the body's C{Content-Length}, L{None} when it is
+            chunked.
+        @return: L{None} when the request may go on, else the refusal.
+        """
+        if route_path(target) != HEALTH:
+            refusal = self._auth_refusal(headers)
+            if refusal is not None:
+                return refusal
+        if length is not None and length > MAX_BODY:
+            return TOO_LARGE
+        return None
 
     def render(self, request) -> object:
         """
         Dispatch: health, then auth, then route, then body.
         """
-        path = request.path.rstrip(b"/") or b"/"
+        path = route_path(request.path)
         method = request.method
-        if path == b"/health":
+        if path == HEALTH:
             if method not in (b"GET", b"HEAD"):
                 request.setHeader(b"allow", b"GET, HEAD")
                 return _json(request, 405, {"error": "method not allowed"})
             return _json(request, 200, {"status": "ok"})
-        if not self._authorized(request):
-            request.setHeader(b"www-authenticate", b'Bearer realm="phantom-frame"')
-            return _json(request, 401, {"error": "unauthorized"})
+        refusal = self._auth_refusal(request.requestHeaders)
+        if refusal is not None:
+            for name, value in refusal.headers():
+                request.setHeader(name, value)
+            return _json(request, refusal.code, {"error": refusal.error})
         route = self._routes.get((b"GET" if method == b"HEAD" else method, path))
         if route is None:
             allowed = sorted(m.decode() for m, p in self._routes if p == path)
@@ -209,6 +270,8 @@ class ControlResource(Resource):
         """
         Map an exception to its answer: 400, 404 or 502 with the reason.
         """
+        if isinstance(error, BodyTooLarge):
+            return _json(request, 413, {"error": str(error)})
         if isinstance(error, (BadRequest, NotPreGenerated)):
             return _json(request, 400, {"error": str(error)})
         if isinstance(error, UnknownServer):
@@ -225,12 +288,9 @@ class ControlResource(Resource):
         if size == 0:
             return {}
         if size > MAX_BODY:
-            raise BadRequest("request body too large")
+            raise BodyTooLarge(TOO_LARGE.error)
         content.seek(0)
-        try:
-            value = json.loads(content.read().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadRequest(f"invalid JSON: {e}")
+        value = json_body(content.read())
         if not isinstance(value, dict):
             raise BadRequest("expected a JSON object")
         return value
@@ -265,22 +325,50 @@ class ControlResource(Resource):
         try:
             dropped = self._handle.invalidate(pattern, server)
         except ValueError as e:
-            raise BadRequest(f"bad pattern {pattern!r}: {e}")
+            raise BadRequest(f"bad pattern {_short(pattern)}: {e}")
         log.info("control: invalidated {pattern!r} ({count} dropped)", pattern=pattern, count=dropped)
         return 200, {"ok": True, "pattern": pattern, "invalidated": dropped}
 
-    def _bulk_invalidate(self, body: Dict[str, Any]) -> Tuple[int, Any]:
+    def _one_per_turn(self, items: List[str], call: Callable[[str], Any]) -> Deferred[List[Any]]:
+        """
+        Call C{call} on each item in order, one item per turn of the event
+        loop (the first at once), or all at once without a clock.
+
+        @return: a L{Deferred} firing with the results, in order, or failing
+            with the first exception raised.
+        """
+        if self._clock is None or len(items) < 2:
+            return maybeDeferred(lambda: [call(item) for item in items])
+        clock = self._clock
+        results: List[Any] = []
+        done: Deferred[List[Any]] = Deferred()
+
+        def step(index: int) -> None:
+            try:
+                results.append(call(items[index]))
+            except BaseException:
+                done.errback()
+                return
+            if index + 1 < len(items):
+                clock.callLater(0, step, index + 1)
+            else:
+                done.callback(results)
+
+        step(0)
+        return done
+
+    def _bulk_invalidate(self, body: Dict[str, Any]) -> Deferred:
         patterns = self._field(body, "patterns", list)
         server = self._server(body)
-        results = []
-        for pattern in patterns:
+
+        def invalidate(pattern: str) -> Dict[str, Any]:
             try:
                 count = self._handle.invalidate(pattern, server)
             except ValueError as e:
-                results.append({"pattern": pattern, "ok": False, "error": str(e)})
-            else:
-                results.append({"pattern": pattern, "ok": True, "invalidated": count})
-        return 200, _bulk(results)
+                return {"pattern": pattern, "ok": False, "error": str(e)}
+            return {"pattern": pattern, "ok": True, "invalidated": count}
+
+        return self._one_per_turn(patterns, invalidate).addCallback(lambda results: (200, _bulk(results)))
 
     def _path(self, body: Dict[str, Any], name: str = "path") -> str:
         path = self._field(body, name, str)
@@ -309,10 +397,10 @@ class ControlResource(Resource):
             paths = self._paths(body)
             server = self._server(body)
             self._handle._snapshot_servers(server)
-            ds = [getattr(self._handle, operation)(path, server) for path in paths]
-            return DeferredList(ds, consumeErrors=True).addCallback(
-                lambda outcomes: (200, _summary(paths, outcomes))
-            )
+            call = getattr(self._handle, operation)
+            started = self._one_per_turn(paths, lambda path: call(path, server))
+            started.addCallback(lambda ds: DeferredList(ds, consumeErrors=True))
+            return started.addCallback(lambda outcomes: (200, _summary(paths, outcomes)))
 
         return route
 

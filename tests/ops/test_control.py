@@ -5,8 +5,10 @@ Tests for L{phantom_frame.ops.control}: auth first, then body, then server.
 from __future__ import annotations
 
 import json
+from typing import List
 
 from treq.testing import StubTreq
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,10 +16,28 @@ from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.store import StoredBody
 from phantom_frame.cache.threads import runInline
-from phantom_frame.ops.control import ControlResource
+from phantom_frame.cache.patterns import MAX_PATTERN
+from phantom_frame.ops.control import MAX_BODY, ControlResource
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": "Bearer " + TOKEN}
+
+
+def due(clock: Clock) -> List[IDelayedCall]:
+    """
+    @return: the calls due now.
+    """
+    return [call for call in clock.getDelayedCalls() if call.getTime() <= clock.seconds()]
+
+
+def turn(clock: Clock) -> None:
+    """
+    Run the calls due now, as one turn of a reactor's loop would: not the
+    calls they schedule for now in turn.
+    """
+    for call in due(clock):
+        clock.calls.remove(call)
+        call.func(*call.args, **call.kw)
 
 
 class ControlTests(SynchronousTestCase):
@@ -117,6 +137,54 @@ class ControlTests(SynchronousTestCase):
         self.assertEqual([r["ok"] for r in answer["results"]], [True, False, True])
         self.assertEqual(self.counts(), {"site": 1, "api": 1})
 
+    def test_bulk_one_pattern_per_turn(self) -> None:
+        """
+        With a clock, C{POST /bulk_invalidate} walks the caches for one
+        pattern per turn of the event loop, and answers after the last.
+        """
+        self.client = StubTreq(ControlResource(self.handle, TOKEN, clock=self.clock))
+        d = self.client.request(
+            "POST", "http://control/bulk_invalidate", headers=AUTH, data=json.dumps({"patterns": ["/a", "/b/1", "/b/2"]}).encode()
+        )
+        self.assertEqual(self.counts(), {"site": 2, "api": 2})
+        turn(self.clock)
+        self.client.flush()
+        self.assertNoResult(d)
+        self.assertEqual(self.counts(), {"site": 1, "api": 1})
+        turn(self.clock)
+        self.client.flush()
+        response = self.successResultOf(d)
+        answer = json.loads(self.successResultOf(response.content()))
+        self.assertEqual((response.code, answer["succeeded"]), (200, 3))
+        self.assertEqual([r["invalidated"] for r in answer["results"]], [2, 2, 2])
+        self.assertEqual(self.counts(), {"site": 0, "api": 0})
+        self.assertEqual(due(self.clock), [])
+
+    def test_bulk_snapshots_one_per_turn(self) -> None:
+        """
+        With a clock, a bulk snapshot call starts one path's operation per
+        turn of the event loop, and answers once every one has finished.
+        """
+        config = CreateProxyConfig("http://127.0.0.1:3").with_proxy_mode("pre_generate")
+        create_proxy(config, self.clock, agent=object(), name="ssg", handle=self.handle, runner=runInline)
+        self.clock.advance(0)
+        self.assertEqual(due(self.clock), [])
+        self.client = StubTreq(ControlResource(self.handle, TOKEN, clock=self.clock))
+        body = json.dumps({"paths": ["/x", "/y", "/z"], "server": "ssg"}).encode()
+        d = self.client.request("POST", "http://control/bulk_remove_snapshot", headers=AUTH, data=body)
+        self.client.flush()
+        self.assertNoResult(d)
+        self.assertEqual(len(due(self.clock)), 1)
+        turn(self.clock)
+        self.client.flush()
+        self.assertNoResult(d)
+        turn(self.clock)
+        self.client.flush()
+        response = self.successResultOf(d)
+        answer = json.loads(self.successResultOf(response.content()))
+        self.assertEqual((response.code, answer["requested"], answer["succeeded"]), (200, 3, 3))
+        self.assertEqual(due(self.clock), [])
+
     def test_bad_bodies(self) -> None:
         """
         Invalid JSON, a non-object, a missing or mistyped field: 400.
@@ -125,6 +193,68 @@ class ControlTests(SynchronousTestCase):
             response, answer = self.call("POST", "/invalidate", raw=raw)
             self.assertEqual(response.code, 400, raw)
             self.assertIn("error", answer)
+
+    def test_scheme_any_case(self) -> None:
+        """
+        The C{Bearer} scheme is matched whatever its case.
+        """
+        for scheme in ("bearer", "BEARER", "BeArEr"):
+            response, _ = self.call("GET", "/stats", headers={"Authorization": f"{scheme} {TOKEN}"})
+            self.assertEqual(response.code, 200, scheme)
+
+    def test_two_authorization_headers(self) -> None:
+        """
+        Two C{Authorization} headers are 400, even when the second holds the
+        token, and the body is not looked at.
+        """
+        for values in (["Bearer wrong", "Bearer " + TOKEN], ["Bearer " + TOKEN] * 2):
+            response, answer = self.call("POST", "/refresh-cache", headers={"Authorization": values})
+            self.assertEqual(response.code, 400)
+            self.assertIn("Authorization", answer["error"])
+        self.assertEqual(self.counts(), {"site": 3, "api": 3})
+
+    def test_deep_json(self) -> None:
+        """
+        JSON nested deeper than 32 levels is 400, 100,000 open brackets
+        included; 32 levels are accepted, and brackets inside strings do
+        not count.
+        """
+        for raw in (b"[" * 100000, b'{"pattern": "/a", "x": ' + b"[" * 32 + b"]" * 32 + b"}"):
+            response, answer = self.call("POST", "/invalidate", raw=raw)
+            self.assertEqual(response.code, 400)
+            self.assertIn("nested deeper than 32 levels", answer["error"])
+        raw = b'{"pattern": "/a", "x": ' + b"[" * 31 + b"]" * 31 + b"}"
+        response, answer = self.call("POST", "/invalidate", raw=raw)
+        self.assertEqual((response.code, answer["invalidated"]), (200, 2))
+        response, answer = self.call("POST", "/invalidate", {"pattern": "/b/" + "[" * 100 + "*"})
+        self.assertEqual((response.code, answer["invalidated"]), (200, 0))
+
+    def test_body_too_large(self) -> None:
+        """
+        A body over 1 MiB reaching the resource is 413; one of exactly
+        1 MiB is read.
+        """
+        body = b'{"pattern": "/a"}'
+        response, answer = self.call("POST", "/invalidate", raw=body + b" " * (MAX_BODY + 1 - len(body)))
+        self.assertEqual(response.code, 413)
+        response, answer = self.call("POST", "/invalidate", raw=body + b" " * (MAX_BODY - len(body)))
+        self.assertEqual((response.code, answer["invalidated"]), (200, 2))
+
+    def test_long_pattern(self) -> None:
+        """
+        A pattern over 4 KiB is 400, with an error that does not echo it;
+        in a bulk call it is one failed result. A pattern of 4 KiB is
+        accepted.
+        """
+        pattern = "/u" + "*a" * 200000
+        response, answer = self.call("POST", "/invalidate", {"pattern": pattern})
+        self.assertEqual(response.code, 400)
+        self.assertLess(len(answer["error"]), 200)
+        response, answer = self.call("POST", "/bulk_invalidate", {"patterns": [pattern, "/a"]})
+        self.assertEqual(response.code, 200)
+        self.assertEqual([r["ok"] for r in answer["results"]], [False, True])
+        response, answer = self.call("POST", "/invalidate", {"pattern": "/b" + "*" * (MAX_PATTERN - 2)})
+        self.assertEqual((response.code, answer["invalidated"]), (200, 4))
 
     def test_order_of_errors(self) -> None:
         """
