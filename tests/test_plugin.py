@@ -204,7 +204,7 @@ class Twistd(ProcessProtocol):
     #: factory's class (L{ProxySite} for the proxy, C{Site} for the control
     #: site) and the port the system gave it (a whole line: output may
     #: arrive in pieces).
-    LISTENING = rb"\b(ProxySite|Site) starting on (\d+)\r?\n"
+    LISTENING = rb"\b(ProxySite|ControlSite) starting on (\d+)\r?\n"
 
     def __init__(self) -> None:
         self.output: List[bytes] = []
@@ -269,7 +269,7 @@ class Twistd(ProcessProtocol):
         @return: the port of the proxy listener and of the control site.
         """
         found = dict(await self.matches(self.LISTENING, 2, timeout))
-        return int(found[b"ProxySite"]), int(found[b"Site"])
+        return int(found[b"ProxySite"]), int(found[b"ControlSite"])
 
 
 def spawn_twistd(testcase: TestCase, config: str) -> Twistd:

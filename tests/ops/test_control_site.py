@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from phantom_frame import CreateProxyConfig, create_proxy
-from phantom_frame.cache.cache import CacheEntry
+from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.store import StoredBody
 from phantom_frame.cache.threads import runInline
 from phantom_frame.config.loader import parse_config
