@@ -357,16 +357,21 @@ def run_wrk(wrk: str, url: str, seconds: float, connections: int = 50,
         (server CPU time per request, in µs) and C{busy} (the share of a
         CPU the server used); with C{origin}, C{origin_us}.
     """
-    argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
-    if script is not None:
-        argv += ["-s", script]
-    for header in headers:
-        argv += ["-H", header]
+    head = script == HEAD_LOAD
+    if head:
+        argv = [sys.executable, HEAD_LOAD, url, f"{seconds:g}", str(connections)]
+    else:
+        argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+        if script is not None:
+            argv += ["-s", script]
+        for header in headers:
+            argv += ["-H", header]
+        argv.append(url)
     pids = [p for p in (pid, origin) if p]
     before = {p: cpu_seconds(p) for p in pids}
     own_before, (busy_before, steal_before) = own_cpu(pids), system_cpu()
     started = time.monotonic()
-    proc = children.start([*argv, url], children.client_cpu, subprocess.PIPE)
+    proc = children.start(argv, children.client_cpu, subprocess.PIPE)
     try:
         out = proc.communicate(timeout=seconds + 60)[0].decode(errors="replace")
     except subprocess.TimeoutExpired:
@@ -377,9 +382,23 @@ def run_wrk(wrk: str, url: str, seconds: float, connections: int = 50,
     busy_after, steal_after = system_cpu()
     own = own_cpu(pids) - own_before
     spent = {p: cpu_seconds(p) - before[p] for p in pids}
-    match = re.search(r"(\d+) requests in", out)
+    match = re.search(r"^requests (\d+)$" if head else r"(\d+) requests in", out, re.M)
     if proc.returncode != 0 or not match:
-        raise RuntimeError(f"wrk failed on {url}:\n{out}")
+        raise RuntimeError(f"{'the HEAD load' if head else 'wrk'} failed on {url}:\n{out}")
+    if head:
+        requests = float(match.group(1))
+        result = {
+            "requests": requests, "rps": requests / elapsed,
+            "errors": float(re.search(r"^errors (\d+)$", out, re.M).group(1)),
+            "other": max(0.0, (busy_after - busy_before - own) / elapsed),
+            "steal": (steal_after - steal_before) / elapsed,
+            "p50": float(re.search(r"^p50 ([\d.]+)$", out, re.M).group(1)),
+            "p99": float(re.search(r"^p99 ([\d.]+)$", out, re.M).group(1)),
+        }
+        if pid and requests:
+            result["cpu_us"] = spent[pid] * 1e6 / requests
+            result["busy"] = spent[pid] / elapsed
+        return result
     result: Dict[str, float] = {
         "requests": float(match.group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
@@ -513,16 +532,18 @@ PROXY_TARGETS: Dict[str, Tuple[str, Tuple[str, ...], Optional[str]]] = {
     "hit-vary": ("/next/page", ("Accept-Encoding: br",), None),
     "hit-304": ("/page/pf", ('If-None-Match: "bench"',), None),
     "hit-range": ("/page/pf", ("Range: bytes=0-1023",), None),
-    "hit-head": ("/page/pf", (), "head"),
+    "hit-head": ("/page/pf", (), "head-load"),
     "pass": ("/pass/page/pass", (), None),
     "pass-post": ("/pass/post", ("Content-Type: application/octet-stream",), "post"),
     "fill": ("/fill/", (), "fill"),
 }
 PROXY_SCENARIOS = tuple(PROXY_TARGETS)
 
-#: wrk Lua scripts: HEAD requests, 1 MB POST bodies, a new path per request.
+#: C{wrk} cannot read HEAD answers: this load generator sends them instead.
+HEAD_LOAD = os.path.join(BENCH_DIR, "head_load.py")
+
+#: wrk Lua scripts: 1 MB POST bodies, a new path per request.
 WRK_SCRIPTS = {
-    "head": 'wrk.method = "HEAD"\n',
     "post": 'wrk.method = "POST"\nwrk.body = string.rep("x", 1048576)\n',
     "fill": ('local n = 0\n'
              'request = function()\n'
@@ -544,6 +565,7 @@ def wrk_scripts() -> Dict[str, str]:
         with open(path, "w") as f:
             f.write(text)
         paths[name] = path
+    paths["head-load"] = HEAD_LOAD
     return paths
 
 
