@@ -18,33 +18,27 @@ C{tests/test_fastpath.py}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 from phantom_frame.cache.codec import decode_content
 from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.decision import Full, Hit
-from phantom_frame.proxy.serve import entry_headers, needs_date
+from phantom_frame.proxy.decision import Full, Hit, NotModified, Partial, Stale
+from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
 from phantom_frame.proxy.view import RequestView
 
-#: Request headers that send a request down the stock path.
+#: Request headers that send a request down the stock path: a body, an
+#: upgrade, preconditions the stock path evaluates.
 _DISQUALIFYING = frozenset(
     {
-        "authorization",
-        "range",
-        "if-range",
-        "if-none-match",
-        "if-modified-since",
         "if-match",
         "if-unmodified-since",
         "content-length",
         "transfer-encoding",
         "upgrade",
         "expect",
-        "cache-control",
-        "pragma",
     }
 )
 
@@ -67,6 +61,13 @@ class Wire:
         self.needs_date = needs_date
 
 
+def _serialise(status: bytes, headers: List[Tuple[bytes, bytes]]) -> bytes:
+    lines = [status]
+    for name, value in headers:
+        lines.append(name + b": " + value + b"\r\n")
+    return b"".join(lines)
+
+
 def build_wire(entry: Any, coding: str) -> Optional[Wire]:
     """
     Serialise the answer from C{entry} in C{coding}, with the headers the
@@ -81,10 +82,27 @@ def build_wire(entry: Any, coding: str) -> Optional[Wire]:
         data = decode_content(data, entry.coding.encode("ascii"))
     headers = entry_headers(entry, coding, None)
     headers.append((b"Content-Length", b"%d" % len(data)))
-    lines = [b" %d %s\r\n" % (entry.status, entry.phrase)]
-    for name, value in headers:
-        lines.append(name + b": " + value + b"\r\n")
-    return Wire(b"".join(lines), data, needs_date(entry))
+    head = _serialise(b" %d %s\r\n" % (entry.status, entry.phrase), headers)
+    return Wire(head, data, needs_date(entry))
+
+
+def build_not_modified(entry: Any, coding: str) -> Wire:
+    """
+    Serialise the 304 that answers a matching validator for C{entry} (the
+    headers L{not_modified_headers} keeps).
+    """
+    headers = not_modified_headers(entry_headers(entry, coding, None))
+    return Wire(_serialise(b" 304 Not Modified\r\n", headers), b"", needs_date(entry))
+
+
+def build_partial(entry: Any, identity: Wire) -> Wire:
+    """
+    Serialise the constant part of a 206 from C{entry}: its identity
+    headers without C{Content-Length} (C{Content-Range} and the length are
+    added per request); the body is the identity body.
+    """
+    headers = entry_headers(entry, "identity", None)
+    return Wire(_serialise(b" 206 Partial Content\r\n", headers), identity.body, needs_date(entry))
 
 
 class FastHTTPChannel(HTTPChannel):
@@ -223,38 +241,82 @@ class FastHits:
         decider = server.decider
         view = RequestView(method, path, query, headers, None, None, False, prefix)
         decision = decider.decide(view)
-        if type(decision) is not Hit:
+        kind = type(decision)
+        if kind is not Hit and kind is not Stale:
             return None
         answer = decision.answer
-        if type(answer) is not Full:
-            return None
         entry = decision.entry
-        wires = entry.wire
-        if wires is None:
-            wires = entry.wire = {}
-        coding = answer.coding
-        wire = wires.get(coding)
-        if wire is None:
-            wire = build_wire(entry, coding)
-            if wire is None:
-                return None
-            wires[coding] = wire
+        chunks = self._render(entry, answer, method)
+        if chunks is None:
+            return None
         decider.note(decision)
+        if kind is Stale and decision.refresh:
+            view.client = getattr(channel.transport.getPeer(), "host", None)
+            server.filler.refresh_behind(view, decision.key, entry)
         self.answered += 1
         now = self._clock.seconds()
         status = decision.status
+        wire = chunks[1]
         tail = b"Age: %d\r\nCache-Status: %s\r\n" % (int(entry.age(now)), status.header)
         if wire.needs_date:
             tail += b"Date: " + http_date(now) + b"\r\n"
         if close:
             tail += b"Connection: close\r\n"
-        chunks: List[bytes] = [b"HTTP/1.1", wire.head, tail, b"\r\n"]
-        if method == b"GET":
-            chunks.append(wire.body)
+        out: List[bytes] = [b"HTTP/1.1", wire.head, chunks[2], tail, b"\r\n"]
+        body = chunks[3]
+        if method == b"GET" and body:
+            out.append(body)
+        code = chunks[0]
         record = self._site.recordFastHit
         if record is not None:
-            record(channel, server, method, target, headers, entry.status, len(wire.body), status)
-        return chunks, close
+            record(channel, server, method, target, headers, code, len(body), status)
+        return out, close
+
+    @staticmethod
+    def _render(entry: Any, answer: Any, method: bytes):
+        """
+        The pre-serialised parts of an answer from C{entry}.
+
+        @return: C{(status code, wire, per-request headers, body)}, or
+            C{None} when the fast path cannot give this answer (its body is
+            not in memory, or it is not a 200, 206 or 304 from a stored
+            body).
+        """
+        wires = entry.wire
+        if wires is None:
+            wires = entry.wire = {}
+        kind = type(answer)
+        if kind is Full:
+            coding = answer.coding
+            wire = wires.get(coding)
+            if wire is None:
+                wire = build_wire(entry, coding)
+                if wire is None:
+                    return None
+                wires[coding] = wire
+            return entry.status, wire, b"", wire.body
+        if kind is NotModified:
+            slot = ("304", answer.coding)
+            wire = wires.get(slot)
+            if wire is None:
+                if entry.body.data is None:
+                    return None
+                wire = wires[slot] = build_not_modified(entry, answer.coding)
+            return 304, wire, b"", b""
+        if kind is Partial:
+            wire = wires.get("206")
+            if wire is None:
+                identity = wires.get("identity") or build_wire(entry, "identity")
+                if identity is None:
+                    return None
+                wires["identity"] = identity
+                wire = wires["206"] = build_partial(entry, identity)
+            first, last = answer.first, answer.last
+            body = wire.body
+            extra = b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
+                first, last, len(body), last - first + 1)
+            return 206, wire, extra, body[first : last + 1]
+        return None
 
 
 class FastHitRecord:
