@@ -75,6 +75,13 @@ class Webhooks:
         self._notifying = 0
         self.dropped = 0
 
+    @property
+    def notifying(self) -> int:
+        """
+        @return: how many notify webhook calls are in flight.
+        """
+        return self._notifying
+
     def __bool__(self) -> bool:
         return bool(self.blocking or self.notify or self.cache_key)
 

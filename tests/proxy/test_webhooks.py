@@ -10,14 +10,13 @@ from typing import Any, List
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from phantom_frame import CreateProxyConfig, Webhook, WebhookType
 
-from tests.origin import Running, header
+from tests.origin import Running, header, until
 
 
 class Hooks(Resource):
@@ -142,7 +141,9 @@ class WebhookTests(TestCase):
         self.assertEqual(response.code, 200)
         await self.hooks.called
         self.assertEqual(self.hooks.calls[0][1]["path"], "/page/n")
-        await deferLater(reactor, 0.3, lambda: None)
+        webhooks = run.server.webhooks
+        self.assertEqual(webhooks.notifying, 1)
+        await until(lambda: webhooks.notifying == 0)
         self.flushLoggedErrors()
 
     async def test_cache_key(self) -> None:
