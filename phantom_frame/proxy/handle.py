@@ -112,7 +112,9 @@ class CacheHandle:
 
     def add_snapshot(self, path: str, server: Optional[str] = None) -> Deferred[None]:
         """
-        Track C{path} as a snapshot (once) and fetch it now.
+        Fetch C{path} now, and track it as a snapshot (once) when its page
+        is stored: a path whose first fetch fails is not tracked. A path
+        already tracked is refreshed (see L{refresh_snapshot}).
 
         @return: a L{Deferred} firing when it is stored, failing with the
             reason when the origin fails or the page cannot be stored.

@@ -1,0 +1,175 @@
+"""
+Pre-generate (SSG) mode in memory, on a fake clock: C{add_snapshot} tracks
+only what it stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Dict, List, Optional
+
+import treq
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from phantom_frame.config.loader import parse_config
+from phantom_frame.proxy.snapshots import SnapshotError
+
+from tests.memory import Proxy
+from tests.origin import header
+
+
+class Pages(Resource):
+    """
+    An in-memory origin for snapshot tests: each page says its path and the
+    origin's C{version}; C{/image...} varies on C{Accept} (WebP for a
+    client that accepts it, PNG otherwise), as Next's image endpoint does.
+
+    @ivar status: the status of every answer (an error makes snapshots
+        fail).
+    @ivar gate: when set, answers wait for it to fire.
+    @ivar hits: requests per path.
+    @ivar accepts: the C{Accept} of each image request.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = 1
+        self.status = 200
+        self.gate: Optional[Deferred[None]] = None
+        self.hits: Counter = Counter()
+        self.accepts: List[Optional[bytes]] = []
+
+    def render(self, request: Any) -> Any:
+        """
+        Answer now, or when L{gate} fires.
+        """
+        path = request.path.decode()
+        self.hits[path] += 1
+        if path.startswith("/image"):
+            accept = request.getHeader(b"accept")
+            self.accepts.append(accept)
+            kind = b"webp" if accept is not None and b"image/webp" in accept else b"png"
+            request.setHeader(b"vary", b"Accept")
+            request.setHeader(b"content-type", b"image/" + kind)
+            body = kind
+        else:
+            request.setHeader(b"content-type", b"text/html")
+            body = b"%s version %d" % (path.encode(), self.version)
+        status = self.status
+
+        def answer(_: Any = None) -> None:
+            request.setResponseCode(status)
+            request.write(body)
+            request.finish()
+
+        if self.gate is None:
+            request.setResponseCode(status)
+            return body
+        self.gate.addCallback(answer)
+        return NOT_DONE_YET
+
+
+def ssg(paths: List[str], fallthrough: bool = False) -> Any:
+    """
+    @return: a configuration with one pre_generate server, C{site}.
+    """
+    return parse_config(
+        {
+            "server": {
+                "site": {
+                    "proxy_url": "http://origin.example",
+                    "proxy_mode": "pre_generate",
+                    "pre_generate_paths": paths,
+                    "pre_generate_fallthrough": fallthrough,
+                }
+            }
+        }
+    )
+
+
+class MemorySnapshots:
+    """
+    A pre_generate proxy before L{Pages}, in memory, warmed up.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase, paths: List[str], fallthrough: bool = False) -> None:
+        self.testcase = testcase
+        self.origin = Pages()
+        self.proxy = Proxy(testcase, ssg(paths, fallthrough), self.origin)
+        self.handle = self.proxy.handle
+        self.snapshots = self.handle.server("site").snapshots
+        self.snapshots.warm_up()
+        self.proxy.settle()
+
+    def get(self, path: str, **headers: str) -> Any:
+        """
+        @return: the status, body and C{Cache-Status} of C{GET path}.
+        """
+        response, body = self.proxy.get(self.testcase, path, headers=headers or None)
+        return response.code, body, header(response, "cache-status")
+
+    def result(self, d: Deferred) -> Any:
+        """
+        @return: the result of C{d}, once everything has run.
+        """
+        self.proxy.settle()
+        return self.testcase.successResultOf(d)
+
+    def failure(self, d: Deferred) -> Any:
+        """
+        @return: the failure of C{d}, once everything has run.
+        """
+        self.proxy.settle()
+        return self.testcase.failureResultOf(d)
+
+
+class AddSnapshotTests(SynchronousTestCase):
+    """
+    C{add_snapshot} tracks a path only once its page is stored.
+    """
+
+    def test_failed_first_fetch_not_tracked(self) -> None:
+        """
+        A path whose first fetch fails is not tracked: it is not in the
+        list, and C{refresh_all_snapshots} does not fetch it again. Once
+        tracked, a failed refresh keeps it tracked, with its page.
+        """
+        ssg = MemorySnapshots(self, [])
+        ssg.origin.status = 500
+        failure = ssg.failure(ssg.handle.add_snapshot("/broken"))
+        failure.trap(SnapshotError)
+        self.assertEqual(ssg.handle.snapshots(), {"site": []})
+        self.assertEqual(ssg.result(ssg.handle.refresh_all_snapshots()), {"site": {}})
+        self.assertEqual(ssg.origin.hits["/broken"], 1)
+        ssg.origin.status = 200
+        self.assertIsNone(ssg.result(ssg.handle.add_snapshot("/broken")))
+        self.assertEqual(ssg.handle.snapshots(), {"site": ["/broken"]})
+        # Adding it again refreshes it: a failure then keeps it, and its page.
+        ssg.origin.status, ssg.origin.version = 500, 2
+        ssg.failure(ssg.handle.add_snapshot("/broken")).trap(SnapshotError)
+        self.assertEqual(ssg.handle.snapshots(), {"site": ["/broken"]})
+        self.assertEqual(ssg.get("/broken")[:2], (200, b"/broken version 1"))
+
+    def test_removed_while_fetching(self) -> None:
+        """
+        A path removed while its first fetch is in flight is neither tracked
+        nor served when the fetch lands.
+        """
+        ssg = MemorySnapshots(self, [])
+        ssg.origin.gate = Deferred()
+        adding = ssg.handle.add_snapshot("/late")
+        ssg.proxy.settle()
+        ssg.result(ssg.handle.remove_snapshot("/late"))
+        ssg.origin.gate.callback(None)
+        ssg.result(adding)
+        self.assertEqual(ssg.handle.snapshots(), {"site": []})
+        ssg.origin.gate = None
+        self.assertEqual(ssg.get("/late")[0], 404)
