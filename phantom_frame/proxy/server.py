@@ -19,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from phantom_frame.cache.codec import Codec
 from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES
 from phantom_frame.cache.lock import Exclusive, Shared
+from phantom_frame.cache.patterns import InvalidationPattern
 from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.store import FilesystemStore, MemoryStore
@@ -287,24 +288,43 @@ class ProxyServer:
             except Exception:
                 log.failure("cache key function failed for {path!r}", path=target)
 
-    def invalidate(self, pattern: str) -> int:
+    def invalidate(self, pattern: str, keep_snapshots: bool = False) -> int:
         """
-        Drop matching entries; in pre_generate mode, fetch the tracked
-        snapshots that lost their page again, in the background.
+        Drop the entries whose key matches C{pattern}; in pre_generate mode,
+        fetch the matching tracked snapshots again, in the background.
+
+        @param keep_snapshots: keep the pages of those snapshots until their
+            new pages are stored (and when their fetch fails), so that a
+            pre-generated site never shows a gap; their other variants and
+            every other entry go as usual.
+        @return: how many entries were dropped or are being replaced.
+        @raise ValueError: on an empty pattern.
         """
-        count = self.cache.invalidate(pattern)
-        if self.snapshots is not None:
-            self.snapshots.rewarm()
+        snapshots = self.snapshots
+        if snapshots is None:
+            return self.cache.invalidate(pattern)
+        regenerated = snapshots.matching(InvalidationPattern(pattern).matches)
+        if not keep_snapshots:
+            count = self.cache.invalidate(pattern)
+        else:
+            count = self.cache.invalidate(pattern, regenerated.__contains__)
+            count += sum(1 for e in self.cache.entries() if e.pinned and e.key in regenerated)
+        snapshots.regenerate(list(regenerated.values()))
         return count
 
-    def invalidate_all(self) -> int:
+    def invalidate_all(self, keep_snapshots: bool = False) -> int:
         """
-        Drop every entry (and re-fetch the tracked snapshots, as above).
+        Drop every entry; in pre_generate mode, fetch every tracked snapshot
+        again (see L{invalidate} for C{keep_snapshots}).
+
+        @return: how many entries were dropped or are being replaced.
         """
-        count = self.cache.invalidate_all()
-        if self.snapshots is not None:
-            self.snapshots.rewarm()
-        return count
+        if self.snapshots is None or not keep_snapshots:
+            count = self.cache.invalidate_all()
+            if self.snapshots is not None:
+                self.snapshots.regenerate(list(self.snapshots.matching(lambda key: True).values()))
+            return count
+        return self.invalidate("*", keep_snapshots=True)
 
 
 def _reject_now(request, decision: Reject) -> bytes:

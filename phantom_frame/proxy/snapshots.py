@@ -178,11 +178,27 @@ class Snapshots:
             self.warmed.callback(results)
         return results
 
-    def rewarm(self) -> None:
+    def matching(self, matches: Callable[[str], bool]) -> Dict[str, str]:
         """
-        After an invalidation, fetch again the tracked paths that lost their
-        page (in the background: requests for them wait for their fetch).
+        @param matches: says whether a cache key is concerned (an
+            invalidation pattern's C{matches}).
+        @return: C{{key: path}} for the tracked paths (and those being
+            added) whose key C{matches} accepts.
         """
-        missing = [p for p in self.tracked if not self.has(p)]
-        if missing:
-            self.fetch_all(missing, "re-generated")
+        found = {}
+        for path in list(self.tracked) + list(self._adding):
+            key = self._key_of(path.encode("utf-8"))
+            if matches(key):
+                found[key] = path
+        return found
+
+    def regenerate(self, paths: List[str]) -> Deferred[Dict[str, Optional[str]]]:
+        """
+        After an invalidation, fetch C{paths} again in the background: each
+        page is replaced once its new one is stored, and kept (the failure
+        logged) when its fetch fails. Requests for a path without a page
+        wait for its fetch.
+
+        @return: L{fetch_all}'s L{Deferred}.
+        """
+        return self.fetch_all(paths, "re-generated")

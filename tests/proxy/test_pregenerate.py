@@ -1,6 +1,7 @@
 """
 Pre-generate (SSG) mode in memory, on a fake clock: C{add_snapshot} tracks
-only what it stored.
+only what it stored; invalidation never leaves a gap (a tracked snapshot's
+page is replaced only by a successful fetch).
 """
 
 from __future__ import annotations
@@ -173,3 +174,83 @@ class AddSnapshotTests(SynchronousTestCase):
         self.assertEqual(ssg.handle.snapshots(), {"site": []})
         ssg.origin.gate = None
         self.assertEqual(ssg.get("/late")[0], 404)
+
+
+class InvalidationTests(SynchronousTestCase):
+    """
+    In pre_generate mode an invalidation never leaves a gap: a tracked
+    snapshot's page is replaced only by a successful fetch.
+    """
+
+    def test_invalidate_refetches(self) -> None:
+        """
+        Invalidating a tracked path fetches it again; the old page is served
+        until the new one is stored.
+        """
+        ssg = MemorySnapshots(self, ["/a", "/b"])
+        ssg.origin.version = 2
+        ssg.origin.gate = Deferred()
+        self.assertEqual(ssg.handle.invalidate("/a"), 1)
+        ssg.proxy.settle()
+        self.assertEqual(ssg.origin.hits, Counter({"/a": 2, "/b": 1}))
+        self.assertEqual(ssg.get("/a"), (200, b"/a version 1", "phantom-frame; hit"))
+        ssg.origin.gate.callback(None)
+        ssg.proxy.settle()
+        self.assertEqual(ssg.get("/a")[:2], (200, b"/a version 2"))
+        self.assertEqual(ssg.get("/b")[:2], (200, b"/b version 1"))
+        self.assertEqual(ssg.handle.snapshots(), {"site": ["/a", "/b"]})
+
+    def test_origin_down(self) -> None:
+        """
+        With the origin failing, C{/refresh-cache} and C{/invalidate} keep
+        every page (each failure logged), and the pages are still served.
+        """
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        ssg = MemorySnapshots(self, ["/a", "/b"])
+        ssg.origin.status = 503
+        control = StubTreq(ssg.proxy.control)
+        for path in ("/refresh-cache", "/invalidate"):
+            d = control.post("http://control" + path, data=json.dumps({"pattern": "*"}).encode())
+            response = ssg.result(d)
+            self.assertEqual(response.code, 200)
+            answer = json.loads(ssg.result(response.content()))
+            self.assertEqual(answer["invalidated"], 2)
+            ssg.proxy.settle()
+            for page in ("/a", "/b"):
+                self.assertEqual(ssg.get(page), (200, page.encode() + b" version 1", "phantom-frame; hit"))
+        self.assertEqual(ssg.origin.hits, Counter({"/a": 3, "/b": 3}))
+        failed = [e for e in events if "snapshot {path} failed" in e.get("log_format", "")]
+        self.assertEqual(sorted(e["path"] for e in failed), ["/a", "/a", "/b", "/b"])
+
+    def test_fallthrough_fills_dropped(self) -> None:
+        """
+        With fallthrough, what misses stored (untracked entries) is dropped
+        as usual, while the snapshots stay.
+        """
+        ssg = MemorySnapshots(self, ["/a"], fallthrough=True)
+        self.assertEqual(ssg.get("/other")[2], "phantom-frame; fwd=uri-miss; stored")
+        ssg.origin.status = 503
+        self.assertEqual(ssg.handle.invalidate_all(), 2)
+        ssg.proxy.settle()
+        self.assertEqual(ssg.get("/a"), (200, b"/a version 1", "phantom-frame; hit"))
+        self.assertEqual(ssg.get("/other")[0], 503)
+
+    def test_reload_drops(self) -> None:
+        """
+        L{ProxyServer.invalidate_all} without C{keep_snapshots} (a reload
+        that lost the filesystem bucket) drops the pages, and fetches them
+        again.
+        """
+        ssg = MemorySnapshots(self, ["/a"])
+        server = ssg.handle.server("site")
+        ssg.origin.gate = Deferred()
+        self.assertEqual(server.invalidate_all(keep_snapshots=False), 1)
+        pending = ssg.proxy.client.get("http://proxy.example/a")
+        ssg.proxy.settle()
+        self.assertNoResult(pending)
+        ssg.origin.version = 2
+        ssg.origin.gate.callback(None)
+        response = ssg.result(pending)
+        self.assertEqual(ssg.result(treq.content(response)), b"/a version 1")
