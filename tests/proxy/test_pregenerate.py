@@ -1,7 +1,8 @@
 """
 Pre-generate (SSG) mode in memory, on a fake clock: C{add_snapshot} tracks
 only what it stored; invalidation never leaves a gap (a tracked snapshot's
-page is replaced only by a successful fetch).
+page is replaced only by a successful fetch); snapshots that vary answer
+every variant.
 """
 
 from __future__ import annotations
@@ -176,6 +177,57 @@ class AddSnapshotTests(SynchronousTestCase):
         self.assertEqual(ssg.get("/late")[0], 404)
 
 
+class WaitTests(SynchronousTestCase):
+    """
+    Requests that wait for a snapshot's first fetch (pure SSG).
+    """
+
+    def test_failed_fetch(self) -> None:
+        """
+        When the fetch a request waits for cannot be stored (the origin
+        answered an error), the request gets the 404 of a path without a
+        snapshot.
+        """
+        origin = Pages()
+        origin.gate = Deferred()
+        origin.status = 500
+        proxy = Proxy(self, ssg(["/a"]), origin)
+        warmed = proxy.handle.server("site").snapshots.warm_up()
+        proxy.settle()
+        pending = proxy.client.get("http://proxy.example/a")
+        proxy.settle()
+        self.assertNoResult(pending)
+        origin.gate.callback(None)
+        proxy.settle()
+        self.assertIn("500", self.successResultOf(warmed)["/a"])
+        response = self.successResultOf(pending)
+        self.assertEqual(response.code, 404)
+        self.assertEqual(header(response, "cache-status"), "phantom-frame; fwd=uri-miss; detail=not-pre-generated")
+        self.assertEqual(origin.hits["/a"], 1)
+
+
+    def test_failed_fetch_fallthrough(self) -> None:
+        """
+        With fallthrough, a request that waited for a snapshot fetch that
+        could not be stored asks the origin itself, and relays its answer.
+        """
+        origin = Pages()
+        origin.gate = Deferred()
+        origin.status = 500
+        proxy = Proxy(self, ssg(["/a"], fallthrough=True), origin)
+        proxy.handle.server("site").snapshots.warm_up()
+        proxy.settle()
+        pending = proxy.client.get("http://proxy.example/a")
+        proxy.settle()
+        origin.gate, gate = None, origin.gate
+        gate.callback(None)
+        proxy.settle()
+        response = self.successResultOf(pending)
+        self.assertEqual(response.code, 500)
+        self.assertEqual(header(response, "cache-status"), "phantom-frame; fwd=uri-miss; detail=not-shared")
+        self.assertEqual(origin.hits["/a"], 2)
+
+
 class InvalidationTests(SynchronousTestCase):
     """
     In pre_generate mode an invalidation never leaves a gap: a tracked
@@ -254,3 +306,66 @@ class InvalidationTests(SynchronousTestCase):
         ssg.origin.gate.callback(None)
         response = ssg.result(pending)
         self.assertEqual(ssg.result(treq.content(response)), b"/a version 1")
+
+
+class VaryTests(SynchronousTestCase):
+    """
+    Snapshots that vary (C{Vary: Accept}) answer every browser.
+    """
+
+    BROWSER = "image/avif,image/webp,image/*,*/*;q=0.8"
+
+    def test_pure_ssg(self) -> None:
+        """
+        Without fallthrough, a request of another variant gets the
+        snapshot's own variant; the origin is never asked.
+        """
+        ssg = MemorySnapshots(self, ["/image?url=a"])
+        self.assertEqual(ssg.get("/image?url=a"), (200, b"png", "phantom-frame; hit"))
+        self.assertEqual(ssg.get("/image?url=a", Accept=self.BROWSER), (200, b"png", "phantom-frame; hit"))
+        self.assertEqual(ssg.origin.accepts, [None])
+
+    def test_fallthrough(self) -> None:
+        """
+        With fallthrough, a request whose variant is missing is fetched and
+        stored as another variant of the snapshot, and survives neither an
+        invalidation nor a failed fetch, while the snapshot itself is kept;
+        a request without C{Accept} still gets the snapshot.
+        """
+        ssg = MemorySnapshots(self, ["/image?url=a"], fallthrough=True)
+        fetched = (200, b"webp", "phantom-frame; fwd=uri-miss; stored")
+        self.assertEqual(ssg.get("/image?url=a", Accept=self.BROWSER), fetched)
+        self.assertEqual(ssg.get("/image?url=a", Accept=self.BROWSER), (200, b"webp", "phantom-frame; hit"))
+        self.assertEqual(ssg.get("/image?url=a"), (200, b"png", "phantom-frame; hit"))
+        self.assertEqual(ssg.handle.invalidate("/image*"), 2)
+        ssg.proxy.settle()
+        self.assertEqual(ssg.get("/image?url=a", Accept=self.BROWSER), fetched)
+        ssg.origin.status = 503
+        self.assertEqual(ssg.handle.invalidate("/image*"), 2)
+        ssg.proxy.settle()
+        self.assertEqual(ssg.get("/image?url=a"), (200, b"png", "phantom-frame; hit"))
+        self.assertEqual(ssg.origin.accepts, [None, self.BROWSER.encode(), None, self.BROWSER.encode(), None])
+
+    def test_pure_ssg_waits(self) -> None:
+        """
+        Without fallthrough, a request of another variant that arrives
+        during the snapshot's first fetch waits for it and gets it.
+        """
+        origin = Pages()
+        origin.gate = Deferred()
+        proxy = Proxy(self, ssg(["/image?url=a"]), origin)
+        warmed = proxy.handle.server("site").snapshots.warm_up()
+        proxy.settle()
+        pending = proxy.client.get("http://proxy.example/image?url=a", headers={"Accept": self.BROWSER})
+        proxy.settle()
+        self.assertNoResult(pending)
+        origin.gate.callback(None)
+        proxy.settle()
+        self.successResultOf(warmed)
+        response = self.successResultOf(pending)
+        body = treq.content(response)
+        proxy.settle()
+        self.assertEqual((response.code, self.successResultOf(body)), (200, b"png"))
+        self.assertEqual(header(response, "cache-status"), "phantom-frame; fwd=uri-miss; collapsed")
+        self.assertEqual(origin.accepts, [None])
+
