@@ -15,10 +15,12 @@ from typing import Any, Dict, List, Optional
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -174,6 +176,33 @@ class AccessLogTests(SynchronousTestCase):
         proxy.get(self, "/a")
         records = [json.loads(formatEvent(e)) for e in logged(self.events)]
         self.assertEqual([r["cache"] for r in records], ["hit"])
+
+    def test_upgrade(self) -> None:
+        """
+        An upgrade (a WebSocket) is logged once, when its tunnel closes: the
+        origin's C{101}, every byte sent to the client, the C{bypass}
+        result and how long the tunnel was open.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from .proxy.test_tunnel import SWITCHED, UPGRADE, FakeEndpoint, TunnelResource
+
+        clock = Clock()
+        endpoint = FakeEndpoint()
+        site = ProxySite(Router([("*", TunnelResource(clock, endpoint), "ws")]), reactor=clock)
+        channel = site.buildProtocol(IPv4Address("TCP", "203.0.113.9", 1234))
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(UPGRADE)
+        origin, _ = endpoint.accept()
+        origin.dataReceived(SWITCHED + b"\x81\x02hi")
+        clock.advance(30)
+        self.assertEqual(logged(self.events), [])
+        channel.connectionLost(Failure(ConnectionDone()))
+        [line] = [formatEvent(e) for e in logged(self.events)]
+        self.assertIn('"GET /ws?x=1 HTTP/1.1" 101 %d ' % (len(SWITCHED) + 4), line)
+        self.assertTrue(line.endswith(" cache=bypass server=ws upstream_ms=- duration_ms=30000.0"), line)
+        origin.connectionLost(Failure(ConnectionDone()))
 
     def test_unrouted(self) -> None:
         """
