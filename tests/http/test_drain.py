@@ -1,26 +1,31 @@
 """
 Tests for L{phantom_frame.http.drain}: a proxy site's connections on a
 graceful stop, in memory (raw HTTP/1.1 clients over L{twisted.test.iosim},
-the proxy and its origin on a fake clock).
+the proxy and its origin on a fake clock; an HTTP/2 client over a
+L{StringTransport}).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame.config import parse_config
 from phantom_frame.http.drain import DrainingChannel, TrackedConnection
 
 from ..memory import Proxy
-from ..origin import PAGE, Origin
+from ..origin import PAGE, Origin, until
 
 
 class Client(Protocol):
@@ -285,3 +290,79 @@ class DrainTests(SynchronousTestCase):
         self.assertNoResult(self.drain.closed())
         client.transport.loseConnection()
         self.rig.settle()
+
+
+class H2Transport(StringTransport):
+    """
+    A transport on which TLS negotiated HTTP/2.
+    """
+
+    negotiatedProtocol = b"h2"
+
+
+class Held(Resource):
+    """
+    Holds every request until the test answers it.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: List[Any] = []
+
+    def render(self, request: Any) -> Any:
+        """
+        Hold C{request}.
+        """
+        self.held.append(request)
+        return NOT_DONE_YET
+
+
+class HTTP2DrainTests(TestCase):
+    """
+    Draining an HTTP/2 connection (twisted.web's HTTP/2 channel runs on the
+    global reactor).
+    """
+
+    async def test_goaway_when_done(self) -> None:
+        """
+        An HTTP/2 connection with a stream open is left alone when draining
+        starts; once the stream is answered, the client gets C{GOAWAY} and
+        the connection closes.
+        """
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        from twisted.internet import reactor
+
+        from phantom_frame.http.routing import Router
+        from phantom_frame.http.site import ProxySite
+
+        held = Held()
+        site = ProxySite(Router([("*", held, "held")]), reactor=reactor, access_log=False)
+        server = site.buildProtocol(IPv4Address("TCP", "203.0.113.9", 40000))
+        transport = H2Transport()
+        server.makeConnection(transport)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        headers = [(":method", "GET"), (":path", "/a"), (":scheme", "https"), (":authority", "proxy.example")]
+        client.send_headers(1, headers, end_stream=True)
+        server.dataReceived(client.data_to_send())
+        await until(lambda: held.held)
+        self.assertTrue(server.multiplexed)
+        closed = site.drain.start()
+        await deferLater(reactor, 0, lambda: None)
+        self.assertFalse(transport.disconnecting)
+        request = held.held[0]
+        request.setHeader(b"content-length", b"2")
+        request.write(b"ok")
+        request.finish()
+        await until(lambda: transport.disconnecting)
+        events = client.receive_data(transport.value())
+        kinds = [type(e) for e in events]
+        self.assertIn(h2.events.StreamEnded, kinds)
+        self.assertEqual(kinds[-1], h2.events.ConnectionTerminated)
+        server.connectionLost(Failure(ConnectionDone()))
+        await closed
