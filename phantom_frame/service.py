@@ -71,7 +71,7 @@ class GracefulStop(Service):
         requests = sum(site.active for site in sites)
         if connections or requests:
             log.info(
-                "stopping: {requests} requests in flight, {connections} connections open;"
+                "stopping: {requests} request(s) in flight, {connections} connection(s) open;"
                 " waiting at most {grace} s",
                 requests=requests,
                 connections=connections,
@@ -91,8 +91,8 @@ class GracefulStop(Service):
         def expired() -> None:
             aborted = sum(site.drain.abort() for site in sites)
             log.warn(
-                "stopping: shutdown_grace ({grace} s) is over; {count} connections aborted,"
-                " {requests} requests unanswered",
+                "stopping: shutdown_grace ({grace} s) is over; {count} connection(s) aborted,"
+                " {requests} request(s) unanswered",
                 grace=self.grace,
                 count=aborted,
                 requests=sum(site.active for site in sites),

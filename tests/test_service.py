@@ -431,7 +431,7 @@ class GracefulStopTests(SynchronousTestCase):
         self.flush()
         self.assertTrue(busy.lost)
         [warning] = [formatEvent(e) for e in events if "shutdown_grace" in e.get("log_format", "")]
-        self.assertIn("1 connections aborted, 1 requests unanswered", warning)
+        self.assertIn("1 connection(s) aborted, 1 request(s) unanswered", warning)
 
     def test_exit_status(self) -> None:
         """

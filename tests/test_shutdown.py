@@ -74,7 +74,7 @@ class RawClient(Protocol):
     Sends one keep-alive request and keeps everything the server sends
     until it closes the connection.
 
-    @ivar arrived: the bytes received.
+    @ivar received: the bytes received.
     @ivar closed: fires when the server has closed the connection.
     """
 
@@ -126,7 +126,7 @@ class ShutdownTests(TestCase):
         self.addCleanup(lambda: client.closed.called or client.transport.abortConnection())
         await origin.arrived
         os.kill(child.transport.pid, signal.SIGTERM)
-        await child.matches(rb"stopping: 1 requests in flight")
+        await child.matches(rb"stopping: 1 request\(s\) in flight")
         refused: Optional[BaseException] = None
         try:
             connected = await endpoint.connect(Factory.forProtocol(Protocol))
