@@ -11,7 +11,7 @@ import signal
 from typing import Any, List, Optional
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from phantom_frame.cache.threads import ThreadRunner
@@ -29,37 +29,105 @@ from phantom_frame.startup import listener
 log = Logger()
 
 
+#: The signals a stop with status 0 answers: twistd would re-raise them
+#: after a clean stop, and the process would die of them.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class GracefulStop(Service):
     """
-    On stop, waits (at most C{grace} seconds) for requests in flight, and
-    makes a SIGTERM stop exit with status 0.
+    Drains the proxy sites when the proxy stops, after the listeners have
+    stopped accepting (see L{InOrder}): idle connections close at once;
+    requests in flight are answered, their last byte handed to the kernel,
+    then their connections close (answers written meanwhile say
+    C{Connection: close}); after C{grace} seconds whatever is still open is
+    aborted. A stop asked for by C{SIGTERM} or C{SIGINT} (Ctrl-C) then ends
+    the process with status 0.
 
     @ivar grace: the C{shutdown_grace}, in seconds (a reload may change it).
     """
 
     def __init__(self, sites: List[ProxySite], grace: float, reactor) -> None:
+        """
+        @param sites: the proxy listeners' sites.
+        @param grace: see L{grace}.
+        @param reactor: times the grace period; its exit signal is cleared.
+        """
         self._sites = sites
         self.grace = grace
         self._reactor = reactor
 
     def stopService(self) -> Deferred[None]:
+        """
+        Drain every site.
+
+        @return: a L{Deferred} firing once every connection is closed and no
+            request is in flight, or once C{grace} seconds have passed.
+        """
         super().stopService()
-        if getattr(self._reactor, "_exitSignal", None) == signal.SIGTERM:
-            self._reactor._exitSignal = None
-        from twisted.internet.defer import DeferredList
-
-        waiting = DeferredList([s.whenIdle() for s in self._sites])
+        sites = self._sites
+        waiting = [site.drain.start() for site in sites] + [site.whenIdle() for site in sites]
+        connections = sum(site.drain.open for site in sites)
+        requests = sum(site.active for site in sites)
+        if connections or requests:
+            log.info(
+                "stopping: {requests} request(s) in flight, {connections} connection(s) open;"
+                " waiting at most {grace} s",
+                requests=requests,
+                connections=connections,
+                grace=self.grace,
+            )
         done: Deferred[None] = Deferred()
-        timer = self._reactor.callLater(self.grace, lambda: done.called or done.callback(None))
 
-        def finished(_: Any) -> None:
+        def finish(_: Any = None) -> None:
             if timer.active():
                 timer.cancel()
-            if not done.called:
-                done.callback(None)
+            if done.called:
+                return
+            if getattr(self._reactor, "_exitSignal", None) in _STOP_SIGNALS:
+                self._reactor._exitSignal = None
+            done.callback(None)
 
-        waiting.addBoth(finished)
+        def expired() -> None:
+            aborted = sum(site.drain.abort() for site in sites)
+            log.warn(
+                "stopping: shutdown_grace ({grace} s) is over; {count} connection(s) aborted,"
+                " {requests} request(s) unanswered",
+                grace=self.grace,
+                count=aborted,
+                requests=sum(site.active for site in sites),
+            )
+            finish()
+
+        timer = self._reactor.callLater(self.grace, expired)
+        gatherResults(waiting).addBoth(finish)
         return done
+
+
+class InOrder(MultiService):
+    """
+    A L{MultiService} whose children stop one at a time, last first, each
+    once the one after it has stopped: the listeners stop accepting before
+    L{GracefulStop} drains, and the origin commands and the caches go only
+    once every request is answered.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the children, last first, one after the other; a child that
+        fails to stop is logged and the others still stop.
+
+        @return: a L{Deferred} firing once every child has stopped.
+        """
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop(list(self)[::-1]))
+
+    async def _stop(self, children: List[Service]) -> None:
+        for child in children:
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("stopping {service!r} failed", service=child)
 
 
 class CacheService(Service):
@@ -143,8 +211,9 @@ def build_service(
         the certificate (only for the process's real reactor).
     @param origin_timeout: seconds a supervised origin has to accept
         connections before the snapshots of its server are fetched anyway.
-    @return: the whole proxy, ready for C{setServiceParent}. Its children
-        start in this order (and stop in reverse): caches, origin commands,
+    @return: the whole proxy (an L{InOrder}), ready for
+        C{setServiceParent}. Its children start in this order (and stop in
+        reverse, one after the other): caches, origin commands,
         snapshot warm-ups, graceful stop, proxy listeners, C{SIGHUP}
         handler, control site. It has C{handle}, C{site}, C{metrics},
         C{reloader}, C{supervisor} and C{control} (the control resource)
@@ -156,7 +225,7 @@ def build_service(
     """
     from phantom_frame.ops.supervise import OriginSupervisor, WarmUps
 
-    top = MultiService()
+    top = InOrder()
     agent, pool = default_agent(reactor)
     runner = ThreadRunner(reactor)
     handle = CacheHandle()

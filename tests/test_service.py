@@ -1,18 +1,27 @@
 """
 Tests for L{phantom_frame.service}: the access log of L{ProxySite} in text
 and JSON, with the cache result, server and upstream time, and nothing at
-all when it is off; the tunnel count; the order of the proxy's services.
+all when it is off; the tunnel count; the graceful stop; the order of the
+proxy's services, and of their stop.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+import signal
+from typing import Any, Dict, List, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -21,7 +30,7 @@ from phantom_frame.http import site as service
 from phantom_frame.config import load_config, parse_config
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
-from phantom_frame.service import build_service
+from phantom_frame.service import GracefulStop, InOrder, build_service
 
 from .memory import Proxy, SiteAgent, logged, samples, value
 from .origin import Origin
@@ -168,6 +177,33 @@ class AccessLogTests(SynchronousTestCase):
         records = [json.loads(formatEvent(e)) for e in logged(self.events)]
         self.assertEqual([r["cache"] for r in records], ["hit"])
 
+    def test_upgrade(self) -> None:
+        """
+        An upgrade (a WebSocket) is logged once, when its tunnel closes: the
+        origin's C{101}, every byte sent to the client, the C{bypass}
+        result and how long the tunnel was open.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from .proxy.test_tunnel import SWITCHED, UPGRADE, FakeEndpoint, TunnelResource
+
+        clock = Clock()
+        endpoint = FakeEndpoint()
+        site = ProxySite(Router([("*", TunnelResource(clock, endpoint), "ws")]), reactor=clock)
+        channel = site.buildProtocol(IPv4Address("TCP", "203.0.113.9", 1234))
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(UPGRADE)
+        origin, _ = endpoint.accept()
+        origin.dataReceived(SWITCHED + b"\x81\x02hi")
+        clock.advance(30)
+        self.assertEqual(logged(self.events), [])
+        channel.connectionLost(Failure(ConnectionDone()))
+        [line] = [formatEvent(e) for e in logged(self.events)]
+        self.assertIn('"GET /ws?x=1 HTTP/1.1" 101 %d ' % (len(SWITCHED) + 4), line)
+        self.assertTrue(line.endswith(" cache=bypass server=ws upstream_ms=- duration_ms=30000.0"), line)
+        origin.connectionLost(Failure(ConnectionDone()))
+
     def test_unrouted(self) -> None:
         """
         A request no server took is logged with C{server=-} and the
@@ -287,3 +323,178 @@ class BuildServiceTests(SynchronousTestCase):
         self.assertEqual([name for _, _, name in top.site.resource.routes], ["site", "docs"])
         # Nothing is fetched, nor waited for, before the service starts.
         self.assertEqual(memory.tcpClients, [])
+
+
+class Received(Protocol):
+    """
+    A raw client: keeps what it receives, and whether it was disconnected.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Keep C{data}.
+        """
+        self.received += data
+
+    def connectionLost(self, reason: Any) -> None:
+        """
+        Note the disconnection.
+        """
+        self.lost = True
+
+
+class GracefulStopTests(SynchronousTestCase):
+    """
+    L{GracefulStop} drains a L{ProxySite} on a fake clock.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.hold = Hold()
+        self.site = ProxySite(Router([("*", self.hold, "held")]), reactor=self.clock, access_log=False)
+        self.stop = GracefulStop([self.site], 10, self.clock)
+        self.stop.startService()
+        self.pumps: List[iosim.IOPump] = []
+
+    def connect(self, data: bytes = b"") -> Received:
+        """
+        @return: a raw client connected to the site, having sent C{data}.
+        """
+        address = IPv4Address("TCP", "203.0.113.9", 40000 + len(self.pumps))
+        server = self.site.buildProtocol(address)
+        client = Received()
+        self.pumps.append(
+            iosim.connect(server, iosim.FakeTransport(server, True, peerAddress=address), client,
+                          iosim.FakeTransport(client, False))
+        )
+        client.transport.write(data)
+        self.flush()
+        return client
+
+    def flush(self) -> None:
+        """
+        Move every byte both ways.
+        """
+        for pump in self.pumps:
+            pump.flush()
+
+    def answer(self) -> None:
+        """
+        Answer the held requests, and deliver the answers.
+        """
+        for request in self.hold.held:
+            request.setHeader(b"content-length", b"2")
+            request.write(b"ok")
+            request.finish()
+        self.hold.held = []
+        self.flush()
+
+    def test_drains(self) -> None:
+        """
+        Stopping closes idle connections at once, and fires once the
+        requests in flight are answered, their answers delivered and their
+        connections closed.
+        """
+        idle = self.connect()
+        busy = self.connect(b"GET / HTTP/1.1\r\nHost: proxy.example\r\n\r\n")
+        stopped = self.stop.stopService()
+        self.flush()
+        self.assertTrue(idle.lost)
+        self.assertFalse(busy.lost)
+        self.assertNoResult(stopped)
+        self.answer()
+        self.assertTrue(busy.received.startswith(b"HTTP/1.1 200 OK\r\n"), busy.received)
+        self.assertIn(b"\r\nConnection: close\r\n", busy.received)
+        self.assertTrue(busy.received.endswith(b"\r\n\r\nok"))
+        self.assertTrue(busy.lost)
+        self.successResultOf(stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_grace(self) -> None:
+        """
+        After C{grace} seconds the connections still open are aborted, the
+        stop fires, and a warning says so.
+        """
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        busy = self.connect(b"GET / HTTP/1.1\r\nHost: proxy.example\r\n\r\n")
+        stopped = self.stop.stopService()
+        self.clock.advance(9.9)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.1)
+        self.successResultOf(stopped)
+        self.flush()
+        self.assertTrue(busy.lost)
+        [warning] = [formatEvent(e) for e in events if "shutdown_grace" in e.get("log_format", "")]
+        self.assertIn("1 connection(s) aborted, 1 request(s) unanswered", warning)
+
+    def test_exit_status(self) -> None:
+        """
+        A stop asked for by C{SIGTERM} or C{SIGINT} exits 0: the reactor's
+        exit signal is cleared once the drain is over (so a second signal
+        during it changes nothing); any other exit signal is kept.
+        """
+        for number, kept in ((signal.SIGTERM, None), (signal.SIGINT, None), (signal.SIGUSR1, signal.SIGUSR1)):
+            self.setUp()
+            self.clock._exitSignal = number  # type: ignore[attr-defined]
+            self.connect(b"GET / HTTP/1.1\r\nHost: proxy.example\r\n\r\n")
+            stopped = self.stop.stopService()
+            self.clock._exitSignal = number  # type: ignore[attr-defined]
+            self.answer()
+            self.successResultOf(stopped)
+            self.assertEqual(self.clock._exitSignal, kept)  # type: ignore[attr-defined]
+
+
+class Stops(Service):
+    """
+    A service whose stop is recorded and fires when the test says so.
+    """
+
+    def __init__(self, name: str, log: List[str], failing: bool = False) -> None:
+        self.name = name
+        self._log = log
+        self._failing = failing
+        self.stopping: Optional[Deferred[None]] = None
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Record the stop.
+        """
+        super().stopService()
+        self._log.append(self.name)
+        if self._failing:
+            return fail(RuntimeError("cannot stop"))
+        self.stopping = Deferred()
+        return self.stopping
+
+
+class InOrderTests(SynchronousTestCase):
+    """
+    L{InOrder} stops its children one after the other, last first.
+    """
+
+    def test_order(self) -> None:
+        """
+        Each child stops once the one after it has stopped; a child that
+        fails to stop is logged and the others still stop.
+        """
+        stopped: List[str] = []
+        top = InOrder()
+        first, broken, last = Stops("first", stopped), Stops("broken", stopped, True), Stops("last", stopped)
+        for child in (first, broken, last):
+            child.setServiceParent(top)
+        top.startService()
+        done = top.stopService()
+        self.assertEqual(stopped, ["last"])
+        last.stopping.callback(None)
+        self.assertEqual(stopped, ["last", "broken", "first"])
+        self.assertNoResult(done)
+        first.stopping.callback(None)
+        self.successResultOf(done)
+        [failure] = self.flushLoggedErrors(RuntimeError)
+        self.assertFalse(top.running)

@@ -274,26 +274,35 @@ class ResponseCache:
         self.invalidations += 1
         return len(dropped)
 
-    def invalidate(self, pattern: str) -> int:
+    def invalidate(self, pattern: str, keep_pinned: Optional[Callable[[str], bool]] = None) -> int:
         """
         Forget the entries whose key matches C{pattern} (see
         L{InvalidationPattern}); in-flight fills of matching keys are not
         stored.
 
+        @param keep_pinned: the matching keys whose pinned entries
+            (snapshots) stay until a fill replaces them; their other entries
+            go.
         @return: how many entries were dropped.
         """
         matcher = InvalidationPattern(pattern)
+        kept = set()
         count = 0
         for lru in (self._main, self._notFound):
             for slot in [s for s in lru.entries if matcher.matches(s[0])]:
                 self._forget(lru.pop(slot))
+                if keep_pinned is not None and keep_pinned(slot[0]):
+                    self._variance.untrack(*slot)
                 count += 1
         for slot in [s for s in self._pinned if matcher.matches(s[0])]:
+            if keep_pinned is not None and keep_pinned(slot[0]):
+                kept.add(slot[0])
+                continue
             entry = self._pinned.pop(slot)
             self._pinnedBytes -= entry.size
             self._forget(entry)
             count += 1
-        self._variance.forget_matching(matcher.matches)
+        self._variance.forget_matching(lambda key: key not in kept and matcher.matches(key))
         self._lock.doom_matching(matcher.matches)
         self.invalidations += 1
         return count

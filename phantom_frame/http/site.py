@@ -1,7 +1,8 @@
 """
 L{ProxySite}, the proxy listeners' site: no tracebacks, the access log,
-request metrics and a count of requests in flight for graceful stops; and
-L{ProxyRequest}, the request it makes.
+request metrics, a count of requests in flight and the open connections
+for graceful stops (L{phantom_frame.http.drain}); and L{ProxyRequest}, the
+request it makes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
-from phantom_frame.http.channel import FastHitRecord, FastHits, fast_channel_factory
+from phantom_frame.http.channel import FastHitRecord, FastHits
+from phantom_frame.http.drain import Drain, tracked_channel_factory
 from phantom_frame.proxy.answers import is_upgrade
 from phantom_frame.proxy.status import NONE, CacheStatus
 
@@ -75,10 +77,11 @@ class ProxySite(server.Site):
     @ivar active: requests in flight.
     @ivar tunnels: upgrade requests in flight: tunnels connecting or open.
     @ivar clock: times requests.
+    @ivar drain: its open connections, closed on a graceful stop.
     """
 
     requestFactory = ProxyRequest
-    protocol = fast_channel_factory
+    protocol = tracked_channel_factory
     displayTracebacks = False
     noisy = False
 
@@ -100,6 +103,7 @@ class ProxySite(server.Site):
         self.active = 0
         self.tunnels = 0
         self._idle: List[Deferred] = []
+        self.drain = Drain(reactor)
         self.access_log = access_log
         self.log_format = log_format
         self.metrics = metrics
@@ -110,6 +114,7 @@ class ProxySite(server.Site):
             waiters, self._idle = self._idle, []
             for d in waiters:
                 d.callback(None)
+        self.drain.request_done()
 
     def _tunnelDone(self, result: Any) -> None:
         self.tunnels -= 1

@@ -201,6 +201,13 @@ NOT_PRE_GENERATED = Reject(404, "Not Found", statuses.forwarded("uri-miss", "not
 TUNNEL = Tunnel()
 
 
+def _no_header(name: str) -> Optional[str]:
+    """
+    The request headers of a snapshot fetch: none.
+    """
+    return None
+
+
 class Freshness(enum.Enum):
     """
     How a stored entry may be used now (RFC 9111 §4.2, §5.2.1, RFC 5861).
@@ -329,6 +336,11 @@ class Decider:
                 return Bypass(statuses.bypass("key-error"))
         directives = request_directives(view) if self.http_policy else NO_REQUEST_DIRECTIVES
         entry = self._cache.lookup(key, view.headers.get)
+        if entry is None and self.pure_ssg:
+            # A snapshot that varies answers every variant with the one it
+            # was fetched as (without request headers): the origin is never
+            # asked for another.
+            entry = self._cache.lookup(key, _no_header)
         stale = None
         if entry is not None:
             now = self._clock.seconds()

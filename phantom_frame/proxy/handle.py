@@ -112,7 +112,9 @@ class CacheHandle:
 
     def add_snapshot(self, path: str, server: Optional[str] = None) -> Deferred[None]:
         """
-        Track C{path} as a snapshot (once) and fetch it now.
+        Fetch C{path} now, and track it as a snapshot (once) when its page
+        is stored: a path whose first fetch fails is not tracked. A path
+        already tracked is refreshed (see L{refresh_snapshot}).
 
         @return: a L{Deferred} firing when it is stored, failing with the
             reason when the origin fails or the page cannot be stored.
@@ -151,22 +153,25 @@ class CacheHandle:
         """
         Forget every stored response (of one server, or all). When this
         returns, no request sees an old entry and fills already in flight
-        will not be stored.
+        will not be stored; but the tracked snapshots of a pre_generate
+        server are fetched again, each page served until its new one is
+        stored (and kept when that fetch fails).
 
-        @return: how many entries were dropped.
+        @return: how many entries were dropped or are being replaced.
         """
-        return sum(s.invalidate_all() for s in self._select(server))
+        return sum(s.invalidate_all(keep_snapshots=True) for s in self._select(server))
 
     def invalidate(self, pattern: str, server: Optional[str] = None) -> int:
         """
         Forget the stored responses whose key matches C{pattern}:
         C{"/api/*"} (the path, any method), C{"GET:/api/*"} (whole key),
-        C{"*/users/*"}, C{"*"}.
+        C{"*/users/*"}, C{"*"}. Matching snapshots of a pre_generate server
+        are fetched again, as for L{invalidate_all}.
 
-        @return: how many entries were dropped.
+        @return: how many entries were dropped or are being replaced.
         @raise ValueError: on an empty pattern.
         """
-        return sum(s.invalidate(pattern) for s in self._select(server))
+        return sum(s.invalidate(pattern, keep_snapshots=True) for s in self._select(server))
 
     def stats(self) -> Dict[str, Dict[str, int]]:
         """

@@ -17,14 +17,15 @@ from twisted.web.iweb import IAgent
 from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame.cache.codec import Codec
-from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES
 from phantom_frame.cache.lock import Exclusive, Shared
+from phantom_frame.cache.patterns import InvalidationPattern
 from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.store import FilesystemStore, MemoryStore
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.answers import error_response, send_error, send_verdict
 from phantom_frame.proxy.decision import (
+    NOT_PRE_GENERATED,
     Await,
     Bypass,
     Decider,
@@ -47,7 +48,7 @@ from phantom_frame.proxy.passthrough import (
 from phantom_frame.proxy.resource import ProxyResource
 from phantom_frame.proxy.serve import EntryRenderer
 from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig, ProxyMode
-from phantom_frame.proxy.snapshots import Snapshots
+from phantom_frame.proxy.snapshots import SnapshotError, Snapshots
 from phantom_frame.proxy.tunnel import start_tunnel
 from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.webhooks import Webhooks
@@ -219,8 +220,7 @@ class ProxyServer:
             )
             await self._answer_fill(exchange, waiter, collapsed, decision)
         elif isinstance(decision, Await):
-            waiter = self.cache.join(decision.key)
-            await self._answer_fill(exchange, waiter, True, Fill(decision.key, None, NO_REQUEST_DIRECTIVES))
+            await self._await_snapshot(exchange, decision.key)
         elif isinstance(decision, Bypass):
             await self.passthrough.forward(exchange, decision.status)
         elif isinstance(decision, Reject):
@@ -243,7 +243,32 @@ class ProxyServer:
                 return
             self.passthrough.origin_failed(exchange, e, "stale" if stale is not None else "uri-miss")
             return
+        except SnapshotError:
+            # It joined a snapshot fetch that stored nothing: it asks itself.
+            await self.passthrough.forward(exchange, statuses.forwarded("uri-miss", "not-shared"))
+            return
         await result.deliver(_FillAnswer(self, exchange, collapsed, fill))
+
+    async def _await_snapshot(self, exchange: Exchange, key: str) -> None:
+        """
+        A pure pre-generated server: answer with the snapshot of C{key}
+        being fetched, whatever its variant (the origin is never asked for
+        this request). A snapshot that cannot be stored answers 404, as a
+        path without one; an origin that fails, 502 (504 for a timeout).
+        """
+        waiter = self.cache.join(key)
+        if waiter is None:
+            await self.render(exchange, self.decider.decide(exchange.view, key))
+            return
+        try:
+            result = await waiter
+        except SnapshotError:
+            _send_reject(exchange, NOT_PRE_GENERATED)
+            return
+        except UpstreamError as e:
+            self.passthrough.origin_failed(exchange, e, "uri-miss")
+            return
+        await result.deliver(_SnapshotAnswer(self, exchange))
 
     async def _serve_stale(self, exchange: Exchange, entry: Any) -> None:
         """
@@ -287,24 +312,43 @@ class ProxyServer:
             except Exception:
                 log.failure("cache key function failed for {path!r}", path=target)
 
-    def invalidate(self, pattern: str) -> int:
+    def invalidate(self, pattern: str, keep_snapshots: bool = False) -> int:
         """
-        Drop matching entries; in pre_generate mode, fetch the tracked
-        snapshots that lost their page again, in the background.
+        Drop the entries whose key matches C{pattern}; in pre_generate mode,
+        fetch the matching tracked snapshots again, in the background.
+
+        @param keep_snapshots: keep the pages of those snapshots until their
+            new pages are stored (and when their fetch fails), so that a
+            pre-generated site never shows a gap; their other variants and
+            every other entry go as usual.
+        @return: how many entries were dropped or are being replaced.
+        @raise ValueError: on an empty pattern.
         """
-        count = self.cache.invalidate(pattern)
-        if self.snapshots is not None:
-            self.snapshots.rewarm()
+        snapshots = self.snapshots
+        if snapshots is None:
+            return self.cache.invalidate(pattern)
+        regenerated = snapshots.matching(InvalidationPattern(pattern).matches)
+        if not keep_snapshots:
+            count = self.cache.invalidate(pattern)
+        else:
+            count = self.cache.invalidate(pattern, regenerated.__contains__)
+            count += sum(1 for e in self.cache.entries() if e.pinned and e.key in regenerated)
+        snapshots.regenerate(list(regenerated.values()))
         return count
 
-    def invalidate_all(self) -> int:
+    def invalidate_all(self, keep_snapshots: bool = False) -> int:
         """
-        Drop every entry (and re-fetch the tracked snapshots, as above).
+        Drop every entry; in pre_generate mode, fetch every tracked snapshot
+        again (see L{invalidate} for C{keep_snapshots}).
+
+        @return: how many entries were dropped or are being replaced.
         """
-        count = self.cache.invalidate_all()
-        if self.snapshots is not None:
-            self.snapshots.rewarm()
-        return count
+        if self.snapshots is None or not keep_snapshots:
+            count = self.cache.invalidate_all()
+            if self.snapshots is not None:
+                self.snapshots.regenerate(list(self.snapshots.matching(lambda key: True).values()))
+            return count
+        return self.invalidate("*", keep_snapshots=True)
 
 
 def _reject_now(request, decision: Reject) -> bytes:
@@ -315,6 +359,39 @@ def _reject_now(request, decision: Reject) -> bytes:
         request.responseHeaders.setRawHeaders(b"cache-status", [decision.status.header])
     set_status(request, decision.status)
     return error_response(request, decision.code, decision.text, decision.headers)
+
+
+def _send_reject(exchange: Exchange, decision: Reject) -> None:
+    """
+    Answer C{exchange} with the short error of C{decision}.
+    """
+    send_error(exchange, decision.code, decision.text, decision.status, decision.headers)
+
+
+class _SnapshotAnswer:
+    """
+    How a client of a pure pre-generated server that waited for a snapshot
+    fetch is answered (an L{phantom_frame.cache.lock.IFillReceiver}): with
+    the snapshot, whatever its variant; with a 404 when the fetch gave
+    nothing to store.
+    """
+
+    def __init__(self, server: ProxyServer, exchange: Exchange) -> None:
+        self._server = server
+        self._exchange = exchange
+
+    async def shared(self, result: Shared) -> None:
+        server, exchange = self._server, self._exchange
+        entry = result.entry
+        answer = server.decider.answer(exchange.view, entry)
+        await server.entries.render(exchange, entry, answer, statuses.COLLAPSED)
+
+    async def exclusive(self, result: Exclusive) -> None:
+        result.release()
+        _send_reject(self._exchange, NOT_PRE_GENERATED)
+
+    async def not_shared(self, result: Any) -> None:
+        _send_reject(self._exchange, NOT_PRE_GENERATED)
 
 
 class _FillAnswer:

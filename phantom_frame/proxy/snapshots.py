@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, DeferredList
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -33,6 +34,8 @@ class Snapshots:
     Fetches go through the server's single-flight fills, so a request for a
     path whose snapshot is being fetched waits for it; a refresh replaces
     the stored page only once the new one is stored.
+
+    @ivar tracked: the tracked paths, in the order they were added.
     """
 
     def __init__(
@@ -58,6 +61,8 @@ class Snapshots:
         self._cache = cache
         self._key_of = key_of
         self.tracked: "OrderedDict[str, None]" = OrderedDict((p, None) for p in paths)
+        #: The paths being added (not tracked yet), each with its own token.
+        self._adding: Dict[str, object] = {}
         self._semaphore = DeferredSemaphore(concurrency)
         self.warmed: Deferred[Dict[str, Optional[str]]] = Deferred()
 
@@ -73,18 +78,42 @@ class Snapshots:
 
     def add(self, path: str) -> Deferred[None]:
         """
-        Track C{path} (once) and fetch it now.
+        Fetch C{path} now, and track it (once) when its page is stored: a
+        path whose first fetch fails is not tracked. A tracked path is
+        fetched again; it stays tracked, and keeps its page, when that
+        fetch fails.
+
+        @return: L{fetch}'s L{Deferred}.
         """
-        self.tracked[path] = None
-        return self.fetch(path)
+        if path in self.tracked:
+            return self.fetch(path)
+        token = self._adding[path] = object()
+
+        def stored(result: None) -> None:
+            if self._adding.get(path) is token:
+                del self._adding[path]
+                self.tracked[path] = None
+            elif path not in self.tracked and path not in self._adding:
+                # Removed while it was being fetched.
+                self._cache.drop(self._key_of(path.encode("utf-8")))
+            return result
+
+        def failed(failure: Failure) -> Failure:
+            if self._adding.get(path) is token:
+                del self._adding[path]
+            return failure
+
+        return self.fetch(path).addCallbacks(stored, failed)
 
     def remove(self, path: str) -> bool:
         """
-        Stop tracking C{path} and drop its stored page.
+        Stop tracking C{path} (or adding it) and drop its stored page.
 
         @return: whether it was tracked.
         """
-        tracked = self.tracked.pop(path, None) is not None or path in self.tracked
+        tracked = path in self.tracked
+        self.tracked.pop(path, None)
+        self._adding.pop(path, None)
         self._cache.drop(self._key_of(path.encode("utf-8")))
         return tracked
 
@@ -149,11 +178,27 @@ class Snapshots:
             self.warmed.callback(results)
         return results
 
-    def rewarm(self) -> None:
+    def matching(self, matches: Callable[[str], bool]) -> Dict[str, str]:
         """
-        After an invalidation, fetch again the tracked paths that lost their
-        page (in the background: requests for them wait for their fetch).
+        @param matches: says whether a cache key is concerned (an
+            invalidation pattern's C{matches}).
+        @return: C{{key: path}} for the tracked paths (and those being
+            added) whose key C{matches} accepts.
         """
-        missing = [p for p in self.tracked if not self.has(p)]
-        if missing:
-            self.fetch_all(missing, "re-generated")
+        found = {}
+        for path in list(self.tracked) + list(self._adding):
+            key = self._key_of(path.encode("utf-8"))
+            if matches(key):
+                found[key] = path
+        return found
+
+    def regenerate(self, paths: List[str]) -> Deferred[Dict[str, Optional[str]]]:
+        """
+        After an invalidation, fetch C{paths} again in the background: each
+        page is replaced once its new one is stored, and kept (the failure
+        logged) when its fetch fails. Requests for a path without a page
+        wait for its fetch.
+
+        @return: L{fetch_all}'s L{Deferred}.
+        """
+        return self.fetch_all(paths, "re-generated")
