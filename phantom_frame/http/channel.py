@@ -12,17 +12,26 @@ order, so behaviour is identical either way: the answer is the one
 L{phantom_frame.proxy.server.ProxyServer} would give, byte for byte but for header
 order.
 
+The fast path's parser is stricter than the stock one: a head it would
+not read exactly as L{phantom_frame.http.guard.GuardedHTTPChannel} does (a
+bare LF or CR, a control character, a header name that is not a token, a
+C{Host} that is not valid or not allowed, a head over C{max_header_bytes})
+is left to the stock path, which gives the answer.
+
 It leans on twisted.web internals (the channel's parser state), pinned by
-C{tests/test_fastpath.py}.
+C{tests/http/test_fastpath.py}.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional
 
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import _GenericHTTPChannelProtocol
 
 from phantom_frame.cache.codec import decode_content
+from phantom_frame.http.guard import GuardedHTTPChannel
+from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
 from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Full, Hit
@@ -48,8 +57,13 @@ _DISQUALIFYING = frozenset(
     }
 )
 
-#: The biggest header block the fast path looks at.
-_MAX_HEAD = 16384
+#: A request line the fast path takes: GET or HEAD of an origin-form target
+#: of visible ASCII without C{%} or C{#}, in HTTP/1.1.
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[\x21\x22\x24\x26-\x7e]*) HTTP/1\.1")
+
+#: A header line the fast path takes: a token, a colon, a value of visible
+#: ASCII, spaces and tabs (no control characters, nothing non-ASCII).
+_HEADER_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t -~]*)")
 
 
 class Wire:
@@ -87,12 +101,18 @@ def build_wire(entry: Any, coding: str) -> Optional[Wire]:
     return Wire(b"".join(lines), data, needs_date(entry))
 
 
-class FastHTTPChannel(HTTPChannel):
+class FastHTTPChannel(GuardedHTTPChannel):
     """
-    An L{HTTPChannel} that answers simple cache hits itself.
+    A L{GuardedHTTPChannel} that answers simple cache hits itself.
     """
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Answer the plain hits at the start of C{data} when the channel is
+        idle; give the rest to the stock path.
+        """
+        if self._rejected or self._closing:
+            return
         if (
             not self.requests
             and not self._handlingRequest
@@ -105,11 +125,12 @@ class FastHTTPChannel(HTTPChannel):
         ):
             consumed = self._fastHits(data)
             if consumed:
+                self._cancelHeadTimer()
                 self.resetTimeout()
                 data = data[consumed:]
                 if not data or self.transport is None or self._closing:
                     return
-        HTTPChannel.dataReceived(self, data)
+        GuardedHTTPChannel.dataReceived(self, data)
 
     _closing = False
 
@@ -125,8 +146,9 @@ class FastHTTPChannel(HTTPChannel):
             return 0
         position = 0
         size = len(data)
+        window = self.limits.max_header_bytes
         while position < size:
-            end = data.find(b"\r\n\r\n", position, position + _MAX_HEAD)
+            end = data.find(b"\r\n\r\n", position, position + window)
             if end < 0:
                 break
             answer = fast(self, data, position, end)
@@ -175,29 +197,27 @@ class FastHits:
         @return: C{(chunks to write, close after)} for a hit, else C{None}.
         """
         line_end = data.find(b"\r\n", start, end + 2)
-        parts = data[start:line_end].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        request_line = _REQUEST_LINE.fullmatch(data, start, line_end)
+        if request_line is None:
             return None
-        method, target = parts[0], parts[1]
-        if method != b"GET" and method != b"HEAD":
-            return None
-        if not target.startswith(b"/") or b"%" in target or b"#" in target:
-            return None
+        method, target = request_line.group(1), request_line.group(2)
         headers: Dict[str, str] = {}
         if line_end < end:
-            try:
-                block = data[line_end + 2 : end].decode("latin-1")
-            except Exception:
-                return None
+            block = data[line_end + 2 : end].decode("latin-1")
             for line in block.split("\r\n"):
-                name, sep, value = line.partition(":")
-                if not sep or not name or name[0] in " \t" or name[-1] in " \t" or "\n" in line or "\r" in line:
+                header = _HEADER_LINE.fullmatch(line)
+                if header is None:
                     return None
-                name = name.lower()
+                name = header.group(1).lower()
                 if name in _DISQUALIFYING or name in headers:
                     return None
-                headers[name] = value.strip()
-        if "host" not in headers:
+                headers[name] = header.group(2).strip(" \t")
+        host = headers.get("host")
+        if host is None:
+            return None
+        host = parse_host(host.encode("latin-1"))
+        limits = getattr(self._site, "limits", None) or DEFAULT_LIMITS
+        if host is None or not limits.host_allowed(host):
             return None
         close = "close" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
         path, _, query = target.partition(b"?")
