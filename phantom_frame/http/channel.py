@@ -25,7 +25,7 @@ C{tests/http/test_fastpath.py}.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.web.http import _GenericHTTPChannelProtocol
 
@@ -61,9 +61,14 @@ _DISQUALIFYING = frozenset(
 #: of visible ASCII without C{%} or C{#}, in HTTP/1.1.
 _REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[\x21\x22\x24\x26-\x7e]*) HTTP/1\.1")
 
-#: A header line the fast path takes: a token, a colon, a value of visible
-#: ASCII, spaces and tabs (no control characters, nothing non-ASCII).
-_HEADER_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t -~]*)")
+#: The header lines the fast path takes: each a token, a colon, a value of
+#: visible ASCII, spaces and tabs (no control characters, nothing
+#: non-ASCII), CRLF between them.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEADER_BLOCK = re.compile(rb"%s:[\t -~]*(?:\r\n%s:[\t -~]*)*" % (_TOKEN, _TOKEN))
+
+#: How many C{Host} values the fast path remembers the verdict of.
+_HOSTS_KEPT = 256
 
 
 class Wire:
@@ -190,6 +195,24 @@ class FastHits:
         self._site = site
         self._clock = clock
         self.answered = 0
+        self._hosts: Dict[str, Tuple[Any, bool]] = {}
+
+    def _host_ok(self, value: str) -> bool:
+        """
+        @param value: a request's C{Host} value.
+        @return: whether it is a valid host that the site's limits allow
+            (remembered for the limits in force).
+        """
+        limits = getattr(self._site, "limits", None) or DEFAULT_LIMITS
+        known = self._hosts.get(value)
+        if known is not None and known[0] is limits:
+            return known[1]
+        host = parse_host(value.encode("ascii"))
+        ok = host is not None and limits.host_allowed(host)
+        if len(self._hosts) >= _HOSTS_KEPT:
+            self._hosts.clear()
+        self._hosts[value] = (limits, ok)
+        return ok
 
     def __call__(self, channel: Any, data: bytes, start: int, end: int):
         """
@@ -203,21 +226,16 @@ class FastHits:
         method, target = request_line.group(1), request_line.group(2)
         headers: Dict[str, str] = {}
         if line_end < end:
-            block = data[line_end + 2 : end].decode("latin-1")
-            for line in block.split("\r\n"):
-                header = _HEADER_LINE.fullmatch(line)
-                if header is None:
-                    return None
-                name = header.group(1).lower()
+            if _HEADER_BLOCK.fullmatch(data, line_end + 2, end) is None:
+                return None
+            for line in data[line_end + 2 : end].decode("ascii").split("\r\n"):
+                name, _, value = line.partition(":")
+                name = name.lower()
                 if name in _DISQUALIFYING or name in headers:
                     return None
-                headers[name] = header.group(2).strip(" \t")
+                headers[name] = value.strip(" \t")
         host = headers.get("host")
-        if host is None:
-            return None
-        host = parse_host(host.encode("latin-1"))
-        limits = getattr(self._site, "limits", None) or DEFAULT_LIMITS
-        if host is None or not limits.host_allowed(host):
+        if host is None or not self._host_ok(host):
             return None
         close = "close" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
         path, _, query = target.partition(b"?")
