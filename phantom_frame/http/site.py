@@ -64,7 +64,8 @@ class ProxyRequest(server.Request):
         if not isinstance(self.channel, GuardedHTTPChannel):
             # HTTP/2 streams: their channel did not check the host.
             hosts = self.requestHeaders.getRawHeaders(b"host") or []
-            problem = host_problem(hosts, self.clientproto, self.uri, site.limits)
+            limits = getattr(site, "limits", DEFAULT_LIMITS)
+            problem = host_problem(hosts, self.clientproto, self.uri, limits)
             if problem is not None:
                 self._refuse(*problem)
                 return

@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol, _IdentityTransferDecoder
 
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.threads import runInline
@@ -23,7 +23,7 @@ from phantom_frame.http.channel import FastHTTPChannel
 from phantom_frame.http.guard import GuardedHTTPChannel
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
-from tests.http.rig import RecordingOrigin, request
+from tests.http.rig import RecordingOrigin, Rig, request
 
 
 class ChannelInternalsTests(SynchronousTestCase):
@@ -49,8 +49,8 @@ class ChannelInternalsTests(SynchronousTestCase):
         The stock channel reports malformed input through
         C{_respondToBadRequestAndDisconnect}, hands C{Content-Length} and
         C{Transfer-Encoding} to C{_maybeChooseTransferDecoder}, counts head
-        bytes in C{_receivedHeaderSize}, and keeps C{__first_line}, C{_path}
-        and C{_version} as read here.
+        bytes in C{_receivedHeaderSize}, and keeps C{__first_line},
+        C{_command}, C{_path}, C{_version} and C{persistent} as read here.
         """
         calls: List[Any] = []
 
@@ -68,11 +68,42 @@ class ChannelInternalsTests(SynchronousTestCase):
         self.assertEqual(channel._HTTPChannel__first_line, 1)
         channel.dataReceived(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n")
         self.assertEqual(channel._HTTPChannel__first_line, 0)
-        self.assertEqual((channel._path, channel._version), (b"/x", b"HTTP/1.1"))
+        self.assertEqual((channel._command, channel._path, channel._version), (b"POST", b"/x", b"HTTP/1.1"))
+        self.assertTrue(channel.persistent)
         self.assertEqual(channel._receivedHeaderSize, len(b"POST /x HTTP/1.1Content-Length: 5"))
         channel.dataReceived(b"Transfer-Encoding: chunked\r\n\r\n")
         self.assertEqual(calls, [(b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked"), "bad"])
         channel.connectionLost(None)
+
+    def test_identityDecoder(self) -> None:
+        """
+        twisted.web's identity decoder takes a length, a body callback and
+        a callback for what follows the body, as L{GuardedHTTPChannel}
+        makes it.
+        """
+        body: List[bytes] = []
+        rest: List[bytes] = []
+        decoder = _IdentityTransferDecoder(3, body.append, rest.append)
+        decoder.dataReceived(b"abcd")
+        self.assertEqual((body, rest), ([b"abc"], [b"d"]))
+
+    def test_abort(self) -> None:
+        """
+        After a refusal the connection is aborted if it is still there
+        C{abortTimeout} seconds later (twisted.web's C{_abortingCall} and
+        C{forceAbortClient}, cancelled by C{connectionLost}).
+        """
+        self.assertEqual(HTTPChannel.abortTimeout, 15)
+        for lose in (False, True):
+            rig = Rig(self)
+            connection = rig.connect()
+            connection.send(b"GET /\x00 HTTP/1.1\r\n")
+            self.assertTrue(connection.closing)
+            if lose:
+                connection.close()
+            rig.clock.advance(15)
+            self.assertEqual(connection.transport.disconnected, not lose)
+            self.assertEqual(rig.clock.getDelayedCalls(), [])
 
     def test_lineReceiverReadsInstance(self) -> None:
         """
