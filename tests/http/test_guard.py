@@ -186,6 +186,7 @@ class HeadSizeTests(_Both, SynchronousTestCase):
             connection = rig.connect()
             written = connection.send(b"GET /" + b"a" * 1_000_000, pieces=100)
             assert_refused(self, written, connection.closing, 414)
+            self.assertEqual(rig.origin.received, [])
 
     def test_longHeaderLine(self) -> None:
         """
@@ -226,6 +227,7 @@ class HeadSizeTests(_Both, SynchronousTestCase):
         written, closing = rig.exchange(request("/w", x_pad="p" * 1100))
         assert_refused(self, written, closing, 431)
         self.assertEqual(rig.answered(), 0)
+        self.assertEqual(len(rig.origin.received), 1)
 
 
 class BodyLimitTests(_Both, SynchronousTestCase):
@@ -306,6 +308,7 @@ class HeadTimeoutTests(SynchronousTestCase):
         self.assertFalse(connection.closing)
         rig.clock.advance(0.1)
         assert_refused(self, connection.take(), connection.closing, 408)
+        self.assertEqual(rig.origin.received, [])
 
     def test_keepAlive(self) -> None:
         """
@@ -327,6 +330,7 @@ class HeadTimeoutTests(SynchronousTestCase):
         connection.send(b"G")
         rig.clock.advance(5)
         assert_refused(self, connection.take(), connection.closing, 408)
+        self.assertEqual([r[1] for r in rig.origin.received], [b"/k"])
 
     def test_slowBody(self) -> None:
         """

@@ -193,6 +193,7 @@ class AllowedHostsTests(SynchronousTestCase):
         rig.site.limits = self.limits
         written, closing = rig.exchange(request("/a", host="evil.com"))
         assert_refused(self, written, closing, 421)
+        self.assertEqual(len(rig.origin.received), 1)
 
 
 class UnguardedChannelTests(SynchronousTestCase):
