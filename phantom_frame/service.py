@@ -245,6 +245,7 @@ def build_service(
         access_log=config.access_log,
         log_format=config.log_format,
         metrics=metrics,
+        limits=config.client_limits(),
     )
     metrics.site = site
     CacheService(handle, pool, runner).setServiceParent(top)

@@ -36,6 +36,7 @@ except ImportError:  # Python < 3.11
 from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
 from phantom_frame.config.values import show
 from phantom_frame.config.values import parse_size as parse_size
+from phantom_frame.http.limits import ClientLimits
 from phantom_frame.proxy.settings import CreateProxyConfig
 
 __all__ = [
@@ -136,6 +137,10 @@ class Config:
     @ivar log_format: C{"text"} or C{"json"}.
     @ivar access_log: whether a line is logged per request.
     @ivar shutdown_grace: seconds SIGTERM waits for in-flight requests.
+    @ivar max_request_body: the biggest request body, in bytes (C{"64MB"}).
+    @ivar max_header_bytes: the biggest request head, in bytes (C{"16KB"}).
+    @ivar client_header_timeout: seconds a request head has to arrive.
+    @ivar allowed_hosts: host globs; when given, the only hosts answered.
     @ivar servers: the C{[server.NAME]} blocks, in file order.
     @ivar source: the file the configuration came from, if any; not compared.
     """
@@ -155,8 +160,25 @@ class Config:
     log_format: str = "text"
     access_log: bool = True
     shutdown_grace: float = 10.0
+    max_request_body: int = 64_000_000
+    max_header_bytes: int = 16_000
+    client_header_timeout: float = 30.0
+    allowed_hosts: Tuple[str, ...] = attr.ib(default=(), converter=tuple)
     servers: Tuple[ServerConfig, ...] = attr.ib(default=(), converter=tuple)
     source: Optional[str] = attr.ib(default=None, eq=False)
+
+    def client_limits(self) -> ClientLimits:
+        """
+        @return: what clients of the proxy listeners may send:
+            C{max_request_body}, C{max_header_bytes},
+            C{client_header_timeout} and C{allowed_hosts}.
+        """
+        return ClientLimits(
+            max_request_body=self.max_request_body,
+            max_header_bytes=self.max_header_bytes,
+            client_header_timeout=self.client_header_timeout,
+            allowed_hosts=self.allowed_hosts,
+        )
 
     def http_endpoint(self) -> str:
         """

@@ -50,7 +50,9 @@ from phantom_frame.config.values import (
     list_check,
     seconds_check,
     show,
+    size_check,
 )
+from phantom_frame.http.limits import is_host_glob
 from phantom_frame.proxy.settings import (
     CachePolicy,
     CacheStorageMode,
@@ -112,6 +114,17 @@ _ROOT_KINDS: Dict[str, Kind] = {
     "log_format": _kind(choice_check(("text", "json"))),
     "access_log": _BOOL,
     "shutdown_grace": _POSITIVE_SECONDS,
+    "max_request_body": _SIZE_KIND,
+    "max_header_bytes": _kind(size_check(1024), env_size),
+    "client_header_timeout": _POSITIVE_SECONDS,
+    "allowed_hosts": _kind(
+        list_check(
+            is_host_glob,
+            'a host glob such as "*.example.com" (a host name or [IPv6'
+            ' address], "*" for any run of characters, no port)',
+        ),
+        env_list,
+    ),
 }
 
 _PATTERNS = _kind(

@@ -46,6 +46,7 @@ __all__ = [
     "parse_size",
     "seconds_check",
     "show",
+    "size_check",
     "suggest",
 ]
 
@@ -382,6 +383,22 @@ def check_size(value: object) -> int:
         except ValueError:
             pass
     raise Invalid(f"expected {_SIZE_FORM}, got {show(value)}")
+
+
+def size_check(minimum: int) -> Callable[[object], int]:
+    """
+    @param minimum: the smallest accepted number of bytes.
+    @return: a check accepting what L{check_size} accepts, when it gives at
+        least C{minimum} bytes.
+    """
+
+    def check(value: object) -> int:
+        size = check_size(value)
+        if size < minimum:
+            raise Invalid(f"expected a size of at least {minimum} bytes, got {show(value)}")
+        return size
+
+    return check
 
 
 def env_size(text: str) -> int:

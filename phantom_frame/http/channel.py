@@ -12,17 +12,26 @@ order, so behaviour is identical either way: the answer is the one
 L{phantom_frame.proxy.server.ProxyServer} would give, byte for byte but for header
 order.
 
+The fast path's parser is stricter than the stock one: a head it would
+not read exactly as L{phantom_frame.http.guard.GuardedHTTPChannel} does (a
+bare LF or CR, a control character, a header name that is not a token, a
+C{Host} that is not valid or not allowed, a head over C{max_header_bytes})
+is left to the stock path, which gives the answer.
+
 It leans on twisted.web internals (the channel's parser state), pinned by
-C{tests/test_fastpath.py}.
+C{tests/http/test_fastpath.py}.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import _GenericHTTPChannelProtocol
 
 from phantom_frame.cache.codec import decode_content
+from phantom_frame.http.guard import GuardedHTTPChannel
+from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
 from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Full, Hit, NotModified, Partial, Stale
@@ -42,8 +51,18 @@ _DISQUALIFYING = frozenset(
     }
 )
 
-#: The biggest header block the fast path looks at.
-_MAX_HEAD = 16384
+#: A request line the fast path takes: GET or HEAD of an origin-form target
+#: of visible ASCII without C{%} or C{#}, in HTTP/1.1.
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[\x21\x22\x24\x26-\x7e]*) HTTP/1\.1")
+
+#: The header lines the fast path takes: each a token, a colon, a value of
+#: visible ASCII, spaces and tabs (no control characters, nothing
+#: non-ASCII), CRLF between them.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_HEADER_BLOCK = re.compile(rb"%s:[\t -~]*(?:\r\n%s:[\t -~]*)*" % (_TOKEN, _TOKEN))
+
+#: How many C{Host} values the fast path remembers the verdict of.
+_HOSTS_KEPT = 256
 
 
 class Wire:
@@ -105,12 +124,18 @@ def build_partial(entry: Any, identity: Wire) -> Wire:
     return Wire(_serialise(b" 206 Partial Content\r\n", headers), identity.body, needs_date(entry))
 
 
-class FastHTTPChannel(HTTPChannel):
+class FastHTTPChannel(GuardedHTTPChannel):
     """
-    An L{HTTPChannel} that answers simple cache hits itself.
+    A L{GuardedHTTPChannel} that answers simple cache hits itself.
     """
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Answer the plain hits at the start of C{data} when the channel is
+        idle; give the rest to the stock path.
+        """
+        if self._rejected or self._closing:
+            return
         if (
             not self.requests
             and not self._handlingRequest
@@ -123,11 +148,12 @@ class FastHTTPChannel(HTTPChannel):
         ):
             consumed = self._fastHits(data)
             if consumed:
+                self._cancelHeadTimer()
                 self.resetTimeout()
                 data = data[consumed:]
                 if not data or self.transport is None or self._closing:
                     return
-        HTTPChannel.dataReceived(self, data)
+        GuardedHTTPChannel.dataReceived(self, data)
 
     _closing = False
 
@@ -143,8 +169,9 @@ class FastHTTPChannel(HTTPChannel):
             return 0
         position = 0
         size = len(data)
+        window = self.limits.max_header_bytes
         while position < size:
-            end = data.find(b"\r\n\r\n", position, position + _MAX_HEAD)
+            end = data.find(b"\r\n\r\n", position, position + window)
             if end < 0:
                 break
             answer = fast(self, data, position, end)
@@ -186,6 +213,24 @@ class FastHits:
         self._site = site
         self._clock = clock
         self.answered = 0
+        self._hosts: Dict[str, Tuple[Any, bool]] = {}
+
+    def _host_ok(self, value: str) -> bool:
+        """
+        @param value: a request's C{Host} value.
+        @return: whether it is a valid host that the site's limits allow
+            (remembered for the limits in force).
+        """
+        limits = getattr(self._site, "limits", None) or DEFAULT_LIMITS
+        known = self._hosts.get(value)
+        if known is not None and known[0] is limits:
+            return known[1]
+        host = parse_host(value.encode("ascii"))
+        ok = host is not None and limits.host_allowed(host)
+        if len(self._hosts) >= _HOSTS_KEPT:
+            self._hosts.clear()
+        self._hosts[value] = (limits, ok)
+        return ok
 
     def __call__(self, channel: Any, data: bytes, start: int, end: int):
         """
@@ -193,29 +238,22 @@ class FastHits:
         @return: C{(chunks to write, close after)} for a hit, else C{None}.
         """
         line_end = data.find(b"\r\n", start, end + 2)
-        parts = data[start:line_end].split(b" ")
-        if len(parts) != 3 or parts[2] != b"HTTP/1.1":
+        request_line = _REQUEST_LINE.fullmatch(data, start, line_end)
+        if request_line is None:
             return None
-        method, target = parts[0], parts[1]
-        if method != b"GET" and method != b"HEAD":
-            return None
-        if not target.startswith(b"/") or b"%" in target or b"#" in target:
-            return None
+        method, target = request_line.group(1), request_line.group(2)
         headers: Dict[str, str] = {}
         if line_end < end:
-            try:
-                block = data[line_end + 2 : end].decode("latin-1")
-            except Exception:
+            if _HEADER_BLOCK.fullmatch(data, line_end + 2, end) is None:
                 return None
-            for line in block.split("\r\n"):
-                name, sep, value = line.partition(":")
-                if not sep or not name or name[0] in " \t" or name[-1] in " \t" or "\n" in line or "\r" in line:
-                    return None
+            for line in data[line_end + 2 : end].decode("ascii").split("\r\n"):
+                name, _, value = line.partition(":")
                 name = name.lower()
                 if name in _DISQUALIFYING or name in headers:
                     return None
-                headers[name] = value.strip()
-        if "host" not in headers:
+                headers[name] = value.strip(" \t")
+        host = headers.get("host")
+        if host is None or not self._host_ok(host):
             return None
         close = "close" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
         path, _, query = target.partition(b"?")

@@ -17,6 +17,8 @@ from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
 from phantom_frame.http.channel import FastHitRecord, FastHits
 from phantom_frame.http.drain import Drain, tracked_channel_factory
+from phantom_frame.http.guard import GuardedHTTPChannel
+from phantom_frame.http.limits import DEFAULT_LIMITS, REASONS, ClientLimits, host_problem
 from phantom_frame.proxy.answers import is_upgrade
 from phantom_frame.proxy.status import NONE, CacheStatus
 
@@ -50,7 +52,9 @@ class ProxyRequest(server.Request):
 
     def process(self) -> None:
         """
-        Count the request, then process it as usual.
+        Count the request, then process it as usual; a request that came
+        other than through a L{GuardedHTTPChannel} (an HTTP/2 stream) whose
+        host is missing, invalid or not allowed gets 400 or 421.
         """
         site = self.channel.site
         site.active += 1
@@ -59,7 +63,27 @@ class ProxyRequest(server.Request):
         if is_upgrade(self):
             site.tunnels += 1
             self.notifyFinish().addBoth(site._tunnelDone)
+        if not isinstance(self.channel, GuardedHTTPChannel):
+            # HTTP/2 streams: their channel did not check the host.
+            hosts = self.requestHeaders.getRawHeaders(b"host") or []
+            limits = getattr(site, "limits", DEFAULT_LIMITS)
+            problem = host_problem(hosts, self.clientproto, self.uri, limits)
+            if problem is not None:
+                self._refuse(*problem)
+                return
         super().process()
+
+    def _refuse(self, code: int, detail: str) -> None:
+        """
+        Answer C{code} with a short text body, as the HTTP/1.1 channel
+        refuses.
+        """
+        body = REASONS[code] + b": " + detail.encode("ascii") + b"\n"
+        self.setResponseCode(code)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
 
 
 class ProxySite(server.Site):
@@ -78,6 +102,9 @@ class ProxySite(server.Site):
     @ivar tunnels: upgrade requests in flight: tunnels connecting or open.
     @ivar clock: times requests.
     @ivar drain: its open connections, closed on a graceful stop.
+    @ivar limits: what clients may send (see
+        L{phantom_frame.http.guard.GuardedHTTPChannel}); replacing it applies
+        to the next request head on every connection.
     """
 
     requestFactory = ProxyRequest
@@ -93,6 +120,7 @@ class ProxySite(server.Site):
         log_format: str = "text",
         metrics: Optional[Any] = None,
         fast_path: bool = True,
+        limits: ClientLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(resource, reactor=reactor)
         if reactor is None:
@@ -107,6 +135,7 @@ class ProxySite(server.Site):
         self.access_log = access_log
         self.log_format = log_format
         self.metrics = metrics
+        self.limits = limits
 
     def _requestDone(self, result: Any) -> None:
         self.active -= 1
@@ -143,6 +172,26 @@ class ProxySite(server.Site):
             return
         record = FastHitRecord(channel, method, uri, headers, code, 0 if method == b"HEAD" else length)
         self._write(record, status, server.name, None, 0.0)
+
+    def recordRefusal(
+        self, channel: Any, method: Optional[bytes], uri: Optional[bytes], code: int, length: int
+    ) -> None:
+        """
+        Count (and log) a request head the channel refused (no server took
+        it), as L{log} does for answered requests.
+
+        @param method: its method, if its request line was read.
+        @param uri: its request target, if its request line was read.
+        @param code: the refusal's status.
+        @param length: the bytes of the refusal's answer.
+        """
+        method = method or b"-"
+        if self.metrics is not None:
+            self.metrics.observe(None, method, code, NONE.result, 0.0)
+        if not self.access_log:
+            return
+        record = FastHitRecord(channel, method, uri or b"-", {}, code, length)
+        self._write(record, NONE, None, None, 0.0)
 
     def log(self, request) -> None:
         """

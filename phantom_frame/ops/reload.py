@@ -41,7 +41,17 @@ RESTART_KEYS = (
 )
 
 #: Root keys a reload applies at once.
-LIVE_KEYS = ("control_auth", "log_format", "access_log", "shutdown_grace", "dotenv")
+LIVE_KEYS = (
+    "control_auth",
+    "log_format",
+    "access_log",
+    "shutdown_grace",
+    "dotenv",
+    "max_request_body",
+    "max_header_bytes",
+    "client_header_timeout",
+    "allowed_hosts",
+)
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -293,6 +303,7 @@ class Reloader:
         site = self._site
         site.access_log = new.access_log
         site.log_format = new.log_format
+        site.limits = new.client_limits()
         if self._graceful is not None:
             self._graceful.grace = new.shutdown_grace
         if "control_auth" in applied and self._control is not None:

@@ -206,7 +206,8 @@ class DefaultsTests(_Helpers):
                 "control_port", "control_auth", "bind_address",
                 "control_bind_address", "dotenv", "http_listen",
                 "https_listen", "control_listen", "log_format", "access_log",
-                "shutdown_grace", "server",
+                "shutdown_grace", "max_request_body", "max_header_bytes",
+                "client_header_timeout", "allowed_hosts", "server",
             },
         )
         fields = {f.name for f in attr.fields(CreateProxyConfig)}

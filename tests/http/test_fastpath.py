@@ -348,3 +348,43 @@ class ProxySiteTests(SynchronousTestCase):
         self.assertIn('"GET /l HTTP/1.1" 200 ', lines[0])
         self.assertIn('"fast/1"', lines[0])
         self.assertIn("cache=hit server=default", lines[0])
+
+
+class StrictParserTests(SynchronousTestCase):
+    """
+    The fast path takes no head that the guarded stock path would read
+    otherwise: such heads get the stock path's answer.
+    """
+
+    def test_malformed_hits(self) -> None:
+        """
+        Heads for a cached entry that are malformed (control characters,
+        names that are not tokens, spaces, bare CRs, bad targets, bad
+        hosts) are not answered by the fast path, and get the same refusal
+        from a site with the fast path as from one without.
+        """
+        from tests.http.rig import Rig as ProxyRig, answers
+
+        probes = [
+            b"GET /m HTTP/1.1\r\nHost: proxy.test\r\nX-A: b\x00c\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nHost: proxy.test\r\nX\x01A: b\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nHost: proxy.test\r\nX A: b\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nHost: proxy.test\r\nX-A : b\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nHost: proxy.test\rX-A: b\r\n\r\n",
+            b"GET /m\x7f HTTP/1.1\r\nHost: proxy.test\r\n\r\n",
+            b"GET /m\x0bx HTTP/1.1\r\nHost: proxy.test\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nHost: proxy.test\x0b\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nHost: pro xy.test\r\n\r\n",
+            b"GET /m HTTP/1.1\r\nHost:\r\n\r\n",
+        ]
+        for probe in probes:
+            found = []
+            for fast in (True, False):
+                rig = ProxyRig(self, fast=fast)
+                rig.exchange(b"GET /m HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+                written, closing = rig.exchange(probe)
+                self.assertEqual(rig.answered(), 0, probe)
+                ((code, headers, body),) = answers(written)
+                found.append((code, body, closing))
+            self.assertEqual(found[0], found[1], probe)
+            self.assertEqual(found[0][0], 400, probe)
