@@ -156,6 +156,20 @@ class ResponseDirectives:
         """
         return self.s_maxage is not None or self.max_age is not None
 
+    @property
+    def never_stale(self) -> bool:
+        """
+        Whether a stale response must be revalidated before any use, in a
+        shared cache: C{must-revalidate}, C{proxy-revalidate}, C{no-cache},
+        and C{s-maxage}, which implies C{proxy-revalidate} (RFC 9111
+        §5.2.2.10) -- unless the response grants C{stale-while-revalidate}
+        itself: its explicit permission (as Next.js sends with
+        C{s-maxage}) is taken over the implied prohibition.
+        """
+        if self.must_revalidate or self.no_cache:
+            return True
+        return self.s_maxage is not None and not self.stale_while_revalidate
+
 
 def _conflicting(values: Sequence[bytes], names: Sequence[str]) -> bool:
     """

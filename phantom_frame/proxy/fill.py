@@ -193,8 +193,8 @@ class Filler:
         @return: a L{Shared} stored entry, or an L{Exclusive} response for
             the one client that asked, with why it is not stored.
         @raise SnapshotError: a snapshot that cannot be stored.
-        @raise UpstreamError: the origin failed, or sent a body that does
-            not decode.
+        @raise UpstreamError: the origin failed, or sent a body that broke
+            off or does not decode.
         """
         config = self._config
         if stale is not None:
@@ -242,11 +242,18 @@ class Filler:
             if snapshot:
                 raise SnapshotError(f"larger than max_cacheable_bytes ({length} bytes)")
             reason = "size"
-        relay = BodyRelay(self._clock, config.upstream_timeout, None if reason else config.max_cacheable_bytes)
+        # A revalidation's answer is read whole (up to the limit) before
+        # any client sees it, stored or not, so that a body that breaks
+        # off can fall back on the stale entry.
+        buffered = reason is None or (stale is not None and status < 500)
+        limit = config.max_cacheable_bytes if buffered else None
+        relay = BodyRelay(self._clock, config.upstream_timeout, limit)
         response.deliverBody(relay)
-        if reason is not None:
+        if not buffered:
             return Exclusive((response, relay), reason, relay.abort)
         complete = await relay.ready()
+        if reason is not None:
+            return Exclusive((response, relay), reason, relay.abort)
         if not complete:
             if snapshot:
                 relay.abort()
@@ -319,7 +326,7 @@ class Filler:
         entry.lifetime = freshness_lifetime(entry.status, rheaders, directives)
         entry.stale_while_revalidate = directives.stale_while_revalidate
         entry.stale_if_error = directives.stale_if_error
-        entry.must_revalidate = directives.must_revalidate or directives.no_cache
+        entry.must_revalidate = directives.never_stale
 
     def _freshen(self, entry: CacheEntry, rheaders, request_time: float, response_time: float) -> None:
         """

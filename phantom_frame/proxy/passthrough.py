@@ -146,10 +146,18 @@ class Passthrough:
         response.deliverBody(relay)
         await self.relay(exchange, response, relay, status)
 
-    async def relay(self, exchange: Exchange, response, relay: BodyRelay, status: CacheStatus) -> None:
+    async def relay(
+        self, exchange: Exchange, response, relay: BodyRelay, status: CacheStatus, fwd: str = "bypass"
+    ) -> None:
         """
         Answer with the origin's C{response}, its body streaming from
         C{relay} (dropped when the client is gone or asked for C{HEAD}).
+
+        A body that breaks off before its first byte is answered like an
+        origin that failed (502, or 504 for a stall); after, the client's
+        connection is cut short. Either way one warning is logged.
+
+        @param fwd: the C{Cache-Status} C{fwd} of an error answer.
         """
         if not exchange.alive:
             relay.abort()
@@ -179,6 +187,17 @@ class Passthrough:
         except CancelledError:
             relay.abort()
             raise
+        except UpstreamError as e:
+            if not e.sent:
+                self.origin_failed(exchange, e, fwd)
+                return
+            log.warn(
+                "server {server}: origin {origin} failed mid-body, connection to the client"
+                " closed: {error}",
+                server=self._name,
+                origin=self._origin.url,
+                error=str(e),
+            )
 
 
 def unsafe_targets(view: RequestView, response) -> List[bytes]:
