@@ -25,6 +25,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from phantom_frame.proxy.agent import connection_named
+
 Header = Tuple[bytes, bytes]
 
 HOP_BY_HOP = frozenset(
@@ -109,13 +111,7 @@ def connection_tokens(headers: Headers) -> frozenset:
     """
     @return: the lower-cased tokens of every C{Connection} header.
     """
-    tokens = set()
-    for value in headers.getRawHeaders(b"connection", ()):
-        for token in value.split(b","):
-            token = token.strip().lower()
-            if token:
-                tokens.add(token)
-    return frozenset(tokens)
+    return frozenset(connection_named(headers.getRawHeaders(b"connection", [])))
 
 
 def end_to_end(headers: Headers, drop: frozenset = frozenset()) -> List[Header]:
