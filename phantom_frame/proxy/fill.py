@@ -32,6 +32,7 @@ from phantom_frame.cache.policy import (
     header_value,
     is_soft_404,
     media_type,
+    opaque_coding,
     response_bypass_reason,
     vary_names,
 )
@@ -228,13 +229,17 @@ class Filler:
                     else f"not storable ({reason})"
                 )
         else:
-            reason = response_bypass_reason(status, rheaders, config.cache_strategy)
+            # The http policy is a shared cache per RFC 9111: its own status
+            # rules and freshness requirements.
+            reason = response_bypass_reason(
+                status, rheaders, config.cache_strategy, check_status=directives is None
+            )
             if directives is not None:
-                # A shared cache per RFC 9111: its own status rules and
-                # freshness requirements.
-                if reason == "status":
-                    reason = None
                 reason = reason or http_bypass_reason(status, rheaders, directives, authorized)
+            if reason is None and stale is not None and status >= 500:
+                # A 5xx never replaces a stored page: the answer stands for
+                # an origin that failed (RFC 9111 §4.3.3).
+                reason = "status"
         if reason is None and status == 404 and not config.cache_404_capacity:
             reason = "status"
         length = known_length(response)
@@ -260,14 +265,19 @@ class Filler:
                 raise SnapshotError("larger than max_cacheable_bytes")
             return Exclusive((response, relay), "size", relay.abort)
         body = relay.collected()
+        # A coding phantom-frame cannot undo: the body is the origin's
+        # representation, stored and sent as it is, Content-Encoding kept.
+        opaque = opaque_coding(rheaders)
         try:
-            identity = await self._codec.decode(body, header_value(rheaders, b"content-encoding"))
+            coding = header_value(rheaders, b"content-encoding")
+            identity = body if opaque else await self._codec.decode(body, coding)
         except DecodeError as e:
             raise UpstreamError(f"origin sent a body that does not decode: {e}")
         not_found = status == 404
         phrase = response.phrase
         if (
             not not_found
+            and not opaque
             and config.use_404_meta
             and status == 200
             and is_soft_404(identity)
@@ -277,7 +287,7 @@ class Filler:
             not_found, status, phrase = True, 404, b"Not Found"
         coding = self._stored_coding
         media = media_type(rheaders) or ""
-        if coding != "identity" and (len(identity) < 128 or media.startswith(_PRECOMPRESSED)):
+        if coding != "identity" and (opaque or len(identity) < 128 or media.startswith(_PRECOMPRESSED)):
             coding = "identity"
         encoded = identity
         if coding != "identity":
@@ -293,7 +303,10 @@ class Filler:
             key=key,
             status=status,
             phrase=phrase,
-            headers=tuple((n, v) for n, v in rheaders if n.lower() not in _RECOMPUTED),
+            headers=tuple(
+                (n, v) for n, v in rheaders
+                if n.lower() not in _RECOMPUTED or (opaque and n.lower() == b"content-encoding")
+            ),
             coding=coding,
             body=stored,
             identity_length=len(identity),
@@ -323,7 +336,7 @@ class Filler:
             entry.stale_if_error = config.stale_if_error or 0.0
             return
         entry.initial_age = initial_age(rheaders, request_time, response_time)
-        entry.lifetime = freshness_lifetime(entry.status, rheaders, directives)
+        entry.lifetime = freshness_lifetime(entry.status, rheaders, directives, response_time)
         entry.stale_while_revalidate = directives.stale_while_revalidate
         entry.stale_if_error = directives.stale_if_error
         entry.must_revalidate = directives.never_stale
