@@ -2,8 +2,8 @@
 RFC 9111 details of reading origin responses, through the whole proxy in
 memory (the L{Harness} of L{tests.proxy.test_http_semantics}): statuses and
 freshness, an invalid C{Date}, C{CDN-Cache-Control}, C{must-understand},
-a 5xx answering a revalidation, and bodies in a coding phantom-frame
-cannot undo.
+C{If-Modified-Since} without C{Last-Modified}, a 5xx answering a
+revalidation, and bodies in a coding phantom-frame cannot undo.
 """
 
 from __future__ import annotations
@@ -111,6 +111,38 @@ class DirectiveTests(SynchronousTestCase):
         h.serve("/mu", cache_control="no-store, must-understand, max-age=60")
         h.get("/mu")
         self.assertEqual(h.get("/mu")[2], "phantom-frame; hit; ttl=60")
+
+
+class IfModifiedSinceTests(SynchronousTestCase):
+    """
+    RFC 9111 §4.3.2: an entry without C{Last-Modified} is compared by its
+    C{Date}, or by when it was received.
+    """
+
+    def test_by_date(self) -> None:
+        """
+        At or after the entry's Date: 304; before: 200.
+        """
+        h = Harness(PRERENDER)
+        date = datetimeToString(h.clock.seconds()).decode()
+        h.serve("/d")
+        h.get("/d")
+        h.clock.advance(50)
+        self.assertEqual(h.get("/d", if_modified_since=date)[0].code, 304)
+        earlier = datetimeToString(h.clock.seconds() - 100).decode()
+        self.assertEqual(h.get("/d", if_modified_since=earlier)[0].code, 200)
+
+    def test_by_time_received(self) -> None:
+        """
+        Without a valid Date either, the time the entry was received counts.
+        """
+        h = Harness(PRERENDER)
+        h.serve("/n", date="garbage")
+        h.get("/n")
+        received = h.clock.seconds()
+        h.clock.advance(50)
+        self.assertEqual(h.get("/n", if_modified_since=datetimeToString(received + 10).decode())[0].code, 304)
+        self.assertEqual(h.get("/n", if_modified_since=datetimeToString(received - 10).decode())[0].code, 200)
 
 
 class OpaqueCodingTests(SynchronousTestCase):
