@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from phantom_frame.cache.codec import STORED_CODING, Codec, DecodeError
 from phantom_frame.cache.entry import CacheEntry
-from phantom_frame.cache.lock import Exclusive, Shared
+from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared
 from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.freshness import (
     ResponseDirectives,
@@ -264,7 +264,24 @@ class Filler:
                 relay.abort()
                 raise SnapshotError("larger than max_cacheable_bytes")
             return Exclusive((response, relay), "size", relay.abort)
-        body = relay.collected()
+        stored = await self._stored(
+            key, status, response.phrase, rheaders, relay.collected(), directives, header, snapshot,
+            request_time, response_time,
+        )
+        return Exclusive((response, relay), "status", relay.abort) if stored is None else stored
+
+    async def _stored(
+        self, key: str, status: int, phrase: bytes, rheaders: List[Header], body: bytes, directives: Any,
+        header: Callable[[str], Optional[str]], snapshot: bool, request_time: float, response_time: float,
+    ) -> Optional[Shared]:
+        """
+        Store a whole response as the entry of C{key}.
+
+        @return: the L{Shared} entry, or C{None} for a soft 404 that has no
+            404 cache to go to.
+        @raise UpstreamError: the body does not decode.
+        """
+        config = self._config
         # A coding phantom-frame cannot undo: the body is the origin's
         # representation, stored and sent as it is, Content-Encoding kept.
         opaque = opaque_coding(rheaders)
@@ -274,7 +291,6 @@ class Filler:
         except DecodeError as e:
             raise UpstreamError(f"origin sent a body that does not decode: {e}")
         not_found = status == 404
-        phrase = response.phrase
         if (
             not not_found
             and not opaque
@@ -283,7 +299,7 @@ class Filler:
             and is_soft_404(identity)
         ):
             if not config.cache_404_capacity:
-                return Exclusive((response, relay), "status", relay.abort)
+                return None
             not_found, status, phrase = True, 404, b"Not Found"
         coding = self._stored_coding
         media = media_type(rheaders) or ""
@@ -358,6 +374,43 @@ class Filler:
         if modified is not None:
             entry.last_modified = modified
         self.set_freshness(entry, merged, directives, request_time, response_time)
+
+    def adopt(
+        self, view: RequestView, key: str, response: Any, body: bytes, request_time: float, response_time: float
+    ) -> None:
+        """
+        Store a POST's answer as the C{GET} entry of C{key} (its
+        C{Content-Location} is its own target: RFC 9110 §9.3.3, RFC 9111
+        §4), when it is storable with explicit freshness and no fill of
+        C{key} is running.
+        """
+        rheaders = end_to_end(response.headers)
+        directives = ResponseDirectives.parse(rheaders)
+        status = response.code
+        reason = response_bypass_reason(
+            status, rheaders, self._config.cache_strategy, check_status=False
+        ) or http_bypass_reason(status, rheaders, directives, "authorization" in view.headers)
+        explicit = directives.explicit or (not directives.cdn and header_value(rheaders, b"expires"))
+        if reason is not None or not explicit or self._cache.in_flight(key):
+            return
+        header = view.headers.get
+
+        async def store() -> Any:
+            stored = await self._stored(
+                key, status, response.phrase, rheaders, body, directives, header, False, request_time, response_time
+            )
+            return stored or NOT_SHARED
+
+        waiter, _ = self._cache.fill(key, lambda: Deferred.fromCoroutine(store()))
+        waiter.addCallbacks(_release, self._adopt_failed, errbackArgs=(key,))
+
+    def _adopt_failed(self, failure: Failure, key: str) -> None:
+        log.warn(
+            "server {server}: storing a POST answer as {key!r} failed: {error}",
+            server=self._name,
+            key=key,
+            error=failure.getErrorMessage(),
+        )
 
     # Snapshots
 

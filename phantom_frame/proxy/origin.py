@@ -323,6 +323,34 @@ class BodyRelay(Protocol):
         self._timedOut = False
         self._ready: Deferred[bool] = Deferred(lambda d: self.abort())
         self._streamed: Optional[Deferred[None]] = None
+        self._keep: Optional[int] = None
+        self._kept: Optional[List[bytes]] = None
+        self._whole = False
+
+    def keep(self, limit: int) -> None:
+        """
+        While streaming, also keep a copy of the body, up to C{limit} bytes
+        (see L{kept}).
+        """
+        self._keep, self._kept = limit, []
+
+    def kept(self) -> Optional[bytes]:
+        """
+        @return: the body L{stream_to} sent, when it was kept and arrived
+            whole within the limit; otherwise C{None}.
+        """
+        if self._kept is None or not self._whole:
+            return None
+        return b"".join(self._kept)
+
+    def _write(self, request, data: bytes) -> None:
+        request.write(data)
+        if self._kept is not None:
+            self._keep -= len(data)
+            if self._keep < 0:
+                self._kept = None
+            else:
+                self._kept.append(data)
 
     def ready(self) -> Deferred[bool]:
         """
@@ -347,7 +375,7 @@ class BodyRelay(Protocol):
             self._idle.reset(self._idleTimeout)
         self._received += len(data)
         if self._mode == self._STREAM:
-            self._request.write(data)
+            self._write(self._request, data)
             return
         self._chunks.append(data)
         self._size += len(data)
@@ -387,7 +415,7 @@ class BodyRelay(Protocol):
             self._streamed = None
             return fail(body_error(self._lost, self._received))
         for chunk in chunks:
-            request.write(chunk)
+            self._write(request, chunk)
         if self._lost is not None:
             self._finish(request, self._lost)
         else:
@@ -427,6 +455,7 @@ class BodyRelay(Protocol):
         if not self._exchange.alive:
             pass
         elif _whole(reason):
+            self._whole = True
             request.finish()
         else:
             error = body_error(reason, self._received)

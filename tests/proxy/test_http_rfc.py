@@ -3,7 +3,8 @@ RFC 9111 details of reading origin responses, through the whole proxy in
 memory (the L{Harness} of L{tests.proxy.test_http_semantics}): statuses and
 freshness, an invalid C{Date}, C{CDN-Cache-Control}, C{must-understand},
 C{If-Modified-Since} without C{Last-Modified}, a 5xx answering a
-revalidation, and bodies in a coding phantom-frame cannot undo.
+revalidation, bodies in a coding phantom-frame cannot undo, and POST
+answers that may answer GETs.
 """
 
 from __future__ import annotations
@@ -168,3 +169,55 @@ class OpaqueCodingTests(SynchronousTestCase):
                 self.assertTrue(status.startswith("phantom-frame; hit"), (accept, status))
             self.assertEqual(h.origin.hits("/o"), 1)
 
+
+class PostContentLocationTests(SynchronousTestCase):
+    """
+    RFC 9110 §9.3.3, RFC 9111 §4: a POST answer whose C{Content-Location} is
+    its own target, with explicit freshness, may answer later GETs.
+    """
+
+    def post_answer(self, h: Harness, path: str, **headers: str) -> None:
+        """
+        Make the origin answer a POST of C{path} with these headers, and a
+        GET with a page of its own.
+        """
+        posted = {"content-type": "text/plain"}
+        posted.update({k.replace("_", "-"): v for k, v in headers.items()})
+
+        def answer(request_headers):
+            if h.origin.requests[-1][0] == "POST":
+                return 200, posted, b"posted"
+            return 200, {"content-type": "text/plain", "cache-control": "max-age=60"}, b"fetched"
+
+        h.origin.answers[path] = answer
+
+    def test_stored_for_get(self) -> None:
+        """
+        The GET is answered from the POST's answer, without the origin.
+        """
+        h = Harness(HTTP)
+        self.post_answer(h, "/items/5", content_location="/items/5", cache_control="max-age=60")
+        response, body, _ = h.get("/items/5", method="POST")
+        self.assertEqual(body, b"posted")
+        response, body, status = h.get("/items/5")
+        self.assertEqual((body, status), (b"posted", "phantom-frame; hit; ttl=60"))
+        self.assertEqual(h.origin.hits("/items/5"), 1)
+
+    def test_not_stored(self) -> None:
+        """
+        Not with another Content-Location, without explicit freshness,
+        with no-store, or under the prerender policy.
+        """
+        cases = [
+            (HTTP, {"content_location": "/items/6", "cache_control": "max-age=60"}),
+            (HTTP, {"content_location": "http://elsewhere.test/items/5", "cache_control": "max-age=60"}),
+            (HTTP, {"content_location": "/items/5"}),
+            (HTTP, {"content_location": "/items/5", "cache_control": "no-store, max-age=60"}),
+            (PRERENDER, {"content_location": "/items/5", "cache_control": "max-age=60"}),
+        ]
+        for config, headers in cases:
+            h = Harness(config)
+            self.post_answer(h, "/items/5", **headers)
+            h.get("/items/5", method="POST")
+            response, body, status = h.get("/items/5")
+            self.assertEqual((body, status), (b"fetched", "phantom-frame; fwd=uri-miss; stored"), headers)
