@@ -25,7 +25,7 @@ def default_agent(reactor) -> Tuple[IAgent, Any]:
     """
     from twisted.web.client import Agent
 
-    from phantom_frame.proxy.agent import OriginPool
+    from phantom_frame.proxy.originpool import OriginPool
 
     pool = OriginPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 64

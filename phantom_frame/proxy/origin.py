@@ -25,7 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from phantom_frame.proxy.agent import connection_named
+from phantom_frame.proxy.originpool import connection_named
 
 Header = Tuple[bytes, bytes]
 
