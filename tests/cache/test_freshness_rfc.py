@@ -25,10 +25,16 @@ DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
 
 
 def pairs(**headers: str):
+    """
+    @return: C{(name, value)} header pairs (C{_} in names for C{-}).
+    """
     return [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
 
 
 def lifetime(status: int = 200, response_time=None, **headers: str) -> float:
+    """
+    @return: L{freshness_lifetime} of a response with these headers.
+    """
     h = pairs(**headers)
     return freshness_lifetime(status, h, ResponseDirectives.parse(h), response_time)
 

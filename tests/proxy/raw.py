@@ -61,6 +61,10 @@ def hold(transport: Any) -> None:
 
 
 class _OriginProtocol(Protocol):
+    """
+    One connection to a L{RawOrigin}: each request head gets the next answer.
+    """
+
     def __init__(self, origin: RawOrigin) -> None:
         self._origin = origin
         self._buffer = b""
@@ -173,6 +177,10 @@ class RawAnswer:
 
 
 class _Client(Protocol):
+    """
+    Sends one request and keeps every byte of the answer.
+    """
+
     def __init__(self, request: bytes) -> None:
         self._request = request
         self._data = b""

@@ -205,6 +205,12 @@ class RevalidationErrorTests(TestCase):
     """
 
     async def revalidate(self, cache_control: str, fault, *request: str):
+        """
+        Store a page with C{cache_control}, let it go stale, and ask again
+        (with C{request} headers) while the origin answers with C{fault}.
+
+        @return: the proxy and the answer.
+        """
         proxy = RawProxy(
             self,
             HTTP,

@@ -56,6 +56,9 @@ class ConnectionHeaderTests(TestCase):
     )
 
     def assertDropped(self, answer, label: str) -> None:
+        """
+        C{answer} is a 200 without the hop-by-hop headers, with the others.
+        """
         headers = answer.headers
         self.assertEqual(answer.code, 200, label)
         self.assertNotIn("x-hop-a", headers, label)
