@@ -20,11 +20,14 @@ __all__ = ["CacheHandle", "UnknownServer", "create_proxy", "default_agent"]
 
 def default_agent(reactor) -> Tuple[IAgent, Any]:
     """
-    @return: a pooled L{Agent} for origins and its L{HTTPConnectionPool}.
+    @return: a pooled L{Agent} for origins and its L{HTTPConnectionPool}
+        (an L{OriginPool}).
     """
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import Agent
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    from phantom_frame.proxy.originpool import OriginPool
+
+    pool = OriginPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 64
     pool.cachedConnectionTimeout = 60
     pool.retryAutomatically = False

@@ -10,6 +10,7 @@ freshness information is read the conservative way RFC 9111 recommends
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import math
 import re
@@ -18,15 +19,21 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import attr
 
-from phantom_frame.cache.policy import header_value, header_values, parse_cache_control
+from phantom_frame.cache.policy import (
+    UNDERSTOOD_STATUSES,
+    cache_control_values,
+    header_value,
+    header_values,
+    parse_cache_control,
+)
 
 Headers = Sequence[Tuple[bytes, bytes]]
 
-#: Statuses a cache may give a heuristic freshness lifetime (RFC 9110 §15.1),
-#: less 206 and 501, which phantom-frame never stores.
-HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414})
-#: Statuses stored in http policy only with explicit freshness.
-EXPLICIT_ONLY_STATUSES = frozenset({302, 303, 307})
+#: Statuses a cache may give a heuristic freshness lifetime (RFC 9110 §15.1).
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+#: Answers to a fill that are relayed, never stored: a fill asks for the
+#: whole, unconditional representation.
+UNSTORED_STATUSES = frozenset({206, 304})
 #: Heuristic lifetime: this fraction of the time since Last-Modified...
 HEURISTIC_FRACTION = 0.1
 #: ...but at most this long (as Squid and Apache do).
@@ -34,51 +41,57 @@ HEURISTIC_MAX = 86400.0
 
 _MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
-_IMF = re.compile(r"^\s*[A-Za-z]{3},\s*(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d{2}):(\d{2}):(\d{2})\s+GMT\s*$")
-_RFC850 = re.compile(r"^\s*[A-Za-z]+,\s*(\d{1,2})-([A-Za-z]{3})-(\d{2})\s+(\d{2}):(\d{2}):(\d{2})\s+GMT\s*$")
-_ASCTIME = re.compile(r"^\s*[A-Za-z]{3}\s+([A-Za-z]{3})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+(\d{4})\s*$")
+_DAY = r"(?:mon|tue|wed|thu|fri|sat|sun)"
+_LONG_DAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+_TIME = r"([0-9]{2}):([0-9]{2}):([0-9]{2})"
+_FLAGS = re.IGNORECASE | re.ASCII
+#: RFC 9110 §5.6.7, exactly: single spaces, two-digit days, GMT.
+_IMF = re.compile(_DAY + r", ([0-9]{2}) " + _MONTH + r" ([0-9]{4}) " + _TIME + r" GMT", _FLAGS)
+_RFC850 = re.compile(_LONG_DAY + r", ([0-9]{2})-" + _MONTH + r"-([0-9]{2}) " + _TIME + r" GMT", _FLAGS)
+_ASCTIME = re.compile(_DAY + r" " + _MONTH + r" ([0-9]{2}| [0-9]) " + _TIME + r" ([0-9]{4})", _FLAGS)
 
 
 def parse_http_date(value: Optional[bytes]) -> Optional[float]:
     """
-    Parse an HTTP-date in any of its three forms (RFC 9110 §5.6.7).
+    Parse an HTTP-date (RFC 9110 §5.6.7): an IMF-fixdate, exactly as the
+    grammar has it (C{Sun, 06 Nov 1994 08:49:37 GMT}), or one of the
+    obsolete forms recipients must accept, RFC 850
+    (C{Sunday, 06-Nov-94 08:49:37 GMT}) and asctime
+    (C{Sun Nov  6 08:49:37 1994}). Names, and C{GMT}, in any case.
 
     @return: seconds since the epoch, or C{None} when absent or invalid.
     """
     if not value:
         return None
-    try:
-        text = value.decode("latin-1")
-    except Exception:
-        return None
-    for pattern, order in ((_IMF, "dmy"), (_RFC850, "dmy2"), (_ASCTIME, "mdy")):
-        m = pattern.match(text)
-        if m is None:
-            continue
-        g = m.groups()
-        if order == "mdy":
-            month, day, hh, mm, ss, year = g[0], g[1], g[2], g[3], g[4], g[5]
-        else:
-            day, month, year, hh, mm, ss = g
-        month_number = _MONTHS.get(month.lower())
-        if month_number is None:
-            return None
+    text = value.decode("latin-1").strip(" \t")
+    m = _IMF.fullmatch(text)
+    if m is not None:
+        day, month, year, hh, mm, ss = m.groups()
         year_number = int(year)
-        if order == "dmy2":
+    else:
+        m = _RFC850.fullmatch(text)
+        if m is not None:
+            day, month, year, hh, mm, ss = m.groups()
             # RFC 9110: a two-digit year more than 50 years ahead is in the past.
             now_year = time.gmtime().tm_year
-            year_number += (now_year // 100) * 100
+            year_number = int(year) + (now_year // 100) * 100
             if year_number > now_year + 50:
                 year_number -= 100
-        try:
-            moment = datetime.datetime(
-                year_number, month_number, int(day), int(hh), int(mm), int(ss),
-                tzinfo=datetime.timezone.utc,
-            )
-        except (ValueError, OverflowError):
-            return None
-        return moment.timestamp()
-    return None
+        else:
+            m = _ASCTIME.fullmatch(text)
+            if m is None:
+                return None
+            month, day, hh, mm, ss, year = m.groups()
+            year_number = int(year)
+    hour, minute, second = int(hh), int(mm), int(ss)
+    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
+        return None
+    try:
+        datetime.date(year_number, _MONTHS[month.lower()], int(day))
+    except ValueError:
+        return None
+    return float(calendar.timegm((year_number, _MONTHS[month.lower()], int(day), hour, minute, second)))
 
 
 def _seconds(value: Optional[str]) -> Optional[float]:
@@ -99,6 +112,10 @@ class ResponseDirectives:
 
     @ivar invalid: some freshness directive was malformed or given twice
         with different values: the response is treated as stale.
+    @ivar must_understand: C{must-understand}: C{no-store} is lifted for a
+        status whose caching rules the cache knows (RFC 9111 §5.2.2.3).
+    @ivar cdn: the directives came from C{CDN-Cache-Control} (C{Expires}
+        is then ignored as well).
     """
 
     no_store: bool = False
@@ -112,12 +129,11 @@ class ResponseDirectives:
     stale_if_error: float = 0.0
     invalid: bool = False
     cdn: bool = False
+    must_understand: bool = False
 
     @classmethod
     def parse(cls, headers: Headers) -> ResponseDirectives:
-        cdn_values = header_values(headers, b"cdn-cache-control")
-        cdn = bool(cdn_values) and bool(parse_cache_control(cdn_values))
-        values = cdn_values if cdn else header_values(headers, b"cache-control")
+        values, cdn = cache_control_values(headers)
         directives = parse_cache_control(values)
         invalid = _conflicting(values, ("max-age", "s-maxage"))
 
@@ -147,6 +163,7 @@ class ResponseDirectives:
             stale_if_error=sie,
             invalid=invalid,
             cdn=cdn,
+            must_understand="must-understand" in directives,
         )
 
     @property
@@ -155,6 +172,26 @@ class ResponseDirectives:
         Whether the directives give an explicit lifetime.
         """
         return self.s_maxage is not None or self.max_age is not None
+
+    @property
+    def never_stale(self) -> bool:
+        """
+        Whether a stale response must be revalidated before any use, in a
+        shared cache: C{must-revalidate}, C{proxy-revalidate}, C{no-cache},
+        and C{s-maxage}, which implies C{proxy-revalidate} (RFC 9111
+        §5.2.2.10) -- unless the response grants C{stale-while-revalidate}
+        itself: its explicit permission (as Next.js sends with
+        C{s-maxage}) is taken over the implied prohibition.
+        """
+        if self.must_revalidate or self.no_cache:
+            return True
+        return self.s_maxage is not None and not self.stale_while_revalidate
+
+    def stores_despite_no_store(self, status: int) -> bool:
+        """
+        @return: whether C{must-understand} lifts C{no-store} for C{status}.
+        """
+        return self.must_understand and status in UNDERSTOOD_STATUSES
 
 
 def _conflicting(values: Sequence[bytes], names: Sequence[str]) -> bool:
@@ -237,10 +274,14 @@ def initial_age(headers: Headers, request_time: float, response_time: float) -> 
     return max(apparent, corrected)
 
 
-def freshness_lifetime(status: int, headers: Headers, directives: ResponseDirectives) -> float:
+def freshness_lifetime(
+    status: int, headers: Headers, directives: ResponseDirectives, response_time: Optional[float] = None
+) -> float:
     """
     RFC 9111 §4.2.1: how long a response stays fresh in a shared cache.
 
+    @param response_time: when the response was received: it stands for a
+        missing or invalid C{Date} (RFC 9110 §6.6.1).
     @return: seconds; 0 for a response that must be revalidated before
         each use (or whose freshness information is invalid).
     """
@@ -250,20 +291,19 @@ def freshness_lifetime(status: int, headers: Headers, directives: ResponseDirect
         return directives.s_maxage
     if directives.max_age is not None:
         return directives.max_age
-    expires_values = header_values(headers, b"expires")
+    date = parse_http_date(header_value(headers, b"date"))
+    if date is None:
+        date = response_time
+    expires_values = [] if directives.cdn else header_values(headers, b"expires")
     if expires_values:
         if len({v.strip() for v in expires_values}) > 1:
             return 0.0
         expires = parse_http_date(expires_values[0])
-        if expires is None:
+        if expires is None or date is None:
             return 0.0  # "0" and other invalid dates mean already expired
-        date = parse_http_date(header_value(headers, b"date"))
-        if date is None:
-            return 0.0
         return max(0.0, expires - date)
     last_modified = parse_http_date(header_value(headers, b"last-modified"))
     if (status in HEURISTIC_STATUSES or directives.public) and last_modified is not None:
-        date = parse_http_date(header_value(headers, b"date"))
         if date is not None and date > last_modified:
             return min(HEURISTIC_MAX, (date - last_modified) * HEURISTIC_FRACTION)
     return 0.0
@@ -281,23 +321,28 @@ def http_bypass_reason(
 ) -> Optional[str]:
     """
     Whether a shared cache may store a response (RFC 9111 §3, §3.5), beyond
-    the rules every policy applies (see L{policy.response_bypass_reason}).
+    the rules every policy applies (see L{policy.response_bypass_reason}):
+    any final status with explicit freshness (C{s-maxage}, C{max-age},
+    C{Expires}); without it, a heuristically cacheable status (RFC 9110
+    §15.1) or C{public}, with a way to freshness or to revalidation. 206
+    and 304 answers to a fill are never stored (see L{UNSTORED_STATUSES}).
 
     @param authorized: whether the request carried C{Authorization}.
     @return: C{None} when it may, else a short reason.
     """
-    if directives.no_store:
+    if directives.no_store and not directives.stores_despite_no_store(status):
         return "no-store"
     if directives.private:
         return "private"
     if authorized and not (directives.public or directives.must_revalidate or directives.s_maxage is not None):
         return "authorization"
-    explicit = directives.explicit or bool(header_values(headers, b"expires"))
-    if status in EXPLICIT_ONLY_STATUSES:
-        return None if explicit else "no-freshness"
-    if status not in HEURISTIC_STATUSES:
+    if status < 200 or status in UNSTORED_STATUSES:
         return "status"
-    if explicit or directives.no_cache or has_validator(headers) or directives.public:
+    if directives.explicit or (not directives.cdn and header_values(headers, b"expires")):
+        return None
+    if status not in HEURISTIC_STATUSES and not directives.public:
+        return "no-freshness"
+    if directives.no_cache or has_validator(headers) or directives.public:
         return None
     return "no-freshness"
 

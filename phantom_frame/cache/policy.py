@@ -25,6 +25,15 @@ NOT_FOUND_STATUSES: FrozenSet[int] = frozenset({404})
 Statuses stored in the 404 cache.
 """
 
+UNDERSTOOD_STATUSES: FrozenSet[int] = frozenset(
+    set(range(200, 207)) | set(range(300, 306)) | {307, 308} | set(range(400, 418))
+    | {421, 422, 426} | set(range(500, 506))
+)
+"""
+Statuses whose caching rules phantom-frame knows (RFC 9110 §15), for
+C{must-understand} (RFC 9111 §5.2.2.3).
+"""
+
 _HTML = frozenset({"text/html", "application/xhtml+xml"})
 _ASSETS = frozenset(
     {
@@ -193,6 +202,33 @@ def parse_cache_control(values: Sequence[bytes]) -> Dict[str, Optional[str]]:
     return result
 
 
+def cache_control_values(headers: Headers) -> Tuple[List[bytes], bool]:
+    """
+    The caching directives in force for phantom-frame: those of
+    C{CDN-Cache-Control} when it has any (RFC 9213 §2.2: a cache it targets
+    then ignores C{Cache-Control} and C{Expires}), else those of
+    C{Cache-Control}.
+
+    @param headers: the response headers.
+    @return: the values to parse, and whether they are C{CDN-Cache-Control}'s.
+    """
+    headers = list(headers)
+    cdn = header_values(headers, b"cdn-cache-control")
+    if cdn and parse_cache_control(cdn):
+        return cdn, True
+    return header_values(headers, b"cache-control"), False
+
+
+def opaque_coding(headers: Headers) -> bool:
+    """
+    @param headers: the response headers.
+    @return: whether its C{Content-Encoding} lists a coding phantom-frame
+        cannot undo: the body is then the origin's representation, stored
+        and sent as it is.
+    """
+    return any(c not in _KNOWN_CODINGS for c in _tokens(header_values(headers, b"content-encoding")))
+
+
 def request_bypass_reason(method: str, headers: Headers) -> Optional[str]:
     """
     Why a request must bypass the cache entirely, whatever the patterns say.
@@ -222,7 +258,7 @@ def _tokens(values: Sequence[bytes]) -> List[str]:
 
 
 def response_bypass_reason(
-    status: int, headers: Headers, strategy: CacheStrategy
+    status: int, headers: Headers, strategy: CacheStrategy, check_status: bool = True
 ) -> Optional[str]:
     """
     Why a response must not be stored.
@@ -230,29 +266,32 @@ def response_bypass_reason(
     @param status: the response status.
     @param headers: the response headers.
     @param strategy: the server's C{cache_strategy}.
+    @param check_status: whether to apply the prerender policy's statuses
+        (the http policy has its own rules).
     @return: L{None} when the response may be stored; otherwise the first
         reason that applies, checked in this order: C{"status"} (not a
-        stored status), C{"set-cookie"}, C{"no-store"}, C{"private"}
-        (C{Cache-Control: private}, qualified or not), C{"vary-star"}
-        (C{Vary: *}), C{"encoding"} (a C{Content-Encoding} that cannot be
-        decoded) and C{"strategy"} (the media type is not stored under
-        C{strategy}).
+        stored status), C{"set-cookie"}, C{"no-store"} (unless
+        C{must-understand} lifts it for a status phantom-frame knows),
+        C{"private"} (qualified or not), C{"vary-star"} (C{Vary: *}) and
+        C{"strategy"} (the media type is not stored under C{strategy}). The
+        directives are C{CDN-Cache-Control}'s when it has any (see
+        L{cache_control_values}). A C{Content-Encoding} phantom-frame
+        cannot undo does not prevent storing (see L{opaque_coding}).
     """
     headers = list(headers)
-    if status not in MAIN_STATUSES and status not in NOT_FOUND_STATUSES:
+    if check_status and status not in MAIN_STATUSES and status not in NOT_FOUND_STATUSES:
         return "status"
     if header_values(headers, b"set-cookie"):
         return "set-cookie"
-    directives = parse_cache_control(header_values(headers, b"cache-control"))
-    if "no-store" in directives:
+    directives = parse_cache_control(cache_control_values(headers)[0])
+    if "no-store" in directives and not (
+        "must-understand" in directives and status in UNDERSTOOD_STATUSES
+    ):
         return "no-store"
     if "private" in directives:
         return "private"
     if "*" in _tokens(header_values(headers, b"vary")):
         return "vary-star"
-    for coding in _tokens(header_values(headers, b"content-encoding")):
-        if coding not in _KNOWN_CODINGS:
-            return "encoding"
     if not strategy_allows(strategy, media_type(headers)):
         return "strategy"
     return None

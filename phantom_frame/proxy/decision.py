@@ -456,7 +456,9 @@ class Decider:
     def _not_modified(view: RequestView, entry: CacheEntry) -> bool:
         """
         C{If-None-Match} (weak comparison, lists, C{*}), else
-        C{If-Modified-Since}, for GET and HEAD.
+        C{If-Modified-Since}, for GET and HEAD. An entry without
+        C{Last-Modified} is compared by its C{Date}, or else by when it was
+        received (RFC 9111 §4.3.2).
         """
         if view.method not in GET_HEAD:
             return False
@@ -465,11 +467,19 @@ class Decider:
         if inm is not None:
             return etag_matches_weak(inm.encode("latin-1"), entry.etag)
         ims = view.values(b"if-modified-since")
-        if ims and entry.last_modified is not None:
-            since = parse_http_date(ims[0])
+        if not ims:
+            return False
+        since = parse_http_date(ims[0])
+        if since is None:
+            return False
+        if entry.last_modified is not None:
             modified = parse_http_date(entry.last_modified)
-            return since is not None and modified is not None and modified <= since
-        return False
+        else:
+            dates = [v for n, v in entry.headers if n.lower() == b"date"]
+            modified = parse_http_date(dates[0]) if dates else None
+            if modified is None:
+                modified = entry.stored_at
+        return modified is not None and modified <= since
 
     @staticmethod
     def _range(view: RequestView, entry: CacheEntry):

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from phantom_frame.cache.codec import STORED_CODING, Codec, DecodeError
 from phantom_frame.cache.entry import CacheEntry
-from phantom_frame.cache.lock import Exclusive, Shared
+from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared
 from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.freshness import (
     ResponseDirectives,
@@ -32,6 +32,7 @@ from phantom_frame.cache.policy import (
     header_value,
     is_soft_404,
     media_type,
+    opaque_coding,
     response_bypass_reason,
     vary_names,
 )
@@ -193,8 +194,8 @@ class Filler:
         @return: a L{Shared} stored entry, or an L{Exclusive} response for
             the one client that asked, with why it is not stored.
         @raise SnapshotError: a snapshot that cannot be stored.
-        @raise UpstreamError: the origin failed, or sent a body that does
-            not decode.
+        @raise UpstreamError: the origin failed, or sent a body that broke
+            off or does not decode.
         """
         config = self._config
         if stale is not None:
@@ -228,13 +229,17 @@ class Filler:
                     else f"not storable ({reason})"
                 )
         else:
-            reason = response_bypass_reason(status, rheaders, config.cache_strategy)
+            # The http policy is a shared cache per RFC 9111: its own status
+            # rules and freshness requirements.
+            reason = response_bypass_reason(
+                status, rheaders, config.cache_strategy, check_status=directives is None
+            )
             if directives is not None:
-                # A shared cache per RFC 9111: its own status rules and
-                # freshness requirements.
-                if reason == "status":
-                    reason = None
                 reason = reason or http_bypass_reason(status, rheaders, directives, authorized)
+            if reason is None and stale is not None and status >= 500:
+                # A 5xx never replaces a stored page: the answer stands for
+                # an origin that failed (RFC 9111 §4.3.3).
+                reason = "status"
         if reason is None and status == 404 and not config.cache_404_capacity:
             reason = "status"
         length = known_length(response)
@@ -242,35 +247,63 @@ class Filler:
             if snapshot:
                 raise SnapshotError(f"larger than max_cacheable_bytes ({length} bytes)")
             reason = "size"
-        relay = BodyRelay(self._clock, config.upstream_timeout, None if reason else config.max_cacheable_bytes)
+        # A revalidation's answer is read whole (up to the limit) before
+        # any client sees it, stored or not, so that a body that breaks
+        # off can fall back on the stale entry.
+        buffered = reason is None or (stale is not None and status < 500)
+        limit = config.max_cacheable_bytes if buffered else None
+        relay = BodyRelay(self._clock, config.upstream_timeout, limit)
         response.deliverBody(relay)
-        if reason is not None:
+        if not buffered:
             return Exclusive((response, relay), reason, relay.abort)
         complete = await relay.ready()
+        if reason is not None:
+            return Exclusive((response, relay), reason, relay.abort)
         if not complete:
             if snapshot:
                 relay.abort()
                 raise SnapshotError("larger than max_cacheable_bytes")
             return Exclusive((response, relay), "size", relay.abort)
-        body = relay.collected()
+        stored = await self._stored(
+            key, status, response.phrase, rheaders, relay.collected(), directives, header, snapshot,
+            request_time, response_time,
+        )
+        return Exclusive((response, relay), "status", relay.abort) if stored is None else stored
+
+    async def _stored(
+        self, key: str, status: int, phrase: bytes, rheaders: List[Header], body: bytes, directives: Any,
+        header: Callable[[str], Optional[str]], snapshot: bool, request_time: float, response_time: float,
+    ) -> Optional[Shared]:
+        """
+        Store a whole response as the entry of C{key}.
+
+        @return: the L{Shared} entry, or C{None} for a soft 404 that has no
+            404 cache to go to.
+        @raise UpstreamError: the body does not decode.
+        """
+        config = self._config
+        # A coding phantom-frame cannot undo: the body is the origin's
+        # representation, stored and sent as it is, Content-Encoding kept.
+        opaque = opaque_coding(rheaders)
         try:
-            identity = await self._codec.decode(body, header_value(rheaders, b"content-encoding"))
+            coding = header_value(rheaders, b"content-encoding")
+            identity = body if opaque else await self._codec.decode(body, coding)
         except DecodeError as e:
             raise UpstreamError(f"origin sent a body that does not decode: {e}")
         not_found = status == 404
-        phrase = response.phrase
         if (
             not not_found
+            and not opaque
             and config.use_404_meta
             and status == 200
             and is_soft_404(identity)
         ):
             if not config.cache_404_capacity:
-                return Exclusive((response, relay), "status", relay.abort)
+                return None
             not_found, status, phrase = True, 404, b"Not Found"
         coding = self._stored_coding
         media = media_type(rheaders) or ""
-        if coding != "identity" and (len(identity) < 128 or media.startswith(_PRECOMPRESSED)):
+        if coding != "identity" and (opaque or len(identity) < 128 or media.startswith(_PRECOMPRESSED)):
             coding = "identity"
         encoded = identity
         if coding != "identity":
@@ -286,7 +319,10 @@ class Filler:
             key=key,
             status=status,
             phrase=phrase,
-            headers=tuple((n, v) for n, v in rheaders if n.lower() not in _RECOMPUTED),
+            headers=tuple(
+                (n, v) for n, v in rheaders
+                if n.lower() not in _RECOMPUTED or (opaque and n.lower() == b"content-encoding")
+            ),
             coding=coding,
             body=stored,
             identity_length=len(identity),
@@ -316,10 +352,10 @@ class Filler:
             entry.stale_if_error = config.stale_if_error or 0.0
             return
         entry.initial_age = initial_age(rheaders, request_time, response_time)
-        entry.lifetime = freshness_lifetime(entry.status, rheaders, directives)
+        entry.lifetime = freshness_lifetime(entry.status, rheaders, directives, response_time)
         entry.stale_while_revalidate = directives.stale_while_revalidate
         entry.stale_if_error = directives.stale_if_error
-        entry.must_revalidate = directives.must_revalidate or directives.no_cache
+        entry.must_revalidate = directives.never_stale
 
     def _freshen(self, entry: CacheEntry, rheaders, request_time: float, response_time: float) -> None:
         """
@@ -338,6 +374,43 @@ class Filler:
         if modified is not None:
             entry.last_modified = modified
         self.set_freshness(entry, merged, directives, request_time, response_time)
+
+    def adopt(
+        self, view: RequestView, key: str, response: Any, body: bytes, request_time: float, response_time: float
+    ) -> None:
+        """
+        Store a POST's answer as the C{GET} entry of C{key} (its
+        C{Content-Location} is its own target: RFC 9110 §9.3.3, RFC 9111
+        §4), when it is storable with explicit freshness and no fill of
+        C{key} is running.
+        """
+        rheaders = end_to_end(response.headers)
+        directives = ResponseDirectives.parse(rheaders)
+        status = response.code
+        reason = response_bypass_reason(
+            status, rheaders, self._config.cache_strategy, check_status=False
+        ) or http_bypass_reason(status, rheaders, directives, "authorization" in view.headers)
+        explicit = directives.explicit or (not directives.cdn and header_value(rheaders, b"expires"))
+        if reason is not None or not explicit or self._cache.in_flight(key):
+            return
+        header = view.headers.get
+
+        async def store() -> Any:
+            stored = await self._stored(
+                key, status, response.phrase, rheaders, body, directives, header, False, request_time, response_time
+            )
+            return stored or NOT_SHARED
+
+        waiter, _ = self._cache.fill(key, lambda: Deferred.fromCoroutine(store()))
+        waiter.addCallbacks(_release, self._adopt_failed, errbackArgs=(key,))
+
+    def _adopt_failed(self, failure: Failure, key: str) -> None:
+        log.warn(
+            "server {server}: storing a POST answer as {key!r} failed: {error}",
+            server=self._name,
+            key=key,
+            error=failure.getErrorMessage(),
+        )
 
     # Snapshots
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 from typing import Iterable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.error import ConnectingCancelledError, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import (
+    ConnectingCancelledError,
+    ConnectionDone,
+    ConnectionLost,
+    TimeoutError,
+)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.http import PotentialDataLoss, _DataLoss, _MalformedChunkedDataError
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-log = Logger()
+from phantom_frame.proxy.originpool import connection_named
 
 Header = Tuple[bytes, bytes]
 
@@ -58,7 +62,12 @@ FILL_DROPPED = frozenset(
 class UpstreamError(Exception):
     """
     The origin could not give us a response (refused, reset, unreachable).
+
+    @ivar sent: for a response body that broke off while streaming, whether
+        the client had been sent the response head.
     """
+
+    sent = False
 
 
 class UpstreamTimeout(UpstreamError):
@@ -67,17 +76,42 @@ class UpstreamTimeout(UpstreamError):
     """
 
 
+class BrokenBody(UpstreamError):
+    """
+    The origin's body broke off: the connection closed or was lost before
+    its end, or its framing (chunks, a transfer coding) was malformed.
+
+    """
+
+
+def body_error(reason: Failure, received: int) -> UpstreamError:
+    """
+    @param reason: why a response body ended, when it did not end well.
+    @param received: how many body bytes had arrived.
+    @return: the origin failure it is: an L{UpstreamTimeout} for a stall,
+        a L{BrokenBody} with a short reason otherwise.
+    """
+    if reason.check(UpstreamError):
+        return reason.value
+    reasons = getattr(reason.value, "reasons", None) or [reason]
+    causes = [r for r in reasons if not r.check(_DataLoss)] or reasons
+    cause = causes[0]
+    if cause.check(ConnectionDone, _DataLoss):
+        text = "the origin closed the connection"
+    elif cause.check(ConnectionLost):
+        text = "the connection to the origin was lost"
+    elif cause.check(_MalformedChunkedDataError):
+        text = f"malformed chunked data ({cause.getErrorMessage()})"
+    else:
+        text = cause.getErrorMessage() or type(cause.value).__name__
+    return BrokenBody(f"body cut short after {received} bytes: {text}")
+
+
 def connection_tokens(headers: Headers) -> frozenset:
     """
     @return: the lower-cased tokens of every C{Connection} header.
     """
-    tokens = set()
-    for value in headers.getRawHeaders(b"connection", ()):
-        for token in value.split(b","):
-            token = token.strip().lower()
-            if token:
-                tokens.add(token)
-    return frozenset(tokens)
+    return frozenset(connection_named(headers.getRawHeaders(b"connection", [])))
 
 
 def end_to_end(headers: Headers, drop: frozenset = frozenset()) -> List[Header]:
@@ -249,12 +283,6 @@ class _BytesProducer:
         pass
 
 
-class BodyTooLarge(Exception):
-    """
-    Internal signal: a body grew past the buffering limit.
-    """
-
-
 class BodyRelay(Protocol):
     """
     Receives a response body, in one of three modes: I{buffer} (collect up to
@@ -264,6 +292,10 @@ class BodyRelay(Protocol):
 
     A buffering relay that overflows pauses the origin and becomes held;
     L{stream_to} then sends what it has and the rest.
+
+    A body that breaks off (see L{body_error}) is never mistaken for a
+    whole one: L{ready} fails, and L{stream_to} fails before anything is
+    written, or cuts the client's connection short after.
     """
 
     _BUFFER, _HELD, _STREAM = range(3)
@@ -283,6 +315,7 @@ class BodyRelay(Protocol):
         self._mode = self._HELD if limit is None else self._BUFFER
         self._chunks: List[bytes] = []
         self._size = 0
+        self._received = 0
         self._request = None
         self._exchange = None
         self._idle: Optional[IDelayedCall] = None
@@ -290,13 +323,42 @@ class BodyRelay(Protocol):
         self._timedOut = False
         self._ready: Deferred[bool] = Deferred(lambda d: self.abort())
         self._streamed: Optional[Deferred[None]] = None
+        self._keep: Optional[int] = None
+        self._kept: Optional[List[bytes]] = None
+        self._whole = False
+
+    def keep(self, limit: int) -> None:
+        """
+        While streaming, also keep a copy of the body, up to C{limit} bytes
+        (see L{kept}).
+        """
+        self._keep, self._kept = limit, []
+
+    def kept(self) -> Optional[bytes]:
+        """
+        @return: the body L{stream_to} sent, when it was kept and arrived
+            whole within the limit; otherwise C{None}.
+        """
+        if self._kept is None or not self._whole:
+            return None
+        return b"".join(self._kept)
+
+    def _write(self, request, data: bytes) -> None:
+        request.write(data)
+        if self._kept is not None:
+            self._keep -= len(data)
+            if self._keep < 0:
+                self._kept = None
+            else:
+                self._kept.append(data)
 
     def ready(self) -> Deferred[bool]:
         """
         In buffer mode: fires with C{True} once the whole body is buffered
         (see L{collected}), with C{False} when it overflowed the limit (the
-        relay is then held), or fails on a transfer error. Cancelling it
-        aborts the transfer.
+        relay is then held), or fails with an L{UpstreamError} (see
+        L{body_error}) when the body broke off. Cancelling it aborts the
+        transfer.
         """
         return self._ready
 
@@ -311,8 +373,9 @@ class BodyRelay(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._idle is not None:
             self._idle.reset(self._idleTimeout)
+        self._received += len(data)
         if self._mode == self._STREAM:
-            self._request.write(data)
+            self._write(self._request, data)
             return
         self._chunks.append(data)
         self._size += len(data)
@@ -331,17 +394,28 @@ class BodyRelay(Protocol):
         """
         Write what is buffered to the request of C{exchange} (a
         L{phantom_frame.proxy.exchange.Exchange}), then stream the rest of
-        the body to it with back-pressure, and finish it.
+        the body to it with back-pressure, and finish it. The response head
+        goes out with the first body byte (or the body's end), so a body
+        that breaks off before any byte came leaves the request unanswered.
 
-        @return: a L{Deferred} firing when the request is over (finished or
-            cut short); it never fails.
+        @return: a L{Deferred} firing when the request is over (finished, or
+            its client gone), or failing with a L{BrokenBody} (or an
+            L{UpstreamTimeout}) when the body broke off: with nothing
+            written (C{sent} false: answer the request with an error), or
+            after the head was sent (C{sent} true: the client's connection
+            has been cut short).
         """
         streamed = self._streamed = Deferred()
         self._exchange = exchange
         request = exchange.request
         chunks, self._chunks = self._chunks, []
+        if self._lost is not None and not _whole(self._lost):
+            # It broke before the client was sent anything: what arrived is
+            # not worth sending.
+            self._streamed = None
+            return fail(body_error(self._lost, self._received))
         for chunk in chunks:
-            request.write(chunk)
+            self._write(request, chunk)
         if self._lost is not None:
             self._finish(request, self._lost)
         else:
@@ -370,29 +444,41 @@ class BodyRelay(Protocol):
             self._request.unregisterProducer()
             self._finish(self._request, reason)
         elif self._mode == self._BUFFER and not self._ready.called:
-            if reason.check(ResponseDone, PotentialDataLoss):
+            if _whole(reason):
                 self._ready.callback(True)
             else:
-                self._ready.errback(reason)
+                self._ready.errback(body_error(reason, self._received))
         # Held: stream_to (or whoever aborted) sees _lost.
 
     def _finish(self, request, reason: Failure) -> None:
+        streamed, self._streamed = self._streamed, None
         if not self._exchange.alive:
             pass
-        elif reason.check(ResponseDone, PotentialDataLoss):
+        elif _whole(reason):
+            self._whole = True
             request.finish()
         else:
-            # Mid-body failure: the status line is gone, so the only honest
-            # signal left is to cut the connection short.
-            log.warn(
-                "origin body failed mid-stream: {reason}",
-                reason=reason.getErrorMessage(),
-            )
-            if request.channel is not None:
-                request.channel.transport.abortConnection()
-        streamed, self._streamed = self._streamed, None
+            error = body_error(reason, self._received)
+            if request.startedWriting:
+                # Mid-body failure: the status line is gone, so the only
+                # honest signal left is to cut the connection short.
+                error.sent = True
+                if request.channel is not None:
+                    request.channel.transport.abortConnection()
+            if streamed is not None:
+                streamed.errback(error)
+            return
         if streamed is not None:
             streamed.callback(None)
+
+
+def _whole(reason: Failure) -> bool:
+    """
+    @return: whether a body that ended for C{reason} arrived whole (its
+        length, its last chunk, or the end of a body delimited by the
+        connection's close).
+    """
+    return bool(reason.check(ResponseDone, PotentialDataLoss))
 
 
 def known_length(response: IResponse) -> Optional[int]:

@@ -6,7 +6,7 @@ fails, and dropping what a successful unsafe request invalidates.
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Optional
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError
@@ -89,6 +89,8 @@ class Passthrough:
         clock: IReactorTime,
         timeout: float,
         invalidates: Callable[[RequestView, object], None],
+        adopts: Optional[Callable[[RequestView, object, bytes, float, float], None]] = None,
+        keep_limit: int = 0,
     ) -> None:
         """
         @param name: the server's name, for logs.
@@ -98,12 +100,19 @@ class Passthrough:
         @param invalidates: called with the request and the origin's
             response after a successful unsafe request (RFC 9111 §4.4), or
             C{None} when nothing is invalidated so.
+        @param adopts: called with the request, the origin's response, its
+            whole body and the request's and response's times after a
+            C{POST} answered with a C{Content-Location} (it may answer
+            later C{GET}s: RFC 9111 §4), or C{None}.
+        @param keep_limit: the largest body kept for C{adopts}.
         """
         self._name = name
         self._origin = origin
         self._clock = clock
         self._timeout = timeout
         self._invalidates = invalidates
+        self._adopts = adopts
+        self._keep_limit = keep_limit
 
     def origin_failed(self, exchange: Exchange, error: UpstreamError, fwd: str) -> None:
         """
@@ -129,6 +138,7 @@ class Passthrough:
         """
         view = exchange.view
         request = exchange.request
+        request_time = self._clock.seconds()
         try:
             response = await self._origin.request(
                 view.method, view.target, forward_headers(view), request_body(request)
@@ -136,6 +146,7 @@ class Passthrough:
         except UpstreamError as e:
             self.origin_failed(exchange, e, "bypass")
             return
+        response_time = self._clock.seconds()
         if (
             self._invalidates is not None
             and view.method not in _SAFE_METHODS
@@ -143,13 +154,31 @@ class Passthrough:
         ):
             self._invalidates(view, response)
         relay = BodyRelay(self._clock, self._timeout)
+        adopting = (
+            self._adopts is not None
+            and view.method == b"POST"
+            and response.headers.hasHeader(b"content-location")
+        )
+        if adopting:
+            relay.keep(self._keep_limit)
         response.deliverBody(relay)
         await self.relay(exchange, response, relay, status)
+        body = relay.kept() if adopting else None
+        if body is not None:
+            self._adopts(view, response, body, request_time, response_time)
 
-    async def relay(self, exchange: Exchange, response, relay: BodyRelay, status: CacheStatus) -> None:
+    async def relay(
+        self, exchange: Exchange, response, relay: BodyRelay, status: CacheStatus, fwd: str = "bypass"
+    ) -> None:
         """
         Answer with the origin's C{response}, its body streaming from
         C{relay} (dropped when the client is gone or asked for C{HEAD}).
+
+        A body that breaks off before its first byte is answered like an
+        origin that failed (502, or 504 for a stall); after, the client's
+        connection is cut short. Either way one warning is logged.
+
+        @param fwd: the C{Cache-Status} C{fwd} of an error answer.
         """
         if not exchange.alive:
             relay.abort()
@@ -179,6 +208,48 @@ class Passthrough:
         except CancelledError:
             relay.abort()
             raise
+        except UpstreamError as e:
+            if not e.sent:
+                self.origin_failed(exchange, e, fwd)
+                return
+            log.warn(
+                "server {server}: origin {origin} failed mid-body, connection to the client"
+                " closed: {error}",
+                server=self._name,
+                origin=self._origin.url,
+                error=str(e),
+            )
+
+
+def content_location_is_target(view: RequestView, response) -> bool:
+    """
+    @return: whether C{response}'s C{Content-Location} names the request's
+        own target on this server (RFC 9110 §9.3.3: a POST answer that may
+        then be stored for GETs of it).
+    """
+    values = response.headers.getRawHeaders(b"content-location", ())
+    return len(values) == 1 and _local_target(view, values[0]) == view.target
+
+
+def _local_target(view: RequestView, value: bytes) -> Optional[bytes]:
+    """
+    @return: the stripped target (path and query) a C{Location} or
+        C{Content-Location} value names on this server, or C{None} when it
+        names another host, another server behind this proxy, or no path.
+    """
+    parts = urlsplit(value.decode("latin-1"))
+    host = (view.values(b"host") or [b""])[0].lower()
+    if parts.netloc and parts.netloc.encode("latin-1").lower() != host:
+        return None  # another origin
+    path = parts.path.encode("latin-1")
+    if not path.startswith(b"/"):
+        return None
+    prefix = view.prefix
+    if prefix:
+        if path != prefix and not path.startswith(prefix + b"/"):
+            return None  # another server behind this proxy
+        path = path[len(prefix):] or b"/"
+    return path + (b"?" + parts.query.encode("latin-1") if parts.query else b"")
 
 
 def unsafe_targets(view: RequestView, response) -> List[bytes]:
@@ -190,19 +261,9 @@ def unsafe_targets(view: RequestView, response) -> List[bytes]:
     @return: stripped targets (path and query).
     """
     targets = [view.target]
-    prefix = view.prefix
-    host = (view.values(b"host") or [b""])[0].lower()
     for name in (b"location", b"content-location"):
         for value in response.headers.getRawHeaders(name, ()):
-            parts = urlsplit(value.decode("latin-1"))
-            if parts.netloc and parts.netloc.encode("latin-1").lower() != host:
-                continue  # another origin
-            path = parts.path.encode("latin-1")
-            if not path.startswith(b"/"):
-                continue
-            if prefix:
-                if path != prefix and not path.startswith(prefix + b"/"):
-                    continue  # another server behind this proxy
-                path = path[len(prefix):] or b"/"
-            targets.append(path + (b"?" + parts.query.encode("latin-1") if parts.query else b""))
+            target = _local_target(view, value)
+            if target is not None:
+                targets.append(target)
     return targets

@@ -41,6 +41,7 @@ from phantom_frame.proxy.fill import Filler
 from phantom_frame.proxy.origin import Origin, UpstreamError
 from phantom_frame.proxy.passthrough import (
     Passthrough,
+    content_location_is_target,
     forward_headers,
     request_body,
     unsafe_targets,
@@ -114,6 +115,8 @@ class ProxyServer:
             reactor,
             config.upstream_timeout,
             self._invalidate_unsafe if self.decider.http_policy else None,
+            self._adopt_unsafe if self.decider.http_policy and self.decider.caching else None,
+            config.max_cacheable_bytes,
         )
         self.entries = EntryRenderer(reactor, self.cache, codec)
         self.snapshots = (
@@ -312,6 +315,24 @@ class ProxyServer:
             except Exception:
                 log.failure("cache key function failed for {path!r}", path=target)
 
+    def _adopt_unsafe(
+        self, view: RequestView, response: Any, body: bytes, request_time: float, response_time: float
+    ) -> None:
+        """
+        RFC 9111 §4: store a POST's answer for GETs of its target when its
+        C{Content-Location} is that target (and a GET of it is cached).
+        """
+        if not content_location_is_target(view, response):
+            return
+        if self.decider.filter.bypass_reason("GET", view.path.decode("latin-1")) is not None:
+            return
+        try:
+            key = self.decider.key_of_target(view.target)
+        except Exception:
+            log.failure("cache key function failed for {path!r}", path=view.target)
+            return
+        self.filler.adopt(view, key, response, body, request_time, response_time)
+
     def invalidate(self, pattern: str, keep_snapshots: bool = False) -> int:
         """
         Drop the entries whose key matches C{pattern}; in pre_generate mode,
@@ -434,7 +455,7 @@ class _FillAnswer:
             await server._serve_stale(exchange, stale)
             return
         await server.passthrough.relay(
-            exchange, response, relay, statuses.forwarded(self._fwd, result.reason)
+            exchange, response, relay, statuses.forwarded(self._fwd, result.reason), self._fwd
         )
 
     async def not_shared(self, result: Any) -> None:

@@ -184,7 +184,7 @@ class StorabilityTests(SynchronousTestCase):
     def test_rules(self) -> None:
         """
         Freshness or a validator is needed; no-store and private refuse;
-        302 needs explicit freshness; 5xx never.
+        302 needs explicit freshness, and so does a 5xx.
         """
         self.assertEqual(self.reason(), "no-freshness")
         self.assertIsNone(self.reason(cache_control="max-age=5"))
@@ -194,7 +194,8 @@ class StorabilityTests(SynchronousTestCase):
         self.assertEqual(self.reason(cache_control="private, max-age=5"), "private")
         self.assertEqual(self.reason(302, etag='"x"'), "no-freshness")
         self.assertIsNone(self.reason(302, cache_control="max-age=5"))
-        self.assertEqual(self.reason(503, cache_control="max-age=5"), "status")
+        self.assertIsNone(self.reason(503, cache_control="max-age=5"))
+        self.assertEqual(self.reason(503, etag='"x"'), "no-freshness")
 
     def test_authorization(self) -> None:
         """

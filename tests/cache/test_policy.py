@@ -13,6 +13,7 @@ from phantom_frame.cache.policy import (
     header_values,
     is_soft_404,
     media_type,
+    opaque_coding,
     parse_cache_control,
     request_bypass_reason,
     response_bypass_reason,
@@ -327,13 +328,17 @@ class ResponseBypassTests(SynchronousTestCase):
 
     def test_encoding(self) -> None:
         """
-        An unknown C{Content-Encoding}, alone or among stacked codings, is
-        not stored; known codings, stacked or not, are.
+        No C{Content-Encoding} prevents storing: a coding phantom-frame
+        cannot undo, alone or among stacked codings, makes the body opaque
+        (L{opaque_coding}), stored as it is; known codings do not.
         """
-        self.assertEqual(self.reason([(b"Content-Encoding", b"zstd")]), "encoding")
-        self.assertEqual(self.reason([(b"Content-Encoding", b"gzip, zstd")]), "encoding")
-        for coding in [b"identity", b"br", b"GZIP", b"x-gzip", b"deflate", b"gzip, br", b""]:
+        for coding in [b"zstd", b"gzip, zstd", b"identity", b"br", b"GZIP", b"x-gzip", b"deflate", b"gzip, br", b""]:
             self.assertIsNone(self.reason([(b"Content-Encoding", coding)]), coding)
+        for coding in [b"zstd", b"gzip, zstd", b"X-Custom"]:
+            self.assertTrue(opaque_coding([(b"Content-Encoding", coding)]), coding)
+        for coding in [b"identity", b"br", b"GZIP", b"x-gzip", b"deflate", b"gzip, br", b""]:
+            self.assertFalse(opaque_coding([(b"Content-Encoding", coding)]), coding)
+        self.assertFalse(opaque_coding([]))
 
     def test_strategy(self) -> None:
         """
@@ -352,17 +357,16 @@ class ResponseBypassTests(SynchronousTestCase):
     def test_order(self) -> None:
         """
         Reasons are checked in order: status, set-cookie, no-store, private,
-        vary-star, encoding, strategy.
+        vary-star, strategy.
         """
         headers = [
             (b"Content-Type", b"image/png"),
-            (b"Content-Encoding", b"zstd"),
             (b"Vary", b"*"),
             (b"Cache-Control", b"private"),
             (b"Cache-Control", b"no-store"),
             (b"Set-Cookie", b"a=b"),
         ]
-        expected = ["set-cookie", "no-store", "private", "vary-star", "encoding", "strategy"]
+        expected = ["set-cookie", "no-store", "private", "vary-star", "strategy"]
         self.assertEqual(self.reason(headers, 500, CacheStrategy.ONLY_HTML), "status")
         for i, reason in enumerate(expected):
             self.assertEqual(
