@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred
 
@@ -32,6 +32,12 @@ The content coding stored bodies have under each C{compress_strategy}.
 
 BROTLI_QUALITY = 5
 ZLIB_LEVEL = 6
+
+MADE_CODINGS: Tuple[str, ...] = ("br", "gzip", "deflate")
+"""
+The codings phantom-frame makes itself, best first: when a client accepts
+several with the same quality, the earlier one is chosen.
+"""
 
 
 class DecodeError(ValueError):
@@ -212,6 +218,19 @@ def choose_coding(accept_encoding: Optional[bytes], stored: str) -> Optional[str
     if acceptable(stored, False):
         return stored
     return "identity" if identity else None
+
+
+def varies_by_coding(stored: str) -> bool:
+    """
+    Whether phantom-frame's own negotiation can change the body sent from a
+    body stored in C{stored}: a compressed body may go out decoded, or in
+    another coding (see L{alternative_codings}); an identity body, left
+    uncompressed on purpose (too small, compressed media, not shrinking, or
+    C{compress_strategy = "none"}), only ever goes out as it is.
+
+    @param stored: the stored body's coding.
+    """
+    return stored != "identity"
 
 
 class Codec:

@@ -39,6 +39,8 @@ class CacheEntry:
     @ivar identity_length: the decoded body's length.
     @ivar vary: lower-cased request header names the origin varies on,
         besides C{Accept-Encoding}.
+    @ivar vary_header: the origin's C{Vary} as it sent it (names and case;
+        repeated headers joined with commas), or L{None} when it sent none.
     @ivar variant: the normalised values of those headers for this entry.
     @ivar not_found: whether this entry lives in the 404 cache.
     @ivar pinned: a snapshot: kept until removed or invalidated, never
@@ -68,6 +70,7 @@ class CacheEntry:
     identity_length: int
     stored_at: float
     vary: Tuple[str, ...] = ()
+    vary_header: Optional[bytes] = None
     variant: Variant = ()
     not_found: bool = False
     pinned: bool = False

@@ -1,0 +1,144 @@
+"""
+Compression and negotiation end to end, in memory on a L{task.Clock}: the
+origin's C{Vary} sent verbatim, other codings made beside a stored entry,
+and answers that are not stored compressed on the fly or passed through
+with the client's own C{Accept-Encoding}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+from treq.testing import RequestTraversalAgent
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import readBody
+from twisted.web.http_headers import Headers
+
+from tests.proxy.test_http_semantics import PRERENDER, Harness, header
+
+#: A body worth compressing.
+PAGE = b"<html><body>" + b"<p>phantom frame</p>" * 200 + b"</body></html>"
+
+
+class Client:
+    """
+    A plain client of a L{Harness}'s proxy: it sends exactly the headers it
+    is given (treq would add C{Accept-Encoding: gzip} and decode) and reads
+    bodies as they come.
+    """
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.agent = RequestTraversalAgent(harness.resource)
+
+    def flush(self) -> None:
+        """
+        Move every pending byte, client and origin side, and run what the
+        proxy scheduled for now.
+        """
+        for _ in range(50):
+            self.agent.flush()
+            self.harness.agent.flush()
+            self.harness.clock.advance(0)
+
+    def get(self, path: str, method: str = "GET", **headers: str) -> Tuple[Any, bytes, str]:
+        """
+        @return: the response to C{method path} with C{headers} (underscores
+            become dashes), its raw body and its C{Cache-Status}.
+        """
+        raw = Headers({k.replace("_", "-"): [v] for k, v in headers.items()})
+        d = self.agent.request(method.encode(), b"http://proxy.test" + path.encode(), raw)
+        self.flush()
+        response = d.result
+        body = readBody(response)
+        self.flush()
+        status = response.headers.getRawHeaders(b"cache-status", [b""])[0].decode()
+        return response, body.result, status
+
+
+def vary(response) -> Optional[str]:
+    """
+    @return: every C{Vary} value of C{response}, joined, or L{None}.
+    """
+    values = response.headers.getRawHeaders(b"vary")
+    return None if values is None else ", ".join(v.decode() for v in values)
+
+
+class VaryTests(SynchronousTestCase):
+    """
+    The C{Vary} sent to clients is the origin's, verbatim, with
+    C{Accept-Encoding} appended only when phantom-frame's own negotiation
+    can change the body.
+    """
+
+    def test_verbatim_identity_storage(self) -> None:
+        """
+        Without compression the origin's C{Vary} goes out as it was sent,
+        names and case, on the miss, on the hit and on a 304; nothing is
+        appended.
+        """
+        h = Harness(PRERENDER, compress="none")
+        c = Client(h)
+        h.serve("/v", body=PAGE, vary="accept-LANGUAGE,X-Theme", etag='"v"')
+        miss, _, status = c.get("/v")
+        self.assertIn("stored", status)
+        hit, _, status = c.get("/v")
+        self.assertEqual(status, "phantom-frame; hit")
+        not_modified, _, _ = c.get("/v", if_none_match='"v"')
+        self.assertEqual(not_modified.code, 304)
+        for response in (miss, hit, not_modified):
+            self.assertEqual(vary(response), "accept-LANGUAGE,X-Theme")
+
+    def test_no_vary_identity_storage(self) -> None:
+        """
+        An origin that sends no C{Vary} gets none added when the body is
+        only ever sent as stored.
+        """
+        h = Harness(PRERENDER, compress="none")
+        c = Client(h)
+        h.serve("/n", body=PAGE)
+        miss, _, _ = c.get("/n", accept_encoding="gzip")
+        hit, _, _ = c.get("/n", accept_encoding="gzip")
+        self.assertEqual((vary(miss), vary(hit)), (None, None))
+
+    def test_appended_when_negotiated(self) -> None:
+        """
+        A compressible body stored compressed may go out in several
+        codings: C{Accept-Encoding} is appended to the origin's C{Vary},
+        whatever coding this client gets.
+        """
+        h = Harness(PRERENDER, compress="brotli")
+        c = Client(h)
+        h.serve("/c", body=PAGE, vary="X-Theme")
+        miss, _, _ = c.get("/c", accept_encoding="br")
+        hit, _, _ = c.get("/c")
+        self.assertEqual(header(miss, "content-encoding"), "br")
+        self.assertIsNone(header(hit, "content-encoding"))
+        self.assertEqual((vary(miss), vary(hit)), ("X-Theme, Accept-Encoding", "X-Theme, Accept-Encoding"))
+        h.serve("/plain", body=PAGE)
+        c.get("/plain")
+        self.assertEqual(vary(c.get("/plain")[0]), "Accept-Encoding")
+
+    def test_not_repeated(self) -> None:
+        """
+        An origin C{Vary} that lists C{Accept-Encoding} already (any case)
+        is sent as it is.
+        """
+        h = Harness(PRERENDER, compress="brotli")
+        c = Client(h)
+        h.serve("/a", body=PAGE, vary="accept-encoding, Origin")
+        c.get("/a")
+        self.assertEqual(vary(c.get("/a")[0]), "accept-encoding, Origin")
+
+    def test_tiny_body(self) -> None:
+        """
+        A body too small to compress is stored and sent as identity only:
+        nothing is appended to the origin's (absent) C{Vary}.
+        """
+        h = Harness(PRERENDER, compress="brotli")
+        c = Client(h)
+        h.serve("/t", body=b"tiny")
+        c.get("/t", accept_encoding="br")
+        response, body, _ = c.get("/t", accept_encoding="br")
+        self.assertEqual(body, b"tiny")
+        self.assertIsNone(vary(response))
