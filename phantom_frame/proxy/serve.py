@@ -12,6 +12,7 @@ from typing import Any, List, Optional, Tuple
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 
+from phantom_frame.cache.alternates import Alternates
 from phantom_frame.cache.codec import Codec, varies_by_coding
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import weakened
@@ -115,18 +116,20 @@ def needs_date(entry: CacheEntry) -> bool:
 class EntryRenderer:
     """
     Writes answers from stored entries to twisted.web requests.
+
+    @ivar alternates: gives each answer its body in the coding it needs.
     """
 
     def __init__(self, clock: IReactorTime, cache: Any, codec: Codec) -> None:
         """
         @param clock: gives C{Age} and C{Date}.
-        @param cache: reads bodies that are not in memory.
+        @param cache: reads bodies that are not in memory, and keeps the
+            other codings made of them.
         @param codec: decodes a stored body for a client that does not
-            accept its coding.
+            accept its coding, and makes the other codings.
         """
         self._clock = clock
-        self._cache = cache
-        self._codec = codec
+        self.alternates = Alternates(cache, codec)
 
     async def render(
         self, exchange: Exchange, entry: CacheEntry, answer: EntryAnswer, status: CacheStatus
@@ -153,12 +156,7 @@ class EntryRenderer:
             base = [(n, v) for n, v in base if n.lower() != b"content-type"]
             base.append((b"Content-Range", b"bytes */%d" % entry.identity_length))
         else:
-            stored = entry.body
-            body = stored.data
-            if body is None:
-                body = await self._cache.store.read(stored)
-            if answer.coding != entry.coding:
-                body = await self._codec.decode(body, entry.coding.encode("ascii"))
+            body = await self.alternates.body(entry, answer.coding)
             if not exchange.alive:
                 return
             if isinstance(answer, Partial):

@@ -7,6 +7,9 @@ with the client's own C{Accept-Encoding}.
 
 from __future__ import annotations
 
+import gzip
+import os
+import zlib
 from typing import Any, Optional, Tuple
 
 from treq.testing import RequestTraversalAgent
@@ -15,6 +18,11 @@ from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
 from tests.proxy.test_http_semantics import PRERENDER, Harness, header
+
+try:
+    import brotli
+except ImportError:  # PyPy
+    import brotlicffi as brotli  # type: ignore[no-redef]
 
 #: A body worth compressing.
 PAGE = b"<html><body>" + b"<p>phantom frame</p>" * 200 + b"</body></html>"
@@ -142,3 +150,91 @@ class VaryTests(SynchronousTestCase):
         response, body, _ = c.get("/t", accept_encoding="br")
         self.assertEqual(body, b"tiny")
         self.assertIsNone(vary(response))
+
+
+class OtherCodingTests(SynchronousTestCase):
+    """
+    A client that does not accept the stored coding gets one phantom-frame
+    can make, made once from the stored body and kept beside the entry.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(PRERENDER, compress="brotli")
+        self.c = Client(self.h)
+        self.server = next(self.h.handle.servers())
+        self.h.serve("/p", body=PAGE, etag='"p1"')
+
+    def test_gzip_only_client(self) -> None:
+        """
+        A gzip-only browser in front of brotli storage gets gzip: a hit,
+        with an exact C{Content-Length}, the ETag weakened and
+        C{Vary: Accept-Encoding}; the gzip body is made once and counted in
+        the cache's bytes.
+        """
+        self.c.get("/p")
+        before = self.server.cache.bytes
+        response, body, status = self.c.get("/p", accept_encoding="gzip, deflate")
+        self.assertEqual(status, "phantom-frame; hit")
+        self.assertEqual(header(response, "content-encoding"), "gzip")
+        self.assertEqual(gzip.decompress(body), PAGE)
+        self.assertEqual(response.length, len(body))
+        self.assertEqual(header(response, "etag"), 'W/"p1"')
+        self.assertEqual(vary(response), "Accept-Encoding")
+        self.assertEqual(self.server.cache.bytes, before + len(body))
+        again, body2, status = self.c.get("/p", accept_encoding="gzip, deflate")
+        self.assertEqual((body2, status), (body, "phantom-frame; hit"))
+        self.assertEqual(self.server.entries.alternates.made, 1)
+        self.assertEqual(self.h.origin.hits("/p"), 1)
+
+    def test_miss(self) -> None:
+        """
+        The miss of a gzip-only client is answered in gzip too.
+        """
+        response, body, status = self.c.get("/p", accept_encoding="gzip")
+        self.assertEqual(status, "phantom-frame; fwd=uri-miss; stored")
+        self.assertEqual(gzip.decompress(body), PAGE)
+        response, body, _ = self.c.get("/p", accept_encoding="br")
+        self.assertEqual(brotli.decompress(body), PAGE)
+
+    def test_qualities(self) -> None:
+        """
+        The client's qualities choose among the codings phantom-frame makes;
+        HEAD gets the headers of that coding.
+        """
+        self.c.get("/p")
+        response, body, _ = self.c.get("/p", accept_encoding="gzip;q=0.5, deflate;q=0.8")
+        self.assertEqual(header(response, "content-encoding"), "deflate")
+        self.assertEqual(zlib.decompress(body), PAGE)
+        response, body, _ = self.c.get("/p", "HEAD", accept_encoding="gzip")
+        self.assertEqual((header(response, "content-encoding"), body), ("gzip", b""))
+
+    def test_identity_storage(self) -> None:
+        """
+        Nothing is made from a body stored as identity.
+        """
+        h = Harness(PRERENDER, compress="none")
+        c = Client(h)
+        h.serve("/i", body=PAGE)
+        c.get("/i")
+        response, body, _ = c.get("/i", accept_encoding="gzip")
+        self.assertEqual((header(response, "content-encoding"), body), (None, PAGE))
+
+    def test_filesystem(self) -> None:
+        """
+        In filesystem mode the coding made is kept in a file of its own,
+        read back for later clients, and removed with its entry.
+        """
+        config = PRERENDER._with(cache_storage_mode="filesystem", cache_directory=self.mktemp())
+        h = Harness(config, compress="brotli")
+        c = Client(h)
+        h.serve("/f", body=PAGE)
+        c.get("/f")
+        first = c.get("/f", accept_encoding="gzip")[1]
+        second = c.get("/f", accept_encoding="gzip")[1]
+        self.assertEqual((gzip.decompress(first), second), (PAGE, first))
+        server = next(h.handle.servers())
+        [entry] = server.cache.entries()
+        path = entry.alternates["gzip"].path
+        self.assertTrue(os.path.exists(path))
+        server.invalidate_all()
+        self.assertFalse(os.path.exists(path))
