@@ -238,3 +238,44 @@ class OtherCodingTests(SynchronousTestCase):
         self.assertTrue(os.path.exists(path))
         server.invalidate_all()
         self.assertFalse(os.path.exists(path))
+
+
+def gzipping(headers):
+    """
+    An origin answer that gzips its body when the request accepts gzip, as
+    an origin with its own compression does.
+    """
+    if "gzip" in headers.get("accept-encoding", ""):
+        return 200, {"content-type": "text/html", "content-encoding": "gzip", "vary": "Accept-Encoding"}, gzip.compress(PAGE)
+    return 200, {"content-type": "text/html", "vary": "Accept-Encoding"}, PAGE
+
+
+class BypassTests(SynchronousTestCase):
+    """
+    A request that cannot be stored is forwarded with the client's own
+    C{Accept-Encoding}, and the origin's coding is relayed untouched.
+    """
+
+    def test_bypasses(self) -> None:
+        """
+        Every kind of bypass (method, credentials, exclusion, strategy,
+        C{no-store}) forwards C{Accept-Encoding} and relays the origin's
+        gzip body, C{Content-Encoding} and C{Vary} as they are.
+        """
+        cases = [
+            (PRERENDER, "POST", {}),
+            (PRERENDER, "GET", {"authorization": "Bearer x"}),
+            (PRERENDER.with_exclude_paths(["/b"]), "GET", {}),
+            (PRERENDER.with_cache_strategy("none"), "GET", {}),
+            (PRERENDER._with(cache_policy="http"), "GET", {"cache_control": "no-store"}),
+        ]
+        for config, method, extra in cases:
+            h = Harness(config, compress="brotli")
+            h.origin.answers["/b"] = gzipping
+            response, body, status = Client(h).get("/b", method, accept_encoding="gzip, br", **extra)
+            self.assertIn("bypass", status, (method, extra))
+            [(_, _, sent)] = h.origin.requests
+            self.assertEqual(sent["accept-encoding"], "gzip, br")
+            self.assertEqual(header(response, "content-encoding"), "gzip")
+            self.assertEqual(gzip.decompress(body), PAGE)
+            self.assertEqual(vary(response), "Accept-Encoding")
