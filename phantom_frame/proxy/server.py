@@ -357,7 +357,7 @@ class _FillAnswer:
             await server._serve_stale(exchange, stale)
             return
         await server.passthrough.relay(
-            exchange, response, relay, statuses.forwarded(self._fwd, result.reason)
+            exchange, response, relay, statuses.forwarded(self._fwd, result.reason), identity=True
         )
 
     async def not_shared(self, result: Any) -> None:
