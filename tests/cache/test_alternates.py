@@ -31,6 +31,9 @@ class HeldRunner:
     """
 
     def __init__(self) -> None:
+        """
+        Nothing held yet.
+        """
         self.calls: List[Callable[..., Any]] = []
         self._pending: List[Deferred] = []
 

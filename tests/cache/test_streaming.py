@@ -161,6 +161,10 @@ class CompressingConsumerTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
+        """
+        A gzip L{CompressingConsumer} with 1 KiB slices between two
+        transports, on a L{Clock}.
+        """
         self.clock = Clock()
         self.client = StringTransport()
         self.origin = StringTransport()

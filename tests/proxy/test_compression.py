@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.protocol import Protocol
@@ -30,14 +30,23 @@ class Collector(Protocol):
     """
 
     def __init__(self) -> None:
+        """
+        Nothing received yet.
+        """
         self.data: List[bytes] = []
         self.done = False
         self.reason: Any = None
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Keep C{data}.
+        """
         self.data.append(data)
 
     def connectionLost(self, reason: Any) -> None:
+        """
+        The body ended, for C{reason}.
+        """
         self.done = True
         self.reason = reason
 
@@ -50,6 +59,9 @@ class Client:
     """
 
     def __init__(self, harness: Harness) -> None:
+        """
+        @param harness: the proxy to talk to.
+        """
         self.harness = harness
         self.agent = RequestTraversalAgent(harness.resource)
 
@@ -80,7 +92,7 @@ class Client:
         return response, b"".join(collector.data), status
 
 
-def vary(response) -> Optional[str]:
+def vary(response: Any) -> Optional[str]:
     """
     @return: every C{Vary} value of C{response}, joined, or L{None}.
     """
@@ -175,6 +187,9 @@ class OtherCodingTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
+        """
+        A brotli-storing proxy whose origin serves a page at C{/p}.
+        """
         self.h = Harness(PRERENDER, compress="brotli")
         self.c = Client(self.h)
         self.server = next(self.h.handle.servers())
@@ -256,10 +271,12 @@ class OtherCodingTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(path))
 
 
-def gzipping(headers):
+def gzipping(headers: Dict[str, str]) -> Tuple[int, Dict[str, str], bytes]:
     """
     An origin answer that gzips its body when the request accepts gzip, as
     an origin with its own compression does.
+
+    @param headers: the request's headers, by lower-cased name.
     """
     if "gzip" in headers.get("accept-encoding", ""):
         return 200, {"content-type": "text/html", "content-encoding": "gzip", "vary": "Accept-Encoding"}, gzip.compress(PAGE)

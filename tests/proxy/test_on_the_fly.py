@@ -34,6 +34,9 @@ class OnTheFlyTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
+        """
+        A brotli-storing proxy and a plain client.
+        """
         self.h = Harness(PRERENDER, compress="brotli")
         self.c = Client(self.h)
 
@@ -212,7 +215,10 @@ class TextOrigin(Origin):
     streamed with back-pressure.
     """
 
-    def render(self, request) -> Any:
+    def render(self, request: Any) -> Any:
+        """
+        Stream C{/bigtext}; anything else as L{Origin} does.
+        """
         if request.path != b"/bigtext":
             return super().render(request)
         self.hits["/bigtext"] += 1
@@ -258,6 +264,10 @@ class BackPressureTests(TestCase):
         done: Deferred = Deferred()
 
         class Slow(Protocol):
+            """
+            A client that asks, then does not read until told.
+            """
+
             def connectionMade(self) -> None:
                 self.transport.write(
                     b"GET /bigtext?n=%d HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br\r\n"
