@@ -405,27 +405,18 @@ class Decider:
 
     # Answers from an entry
 
-    def coding_for(
-        self, accept: Optional[str], stored: str, made: Tuple[str, ...] = ()
-    ) -> Optional[str]:
+    def coding_for(self, accept: Optional[str], stored: str, made: Tuple[str, ...] = ()) -> Optional[str]:
         """
-        @param accept: the client's C{Accept-Encoding}, or L{None}.
-        @param stored: the coding of the stored body.
-        @param made: the codings already made beside it.
-        @return: the coding to send the body in, for a client sending
-            C{accept}: the stored one, one already made, one phantom-frame
-            can make (L{alternative_codings}), or identity; L{None} for
-            none (see L{choose_coding}).
+        @return: the coding to send a body stored in C{stored} in, for a
+            client sending C{accept}: the stored one, one of C{made} (beside
+            it already), one phantom-frame can make (L{alternative_codings})
+            or identity; L{None} for none (see L{choose_coding}).
         """
         memo = (accept, stored, made)
         coding = self._codings.get(memo, "")
         if coding == "":
-            coding = choose_coding(
-                accept.encode("latin-1") if accept is not None else None,
-                stored,
-                made,
-                alternative_codings(stored),
-            )
+            raw = accept.encode("latin-1") if accept is not None else None
+            coding = choose_coding(raw, stored, made, alternative_codings(stored))
             if len(self._codings) < 1024:
                 self._codings[memo] = coding
         return coding
@@ -436,10 +427,8 @@ class Decider:
         byte ranges (§14) for an answer from C{entry}.
         """
         headers = view.headers
-        alternates = entry.alternates
-        coding = self.coding_for(
-            headers.get("accept-encoding"), entry.coding, tuple(alternates) if alternates else ()
-        )
+        made = tuple(entry.alternates) if entry.alternates else ()
+        coding = self.coding_for(headers.get("accept-encoding"), entry.coding, made)
         if coding is None:
             return NotAcceptable()
         ranged = None

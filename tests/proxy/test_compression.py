@@ -278,9 +278,10 @@ def gzipping(headers: Dict[str, str]) -> Tuple[int, Dict[str, str], bytes]:
 
     @param headers: the request's headers, by lower-cased name.
     """
+    answer = {"content-type": "text/html", "vary": "Accept-Encoding"}
     if "gzip" in headers.get("accept-encoding", ""):
-        return 200, {"content-type": "text/html", "content-encoding": "gzip", "vary": "Accept-Encoding"}, gzip.compress(PAGE)
-    return 200, {"content-type": "text/html", "vary": "Accept-Encoding"}, PAGE
+        return 200, dict(answer, **{"content-encoding": "gzip"}), gzip.compress(PAGE)
+    return 200, answer, PAGE
 
 
 class BypassTests(SynchronousTestCase):
