@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.defer import Deferred
 
@@ -32,6 +32,12 @@ The content coding stored bodies have under each C{compress_strategy}.
 
 BROTLI_QUALITY = 5
 ZLIB_LEVEL = 6
+
+MADE_CODINGS: Tuple[str, ...] = ("br", "gzip", "deflate")
+"""
+The codings phantom-frame makes itself, best first: when a client accepts
+several with the same quality, the earlier one is chosen.
+"""
 
 
 class DecodeError(ValueError):
@@ -169,7 +175,87 @@ def parse_accept_encoding(value: Optional[bytes]) -> Dict[str, float]:
     return result
 
 
-def choose_coding(accept_encoding: Optional[bytes], stored: str) -> Optional[str]:
+def _quality(prefs: Dict[str, float], coding: str) -> Optional[float]:
+    """
+    @return: the quality a parsed C{Accept-Encoding} gives C{coding}: its
+        own, else that of C{*}, else L{None} (not listed).
+    """
+    quality = prefs.get(coding)
+    return prefs.get("*") if quality is None else quality
+
+
+def _preferred(
+    prefs: Dict[str, float], candidates: Sequence[str], made: Sequence[str]
+) -> Optional[str]:
+    """
+    @return: of C{candidates} and C{made}, the coding with the highest
+        quality in C{prefs} (q > 0): at equal quality one in C{made}, then
+        the earliest of L{MADE_CODINGS}; L{None} when none is acceptable.
+    """
+    best: Optional[Tuple[float, bool, int]] = None
+    chosen = None
+    for rank, coding in enumerate(MADE_CODINGS):
+        if coding not in candidates and coding not in made:
+            continue
+        quality = _quality(prefs, coding)
+        if not quality:
+            continue
+        score = (quality, coding in made, -rank)
+        if best is None or score > best:
+            best, chosen = score, coding
+    return chosen
+
+
+def _preferences(accept_encoding: bytes) -> Dict[str, float]:
+    """
+    @return: the parsed C{Accept-Encoding}, C{x-gzip} counting as C{gzip}.
+    """
+    prefs = parse_accept_encoding(accept_encoding)
+    if "x-gzip" in prefs:
+        prefs.setdefault("gzip", prefs["x-gzip"])
+    return prefs
+
+
+def preferred_coding(
+    accept_encoding: Optional[bytes],
+    candidates: Sequence[str] = MADE_CODINGS,
+    made: Sequence[str] = (),
+) -> Optional[str]:
+    """
+    Choose the coding phantom-frame makes for a client.
+
+    @param accept_encoding: the request's C{Accept-Encoding} value, or
+        L{None} when absent (then nothing is chosen: see L{choose_coding}).
+    @param candidates: the codings that may be made (of L{MADE_CODINGS}).
+    @param made: those already made, preferred at equal quality.
+    @return: the acceptable candidate (q > 0, or covered by C{*} with
+        q > 0) the client prefers; at equal quality C{br}, then C{gzip},
+        then C{deflate}; L{None} when the client accepts none.
+    """
+    if accept_encoding is None:
+        return None
+    return _preferred(_preferences(accept_encoding), candidates, made)
+
+
+def alternative_codings(stored: str) -> Tuple[str, ...]:
+    """
+    @param stored: the coding of a stored body.
+    @return: the codings phantom-frame may make from it for a client that
+        does not accept C{stored}: none for an identity body (see
+        L{varies_by_coding}), every other of L{MADE_CODINGS} for a
+        compressed one.
+    """
+    if not varies_by_coding(stored):
+        return ()
+    return tuple(coding for coding in MADE_CODINGS if coding != stored)
+
+
+def choose_coding(
+    accept_encoding: Optional[bytes],
+    stored: str,
+    made: Sequence[str] = (),
+    makeable: Sequence[str] = (),
+) -> Optional[str]:
     """
     Choose how to send a stored body to a client.
 
@@ -182,23 +268,22 @@ def choose_coding(accept_encoding: Optional[bytes], stored: str) -> Optional[str
         L{None} when absent.
     @param stored: the coding of the stored body (C{x-gzip} counts as
         C{gzip}).
+    @param made: the codings already made beside the stored body.
+    @param makeable: the codings that may be made from it (see
+        L{alternative_codings}).
     @return: C{stored} when the client accepts it (listed with q > 0, or
-        covered by C{*} with q > 0 when not listed); otherwise
-        C{"identity"} when identity is acceptable (it is unless listed with
-        q = 0, or excluded by C{*;q=0} without being listed); otherwise
-        L{None}, to be answered with 406.
+        covered by C{*} with q > 0 when not listed); otherwise the coding
+        of C{made} and C{makeable} it prefers (see L{preferred_coding});
+        otherwise C{"identity"} when identity is acceptable (it is unless
+        listed with q = 0, or excluded by C{*;q=0} without being listed);
+        otherwise L{None}, to be answered with 406.
     """
     if accept_encoding is None:
         return "identity"
-    prefs = parse_accept_encoding(accept_encoding)
-    if "x-gzip" in prefs:
-        prefs.setdefault("gzip", prefs["x-gzip"])
-    star = prefs.get("*")
+    prefs = _preferences(accept_encoding)
 
     def acceptable(coding: str, default: bool) -> bool:
-        quality = prefs.get(coding)
-        if quality is None:
-            quality = star
+        quality = _quality(prefs, coding)
         if quality is None:
             return default
         return quality > 0
@@ -211,7 +296,24 @@ def choose_coding(accept_encoding: Optional[bytes], stored: str) -> Optional[str
         return "identity" if identity else None
     if acceptable(stored, False):
         return stored
+    if made or makeable:
+        other = _preferred(prefs, makeable, made)
+        if other is not None:
+            return other
     return "identity" if identity else None
+
+
+def varies_by_coding(stored: str) -> bool:
+    """
+    Whether phantom-frame's own negotiation can change the body sent from a
+    body stored in C{stored}: a compressed body may go out decoded, or in
+    another coding (see L{alternative_codings}); an identity body, left
+    uncompressed on purpose (too small, compressed media, not shrinking, or
+    C{compress_strategy = "none"}), only ever goes out as it is.
+
+    @param stored: the stored body's coding.
+    """
+    return stored != "identity"
 
 
 class Codec:

@@ -39,6 +39,8 @@ class CacheEntry:
     @ivar identity_length: the decoded body's length.
     @ivar vary: lower-cased request header names the origin varies on,
         besides C{Accept-Encoding}.
+    @ivar vary_header: the origin's C{Vary} as it sent it (names and case;
+        repeated headers joined with commas), or L{None} when it sent none.
     @ivar variant: the normalised values of those headers for this entry.
     @ivar not_found: whether this entry lives in the 404 cache.
     @ivar pinned: a snapshot: kept until removed or invalidated, never
@@ -53,10 +55,14 @@ class CacheEntry:
     @ivar must_revalidate: never served stale.
     @ivar etag: the origin's (or a generated) entity-tag.
     @ivar last_modified: the origin's C{Last-Modified}.
+    @ivar alternates: the body in other codings, made from the stored one
+        for clients that do not accept C{coding}, by coding (see
+        L{phantom_frame.cache.responses.ResponseCache.add_coding}); L{None}
+        when none was made.
     @ivar wire: answers serialised by the fast path, by coding (dropped
         whenever the headers change).
-    @ivar size: the bytes it is accounted for: body, headers, key and
-        L{ENTRY_OVERHEAD} (see L{resize}).
+    @ivar size: the bytes it is accounted for: body, alternates, headers,
+        key and L{ENTRY_OVERHEAD} (see L{resize}).
     """
 
     key: str
@@ -68,6 +74,7 @@ class CacheEntry:
     identity_length: int
     stored_at: float
     vary: Tuple[str, ...] = ()
+    vary_header: Optional[bytes] = None
     variant: Variant = ()
     not_found: bool = False
     pinned: bool = False
@@ -78,6 +85,7 @@ class CacheEntry:
     must_revalidate: bool = False
     etag: Optional[bytes] = None
     last_modified: Optional[bytes] = None
+    alternates: Optional[Dict[str, StoredBody]] = None
     wire: Optional[Dict[str, Any]] = None
     size: int = 0
 
@@ -98,10 +106,13 @@ class CacheEntry:
 
     def resize(self) -> None:
         """
-        Account the entry's size again (after its headers changed).
+        Account the entry's size again (after its headers or alternates
+        changed).
         """
+        alternates = self.alternates
         self.size = (
             self.body.size
+            + (sum(stored.size for stored in alternates.values()) if alternates else 0)
             + sum(len(n) + len(v) for n, v in self.headers)
             + len(self.key)
             + ENTRY_OVERHEAD

@@ -238,10 +238,13 @@ class ResponseCache:
 
     def _forget(self, entry: Optional[CacheEntry]) -> None:
         """
-        Delete the body of C{entry}, if there is one.
+        Delete the body of C{entry}, if there is one, and its alternates.
         """
         if entry is not None:
             self.store.delete(entry.body)
+            if entry.alternates:
+                for stored in entry.alternates.values():
+                    self.store.delete(stored)
 
     def _dropSlots(self, key: str, variants: Tuple[Variant, ...]) -> None:
         """
@@ -321,6 +324,49 @@ class ResponseCache:
             self._pinnedBytes += delta
         self._main.resized(entry, delta)
         self._notFound.resized(entry, delta)
+
+    def add_coding(self, entry: CacheEntry, coding: str, body: builtins.bytes) -> Deferred[bool]:
+        """
+        Keep C{body}, the body of C{entry} made in C{coding}, beside it. It
+        is counted in the entry's size, so within C{max_bytes}: the least
+        recently used entries make room. It is kept only while C{entry}
+        itself is held, without a body in that coding yet, and when the
+        grown entry still fits its bound.
+
+        @return: a L{Deferred} firing with whether it is kept (when it is
+            not, its stored body is deleted at once).
+        """
+        return self.put_body(entry.key, body).addCallback(self._keep_coding, entry, coding)
+
+    def _keep_coding(self, stored: StoredBody, entry: CacheEntry, coding: str) -> bool:
+        """
+        Attach C{stored} to C{entry} in C{coding} if L{add_coding} allows.
+        """
+        pinned = self._pinned.get((entry.key, entry.variant)) is entry
+        lru = self._notFound if entry.not_found else self._main
+        kept = entry.alternates or {}
+        if (
+            not (pinned or lru.holds(entry))
+            or coding in kept
+            or (not pinned and entry.size + stored.size > lru.max_bytes)
+        ):
+            self.store.delete(stored)
+            return False
+        before = entry.size
+        entry.alternates = {**kept, coding: stored}
+        entry.resize()
+        delta = entry.size - before
+        if pinned:
+            self._pinnedBytes += delta
+            return True
+        lru.resized(entry, delta)
+        dropped = lru.trim(lru.max_bytes) if entry.not_found else []
+        dropped += self._main.trim(self._maxBytes - self._notFound.bytes)
+        for victim in dropped:
+            self.evictions += 1
+            self._variance.untrack(victim.key, victim.variant)
+            self._forget(victim)
+        return lru.holds(entry)
 
     def pin(self, entry: CacheEntry) -> None:
         """

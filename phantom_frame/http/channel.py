@@ -92,13 +92,20 @@ def build_wire(entry: Any, coding: str) -> Optional[Wire]:
     Serialise the answer from C{entry} in C{coding}, with the headers the
     stock path sends (L{entry_headers}).
 
-    @return: the wire form, or C{None} when the body is not in memory.
+    @return: the wire form, or C{None} when the body is not in memory, or
+        when C{coding} is another coding not made yet (the stock path makes
+        it).
     """
     data = entry.body.data
     if data is None:
         return None
-    if coding != entry.coding:
+    if coding == "identity" and entry.coding != "identity":
         data = decode_content(data, entry.coding.encode("ascii"))
+    elif coding != entry.coding:
+        kept = entry.alternates.get(coding) if entry.alternates else None
+        data = None if kept is None else kept.data
+        if data is None:
+            return None
     headers = entry_headers(entry, coding, None)
     headers.append((b"Content-Length", b"%d" % len(data)))
     head = _serialise(b" %d %s\r\n" % (entry.status, entry.phrase), headers)

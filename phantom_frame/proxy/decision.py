@@ -20,7 +20,7 @@ import attr
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from phantom_frame.cache.codec import choose_coding
+from phantom_frame.cache.codec import alternative_codings, choose_coding
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import (
     NO_REQUEST_DIRECTIVES,
@@ -267,7 +267,7 @@ class Decider:
         self._tunnels = config.enable_websocket and (
             config.proxy_mode == ProxyMode.DYNAMIC or config.pre_generate_fallthrough
         )
-        self._codings: Dict[Tuple[Optional[str], str], Optional[str]] = {}
+        self._codings: Dict[Tuple[Optional[str], str, Tuple[str, ...]], Optional[str]] = {}
 
     # Keys
 
@@ -417,15 +417,18 @@ class Decider:
 
     # Answers from an entry
 
-    def coding_for(self, accept: Optional[str], stored: str) -> Optional[str]:
+    def coding_for(self, accept: Optional[str], stored: str, made: Tuple[str, ...] = ()) -> Optional[str]:
         """
         @return: the coding to send a body stored in C{stored} in, for a
-            client sending C{accept} (see L{choose_coding}).
+            client sending C{accept}: the stored one, one of C{made} (beside
+            it already), one phantom-frame can make (L{alternative_codings})
+            or identity; L{None} for none (see L{choose_coding}).
         """
-        memo = (accept, stored)
+        memo = (accept, stored, made)
         coding = self._codings.get(memo, "")
         if coding == "":
-            coding = choose_coding(accept.encode("latin-1") if accept is not None else None, stored)
+            raw = accept.encode("latin-1") if accept is not None else None
+            coding = choose_coding(raw, stored, made, alternative_codings(stored))
             if len(self._codings) < 1024:
                 self._codings[memo] = coding
         return coding
@@ -436,7 +439,8 @@ class Decider:
         byte ranges (§14) for an answer from C{entry}.
         """
         headers = view.headers
-        coding = self.coding_for(headers.get("accept-encoding"), entry.coding)
+        made = tuple(entry.alternates) if entry.alternates else ()
+        coding = self.coding_for(headers.get("accept-encoding"), entry.coding, made)
         if coding is None:
             return NotAcceptable()
         ranged = None

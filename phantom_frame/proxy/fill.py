@@ -30,6 +30,7 @@ from phantom_frame.cache.freshness import (
 )
 from phantom_frame.cache.policy import (
     header_value,
+    header_values,
     is_soft_404,
     media_type,
     opaque_coding,
@@ -328,6 +329,7 @@ class Filler:
             identity_length=len(identity),
             stored_at=self._clock.seconds(),
             vary=names,
+            vary_header=b", ".join(header_values(rheaders, b"vary")) or None,
             variant=variant_of(names, header) if names else (),
             not_found=not_found,
             pinned=snapshot,

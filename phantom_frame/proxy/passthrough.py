@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
+from phantom_frame.cache.streaming import CompressingConsumer, compressed_headers, stream_coding
 from phantom_frame.proxy.answers import http_date, send_error
 from phantom_frame.proxy.exchange import Exchange
 from phantom_frame.proxy.origin import (
@@ -168,7 +169,13 @@ class Passthrough:
             self._adopts(view, response, body, request_time, response_time)
 
     async def relay(
-        self, exchange: Exchange, response, relay: BodyRelay, status: CacheStatus, fwd: str = "bypass"
+        self,
+        exchange: Exchange,
+        response,
+        relay: BodyRelay,
+        status: CacheStatus,
+        fwd: str = "bypass",
+        identity: bool = False,
     ) -> None:
         """
         Answer with the origin's C{response}, its body streaming from
@@ -179,19 +186,38 @@ class Passthrough:
         connection is cut short. Either way one warning is logged.
 
         @param fwd: the C{Cache-Status} C{fwd} of an error answer.
+        @param identity: whether the origin was asked for identity on the
+            client's behalf (a fill whose response turned out not
+            storable): the body is then compressed on the fly, in a coding
+            the client accepts, when it is worth it (see
+            L{stream_coding}).
         """
         if not exchange.alive:
             relay.abort()
             return
         request = exchange.request
         request.setResponseCode(response.code, response.phrase)
+        pairs = end_to_end(response.headers)
+        length = known_length(response)
+        coding = None
+        if identity:
+            accept = exchange.view.values(b"accept-encoding")
+            coding = stream_coding(
+                b", ".join(accept) if accept else None, request.method, response.code, pairs, length
+            )
+            if coding is not None:
+                pairs = compressed_headers(pairs, coding)
         headers = Headers()
-        for name, value in end_to_end(response.headers):
+        for name, value in pairs:
             headers.addRawHeader(name, value)
         if not headers.hasHeader(b"date"):
             headers.setRawHeaders(b"date", [http_date(self._clock.seconds())])
-        length = known_length(response)
-        if length is not None and request.method != b"HEAD" and response.code not in (204, 304):
+        if (
+            length is not None
+            and coding is None
+            and request.method != b"HEAD"
+            and response.code not in (204, 304)
+        ):
             # twisted.web's client keeps the length out of the headers:
             # give it back, so the client gets it instead of chunks.
             headers.setRawHeaders(b"content-length", [b"%d" % length])
@@ -203,8 +229,9 @@ class Passthrough:
             request.finish()
             relay.abort()
             return
+        target = exchange if coding is None else _Compressing(exchange, coding, self._clock)
         try:
-            await relay.stream_to(exchange)
+            await relay.stream_to(target)
         except CancelledError:
             relay.abort()
             raise
@@ -250,6 +277,54 @@ def _local_target(view: RequestView, value: bytes) -> Optional[bytes]:
             return None  # another server behind this proxy
         path = path[len(prefix):] or b"/"
     return path + (b"?" + parts.query.encode("latin-1") if parts.query else b"")
+
+
+class _Compressing:
+    """
+    An exchange whose body is compressed on its way to the client: what a
+    L{BodyRelay} streams to (its C{request} takes the body, its C{alive}
+    is the client's).
+    """
+
+    def __init__(self, exchange: Exchange, coding: str, clock: IReactorTime) -> None:
+        self._exchange = exchange
+        self.view = exchange.view
+        self.request = _CompressedRequest(exchange, coding, clock)
+
+    @property
+    def alive(self) -> bool:
+        """
+        @return: whether the client may still be written to.
+        """
+        return self._exchange.alive
+
+
+class _CompressedRequest(CompressingConsumer):
+    """
+    The request side a L{BodyRelay} writes to: a L{CompressingConsumer} in
+    front of the twisted.web request, finishing it once the compressed body
+    is all written, and giving the relay the request's C{channel} (to cut
+    the connection when the origin fails mid-body).
+    """
+
+    def __init__(self, exchange: Exchange, coding: str, clock: IReactorTime) -> None:
+        request = exchange.request
+        self._request = request
+        super().__init__(request, coding, clock, request.finish, lambda: exchange.alive)
+
+    @property
+    def channel(self):
+        """
+        The twisted.web request's channel.
+        """
+        return self._request.channel
+
+    @property
+    def startedWriting(self) -> bool:
+        """
+        Whether the twisted.web request has sent its head.
+        """
+        return bool(self._request.startedWriting)
 
 
 def unsafe_targets(view: RequestView, response) -> List[bytes]:

@@ -12,7 +12,8 @@ from typing import Any, List, Optional, Tuple
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 
-from phantom_frame.cache.codec import Codec
+from phantom_frame.cache.alternates import Alternates
+from phantom_frame.cache.codec import Codec, varies_by_coding
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import weakened
 from phantom_frame.proxy.answers import http_date, send_error
@@ -53,8 +54,8 @@ def entry_headers(entry: CacheEntry, coding: str, date: Optional[bytes]) -> List
     @return: the headers of an answer from C{entry} in C{coding}, but the
         per-request C{Age} and C{Cache-Status} and the C{Content-Length}:
         the stored ones, with C{ETag} (weakened for a body phantom-frame
-        encoded), C{Date}, C{Vary}, C{Accept-Ranges} (for a 200) and
-        C{Content-Encoding}.
+        encoded), C{Date}, C{Vary} (see L{vary_value}), C{Accept-Ranges}
+        (for a 200) and C{Content-Encoding}.
     """
     etag = entry.etag
     headers: List[Header] = []
@@ -70,13 +71,32 @@ def entry_headers(entry: CacheEntry, coding: str, date: Optional[bytes]) -> List
         headers.append((b"Etag", etag if coding == "identity" else weakened(etag)))
     if not has_date and date is not None:
         headers.append((b"Date", date))
-    vary = [b"Accept-Encoding"] + [n.encode("latin-1") for n in entry.vary]
-    headers.append((b"Vary", b", ".join(vary)))
+    vary = vary_value(entry)
+    if vary is not None:
+        headers.append((b"Vary", vary))
     if entry.status == 200:
         headers.append((b"Accept-Ranges", b"bytes"))
     if coding != "identity":
         headers.append((b"Content-Encoding", CODING_NAMES[coding]))
     return headers
+
+
+def vary_value(entry: CacheEntry) -> Optional[bytes]:
+    """
+    @return: the C{Vary} of every answer from C{entry}: the origin's,
+        verbatim, with C{Accept-Encoding} appended when phantom-frame's own
+        negotiation can change the body (L{varies_by_coding}) and the
+        origin did not list it; L{None} for no C{Vary} at all.
+    """
+    vary = entry.vary_header
+    if not varies_by_coding(entry.coding):
+        return vary
+    if vary is None:
+        return b"Accept-Encoding"
+    names = [name.strip().lower() for name in vary.split(b",")]
+    if b"accept-encoding" in names or b"*" in names:
+        return vary
+    return vary + b", Accept-Encoding"
 
 
 def not_modified_headers(headers: List[Header]) -> List[Header]:
@@ -96,18 +116,20 @@ def needs_date(entry: CacheEntry) -> bool:
 class EntryRenderer:
     """
     Writes answers from stored entries to twisted.web requests.
+
+    @ivar alternates: gives each answer its body in the coding it needs.
     """
 
     def __init__(self, clock: IReactorTime, cache: Any, codec: Codec) -> None:
         """
         @param clock: gives C{Age} and C{Date}.
-        @param cache: reads bodies that are not in memory.
+        @param cache: reads bodies that are not in memory, and keeps the
+            other codings made of them.
         @param codec: decodes a stored body for a client that does not
-            accept its coding.
+            accept its coding, and makes the other codings.
         """
         self._clock = clock
-        self._cache = cache
-        self._codec = codec
+        self.alternates = Alternates(cache, codec)
 
     async def render(
         self, exchange: Exchange, entry: CacheEntry, answer: EntryAnswer, status: CacheStatus
@@ -134,12 +156,7 @@ class EntryRenderer:
             base = [(n, v) for n, v in base if n.lower() != b"content-type"]
             base.append((b"Content-Range", b"bytes */%d" % entry.identity_length))
         else:
-            stored = entry.body
-            body = stored.data
-            if body is None:
-                body = await self._cache.store.read(stored)
-            if answer.coding != entry.coding:
-                body = await self._codec.decode(body, entry.coding.encode("ascii"))
+            body = await self.alternates.body(entry, answer.coding)
             if not exchange.alive:
                 return
             if isinstance(answer, Partial):

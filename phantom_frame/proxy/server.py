@@ -455,7 +455,12 @@ class _FillAnswer:
             await server._serve_stale(exchange, stale)
             return
         await server.passthrough.relay(
-            exchange, response, relay, statuses.forwarded(self._fwd, result.reason), self._fwd
+            exchange,
+            response,
+            relay,
+            statuses.forwarded(self._fwd, result.reason),
+            self._fwd,
+            identity=True,
         )
 
     async def not_shared(self, result: Any) -> None:

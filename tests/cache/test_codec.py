@@ -12,14 +12,18 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame.cache.codec import (
+    MADE_CODINGS,
     STORED_CODING,
     Codec,
     DecodeError,
+    alternative_codings,
     choose_coding,
     decode,
     decode_content,
     encode,
     parse_accept_encoding,
+    preferred_coding,
+    varies_by_coding,
 )
 from phantom_frame.proxy.settings import CompressStrategy
 
@@ -261,6 +265,93 @@ class ChooseCodingTests(SynchronousTestCase):
         """
         self.assertEqual(choose_coding(b";;,=,br;q=x", "br"), "identity")
         self.assertEqual(choose_coding(b"\xff, br", "br"), "br")
+
+
+class OtherCodingTests(SynchronousTestCase):
+    """
+    Tests for the codings phantom-frame makes itself: L{choose_coding} with
+    made and makeable codings, L{preferred_coding},
+    L{alternative_codings} and L{varies_by_coding}.
+    """
+
+    def choose(self, accept: bytes, stored: str = "br", made=()) -> object:
+        """
+        @return: what L{choose_coding} gives with every other coding
+            makeable from C{stored}.
+        """
+        return choose_coding(accept, stored, made, alternative_codings(stored))
+
+    def test_gzipOnly(self) -> None:
+        """
+        A client that accepts only codings other than the stored one gets
+        one phantom-frame can make, not identity.
+        """
+        self.assertEqual(self.choose(b"gzip, deflate"), "gzip")
+        self.assertEqual(self.choose(b"deflate"), "deflate")
+        self.assertEqual(self.choose(b"x-gzip"), "gzip")
+        self.assertEqual(self.choose(b"br", "gzip"), "br")
+        self.assertIsNone(self.choose(b"gzip;q=0, zstd, identity;q=0"))
+
+    def test_storedFirst(self) -> None:
+        """
+        The stored coding wins whenever it is accepted, whatever the
+        qualities; no header still means identity.
+        """
+        self.assertEqual(self.choose(b"br;q=0.1, gzip"), "br")
+        self.assertEqual(self.choose(b"*"), "br")
+        self.assertEqual(self.choose(None), "identity")  # type: ignore[arg-type]
+
+    def test_qualities(self) -> None:
+        """
+        Among the codings phantom-frame can make, the client's qualities
+        decide; at equal quality one already made, then br, gzip, deflate.
+        """
+        self.assertEqual(self.choose(b"gzip;q=0.5, deflate;q=0.8"), "deflate")
+        self.assertEqual(self.choose(b"deflate, gzip"), "gzip")
+        self.assertEqual(self.choose(b"deflate, gzip", made=("deflate",)), "deflate")
+        self.assertEqual(self.choose(b"gzip, deflate;q=0.5", made=("deflate",)), "gzip")
+        self.assertEqual(self.choose(b"br;q=0, *"), "gzip")
+        self.assertEqual(self.choose(b"br;q=0, gzip;q=0, *;q=0.3"), "deflate")
+
+    def test_madeOnly(self) -> None:
+        """
+        A coding already made is chosen even when no more may be made.
+        """
+        self.assertEqual(choose_coding(b"deflate", "br", ("deflate",)), "deflate")
+        self.assertEqual(choose_coding(b"gzip", "br", ("deflate",)), "identity")
+
+    def test_identityStorage(self) -> None:
+        """
+        Nothing is made from an identity body: it was left uncompressed on
+        purpose, and only ever goes out as it is.
+        """
+        self.assertEqual(alternative_codings("identity"), ())
+        self.assertFalse(varies_by_coding("identity"))
+        self.assertEqual(self.choose(b"gzip", "identity"), "identity")
+
+    def test_alternatives(self) -> None:
+        """
+        From a compressed body every other coding may be made.
+        """
+        self.assertEqual(alternative_codings("br"), ("gzip", "deflate"))
+        self.assertEqual(alternative_codings("gzip"), ("br", "deflate"))
+        self.assertTrue(varies_by_coding("deflate"))
+
+    def test_preferred(self) -> None:
+        """
+        L{preferred_coding} picks what a client prefers among the codings
+        phantom-frame makes: br, gzip, deflate at equal quality; none
+        without a header or when none is accepted.
+        """
+        self.assertEqual(MADE_CODINGS, ("br", "gzip", "deflate"))
+        self.assertEqual(preferred_coding(b"gzip, deflate, br"), "br")
+        self.assertEqual(preferred_coding(b"gzip, deflate"), "gzip")
+        self.assertEqual(preferred_coding(b"br;q=0.2, gzip;q=0.9"), "gzip")
+        self.assertEqual(preferred_coding(b"*"), "br")
+        self.assertEqual(preferred_coding(b"br", ("gzip",)), None)
+        self.assertIsNone(preferred_coding(None))
+        self.assertIsNone(preferred_coding(b""))
+        self.assertIsNone(preferred_coding(b"identity, zstd"))
 
 
 class FakeRunner:

@@ -6,6 +6,7 @@ fall through to the stock path.
 
 from __future__ import annotations
 
+import gzip
 from typing import Dict, List, Tuple
 
 from treq.testing import RequestTraversalAgent
@@ -161,6 +162,27 @@ class FastPathTests(SynchronousTestCase):
             answers, rig = self.compare(request("/a"), request("/a", **headers), [False], fast=1)
             self.assertEqual(answers[0][1][b"cache-status"], [b"phantom-frame; hit"])
             self.assertEqual(rig.origin.hits, {"/a": 1})
+
+    def test_other_coding(self) -> None:
+        """
+        A gzip-only client in front of brotli storage: its first request
+        takes the stock path while gzip is made, later ones the fast path
+        from a L{Wire} in gzip, with the same answer as the stock path's.
+        """
+        gzip_only = request("/g", accept_encoding="gzip, deflate")
+        rig = Rig(True)
+        rig.exchange(request("/g"))
+        before = rig.answered()
+        first = parse(rig.exchange(gzip_only), [False])[0]
+        self.assertEqual(rig.answered() - before, 0)
+        second = parse(rig.exchange(gzip_only), [False])[0]
+        self.assertEqual(rig.answered() - before, 1)
+        self.assertEqual(second[1][b"content-encoding"], [b"gzip"])
+        self.assertEqual(gzip.decompress(second[2]), PAGE + b"/g")
+        self.assertEqual(first[2], second[2])
+        self.assertEqual(second[1][b"cache-status"], [b"phantom-frame; hit"])
+        self.compare(request("/g") + gzip_only, gzip_only, [False], fast=1)
+        self.assertEqual(rig.origin.hits, {"/g": 1})
 
     def test_head(self) -> None:
         """

@@ -112,6 +112,25 @@ class DeciderTests(SynchronousTestCase):
         self.assertEqual(answer(accept_encoding="identity;q=0"), d.NotAcceptable())
         self.assertEqual(answer(accept_encoding="gzip, br"), d.Full("br"))
 
+    def test_other_codings(self) -> None:
+        """
+        A client that does not accept the stored coding gets a L{Full} in
+        one phantom-frame can make (one already made beside the entry at
+        equal quality), not identity; an identity entry is only ever sent
+        as it is.
+        """
+        decider = self.decider()
+        entry = self.store(coding="br")
+        answer = lambda **h: decider.decide(view(**h)).answer  # noqa: E731
+        self.assertEqual(answer(accept_encoding="gzip, deflate"), d.Full("gzip"))
+        self.assertEqual(answer(accept_encoding="gzip;q=0.2, deflate"), d.Full("deflate"))
+        self.assertEqual(answer(accept_encoding="gzip, identity;q=0"), d.Full("gzip"))
+        entry.alternates = {"deflate": StoredBody(3, b"abc")}
+        self.assertEqual(answer(accept_encoding="gzip, deflate"), d.Full("deflate"))
+        self.assertEqual(answer(accept_encoding="gzip, deflate;q=0.5"), d.Full("gzip"))
+        self.store("GET:/i")
+        self.assertEqual(decider.decide(view("/i", accept_encoding="gzip")).answer, d.Full("identity"))
+
     def test_stale(self) -> None:
         """
         Past its lifetime an entry with C{stale-while-revalidate} is a
