@@ -34,7 +34,8 @@ from phantom_frame.http.guard import GuardedHTTPChannel
 from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
 from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.decision import Full, Hit, NotModified, Partial, Stale
+from phantom_frame.proxy.decision import Hit, Stale
+from phantom_frame.proxy.negotiation import Full, NotModified, Partial
 from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
 from phantom_frame.proxy.view import RequestView
 

@@ -3,8 +3,7 @@ The one decision: for a request and the cache's state, how it is answered.
 
 L{Decider.decide} returns a typed value -- L{Hit}, L{Stale}, L{Fill},
 L{Await}, L{Bypass}, L{Reject} or L{Tunnel} -- and an answer from a stored
-entry carries an L{EntryAnswer} (L{Full}, L{NotModified}, L{Partial},
-L{Unsatisfiable}, L{NotAcceptable}). Whoever renders an answer (the
+entry carries an L{EntryAnswer} (L{phantom_frame.proxy.negotiation}). Whoever renders an answer (the
 HTTP/1.1 channel's fast path, the twisted.web resource) renders that value;
 the C{Cache-Status} header, the metrics label and the access-log field come
 from the L{CacheStatus} it carries. Deciding changes nothing: counting a hit
@@ -20,84 +19,22 @@ import attr
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from phantom_frame.cache.codec import alternative_codings, choose_coding
 from phantom_frame.cache.entry import CacheEntry
-from phantom_frame.cache.freshness import (
-    NO_REQUEST_DIRECTIVES,
-    RequestDirectives,
-    etag_matches_strong,
-    etag_matches_weak,
-    parse_http_date,
-    parse_range,
-)
+from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives
 from phantom_frame.cache.keys import RequestInfo, default_cache_key
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
 from phantom_frame.proxy import status as statuses
+from phantom_frame.proxy.negotiation import GET_HEAD, EntryAnswer, Negotiator
 from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.status import CacheStatus
 from phantom_frame.proxy.view import RequestView
 
 log = Logger(namespace="phantom_frame.proxy")
 
-#: The methods a stored entry answers.
-GET_HEAD = (b"GET", b"HEAD")
 
 #: Sent with a 405.
 ALLOW_GET_HEAD = ((b"allow", b"GET, HEAD"),)
-
-
-# How an answer is made from a stored entry.
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Full:
-    """
-    The whole stored representation, in C{coding}.
-    """
-
-    coding: str
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class NotModified:
-    """
-    304: the client's validators match (C{coding} gives the ETag's form).
-    """
-
-    coding: str
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Partial:
-    """
-    206: bytes C{first} to C{last} (inclusive) of the identity body.
-    """
-
-    first: int
-    last: int
-    coding: str = "identity"
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Unsatisfiable:
-    """
-    416: the range asked for lies outside the body.
-    """
-
-    coding: str = "identity"
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class NotAcceptable:
-    """
-    406: no content coding the client accepts can be made.
-    """
-
-    coding: Optional[str] = None
-
-
-EntryAnswer = Union[Full, NotModified, Partial, Unsatisfiable, NotAcceptable]
 
 
 # Decisions.
@@ -267,7 +204,11 @@ class Decider:
         self._tunnels = config.enable_websocket and (
             config.proxy_mode == ProxyMode.DYNAMIC or config.pre_generate_fallthrough
         )
-        self._codings: Dict[Tuple[Optional[str], str, Tuple[str, ...]], Optional[str]] = {}
+        self.negotiator = Negotiator()
+        #: C{answer(view, entry)}: see L{Negotiator.answer}.
+        self.answer = self.negotiator.answer
+        #: C{coding_for(accept, stored, made=())}: see L{Negotiator.coding_for}.
+        self.coding_for = self.negotiator.coding_for
 
     # Keys
 
@@ -414,93 +355,3 @@ class Decider:
         cache.hits += 1
         if decision.status.result == "stale":
             cache.stale += 1
-
-    # Answers from an entry
-
-    def coding_for(self, accept: Optional[str], stored: str, made: Tuple[str, ...] = ()) -> Optional[str]:
-        """
-        @return: the coding to send a body stored in C{stored} in, for a
-            client sending C{accept}: the stored one, one of C{made} (beside
-            it already), one phantom-frame can make (L{alternative_codings})
-            or identity; L{None} for none (see L{choose_coding}).
-        """
-        memo = (accept, stored, made)
-        coding = self._codings.get(memo, "")
-        if coding == "":
-            raw = accept.encode("latin-1") if accept is not None else None
-            coding = choose_coding(raw, stored, made, alternative_codings(stored))
-            if len(self._codings) < 1024:
-                self._codings[memo] = coding
-        return coding
-
-    def answer(self, view: RequestView, entry: CacheEntry) -> EntryAnswer:
-        """
-        Content negotiation, conditional requests (RFC 9110 §13.2.2) and
-        byte ranges (§14) for an answer from C{entry}.
-        """
-        headers = view.headers
-        made = tuple(entry.alternates) if entry.alternates else ()
-        coding = self.coding_for(headers.get("accept-encoding"), entry.coding, made)
-        if coding is None:
-            return NotAcceptable()
-        ranged = None
-        if entry.status == 200 and view.method == b"GET" and "range" in headers:
-            ranged = self._range(view, entry)
-            if ranged is not None:
-                coding = "identity"
-        if 200 <= entry.status < 300 and self._not_modified(view, entry):
-            return NotModified(coding)
-        if ranged == "unsatisfiable":
-            return Unsatisfiable()
-        if ranged is not None:
-            return Partial(ranged[0], ranged[1])
-        return Full(coding)
-
-    @staticmethod
-    def _not_modified(view: RequestView, entry: CacheEntry) -> bool:
-        """
-        C{If-None-Match} (weak comparison, lists, C{*}), else
-        C{If-Modified-Since}, for GET and HEAD. An entry without
-        C{Last-Modified} is compared by its C{Date}, or else by when it was
-        received (RFC 9111 §4.3.2).
-        """
-        if view.method not in GET_HEAD:
-            return False
-        headers = view.headers
-        inm = headers.get("if-none-match")
-        if inm is not None:
-            return etag_matches_weak(inm.encode("latin-1"), entry.etag)
-        ims = view.values(b"if-modified-since")
-        if not ims:
-            return False
-        since = parse_http_date(ims[0])
-        if since is None:
-            return False
-        if entry.last_modified is not None:
-            modified = parse_http_date(entry.last_modified)
-        else:
-            dates = [v for n, v in entry.headers if n.lower() == b"date"]
-            modified = parse_http_date(dates[0]) if dates else None
-            if modified is None:
-                modified = entry.stored_at
-        return modified is not None and modified <= since
-
-    @staticmethod
-    def _range(view: RequestView, entry: CacheEntry):
-        """
-        @return: what C{Range} asks of C{entry}'s identity body: C{None} (the
-            whole body: an ignored range, or C{If-Range} not matching),
-            C{"unsatisfiable"} or C{(first, last)}.
-        """
-        if_range = view.values(b"if-range")
-        if if_range:
-            value = if_range[0].strip()
-            if value.startswith((b'"', b"W/")):
-                if not etag_matches_strong(value, entry.etag):
-                    return None
-            else:
-                date = parse_http_date(value)
-                modified = parse_http_date(entry.last_modified)
-                if date is None or modified is None or date != modified:
-                    return None
-        return parse_range(view.values(b"range")[0], entry.identity_length)

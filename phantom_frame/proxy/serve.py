@@ -2,7 +2,7 @@
 Answers from a stored entry: the headers every answer from an entry
 carries (L{entry_headers}, L{not_modified_headers}), used by the fast path
 and by twisted.web alike, and L{EntryRenderer}, which writes an
-L{phantom_frame.proxy.decision.EntryAnswer} to a twisted.web request.
+L{phantom_frame.proxy.negotiation.EntryAnswer} to a twisted.web request.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from phantom_frame.cache.codec import Codec, varies_by_coding
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import weakened
 from phantom_frame.proxy.answers import http_date, send_error
-from phantom_frame.proxy.decision import (
+from phantom_frame.proxy.negotiation import (
     EntryAnswer,
     NotAcceptable,
     NotModified,

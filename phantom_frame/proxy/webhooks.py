@@ -18,7 +18,7 @@ Every webhook receives a C{POST} with a JSON description of the request::
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import attr
 from twisted.internet.defer import CancelledError, Deferred

@@ -17,6 +17,7 @@ from phantom_frame.cache.lock import Shared
 from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.store import MemoryStore, StoredBody
 from phantom_frame.proxy import decision as d
+from phantom_frame.proxy import negotiation as n
 from phantom_frame.proxy.decision import Decider
 from phantom_frame.proxy.settings import CreateProxyConfig
 from phantom_frame.proxy.view import RequestView, joined_headers
@@ -79,7 +80,7 @@ class DeciderTests(SynchronousTestCase):
         entry = self.store()
         hit = decider.decide(view())
         self.assertIsInstance(hit, d.Hit)
-        self.assertEqual((hit.key, hit.entry, hit.answer), ("GET:/p", entry, d.Full("identity")))
+        self.assertEqual((hit.key, hit.entry, hit.answer), ("GET:/p", entry, n.Full("identity")))
         self.assertEqual(hit.status.header, b"phantom-frame; hit")
         self.assertEqual(self.cache.hits, 0)
         decider.note(hit)
@@ -104,13 +105,13 @@ class DeciderTests(SynchronousTestCase):
         decider = self.decider()
         self.store(etag=b'"e"', coding="br")
         answer = lambda **h: decider.decide(view(**h)).answer  # noqa: E731
-        self.assertEqual(answer(if_none_match='"e"'), d.NotModified("identity"))
-        self.assertEqual(answer(if_none_match='W/"e"', accept_encoding="br"), d.NotModified("br"))
-        self.assertEqual(answer(range="bytes=0-9"), d.Partial(0, 9))
-        self.assertEqual(answer(range="bytes=5000-"), d.Unsatisfiable())
-        self.assertEqual(answer(range="bytes=0-9", if_range='"other"'), d.Full("identity"))
-        self.assertEqual(answer(accept_encoding="identity;q=0"), d.NotAcceptable())
-        self.assertEqual(answer(accept_encoding="gzip, br"), d.Full("br"))
+        self.assertEqual(answer(if_none_match='"e"'), n.NotModified("identity"))
+        self.assertEqual(answer(if_none_match='W/"e"', accept_encoding="br"), n.NotModified("br"))
+        self.assertEqual(answer(range="bytes=0-9"), n.Partial(0, 9))
+        self.assertEqual(answer(range="bytes=5000-"), n.Unsatisfiable())
+        self.assertEqual(answer(range="bytes=0-9", if_range='"other"'), n.Full("identity"))
+        self.assertEqual(answer(accept_encoding="identity;q=0"), n.NotAcceptable())
+        self.assertEqual(answer(accept_encoding="gzip, br"), n.Full("br"))
 
     def test_other_codings(self) -> None:
         """
@@ -122,14 +123,14 @@ class DeciderTests(SynchronousTestCase):
         decider = self.decider()
         entry = self.store(coding="br")
         answer = lambda **h: decider.decide(view(**h)).answer  # noqa: E731
-        self.assertEqual(answer(accept_encoding="gzip, deflate"), d.Full("gzip"))
-        self.assertEqual(answer(accept_encoding="gzip;q=0.2, deflate"), d.Full("deflate"))
-        self.assertEqual(answer(accept_encoding="gzip, identity;q=0"), d.Full("gzip"))
+        self.assertEqual(answer(accept_encoding="gzip, deflate"), n.Full("gzip"))
+        self.assertEqual(answer(accept_encoding="gzip;q=0.2, deflate"), n.Full("deflate"))
+        self.assertEqual(answer(accept_encoding="gzip, identity;q=0"), n.Full("gzip"))
         entry.alternates = {"deflate": StoredBody(3, b"abc")}
-        self.assertEqual(answer(accept_encoding="gzip, deflate"), d.Full("deflate"))
-        self.assertEqual(answer(accept_encoding="gzip, deflate;q=0.5"), d.Full("gzip"))
+        self.assertEqual(answer(accept_encoding="gzip, deflate"), n.Full("deflate"))
+        self.assertEqual(answer(accept_encoding="gzip, deflate;q=0.5"), n.Full("gzip"))
         self.store("GET:/i")
-        self.assertEqual(decider.decide(view("/i", accept_encoding="gzip")).answer, d.Full("identity"))
+        self.assertEqual(decider.decide(view("/i", accept_encoding="gzip")).answer, n.Full("identity"))
 
     def test_stale(self) -> None:
         """
