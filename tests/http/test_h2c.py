@@ -7,7 +7,7 @@ HTTP/1.1 channel's answer.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
