@@ -199,9 +199,13 @@ def fast_channel_factory(*site: Any) -> _GenericHTTPChannelProtocol:
     The L{Site.protocol} of a proxy site (as a class attribute, it is
     called with the site; as an instance attribute, with nothing):
     twisted.web's generic channel (so TLS with ALPN still chooses HTTP/2
-    when available) around a L{FastHTTPChannel}.
+    when available, and so does a cleartext connection opening with the
+    HTTP/2 preface: see L{phantom_frame.http.h2c}) around a
+    L{FastHTTPChannel}.
     """
-    return _GenericHTTPChannelProtocol(FastHTTPChannel())
+    from phantom_frame.http.h2c import PriorKnowledgeChannel
+
+    return PriorKnowledgeChannel(FastHTTPChannel())
 
 
 class FastHits:

@@ -14,9 +14,51 @@ from phantom_frame.cache.variance import Tracked, Variance, normalise, variant_o
 from tests.cache.support import NO_HEADERS, CacheTestMixin, headers, ids
 
 
+#: Spellings of one header value that must make one variant, by header.
+EQUIVALENT = [
+    ("accept-language", "en-US,fr;q=0.5", "fr;q=0.5, en-us", "EN-us , FR ; Q=0.50", "fr;q=0.500,en-US;q=1"),
+    ("accept-language", "en;q=1.0", "en", "en;q=1.", "EN", "en;", ",en,,", " en, ,"),
+    ("accept-language", "de;q=0.0, en", "en, de;q=0", "de;q=0., en", "en,de;q=0.000"),
+    ("accept-language", "da, en-gb;q=0.8, en;q=0.7", "en;q=0.7,en-GB;q=0.8,da"),
+    ("accept-language", "*;q=0.1, en-US, en;q=0.9", "en-us,en;q=0.9,*;q=0.1"),
+    ("accept", "text/html, application/xhtml+xml, */*;q=0.8", "*/*;q=0.8,TEXT/HTML,application/XHTML+xml"),
+    ("accept", "text/html;Level=1", "text/html; level=1", "Text/HTML ;level=1;q=1"),
+    ("accept", "image/avif,image/webp,*/*", "Image/AVIF, image/webp , */*"),
+    ("accept", 'text/plain; x="a, b"; q=0.3, text/html', 'text/html, text/plain;x="a, b";q=0.30'),
+    ("accept-encoding", "gzip, deflate, br", "GZIP,deflate , BR"),
+    ("accept-encoding", "br;q=1.0, gzip;q=0.5, *;q=0", "*;q=0, gzip;q=0.5, br"),
+    ("accept-charset", "UTF-8, iso-8859-1;q=0.5", "iso-8859-1;q=0.5,utf-8"),
+    ("rsc", " 1 ", "1"),
+    ("next-router-state-tree", "%5B%22%22%2C%7B%7D%5D", " %5B%22%22%2C%7B%7D%5D"),
+    ("x-mode", "a  b , c", "a b,c"),
+]
+
+#: Values that must stay different variants.
+DIFFERENT = [
+    ("accept-language", "en, fr", "fr, en"),
+    ("accept-language", "en;q=0.5, fr;q=0.5", "fr;q=0.5, en;q=0.5"),
+    ("accept-language", "en, fr;q=0.5", "en, fr;q=0.4"),
+    ("accept-language", "en, fr;q=0.5", "en"),
+    ("accept-language", "en", "en-US"),
+    ("accept-language", "en;q=0", "en"),
+    ("accept-language", "en, en", "en"),
+    ("accept-language", "en;q=2", "en"),
+    ("accept", 'text/plain;x="A"', 'text/plain;x="a"'),
+    ("accept", "text/html;level=1", "text/html;level=2"),
+    ("accept", "text/html;level=1", "text/html"),
+    ("accept", "image/webp,*/*", "*/*,image/webp"),
+    ("accept-encoding", "gzip, br", "br, gzip"),
+    ("rsc", "1", "0"),
+    ("next-router-state-tree", "%5B%22A%22%5D", "%5B%22a%22%5D"),
+    ("next-router-prefetch", "A, b", "b, A"),
+    ("x-mode", "A", "a"),
+]
+
+
 class NormaliseTests(SynchronousTestCase):
     """
-    Tests for L{normalise} and L{variant_of}.
+    Tests for L{normalise} and L{variant_of}: equivalent values make one
+    variant, different preferences stay apart.
     """
 
     def test_none(self) -> None:
@@ -29,17 +71,20 @@ class NormaliseTests(SynchronousTestCase):
     def test_whitespace(self) -> None:
         """
         Whitespace around list items is dropped and runs of spaces inside an
-        item become one space; case and item order are kept.
+        item become one space; case and item order are kept, for a header
+        without a name or any but the negotiation headers.
         """
         self.assertEqual(normalise("gzip ,  br"), "gzip,br")
         self.assertEqual(normalise("  en-GB,\tfr ;q=0.5 "), "en-GB,fr ;q=0.5")
         self.assertEqual(normalise("a   b"), "a b")
         self.assertEqual(normalise("B, a"), "B,a")
+        self.assertEqual(normalise(" 1 ", "rsc"), "1")
+        self.assertEqual(normalise("B , a;q=0.5", "x-list"), "B,a;q=0.5")
 
     def test_variantOf(self) -> None:
         """
-        L{variant_of} gives the normalised value of each named header, in the
-        order of the names, L{None} for those missing.
+        L{variant_of} gives the normalised value of each named header, as
+        its name says, in the order of the names, L{None} for those missing.
         """
         lookup = headers(accept_language="en , fr", x_mode="a  b")
         self.assertEqual(
@@ -47,6 +92,53 @@ class NormaliseTests(SynchronousTestCase):
             ("a b", "en,fr", None),
         )
         self.assertEqual(variant_of((), lookup), ())
+        lookup = headers(accept_language="fr;q=0.5, EN", rsc="A")
+        self.assertEqual(variant_of(("accept-language", "rsc"), lookup), ("en,fr;q=0.5", "A"))
+
+    def test_equivalent(self) -> None:
+        """
+        Values that differ in whitespace, in the case of tokens and
+        parameter names, in the spelling of q-values, in empty items, or in
+        the order of items of different q normalise alike.
+        """
+        for name, first, *others in EQUIVALENT:
+            for other in others:
+                self.assertEqual(normalise(other, name), normalise(first, name), (name, first, other))
+
+    def test_different(self) -> None:
+        """
+        Values that differ in the order of equal-q items, in a q-value, in a
+        token, a parameter, or, for every other header, in case or order,
+        do not.
+        """
+        for name, one, other in DIFFERENT:
+            self.assertNotEqual(normalise(one, name), normalise(other, name), (name, one, other))
+
+    def test_normalForm(self) -> None:
+        """
+        The normal form: lower-cased tokens and parameter names, no spaces,
+        the shortest q-values, no C{q=1}, higher q first, equal q in the
+        client's order, quoted strings kept as they are; long values too.
+        """
+        self.assertEqual(normalise("fr;q=0.5, en-US", "accept-language"), "en-us,fr;q=0.5")
+        self.assertEqual(normalise("a;q=0.250, b;q=0.25, c, d;Q=1.000", "accept-language"), "c,d,a;q=0.25,b;q=0.25")
+        self.assertEqual(normalise("*/*;q=0, Text/HTML;Level=One", "accept"), "text/html;level=One,*/*;q=0")
+        self.assertEqual(normalise('text/plain;Q=0.3;x="A, B"', "accept"), 'text/plain;x="A, B";q=0.3')
+        items = ["x-%d;q=0.%d" % (i, i % 9 + 1) for i in range(60)]
+        long = normalise(", ".join(items).upper(), "accept-language")
+        self.assertEqual(long, normalise(",".join(items), "accept-language"))
+        self.assertTrue(long.startswith("x-8;q=0.9,x-17;q=0.9,"), long[:40])
+
+    def test_notAList(self) -> None:
+        """
+        A negotiation header that does not parse (a q-value out of range or
+        with four decimals, an unclosed quote) is only trimmed: its case
+        and order are kept.
+        """
+        self.assertEqual(normalise("FR;q=2 , en", "accept-language"), "FR;q=2,en")
+        self.assertEqual(normalise("FR;q=0.1234", "accept-language"), "FR;q=0.1234")
+        self.assertEqual(normalise("FR;q=abc", "accept-language"), "FR;q=abc")
+        self.assertEqual(normalise('text/plain;x="a, B', "accept"), 'text/plain;x="a,B')
 
 
 class VarianceTests(SynchronousTestCase):
@@ -192,7 +284,7 @@ class VaryTests(SynchronousTestCase, CacheTestMixin):
             key,
             body,
             vary=("accept-language",),
-            variant=(normalise(language),),
+            variant=(normalise(language, "accept-language"),),
         )
 
     def test_matching(self) -> None:
@@ -205,7 +297,7 @@ class VaryTests(SynchronousTestCase, CacheTestMixin):
         en = self.makeEntry(
             "GET:/a",
             vary=("accept-language", "x-mode"),
-            variant=(normalise("en , fr"), None),
+            variant=(normalise("en , fr", "accept-language"), None),
         )
         self.put(cache, en)
         self.assertIs(cache.lookup("GET:/a", headers(accept_language="en,fr")), en)
@@ -217,6 +309,22 @@ class VaryTests(SynchronousTestCase, CacheTestMixin):
             cache.lookup("GET:/a", headers(accept_language="en,fr", x_mode="1"))
         )
         self.assertIsNone(cache.lookup("GET:/a", NO_HEADERS))
+
+    def test_equivalentSpellings(self) -> None:
+        """
+        An entry stored for one spelling of C{Accept-Language} is found by
+        every equivalent spelling, and not by a different preference.
+        """
+        cache = self.makeCache()
+        names = ("accept-language",)
+        entry = self.makeEntry(
+            "GET:/a", vary=names, variant=variant_of(names, headers(accept_language="en-US,fr;q=0.5"))
+        )
+        self.put(cache, entry)
+        for spelling in ["fr;q=0.5, en-us", "EN-US , fr;q=0.50", "en-US;q=1, fr;Q=0.500"]:
+            self.assertIs(cache.lookup("GET:/a", headers(accept_language=spelling)), entry, spelling)
+        for other in ["fr;q=0.5", "en-US, fr;q=0.4", "fr, en-US"]:
+            self.assertIsNone(cache.lookup("GET:/a", headers(accept_language=other)), other)
 
     def test_missingHeaderVariant(self) -> None:
         """
