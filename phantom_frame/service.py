@@ -18,7 +18,7 @@ from phantom_frame.cache.threads import ThreadRunner
 from phantom_frame.config import Config, ServerConfig
 from phantom_frame.embed import CacheHandle, create_proxy, default_agent
 from phantom_frame.http.routing import Router
-from phantom_frame.http.site import ProxyRequest, ProxySite
+from phantom_frame.http.site import ProxySite
 from phantom_frame.http.tls import ReloadableContext, tls_factory
 from phantom_frame.ops.control import ControlResource
 from phantom_frame.ops.control_site import ControlSite
