@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import _GenericHTTPChannelProtocol
 
 from phantom_frame.http.channel import FastHTTPChannel
+from phantom_frame.http.h2c import PriorKnowledgeChannel
 
 log = Logger()
 
@@ -163,10 +164,12 @@ class DrainingChannel(FastHTTPChannel):
         FastHTTPChannel.writeHeaders(self, version, code, reason, headers)
 
 
-class TrackedConnection(_GenericHTTPChannelProtocol):
+class TrackedConnection(PriorKnowledgeChannel):
     """
     twisted.web's generic channel (HTTP/1.1, or HTTP/2 when TLS negotiates
-    it) that registers with its site's L{Drain} while it is connected.
+    it or a cleartext connection opens with the HTTP/2 preface: see
+    L{PriorKnowledgeChannel}) that registers with its site's L{Drain} while
+    it is connected.
     """
 
     _closing = False
