@@ -208,6 +208,14 @@ def fast_channel_factory(*site: Any) -> _GenericHTTPChannelProtocol:
     return PriorKnowledgeChannel(FastHTTPChannel())
 
 
+#: What L{FastHits} remembers of a request head it cannot answer.
+_NOT_FAST = object()
+#: Request heads remembered, parsed and routed (the same clients send the
+#: same heads again and again), and the longest remembered.
+_HEADS_KEPT = 1024
+_HEAD_KEPT_BYTES = 2048
+
+
 class FastHits:
     """
     Recognises and answers hits for a site whose resource is a
@@ -226,6 +234,9 @@ class FastHits:
         self._clock = clock
         self.answered = 0
         self._hosts: Dict[str, Tuple[Any, bool]] = {}
+        self._heads: Dict[bytes, Any] = {}
+        self._memoResource: Any = None
+        self._memoLimits: Any = None
 
     def _host_ok(self, value: str) -> bool:
         """
@@ -249,47 +260,27 @@ class FastHits:
         @param channel: the connection the request came on.
         @return: C{(chunks to write, close after)} for a hit, else C{None}.
         """
-        line_end = data.find(b"\r\n", start, end + 2)
-        request_line = _REQUEST_LINE.fullmatch(data, start, line_end)
-        if request_line is None:
+        site = self._site
+        resource = site.resource
+        limits = getattr(site, "limits", None)
+        if resource is not self._memoResource or limits is not self._memoLimits:
+            self._heads.clear()
+            self._memoResource, self._memoLimits = resource, limits
+        head = data[start:end]
+        parsed = self._heads.get(head)
+        if parsed is None:
+            parsed = self._parse(data, start, end, resource)
+            if len(head) <= _HEAD_KEPT_BYTES:
+                if len(self._heads) >= _HEADS_KEPT:
+                    self._heads.clear()
+                self._heads[head] = parsed
+        if parsed is _NOT_FAST:
             return None
-        method, target = request_line.group(1), request_line.group(2)
-        headers: Dict[str, str] = {}
-        if line_end < end:
-            if _HEADER_BLOCK.fullmatch(data, line_end + 2, end) is None:
-                return None
-            for line in data[line_end + 2 : end].decode("ascii").split("\r\n"):
-                name, _, value = line.partition(":")
-                name = name.lower()
-                if name in _DISQUALIFYING or name in headers:
-                    return None
-                headers[name] = value.strip(" \t")
-        host = headers.get("host")
-        if host is None or not self._host_ok(host):
-            return None
-        close = "close" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
-        path, _, query = target.partition(b"?")
-        prefix = b""
-        resource = self._site.resource
-        server = getattr(resource, "proxy_server", None)
-        if server is None:
-            match = getattr(resource, "match", None)
-            if match is None:
-                return None
-            segments = path[1:].split(b"/")
-            routed, depth = match(segments)
-            if routed is None:
-                return None
-            server = getattr(routed, "proxy_server", None)
-            if server is None:
-                return None
-            if depth:
-                prefix = b"/" + b"/".join(segments[:depth])
-                path = b"/" + b"/".join(segments[depth:])
-        if not server.fast_path_ok:
-            return None
+        server, view, close = parsed
+        method = view.method
+        headers = view.headers
+        target = view.target if not view.prefix else view.prefix + view.target
         decider = server.decider
-        view = RequestView(method, path, query, headers, None, None, False, prefix)
         decision = decider.decide(view)
         kind = type(decision)
         if kind is not Hit and kind is not Stale:
@@ -301,8 +292,9 @@ class FastHits:
             return None
         decider.note(decision)
         if kind is Stale and decision.refresh:
-            view.client = getattr(channel.transport.getPeer(), "host", None)
-            server.filler.refresh_behind(view, decision.key, entry)
+            client = getattr(channel.transport.getPeer(), "host", None)
+            refresh = RequestView(method, view.path, view.query, headers, None, client, False, view.prefix)
+            server.filler.refresh_behind(refresh, decision.key, entry)
         self.answered += 1
         now = self._clock.seconds()
         status = decision.status
@@ -321,6 +313,55 @@ class FastHits:
         if record is not None:
             record(channel, server, method, target, headers, code, len(body), status)
         return out, close
+
+    def _parse(self, data: bytes, start: int, end: int, resource: Any) -> Any:
+        """
+        Parse and route one request head (C{data[start:end]}).
+
+        @return: C{(server, view, close)} for a request the fast path may
+            answer, else L{_NOT_FAST}. It depends on nothing but the head's
+            bytes, the site's resource and its limits, so L{__call__}
+            remembers it for heads that come again.
+        """
+        line_end = data.find(b"\r\n", start, end + 2)
+        request_line = _REQUEST_LINE.fullmatch(data, start, line_end)
+        if request_line is None:
+            return _NOT_FAST
+        method, target = request_line.group(1), request_line.group(2)
+        headers: Dict[str, str] = {}
+        if line_end < end:
+            if _HEADER_BLOCK.fullmatch(data, line_end + 2, end) is None:
+                return _NOT_FAST
+            for line in data[line_end + 2 : end].decode("ascii").split("\r\n"):
+                name, _, value = line.partition(":")
+                name = name.lower()
+                if name in _DISQUALIFYING or name in headers:
+                    return _NOT_FAST
+                headers[name] = value.strip(" \t")
+        host = headers.get("host")
+        if host is None or not self._host_ok(host):
+            return _NOT_FAST
+        close = "close" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
+        path, _, query = target.partition(b"?")
+        prefix = b""
+        server = getattr(resource, "proxy_server", None)
+        if server is None:
+            match = getattr(resource, "match", None)
+            if match is None:
+                return _NOT_FAST
+            segments = path[1:].split(b"/")
+            routed, depth = match(segments)
+            if routed is None:
+                return _NOT_FAST
+            server = getattr(routed, "proxy_server", None)
+            if server is None:
+                return _NOT_FAST
+            if depth:
+                prefix = b"/" + b"/".join(segments[:depth])
+                path = b"/" + b"/".join(segments[depth:])
+        if not server.fast_path_ok:
+            return _NOT_FAST
+        return server, RequestView(method, path, query, headers, None, None, False, prefix), close
 
     @staticmethod
     def _render(entry: Any, answer: Any, method: bytes):

@@ -410,3 +410,41 @@ class StrictParserTests(SynchronousTestCase):
                 found.append((code, body, closing))
             self.assertEqual(found[0], found[1], probe)
             self.assertEqual(found[0][0], 400, probe)
+
+
+class HeadMemoryTests(SynchronousTestCase):
+    """
+    The fast path parses and routes a request head once, and remembers the
+    outcome for the site's resource and limits in force.
+    """
+
+    def test_remembered(self) -> None:
+        """
+        A head seen again is not parsed again; a head the fast path cannot
+        answer stays unanswered by it.
+        """
+        rig = Rig(True)
+        rig.exchange(request("/m"))
+        parses = []
+        fast = rig.site.fastHit
+        original = fast._parse
+        self.patch(fast, "_parse", lambda *a: parses.append(1) or original(*a))
+        before = rig.answered()
+        rig.exchange(request("/m") + request("/m") + request("/m", authorization="Bearer x") * 2)
+        self.assertEqual(rig.answered() - before, 2)
+        self.assertEqual(len(parses), 2)
+
+    def test_forgotten_on_reload(self) -> None:
+        """
+        Replacing the site's resource (a reload) forgets every head: the
+        new routes answer.
+        """
+        rig = Rig(True)
+        rig.exchange(request("/r"))
+        before = rig.answered()
+        rig.exchange(request("/r"))
+        self.assertEqual(rig.answered() - before, 1)
+        rig.site.resource = Router([])
+        output = rig.exchange(request("/r"))
+        self.assertEqual(parse(output, [False])[0][0], 404)
+        self.assertEqual(rig.answered() - before, 1)
