@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import attr
 
 from phantom_frame.cache.globs import MAX_PATTERN, Glob, GlobSet, PatternError, compile_glob
+from phantom_frame.cache.paths import spell_pattern
 
 __all__ = [
     "MAX_PATTERN",
@@ -37,7 +38,8 @@ class PathPattern:
     C{"METHOD PATH"}.
 
     @ivar method: the method the pattern names, or L{None} when it names none.
-    @ivar path: the path glob.
+    @ivar path: the path glob, spelled as request paths are (C{/café/*} is
+        C{/caf%C3%A9/*}, see L{spell_pattern}).
     """
 
     method: Optional[str]
@@ -74,7 +76,7 @@ class PathPattern:
             raise PatternError(f"{text!r}: expected PATH or METHOD PATH")
         if not path.startswith(("/", "*")):
             raise PatternError(f"{text!r}: the path must begin with / or *")
-        return cls(method, path)
+        return cls(method, spell_pattern(path))
 
     def matches(self, method: str, path: str) -> bool:
         """
@@ -128,8 +130,14 @@ class RequestFilter:
     cacheable method. Exclude patterns win over include patterns; an empty
     include list includes every path.
 
+    A path with C{;parameters} in a segment (C{/private;x/page}) is matched
+    both as it is and without them (C{/private/page}), as servlet
+    containers read it: it is excluded when either form is, and included
+    only when both are, so that no origin serves an excluded page under
+    another name.
+
     Everything is compiled up front: a request costs one dictionary look-up
-    and at most two L{GlobSet} matches.
+    and at most two L{GlobSet} matches (four with parameters).
     """
 
     def __init__(self, include: Sequence[str], exclude: Sequence[str]) -> None:
@@ -167,10 +175,14 @@ class RequestFilter:
         rule = self._rules.get(method)
         if rule is None:
             return "method"
-        if rule.exclude is not None and rule.exclude.matches(path):
+        bare = _without_parameters(path) if ";" in path else None
+        exclude = rule.exclude
+        if exclude is not None and (exclude.matches(path) or bare is not None and exclude.matches(bare)):
             return "excluded"
-        if rule.restricted and (rule.include is None or not rule.include.matches(path)):
-            return "not-included"
+        if rule.restricted:
+            include = rule.include
+            if include is None or not include.matches(path) or bare is not None and not include.matches(bare):
+                return "not-included"
         return None
 
     @property
@@ -179,6 +191,13 @@ class RequestFilter:
         @return: the cacheable methods, sorted.
         """
         return tuple(sorted(self._rules))
+
+
+def _without_parameters(path: str) -> str:
+    """
+    @return: C{path} without the C{;parameters} of its segments.
+    """
+    return "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
 
 
 def _method_form(key: str, colon: int) -> bool:

@@ -27,6 +27,7 @@ from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Full, Hit
 from phantom_frame.proxy.serve import entry_headers, needs_date
+from phantom_frame.proxy.target import TargetError, normalise_path
 from phantom_frame.proxy.view import RequestView
 
 #: Request headers that send a request down the stock path.
@@ -181,7 +182,7 @@ class FastHits:
         method, target = parts[0], parts[1]
         if method != b"GET" and method != b"HEAD":
             return None
-        if not target.startswith(b"/") or b"%" in target or b"#" in target:
+        if not target.startswith(b"/") or b"#" in target:
             return None
         headers: Dict[str, str] = {}
         if line_end < end:
@@ -204,10 +205,17 @@ class FastHits:
         prefix = b""
         resource = self._site.resource
         server = getattr(resource, "proxy_server", None)
+        try:
+            if server is None:
+                match = getattr(resource, "match_raw", None)
+                if match is None:
+                    return None
+                path = normalise_path(path, lambda segments: match(segments)[1])
+            else:
+                path = normalise_path(path)
+        except TargetError:
+            return None
         if server is None:
-            match = getattr(resource, "match", None)
-            if match is None:
-                return None
             segments = path[1:].split(b"/")
             routed, depth = match(segments)
             if routed is None:

@@ -121,6 +121,32 @@ class RequestFilterTests(SynchronousTestCase):
         self.assertEqual(f.bypass_reason("GET", "/admin/x"), "excluded")
         self.assertIsNone(f.bypass_reason("GET", "/admins"))
 
+    def test_pathParameters(self) -> None:
+        """
+        A path with C{;parameters} is matched as it is and without them (as
+        a servlet container reads it): excluded when either form is,
+        included only when both are.
+        """
+        f = RequestFilter([], ["/private-area", "/private-area/*"])
+        for path in ["/private-area;x/x.css", "/private-area;jsessionid=1", "/private-area/x.css;v=2"]:
+            self.assertEqual(f.bypass_reason("GET", path), "excluded", path)
+        self.assertIsNone(f.bypass_reason("GET", "/public;x/x.css"))
+        f = RequestFilter(["/public/*"], [])
+        self.assertIsNone(f.bypass_reason("GET", "/public/a;v=1"))
+        self.assertEqual(f.bypass_reason("GET", "/public;x/a"), "not-included")
+        self.assertEqual(f.bypass_reason("GET", "/other;/public/a"), "not-included")
+
+    def test_spelledPatterns(self) -> None:
+        """
+        Patterns are spelled as request paths are, so that C{/café/*} and
+        C{/%7Euser/*} match the normal paths of those pages.
+        """
+        f = RequestFilter([], ["/café/*", "/%7euser/*", "GET /a%2fb"])
+        self.assertEqual(f.bypass_reason("GET", "/caf%C3%A9/menu"), "excluded")
+        self.assertEqual(f.bypass_reason("GET", "/~user/x"), "excluded")
+        self.assertEqual(f.bypass_reason("GET", "/a%2Fb"), "excluded")
+        self.assertEqual(PathPattern.parse("/café/*").path, "/caf%C3%A9/*")
+
     def test_excludeWins(self) -> None:
         """
         A path matching both an include and an exclude pattern is excluded.
