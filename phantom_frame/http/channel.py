@@ -229,7 +229,7 @@ class FastHits:
         if not server.fast_path_ok:
             return None
         decider = server.decider
-        view = RequestView(method, path, query, headers, None, None, False, prefix)
+        view = RequestView(method, path, query, headers, None, None, channel.isSecure(), prefix)
         decision = decider.decide(view)
         if type(decision) is not Hit:
             return None

@@ -30,10 +30,10 @@ from phantom_frame.cache.freshness import (
     parse_http_date,
     parse_range,
 )
-from phantom_frame.cache.keys import RequestInfo, default_cache_key
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
 from phantom_frame.proxy import status as statuses
+from phantom_frame.proxy.scope import Scope
 from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.status import CacheStatus
 from phantom_frame.proxy.view import RequestView
@@ -189,6 +189,7 @@ class Tunnel:
 Decision = Union[Hit, Stale, Fill, Await, Bypass, Reject, Tunnel]
 
 MALFORMED = Reject(400, "Bad Request: malformed request target")
+BAD_HOST = Reject(400, "Bad Request: malformed Host header")
 NOT_FOUND = Reject(404, "Not Found")
 METHOD_NOT_ALLOWED = Reject(405, "Method Not Allowed", headers=ALLOW_GET_HEAD)
 NO_UPGRADES = Reject(501, "Not Implemented: protocol upgrades are not tunnelled")
@@ -251,8 +252,7 @@ class Decider:
         self._clock = clock
         self.filter = RequestFilter(config.include_paths, config.exclude_paths)
         self.http_policy = config.cache_policy == CachePolicy.HTTP
-        self._key_fn: Callable[[RequestInfo], str] = config.cache_key_fn or default_cache_key
-        self._default_key = config.cache_key_fn is None
+        self.scope = Scope(config, cache)
         self.caching = config.cache_strategy != CacheStrategy.NONE
         self.pure_ssg = (
             config.proxy_mode == ProxyMode.PRE_GENERATE and not config.pre_generate_fallthrough
@@ -264,27 +264,19 @@ class Decider:
 
     # Keys
 
-    def key(self, method: bytes, path: bytes, query: bytes, headers: Dict[str, str]) -> str:
+    def key(self, method: bytes, path: bytes, query: bytes, headers: Dict[str, str], host: str = "") -> str:
         """
-        @return: the cache key of a request (C{HEAD} shares C{GET}'s).
+        @return: the cache key of a request (see L{Scope.key}).
         @raise Exception: whatever a custom key function raises.
         """
-        if method == b"HEAD":
-            method = b"GET"
-        if self._default_key:
-            text = method.decode("latin-1") + ":" + path.decode("latin-1")
-            return text + "?" + query.decode("latin-1") if query else text
-        return self._key_fn(
-            RequestInfo(method.decode("latin-1"), path.decode("latin-1"), query.decode("latin-1"), headers)
-        )
+        return self.scope.key(method, path, query, headers, host)
 
-    def key_of_target(self, target: bytes) -> str:
+    def key_of_target(self, target: bytes, view: Optional[RequestView] = None) -> str:
         """
-        @return: the key a C{GET} of C{target} (a stripped path and query)
-            is stored under.
+        @return: the key a C{GET} of C{target} is stored under, for the
+            host of C{view} or host-less (see L{Scope.key_of_target}).
         """
-        path, _, query = target.partition(b"?")
-        return self.key(b"GET", path, query, {})
+        return self.scope.key_of_target(target, view)
 
     # The decision
 
@@ -295,6 +287,8 @@ class Decider:
         @param upgrade: whether the request asks to switch protocols.
         @return: a L{Reject} or L{Tunnel}, or C{None} to go on deciding.
         """
+        if self.scope.host(view) is None:
+            return BAD_HOST
         if self._config.forward_get_only and view.method not in GET_HEAD:
             return METHOD_NOT_ALLOWED
         if upgrade:
@@ -309,6 +303,9 @@ class Decider:
         @return: the decision.
         """
         method = view.method
+        host = self.scope.host(view)
+        if host is None:
+            return BAD_HOST
         if self.pure_ssg:
             # Pure SSG never reaches the origin at request time.
             if method not in GET_HEAD:
@@ -317,9 +314,10 @@ class Decider:
             reason = self._bypass_reason(view)
             if reason is not None:
                 return Bypass(statuses.bypass(reason))
+        entry = None
         if key is None:
             try:
-                key = self.key(method, view.path, view.query, view.headers)
+                key, entry = self.scope.find(view, host)
             except Exception:
                 log.failure(
                     "cache key function failed for {path!r} on server {server}",
@@ -328,7 +326,8 @@ class Decider:
                 )
                 return Bypass(statuses.bypass("key-error"))
         directives = request_directives(view) if self.http_policy else NO_REQUEST_DIRECTIVES
-        entry = self._cache.lookup(key, view.headers.get)
+        if entry is None:
+            entry = self._cache.lookup(key, view.headers.get)
         stale = None
         if entry is not None:
             now = self._clock.seconds()

@@ -283,7 +283,7 @@ class ProxyServer:
         """
         for target in unsafe_targets(view, response):
             try:
-                self.cache.drop(self.decider.key_of_target(target))
+                self.cache.drop(self.decider.key_of_target(target, view))
             except Exception:
                 log.failure("cache key function failed for {path!r}", path=target)
 

@@ -111,6 +111,7 @@ class CreateProxyConfig:
     webhooks: Tuple[Webhook, ...] = attr.ib(default=(), converter=_tuple)
     execute: Optional[str] = None
     execute_dir: Optional[str] = None
+    ignore_query_params: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
 
     def _with(self, **changes) -> CreateProxyConfig:
         return attr.evolve(self, **changes)
@@ -220,3 +221,10 @@ class CreateProxyConfig:
         @param seconds: how long the origin may keep us waiting (then 504).
         """
         return self._with(upstream_timeout=seconds)
+
+    def with_ignore_query_params(self, names) -> CreateProxyConfig:
+        """
+        @param names: globs of query parameter names left out of the cache
+            key (still forwarded): C{"utm_*"}, C{"fbclid"}, C{"_rsc"}.
+        """
+        return self._with(ignore_query_params=names)

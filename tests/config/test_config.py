@@ -326,6 +326,7 @@ class ServerKeysTests(_Helpers):
                 webhooks=[{"url": "http://hooks/a"}],
                 execute="npm start",
                 execute_dir="/srv/site",
+                ignore_query_params=["utm_*", "fbclid"],
             ),
             base_dir=base,
         )
@@ -360,6 +361,7 @@ class ServerKeysTests(_Helpers):
                 webhooks=(Webhook("http://hooks/a"),),
                 execute="npm start",
                 execute_dir="/srv/site",
+                ignore_query_params=("utm_*", "fbclid"),
             ),
         )
 
@@ -783,6 +785,26 @@ class ErrorTests(_Helpers):
         )
         self.assertIn("got 'get /x'", errors[0])
         self.assertIn('a path starting with "/"', errors[4])
+
+    def test_badNameGlobs(self) -> None:
+        """
+        C{ignore_query_params} is a list of names or globs; each bad item
+        is reported at its index. C{$env:} gives a comma-separated list.
+        """
+        errors = self.errors(_data(ignore_query_params=["utm_*", "a=b", "", 3]))
+        self.assertEqual(
+            [e.split(":")[0] for e in errors],
+            [
+                "server.api.ignore_query_params[1]",
+                "server.api.ignore_query_params[2]",
+                "server.api.ignore_query_params[3]",
+            ],
+        )
+        self.assertIn('a name or a glob of names ("utm_*")', errors[0])
+        for bad in ("a b", "a;b", "a,b", "a&b", "x" * 257, "a\x01"):
+            self.assertEqual(len(self.errors(_data(ignore_query_params=[bad]))), 1, bad)
+        proxy = self.server({"NAMES": "utm_*, fbclid"}, ignore_query_params="$env:NAMES").proxy
+        self.assertEqual(proxy.ignore_query_params, ("utm_*", "fbclid"))
 
     def test_webhookErrors(self) -> None:
         """
