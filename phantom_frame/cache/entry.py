@@ -53,6 +53,11 @@ class CacheEntry:
     @ivar must_revalidate: never served stale.
     @ivar etag: the origin's (or a generated) entity-tag.
     @ivar last_modified: the origin's C{Last-Modified}.
+    @ivar shareable: whether the origin marked it as one for everybody
+        (C{public}, C{s-maxage}, a C{CDN-Cache-Control} or
+        C{Surrogate-Control} lifetime; snapshots, fetched without any
+        client's cookies, are too): only then is it served to a request
+        that cookies make private.
     @ivar wire: answers serialised by the fast path, by coding (dropped
         whenever the headers change).
     @ivar size: the bytes it is accounted for: body, headers, key and
@@ -78,6 +83,7 @@ class CacheEntry:
     must_revalidate: bool = False
     etag: Optional[bytes] = None
     last_modified: Optional[bytes] = None
+    shareable: bool = False
     wire: Optional[Dict[str, Any]] = None
     size: int = 0
 

@@ -56,6 +56,7 @@ from phantom_frame.proxy.settings import (
     CacheStorageMode,
     CacheStrategy,
     CompressStrategy,
+    CookiePolicy,
     CreateProxyConfig,
     ProxyMode,
     Webhook,
@@ -125,7 +126,7 @@ _PATTERNS = _kind(
 
 def _is_name_glob(text: str) -> bool:
     """
-    @return: whether C{text} is a glob of query parameter names:
+    @return: whether C{text} is a glob of query parameter or cookie names:
         not empty, at most 256 characters, no spaces, controls, C{=}, C{&},
         C{;} or C{,}.
     """
@@ -167,6 +168,8 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "execute": _STRING,
     "execute_dir": _PATH,
     "ignore_query_params": _NAME_GLOBS,
+    "cookie_policy": _enum(CookiePolicy),
+    "ignore_cookies": _NAME_GLOBS,
 }
 
 _WEBHOOK_KINDS: Dict[str, Kind] = {

@@ -133,12 +133,15 @@ class Stale:
 class Fill:
     """
     Fetch from the origin through the single-flight fill of C{key}: a
-    revalidation of C{stale} when given.
+    revalidation of C{stale} when given. The response of a C{private}
+    request (its cookies may change it) is stored only when the origin
+    marked it shareable.
     """
 
     key: str
     stale: Optional[CacheEntry]
     directives: RequestDirectives
+    private: bool = False
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -325,18 +328,25 @@ class Decider:
                     server=self._name,
                 )
                 return Bypass(statuses.bypass("key-error"))
+        # Cookies make a request private, but snapshots are for everyone.
+        private = not self.pure_ssg and self.scope.private(view)
         directives = request_directives(view) if self.http_policy else NO_REQUEST_DIRECTIVES
         if entry is None:
             entry = self._cache.lookup(key, view.headers.get)
         stale = None
         if entry is not None:
+            if private and not entry.shareable:
+                return Bypass(statuses.bypass("cookie"))
             now = self._clock.seconds()
             age = entry.age(now)
             verdict = self.judge(entry, age, directives)
             if verdict is Freshness.FRESH:
                 return Hit(key, entry, self.answer(view, entry), statuses.hit(entry, age))
             if verdict is not Freshness.REVALIDATE:
-                return Stale(key, entry, self.answer(view, entry), verdict is Freshness.REFRESH_BEHIND)
+                # A private request starts no refresh: its cookies would go
+                # into a fill other requests are answered from.
+                refresh = verdict is Freshness.REFRESH_BEHIND and not private
+                return Stale(key, entry, self.answer(view, entry), refresh)
             stale = entry
         if directives.only_if_cached:
             return ONLY_IF_CACHED
@@ -344,7 +354,10 @@ class Decider:
             return Await(key) if self._cache.in_flight(key) else NOT_PRE_GENERATED
         if directives.no_store:
             return Bypass(statuses.bypass("no-store"))
-        return Fill(key, stale, directives)
+        if private and self._cache.in_flight(key):
+            # Another request's answer, shareable or not, is not this one's.
+            return Bypass(statuses.bypass("cookie"))
+        return Fill(key, stale, directives, private)
 
     def _bypass_reason(self, view: RequestView) -> Optional[str]:
         if not self.caching:

@@ -1,17 +1,19 @@
 """
 L{Scope}: what a request to one server is called in its cache, and whether
 it may share an answer -- the host its key is scoped by, its key (the
-default or a custom one, without the C{ignore_query_params}) and the
-host-less snapshot it is answered from on a C{pre_generate} server.
+default or a custom one, without the C{ignore_query_params}), the
+host-less snapshot it is answered from on a C{pre_generate} server, and
+whether its cookies make it private.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from phantom_frame.cache.cookies import CookieRule
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.keys import QueryFilter, RequestInfo, request_host
-from phantom_frame.proxy.settings import CreateProxyConfig, ProxyMode
+from phantom_frame.proxy.settings import CookiePolicy, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.target import TargetError, normalise_path
 from phantom_frame.proxy.view import RequestView
 
@@ -19,6 +21,8 @@ from phantom_frame.proxy.view import RequestView
 class Scope:
     """
     Names the requests of one server.
+
+    @ivar cookies: tells private requests.
     """
 
     def __init__(self, config: CreateProxyConfig, cache: Any) -> None:
@@ -31,6 +35,7 @@ class Scope:
         self._query = QueryFilter(config.ignore_query_params)
         self._hosts: Dict[Tuple[Optional[str], bool], Optional[str]] = {}
         self._snapshots = config.proxy_mode == ProxyMode.PRE_GENERATE
+        self.cookies = CookieRule(config.cookie_policy == CookiePolicy.STRICT, config.ignore_cookies)
 
     def host(self, view: RequestView) -> Optional[str]:
         """
@@ -101,3 +106,10 @@ class Scope:
             if entry is not None or self._cache.in_flight(shared):
                 return shared, entry
         return key, None
+
+    def private(self, view: RequestView) -> bool:
+        """
+        @return: whether the request's cookies make it private (see
+            L{CookieRule.private}).
+        """
+        return self.cookies.private(view.headers.get("cookie"))

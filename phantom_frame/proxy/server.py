@@ -215,7 +215,7 @@ class ProxyServer:
             await self.entries.render(exchange, decision.entry, decision.answer, decision.status)
         elif isinstance(decision, Fill):
             waiter, collapsed = self.filler.fill(
-                exchange.view, decision.key, decision.stale, request_body(exchange.request)
+                exchange.view, decision.key, decision.stale, request_body(exchange.request), decision.private
             )
             await self._answer_fill(exchange, waiter, collapsed, decision)
         elif isinstance(decision, Await):

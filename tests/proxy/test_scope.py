@@ -139,7 +139,7 @@ class SnapshotKeyTests(SynchronousTestCase):
         """
         for fallthrough in (False, True):
             decider = self.decider(self.config(fallthrough))
-            entry = self.store("GET:/p", pinned=True)
+            entry = self.store("GET:/p", pinned=True, shareable=True)
             for host in ("a.example", "B.example:8080"):
                 hit = decider.decide(view(host=host))
                 self.assertEqual((type(hit), hit.key, hit.entry), (d.Hit, "GET:/p", entry))
@@ -164,7 +164,7 @@ class SnapshotKeyTests(SynchronousTestCase):
         """
         decider = self.decider(self.config(True))
         self.assertEqual(decider.decide(view("/other", host="a.example")).key, "GET://a.example/other")
-        self.store("GET:/p", vary=("accept-language",), variant=("fr",), pinned=True)
+        self.store("GET:/p", vary=("accept-language",), variant=("fr",), pinned=True, shareable=True)
         self.assertIsInstance(decider.decide(view(host="a.example", accept_language="fr")), d.Hit)
         other = decider.decide(view(host="a.example", accept_language="de"))
         self.assertEqual((type(other), other.key), (d.Fill, "GET://a.example/p"))
