@@ -199,8 +199,8 @@ class CookieTests(SynchronousTestCase):
         self.origin.release()
         proxy.settle()
         answers = {}
-        for name, d in (("alice", alice), ("bob", bob), ("carol", carol)):
-            response = self.successResultOf(d)
+        for name, answer in (("alice", alice), ("bob", bob), ("carol", carol)):
+            response = self.successResultOf(answer)
             body = self.successResultOf(response.content())
             answers[name] = (body, response.headers.getRawHeaders(b"cache-status")[0])
         self.assertEqual(answers, {

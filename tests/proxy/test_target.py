@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
+from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
+from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.paths import PercentError, spell_path, spell_pattern
+from phantom_frame.cache.threads import runInline
 from phantom_frame.config.loader import parse_config
 from phantom_frame.proxy.target import TargetError, normalise_path, path_segments, remove_dots
 
@@ -338,3 +344,49 @@ class NormalisedRequestTests(SynchronousTestCase):
             status, _, _ = raw.send(target)
             self.assertEqual(status, 400, target)
         self.assertEqual(raw.fast, before)
+
+
+class LibraryMountTests(SynchronousTestCase):
+    """
+    The proxy resource mounted under a child of a plain L{Site} (library
+    mode) normalises what twisted.web did not traverse, and no C{..} may
+    climb out of where it is mounted.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.origin = Origin()
+        self.agent = RequestTraversalAgent(self.origin)
+        resource, handle = create_proxy(
+            CreateProxyConfig("http://origin.example/base"), self.clock, agent=self.agent, runner=runInline
+        )
+        self.addCleanup(handle.close)
+        root = Resource()
+        root.putChild(b"shop", resource)
+        self.site = Site(root, reactor=self.clock)
+
+    def send(self, target: bytes) -> int:
+        """
+        @return: the status of the answer to C{GET target}.
+        """
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        for _ in range(5):
+            self.agent.flush()
+            self.clock.advance(0)
+        protocol.connectionLost(None)
+        return int(transport.value().split(b" ", 2)[1])
+
+    def test_mounted(self) -> None:
+        """
+        Below its mount point the path is normalised; a C{..} into the
+        mount point's own segment is 400.
+        """
+        self.assertEqual(self.send(b"/shop/a//./b/../c"), 200)
+        self.assertEqual(self.send(b"/shop/%7Ex"), 200)
+        self.assertEqual([r["uri"] for r in self.origin.requests], ["/base/a/c", "/base/~x"])
+        for target in (b"/shop/../admin", b"/shop/a/../../admin", b"/shop/..%2Fadmin"):
+            self.assertEqual(self.send(target), 400, target)
+        self.assertEqual(len(self.origin.requests), 2)
