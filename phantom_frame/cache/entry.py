@@ -59,6 +59,11 @@ class CacheEntry:
         for clients that do not accept C{coding}, by coding (see
         L{phantom_frame.cache.responses.ResponseCache.add_coding}); L{None}
         when none was made.
+    @ivar shareable: whether the origin marked it as one for everybody
+        (C{public}, C{s-maxage}, a C{CDN-Cache-Control} or
+        C{Surrogate-Control} lifetime; snapshots, fetched without any
+        client's cookies, are too): only then is it served to a request
+        that cookies make private.
     @ivar wire: answers serialised by the fast path, by coding (dropped
         whenever the headers change).
     @ivar size: the bytes it is accounted for: body, alternates, headers,
@@ -86,6 +91,7 @@ class CacheEntry:
     etag: Optional[bytes] = None
     last_modified: Optional[bytes] = None
     alternates: Optional[Dict[str, StoredBody]] = None
+    shareable: bool = False
     wire: Optional[Dict[str, Any]] = None
     size: int = 0
 

@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import attr
 
 from phantom_frame.cache.globs import MAX_PATTERN, Glob, GlobSet, PatternError, compile_glob
+from phantom_frame.cache.paths import spell_pattern
 
 __all__ = [
     "MAX_PATTERN",
@@ -37,7 +38,8 @@ class PathPattern:
     C{"METHOD PATH"}.
 
     @ivar method: the method the pattern names, or L{None} when it names none.
-    @ivar path: the path glob.
+    @ivar path: the path glob, spelled as request paths are (C{/café/*} is
+        C{/caf%C3%A9/*}, see L{spell_pattern}).
     """
 
     method: Optional[str]
@@ -74,7 +76,7 @@ class PathPattern:
             raise PatternError(f"{text!r}: expected PATH or METHOD PATH")
         if not path.startswith(("/", "*")):
             raise PatternError(f"{text!r}: the path must begin with / or *")
-        return cls(method, path)
+        return cls(method, spell_pattern(path))
 
     def matches(self, method: str, path: str) -> bool:
         """
@@ -128,8 +130,14 @@ class RequestFilter:
     cacheable method. Exclude patterns win over include patterns; an empty
     include list includes every path.
 
+    A path with C{;parameters} in a segment (C{/private;x/page}) is matched
+    both as it is and without them (C{/private/page}), as servlet
+    containers read it: it is excluded when either form is, and included
+    only when both are, so that no origin serves an excluded page under
+    another name.
+
     Everything is compiled up front: a request costs one dictionary look-up
-    and at most two L{GlobSet} matches.
+    and at most two L{GlobSet} matches (four with parameters).
     """
 
     def __init__(self, include: Sequence[str], exclude: Sequence[str]) -> None:
@@ -167,10 +175,14 @@ class RequestFilter:
         rule = self._rules.get(method)
         if rule is None:
             return "method"
-        if rule.exclude is not None and rule.exclude.matches(path):
+        bare = _without_parameters(path) if ";" in path else None
+        exclude = rule.exclude
+        if exclude is not None and (exclude.matches(path) or bare is not None and exclude.matches(bare)):
             return "excluded"
-        if rule.restricted and (rule.include is None or not rule.include.matches(path)):
-            return "not-included"
+        if rule.restricted:
+            include = rule.include
+            if include is None or not include.matches(path) or bare is not None and not include.matches(bare):
+                return "not-included"
         return None
 
     @property
@@ -181,6 +193,13 @@ class RequestFilter:
         return tuple(sorted(self._rules))
 
 
+def _without_parameters(path: str) -> str:
+    """
+    @return: C{path} without the C{;parameters} of its segments.
+    """
+    return "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
+
+
 def _method_form(key: str, colon: int) -> bool:
     """
     @return: whether C{key[:colon]} is a method name.
@@ -188,50 +207,134 @@ def _method_form(key: str, colon: int) -> bool:
     return key[:colon] in _COMMON_METHODS or _METHOD_RE.fullmatch(key, 0, colon) is not None
 
 
-def _path_matcher(glob: Glob) -> Callable[[str], bool]:
+def _path_start(key: str) -> Tuple[int, int]:
     """
-    Build the matching function of an invalidation pattern that begins with
-    C{/}: a key C{METHOD:/...} is matched from its first C{:} on, any other
-    key whole.
+    Split a key of the default form.
 
-    @param glob: the pattern's glob.
-    @return: a function telling whether a key matches.
+    @return: for C{METHOD://HOST/PATH...} or C{METHOD:/PATH...}, the index
+        of the colon after the method and where the path begins; for any
+        other key (a custom one), C{(-1, 0)}.
     """
+    colon = key.find(":")
+    if colon <= 0:
+        return -1, 0
+    start = colon + 1
+    if key.startswith("//", start):
+        start = key.find("/", start + 2)
+        if start < 0:
+            return -1, 0
+    elif not key.startswith("/", start):
+        return -1, 0
+    if not _method_form(key, colon):
+        return -1, 0
+    return colon, start
+
+
+def _names_host(text: str) -> int:
+    """
+    @return: for a pattern naming a host (C{//HOST/...} or
+        C{METHOD://HOST/...}), where its C{//} begins; else -1.
+    """
+    if text.startswith("//"):
+        return 0
+    colon = text.find(":")
+    if colon > 0 and text.startswith("//", colon + 1) and _METHOD_RE.fullmatch(text, 0, colon):
+        return colon + 1
+    return -1
+
+
+def _spelled(text: str) -> str:
+    """
+    @return: an invalidation pattern with its path spelled as request
+        paths are (L{spell_pattern}); its query, and a pattern that does
+        not begin with a path, a method and a path, or a host, as given.
+    """
+    host = _names_host(text)
+    if host >= 0:
+        start = text.find("/", host + 2)
+    elif text.startswith("/"):
+        start = 0
+    else:
+        colon = text.find(":")
+        start = colon + 1 if colon > 0 and _METHOD_RE.fullmatch(text, 0, colon) and text.startswith("/", colon + 1) else -1
+    if start < 0:
+        return text
+    path, mark, query = text[start:].partition("?")
+    return text[:start] + spell_pattern(path) + mark + query
+
+
+def _matcher(text: str) -> Callable[[str], bool]:
+    """
+    Build the matching function of an invalidation pattern (see
+    L{InvalidationPattern}).
+    """
+    glob = Glob(text)
     match = glob._match
-    if glob._middle is not None and not glob._middle and not glob._tail:
-        head = glob._head
+    whole_query = "?" in text
+    if text == "*":
+        return lambda key: True
+    host = _names_host(text)
+    if text.startswith("/") and host < 0:
+        if glob._middle is not None and not glob._middle and not glob._tail:
+            head = glob._head
 
-        # The commonest form, C{/section/*}: two prefix checks.
-        def prefix(key: str) -> bool:
-            if key.startswith(head):
-                return True
-            colon = key.find(":")
-            return colon > 0 and key.startswith(head, colon + 1) and _method_form(key, colon)
+            # The commonest form, C{/section/*}: prefix checks only (the
+            # head has no "?", so the query does not matter).
+            def prefix(key: str) -> bool:
+                if key.startswith(head):
+                    return True
+                colon, start = _path_start(key)
+                return colon > 0 and key.startswith(head, start)
 
-        return prefix
+            return prefix
 
-    def path(key: str) -> bool:
-        if key.startswith("/"):
-            return match(key, 0)
-        # The method cannot hold a colon, so it ends at the first one; the
-        # glob's head begins with "/", so a match puts one after it.
-        colon = key.find(":")
-        return colon > 0 and match(key, colon + 1) and _method_form(key, colon)
+        def path(key: str) -> bool:
+            colon, start = _path_start(key)
+            end = len(key) if whole_query else key.find("?", start)
+            return match(key if end < 0 else key[:end], start)
 
-    return path
+        return path
+
+    def whole(key: str) -> bool:
+        colon, start = _path_start(key)
+        end = len(key) if whole_query else key.find("?", start)
+        subject = key if end < 0 else key[:end]
+        if host < 0 and colon > 0 and start > colon + 1:
+            # A pattern that names no host sees the key without its host.
+            subject = subject[: colon + 1] + subject[start:]
+        elif host == 0:
+            # //HOST/...: any method, keys with a host only.
+            return colon > 0 and start > colon + 1 and match(subject, colon + 1)
+        return match(subject)
+
+    return whole
 
 
 class InvalidationPattern:
     """
     A pattern naming cache keys to invalidate.
 
-    The pattern is a glob matched against whole keys. A pattern that begins
-    with C{/} matches the path part of keys for any method: for a key of the
-    form C{METHOD:/...} it is matched against what follows the first C{:}; a
-    key not of that form (a custom key) is matched whole. So C{"/api/*"}
-    matches C{GET:/api/x} and C{POST:/api/y?z=1}, C{"GET:/api/*"} only
-    C{GET} keys, C{"*/users/*"} matches C{GET:/v1/users/7}, and C{"*"} every
-    key.
+    The pattern is a glob matched against keys, and against every C{Vary}
+    variant of them. Keys are scoped by host (C{GET://example.com/x?y});
+    a pattern names no host, and matches keys of every host, unless it
+    begins with C{//HOST} (any method) or C{METHOD://HOST}.
+
+     - A pattern that begins with one C{/} matches the path part of keys
+       for any method and host: C{"/api/*"} matches C{GET:/api/x},
+       C{POST://example.com/api/y?z=1}; a key not of the default form (a
+       custom key) is matched whole.
+     - Another pattern that names no host (C{"GET:/api/*"},
+       C{"*/users/*"}, C{"*"}) is matched against the whole key with its
+       host left out: C{GET:/api/x} for C{GET://example.com/api/x}.
+     - C{"//example.com/api/*"} matches the keys of that host for any
+       method, C{"GET://example.com/*"} its C{GET} keys; the host part is a
+       glob too (C{"//*.example.com/*"}).
+
+    A pattern without C{?} matches a key whatever its query (C{"/isr"}
+    drops C{/isr} and C{/isr?_rsc=...}); a pattern with C{?} matches the
+    query too. The path of a pattern is spelled as request paths are
+    (C{/café} is C{/caf%C3%A9}, see L{spell_pattern}). Matching takes time
+    linear in the key.
 
     @ivar text: the pattern as given.
     """
@@ -245,8 +348,8 @@ class InvalidationPattern:
         if not text:
             raise PatternError("an invalidation pattern must not be empty")
         self.text = text
-        glob = Glob(text)
-        self._matches = _path_matcher(glob) if text.startswith("/") else glob._match
+        Glob(text)  # refuse a pattern too long before spelling it
+        self._matches = _matcher(_spelled(text))
         # A cache walk calls this once per key: the instance attribute
         # skips the method's own call.
         self.matches = self._matches  # type: ignore[method-assign]

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, TextIO, Tuple, cast
 from phantom_frame._version import __version__
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.config.loader import Config, ConfigError, ServerConfig, load_config
-from phantom_frame.proxy.settings import CacheStorageMode, CacheStrategy, ProxyMode
+from phantom_frame.proxy.settings import CacheStorageMode, CacheStrategy, CookiePolicy, ProxyMode
 
 __all__ = [
     "PERSONAL_PATHS",
@@ -229,6 +229,18 @@ def _personal_paths(server: ServerConfig) -> List[str]:
     return [path for path in PERSONAL_PATHS if rules.bypass_reason("GET", path) is None]
 
 
+def _ignores_cookies(server: ServerConfig) -> bool:
+    """
+    @return: whether C{server} caches answers to requests whatever their
+        cookies (C{cookie_policy = "ignore"}); a server that caches nothing,
+        or only pre-generated pages, does not.
+    """
+    proxy = server.proxy
+    if proxy.cookie_policy != CookiePolicy.IGNORE or proxy.cache_strategy == CacheStrategy.NONE:
+        return False
+    return proxy.proxy_mode != ProxyMode.PRE_GENERATE or proxy.pre_generate_fallthrough
+
+
 def risks(config: Config, total_memory: Callable[[], Optional[int]] = physical_memory) -> List[str]:
     """
     Find the settings of a valid configuration that are likely mistakes.
@@ -238,7 +250,8 @@ def risks(config: Config, total_memory: Callable[[], Optional[int]] = physical_m
         when unknown.
     @return: one message per risk: a control site reachable beyond
         loopback without C{control_auth}; a server that caches paths that
-        look personalised (L{PERSONAL_PATHS}); the
+        look personalised (L{PERSONAL_PATHS}); a caching server with
+        C{cookie_policy = "ignore"}; the
         C{cache_max_bytes} of the memory-mode servers adding up to more
         than the machine's memory.
     """
@@ -259,6 +272,13 @@ def risks(config: Config, total_memory: Callable[[], Optional[int]] = physical_m
                 " private (Cache-Control: private or no-store, Set-Cookie, Vary:"
                 " Cookie), otherwise add them to exclude_paths (e.g."
                 f" \"{paths[0]}\", \"{paths[0]}/*\")"
+            )
+        if _ignores_cookies(server):
+            found.append(
+                f"server.{server.name}: cookie_policy = \"ignore\": an answer the origin"
+                " made from one visitor's cookies (a session) may be stored and served to"
+                " every visitor unless it is marked private; prefer \"strict\", with"
+                " ignore_cookies for cookies that never change an answer (\"_ga*\")"
             )
     in_memory: Dict[str, int] = {
         server.name: server.proxy.cache_max_bytes

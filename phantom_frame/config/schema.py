@@ -58,6 +58,7 @@ from phantom_frame.proxy.settings import (
     CacheStorageMode,
     CacheStrategy,
     CompressStrategy,
+    CookiePolicy,
     CreateProxyConfig,
     ProxyMode,
     Webhook,
@@ -136,6 +137,20 @@ _PATTERNS = _kind(
     env_list,
 )
 
+def _is_name_glob(text: str) -> bool:
+    """
+    @return: whether C{text} is a glob of query parameter or cookie names:
+        not empty, at most 256 characters, no spaces, controls, C{=}, C{&},
+        C{;} or C{,}.
+    """
+    return 0 < len(text) <= 256 and not any(c.isspace() or c in "=&;," or ord(c) < 0x20 for c in text)
+
+
+_NAME_GLOBS = _kind(
+    list_check(_is_name_glob, 'a name or a glob of names ("utm_*"), without spaces, "=", "&", ";" or ","'),
+    env_list,
+)
+
 _SERVER_KINDS: Dict[str, Kind] = {
     "bind_to": _kind(check_bind_to),
     "proxy_url": _kind(url_check("an http:// or https:// URL with a host", False)),
@@ -165,6 +180,9 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "generate_etag": _BOOL,
     "execute": _STRING,
     "execute_dir": _PATH,
+    "ignore_query_params": _NAME_GLOBS,
+    "cookie_policy": _enum(CookiePolicy),
+    "ignore_cookies": _NAME_GLOBS,
 }
 
 _WEBHOOK_KINDS: Dict[str, Kind] = {

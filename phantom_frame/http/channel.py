@@ -37,6 +37,7 @@ from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Hit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
 from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
+from phantom_frame.proxy.target import TargetError, normalise_path
 from phantom_frame.proxy.view import RequestView
 
 #: Request headers that send a request down the stock path: a body, an
@@ -53,8 +54,9 @@ _DISQUALIFYING = frozenset(
 )
 
 #: A request line the fast path takes: GET or HEAD of an origin-form target
-#: of visible ASCII without C{%} or C{#}, in HTTP/1.1.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[\x21\x22\x24\x26-\x7e]*) HTTP/1\.1")
+#: of visible ASCII without C{#} (the path is normalised as the stock path
+#: does: L{normalise_path}), in HTTP/1.1.
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[\x21\x22\x24-\x7e]*) HTTP/1\.1")
 
 #: The header lines the fast path takes: each a token, a colon, a value of
 #: visible ASCII, spaces and tabs (no control characters, nothing
@@ -136,6 +138,18 @@ class FastHTTPChannel(GuardedHTTPChannel):
     """
     A L{GuardedHTTPChannel} that answers simple cache hits itself.
     """
+
+    _secure: Optional[bool] = None
+
+    @property
+    def secure(self) -> bool:
+        """
+        Whether the connection is over TLS (asked of the transport once).
+        """
+        secure = self._secure
+        if secure is None:
+            secure = self._secure = bool(self.isSecure())
+        return secure
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -267,13 +281,15 @@ class FastHits:
             self._heads.clear()
             self._memoResource, self._memoLimits = resource, limits
         head = data[start:end]
-        parsed = self._heads.get(head)
+        secure = channel.secure
+        memo = (secure, head)
+        parsed = self._heads.get(memo)
         if parsed is None:
-            parsed = self._parse(data, start, end, resource)
+            parsed = self._parse(data, start, end, resource, secure)
             if len(head) <= _HEAD_KEPT_BYTES:
                 if len(self._heads) >= _HEADS_KEPT:
                     self._heads.clear()
-                self._heads[head] = parsed
+                self._heads[memo] = parsed
         if parsed is _NOT_FAST:
             return None
         server, view, close = parsed
@@ -293,7 +309,7 @@ class FastHits:
         decider.note(decision)
         if kind is Stale and decision.refresh:
             client = getattr(channel.transport.getPeer(), "host", None)
-            refresh = RequestView(method, view.path, view.query, headers, None, client, False, view.prefix)
+            refresh = RequestView(method, view.path, view.query, headers, None, client, view.secure, view.prefix)
             server.filler.refresh_behind(refresh, decision.key, entry)
         self.answered += 1
         now = self._clock.seconds()
@@ -314,9 +330,10 @@ class FastHits:
             record(channel, server, method, target, headers, code, len(body), status)
         return out, close
 
-    def _parse(self, data: bytes, start: int, end: int, resource: Any) -> Any:
+    def _parse(self, data: bytes, start: int, end: int, resource: Any, secure: bool) -> Any:
         """
-        Parse and route one request head (C{data[start:end]}).
+        Parse, normalise and route one request head (C{data[start:end]}),
+        received over TLS when C{secure}.
 
         @return: C{(server, view, close)} for a request the fast path may
             answer, else L{_NOT_FAST}. It depends on nothing but the head's
@@ -345,10 +362,18 @@ class FastHits:
         path, _, query = target.partition(b"?")
         prefix = b""
         server = getattr(resource, "proxy_server", None)
+        try:
+            if server is None:
+                match_raw = getattr(resource, "match_raw", None)
+                if match_raw is None:
+                    return _NOT_FAST
+                path = normalise_path(path, lambda segments: match_raw(segments)[1])
+            else:
+                path = normalise_path(path)
+        except TargetError:
+            return _NOT_FAST
         if server is None:
-            match = getattr(resource, "match", None)
-            if match is None:
-                return _NOT_FAST
+            match = resource.match
             segments = path[1:].split(b"/")
             routed, depth = match(segments)
             if routed is None:
@@ -361,7 +386,7 @@ class FastHits:
                 path = b"/" + b"/".join(segments[depth:])
         if not server.fast_path_ok:
             return _NOT_FAST
-        return server, RequestView(method, path, query, headers, None, None, False, prefix), close
+        return server, RequestView(method, path, query, headers, None, None, secure, prefix), close
 
     @staticmethod
     def _render(entry: Any, answer: Any, method: bytes):

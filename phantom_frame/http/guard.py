@@ -41,10 +41,18 @@ from phantom_frame.http.limits import (
 )
 from phantom_frame.proxy.answers import http_date
 
-#: A request line: a method token, a target of visible ASCII and an HTTP
-#: version (twisted.web checks which, and lets bytes 0x7F-0xB0 through in
-#: the target).
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]")
+#: A request line: a method token, a target of visible ASCII (and, as nginx
+#: and Varnish allow, bytes past ASCII, which the path's normal form
+#: percent-encodes) and an HTTP version (twisted.web checks which).
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e\x80-\xff]+ HTTP/[0-9]\.[0-9]")
+
+
+#: Bytes past ASCII in a request target.
+_BEYOND_ASCII = re.compile(rb"[\x80-\xff]")
+
+
+def _percent(match: "re.Match[bytes]") -> bytes:
+    return b"%%%02X" % match.group(0)[0]
 
 
 class GuardedHTTPChannel(HTTPChannel):
@@ -187,6 +195,9 @@ class GuardedHTTPChannel(HTTPChannel):
             if first and not _REQUEST_LINE.fullmatch(line) and line:
                 self._reject(400, "malformed request line")
                 return
+            if first and _BEYOND_ASCII.search(line):
+                # twisted.web refuses them; their normal form is encoded.
+                line = _BEYOND_ASCII.sub(_percent, line)
         HTTPChannel.lineReceived(self, line)
 
     def lineLengthExceeded(self, line: bytes) -> None:

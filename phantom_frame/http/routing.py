@@ -1,12 +1,16 @@
 """
 L{Router}: picks the server whose C{bind_to} prefix is the longest match of
-the request path, on segment boundaries, and strips that prefix.
+the request path, on segment boundaries, and strips that prefix. The path
+is normalised first (L{phantom_frame.proxy.target}): the route, the
+patterns, the key and the origin all see the one normal path, and a C{..}
+that climbs out of the prefix the path was addressed to is a 400.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from urllib.parse import unquote_to_bytes
 
 from twisted.web.resource import IResource, Resource
 
@@ -93,6 +97,20 @@ class Router(Resource):
         resource, depth, _ = self._lookup(segments)
         return resource, depth
 
+    def match_raw(self, segments: Sequence[bytes]) -> Tuple[Optional[IResource], int]:
+        """
+        @param segments: path segments as sent (percent-encoded).
+        @return: as L{match}, for the decoded segments.
+        """
+        return self.match([unquote_to_bytes(s) if b"%" in s else s for s in segments])
+
+    def _depth(self, segments: Sequence[bytes]) -> int:
+        """
+        @return: how many of the (encoded) C{segments} the prefix of their
+            route takes.
+        """
+        return self.match_raw(segments)[1]
+
     def _lookup(self, segments) -> Tuple[Optional[IResource], int, Optional[str]]:
         """
         @return: the resource, how many segments its prefix takes, and the
@@ -114,7 +132,7 @@ class Router(Resource):
         moved from C{postpath} to C{prepath}.
         """
         request.defaultContentType = None
-        target = split_target(request)
+        target = split_target(request, self._depth)
         if target is None:
             return error_response(request, 400, "Bad Request: malformed request target")
         request.phantomTarget = target

@@ -6,7 +6,7 @@ proxy uses before it answers.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Tuple
+from typing import Callable, Iterable, Optional, Sequence, Tuple
 from urllib.parse import unquote_to_bytes
 
 from twisted.web.http import datetimeToString
@@ -14,6 +14,7 @@ from twisted.web.http_headers import Headers
 
 from phantom_frame.proxy.exchange import Exchange
 from phantom_frame.proxy.status import NONE, CacheStatus
+from phantom_frame.proxy.target import TargetError, normalise_path
 
 
 class _HTTPDates:
@@ -38,13 +39,21 @@ class _HTTPDates:
 http_date = _HTTPDates()
 
 
-def split_target(request) -> Optional[Tuple[bytes, bytes]]:
+def split_target(
+    request, prefix_depth: Optional[Callable[[Sequence[bytes]], int]] = None
+) -> Optional[Tuple[bytes, bytes]]:
     """
-    Normalise the request target to origin-form, rewriting the request's
-    C{uri}, C{path} and C{postpath} for an absolute-form target.
+    Bring the request target to origin-form, rewriting the request's
+    C{uri}, C{path} and C{postpath} for an absolute-form target, and
+    normalise its path (L{normalise_path}); a request not traversed into
+    (no C{prepath}) gets the normal C{path} and C{postpath}.
 
-    @return: the raw path and the raw query (C{b""} for none), or C{None}
-        when the target is malformed.
+    @param prefix_depth: how many of the path's segments are the prefix
+        of the server it is addressed to (see L{normalise_path}); by
+        default, the segments traversed (C{prepath}), which a C{..} may
+        not climb into either.
+    @return: the normal path and the raw query (C{b""} for none), or
+        C{None} when the target is malformed or its path refused.
     """
     uri = request.uri
     if not uri.startswith(b"/"):
@@ -65,7 +74,15 @@ def split_target(request) -> Optional[Tuple[bytes, bytes]]:
     path = path.split(b"#", 1)[0]
     if any(c < 0x21 or c == 0x7F for c in path):
         return None
-    return path, query
+    consumed = len(request.prepath)
+    try:
+        normal = normalise_path(path, prefix_depth or (lambda segments: consumed))
+    except TargetError:
+        return None
+    if normal is not path and not consumed:
+        request.path = normal
+        request.postpath = [unquote_to_bytes(s) for s in normal[1:].split(b"/")]
+    return normal, query
 
 
 def stripped_path(request, raw_path: bytes) -> bytes:

@@ -13,7 +13,7 @@ is L{Decider.note}, called by whoever rendered it.
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import attr
 from twisted.internet.interfaces import IReactorTime
@@ -21,11 +21,11 @@ from twisted.logger import Logger
 
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives
-from phantom_frame.cache.keys import RequestInfo, default_cache_key
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.negotiation import GET_HEAD, EntryAnswer, Negotiator
+from phantom_frame.proxy.scope import Scope
 from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.status import CacheStatus
 from phantom_frame.proxy.view import RequestView
@@ -70,12 +70,15 @@ class Stale:
 class Fill:
     """
     Fetch from the origin through the single-flight fill of C{key}: a
-    revalidation of C{stale} when given.
+    revalidation of C{stale} when given. The response of a C{private}
+    request (its cookies may change it) is stored only when the origin
+    marked it shareable.
     """
 
     key: str
     stale: Optional[CacheEntry]
     directives: RequestDirectives
+    private: bool = False
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -126,6 +129,7 @@ class Tunnel:
 Decision = Union[Hit, Stale, Fill, Await, Bypass, Reject, Tunnel]
 
 MALFORMED = Reject(400, "Bad Request: malformed request target")
+BAD_HOST = Reject(400, "Bad Request: malformed Host header")
 NOT_FOUND = Reject(404, "Not Found")
 METHOD_NOT_ALLOWED = Reject(405, "Method Not Allowed", headers=ALLOW_GET_HEAD)
 NO_UPGRADES = Reject(501, "Not Implemented: protocol upgrades are not tunnelled")
@@ -195,8 +199,7 @@ class Decider:
         self._clock = clock
         self.filter = RequestFilter(config.include_paths, config.exclude_paths)
         self.http_policy = config.cache_policy == CachePolicy.HTTP
-        self._key_fn: Callable[[RequestInfo], str] = config.cache_key_fn or default_cache_key
-        self._default_key = config.cache_key_fn is None
+        self.scope = Scope(config, cache)
         self.caching = config.cache_strategy != CacheStrategy.NONE
         self.pure_ssg = (
             config.proxy_mode == ProxyMode.PRE_GENERATE and not config.pre_generate_fallthrough
@@ -212,27 +215,19 @@ class Decider:
 
     # Keys
 
-    def key(self, method: bytes, path: bytes, query: bytes, headers: Dict[str, str]) -> str:
+    def key(self, method: bytes, path: bytes, query: bytes, headers: Dict[str, str], host: str = "") -> str:
         """
-        @return: the cache key of a request (C{HEAD} shares C{GET}'s).
+        @return: the cache key of a request (see L{Scope.key}).
         @raise Exception: whatever a custom key function raises.
         """
-        if method == b"HEAD":
-            method = b"GET"
-        if self._default_key:
-            text = method.decode("latin-1") + ":" + path.decode("latin-1")
-            return text + "?" + query.decode("latin-1") if query else text
-        return self._key_fn(
-            RequestInfo(method.decode("latin-1"), path.decode("latin-1"), query.decode("latin-1"), headers)
-        )
+        return self.scope.key(method, path, query, headers, host)
 
-    def key_of_target(self, target: bytes) -> str:
+    def key_of_target(self, target: bytes, view: Optional[RequestView] = None) -> str:
         """
-        @return: the key a C{GET} of C{target} (a stripped path and query)
-            is stored under.
+        @return: the key a C{GET} of C{target} is stored under, for the
+            host of C{view} or host-less (see L{Scope.key_of_target}).
         """
-        path, _, query = target.partition(b"?")
-        return self.key(b"GET", path, query, {})
+        return self.scope.key_of_target(target, view)
 
     # The decision
 
@@ -243,6 +238,8 @@ class Decider:
         @param upgrade: whether the request asks to switch protocols.
         @return: a L{Reject} or L{Tunnel}, or C{None} to go on deciding.
         """
+        if self.scope.host(view) is None:
+            return BAD_HOST
         if self._config.forward_get_only and view.method not in GET_HEAD:
             return METHOD_NOT_ALLOWED
         if upgrade:
@@ -257,6 +254,9 @@ class Decider:
         @return: the decision.
         """
         method = view.method
+        host = self.scope.host(view)
+        if host is None:
+            return BAD_HOST
         if self.pure_ssg:
             # Pure SSG never reaches the origin at request time.
             if method not in GET_HEAD:
@@ -265,9 +265,10 @@ class Decider:
             reason = self._bypass_reason(view)
             if reason is not None:
                 return Bypass(statuses.bypass(reason))
+        entry = None
         if key is None:
             try:
-                key = self.key(method, view.path, view.query, view.headers)
+                key, entry = self.scope.find(view, host)
             except Exception:
                 log.failure(
                     "cache key function failed for {path!r} on server {server}",
@@ -275,22 +276,33 @@ class Decider:
                     server=self._name,
                 )
                 return Bypass(statuses.bypass("key-error"))
+        # Cookies make a request private, but snapshots are for everyone.
+        private = not self.pure_ssg and self.scope.private(view)
         directives = request_directives(view) if self.http_policy else NO_REQUEST_DIRECTIVES
-        entry = self._cache.lookup(key, view.headers.get)
+        if entry is None:
+            entry = self._cache.lookup(key, view.headers.get)
         if entry is None and self.pure_ssg:
             # A snapshot that varies answers every variant with the one it
             # was fetched as (without request headers): the origin is never
             # asked for another.
-            entry = self._cache.lookup(key, _no_header)
+            shared = self.scope.key(view.method, view.path, view.query, view.headers)
+            entry = self._cache.lookup(shared, _no_header)
+            if entry is not None:
+                key = shared
         stale = None
         if entry is not None:
+            if private and not entry.shareable:
+                return Bypass(statuses.bypass("cookie"))
             now = self._clock.seconds()
             age = entry.age(now)
             verdict = self.judge(entry, age, directives)
             if verdict is Freshness.FRESH:
                 return Hit(key, entry, self.answer(view, entry), statuses.hit(entry, age))
             if verdict is not Freshness.REVALIDATE:
-                return Stale(key, entry, self.answer(view, entry), verdict is Freshness.REFRESH_BEHIND)
+                # A private request starts no refresh: its cookies would go
+                # into a fill other requests are answered from.
+                refresh = verdict is Freshness.REFRESH_BEHIND and not private
+                return Stale(key, entry, self.answer(view, entry), refresh)
             stale = entry
         if directives.only_if_cached:
             return ONLY_IF_CACHED
@@ -298,7 +310,10 @@ class Decider:
             return Await(key) if self._cache.in_flight(key) else NOT_PRE_GENERATED
         if directives.no_store:
             return Bypass(statuses.bypass("no-store"))
-        return Fill(key, stale, directives)
+        if private and self._cache.in_flight(key):
+            # Another request's answer, shareable or not, is not this one's.
+            return Bypass(statuses.bypass("cookie"))
+        return Fill(key, stale, directives, private)
 
     def _bypass_reason(self, view: RequestView) -> Optional[str]:
         if not self.caching:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from phantom_frame.cache.codec import STORED_CODING, Codec, DecodeError
+from phantom_frame.cache.cookies import marked_shareable
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared
 from phantom_frame.cache.variance import variant_of
@@ -133,13 +134,17 @@ class Filler:
 
     # Fills
 
-    def fill(self, view: RequestView, key: str, stale: Optional[CacheEntry], body: Any = None):
+    def fill(
+        self, view: RequestView, key: str, stale: Optional[CacheEntry], body: Any = None, private: bool = False
+    ):
         """
         Start (or join) the single-flight fill of C{key} for the request
         C{view}: a revalidation when C{stale} is given.
 
         @param body: a producer of the request body (for a method other
             than GET or HEAD that an include pattern caches).
+        @param private: whether the request's cookies make it private: its
+            response is stored only when the origin marked it shareable.
         @return: this caller's L{Deferred} and whether it joined a fill
             another request started (see C{ResponseCache.fill}).
         """
@@ -153,7 +158,7 @@ class Filler:
             lambda: Deferred.fromCoroutine(
                 self.fetch(
                     key, method, target, fwd, header, stale=stale, authorized=authorized,
-                    body=None if method == b"GET" else body,
+                    body=None if method == b"GET" else body, private=private,
                 )
             ),
         )
@@ -185,6 +190,7 @@ class Filler:
         stale: Optional[CacheEntry] = None,
         authorized: bool = False,
         body=None,
+        private: bool = False,
     ):
         """
         Fetch C{path_qs} from the origin for the fill of C{key}: a
@@ -193,7 +199,9 @@ class Filler:
         with an error page) when C{snapshot} is set.
 
         @return: a L{Shared} stored entry, or an L{Exclusive} response for
-            the one client that asked, with why it is not stored.
+            the one client that asked, with why it is not stored (C{cookie}
+            for a C{private} request's response the origin did not mark
+            shareable).
         @raise SnapshotError: a snapshot that cannot be stored.
         @raise UpstreamError: the origin failed, or sent a body that broke
             off or does not decode.
@@ -243,6 +251,9 @@ class Filler:
                 reason = "status"
         if reason is None and status == 404 and not config.cache_404_capacity:
             reason = "status"
+        shareable = snapshot or marked_shareable(rheaders)
+        if reason is None and private and not shareable:
+            reason = "cookie"
         length = known_length(response)
         if reason is None and length is not None and length > config.max_cacheable_bytes:
             if snapshot:
@@ -335,6 +346,7 @@ class Filler:
             pinned=snapshot,
             etag=etag,
             last_modified=header_value(rheaders, b"last-modified"),
+            shareable=snapshot or marked_shareable(rheaders),
         )
         if not snapshot:
             self.set_freshness(entry, rheaders, directives, request_time, response_time)
@@ -369,6 +381,7 @@ class Filler:
         merged.extend((n, v) for n, v in rheaders if n.lower() in fresh and n.lower() not in _RECOMPUTED)
         directives = ResponseDirectives.parse(merged) if self._http_policy else None
         self._cache.update(entry, tuple(merged))
+        entry.shareable = entry.pinned or marked_shareable(merged)
         etag = header_value(rheaders, b"etag")
         if etag is not None:
             entry.etag = etag

@@ -219,7 +219,7 @@ class ProxyServer:
             await self.entries.render(exchange, decision.entry, decision.answer, decision.status)
         elif isinstance(decision, Fill):
             waiter, collapsed = self.filler.fill(
-                exchange.view, decision.key, decision.stale, request_body(exchange.request)
+                exchange.view, decision.key, decision.stale, request_body(exchange.request), decision.private
             )
             await self._answer_fill(exchange, waiter, collapsed, decision)
         elif isinstance(decision, Await):
@@ -311,7 +311,7 @@ class ProxyServer:
         """
         for target in unsafe_targets(view, response):
             try:
-                self.cache.drop(self.decider.key_of_target(target))
+                self.cache.drop(self.decider.key_of_target(target, view))
             except Exception:
                 log.failure("cache key function failed for {path!r}", path=target)
 
@@ -327,7 +327,7 @@ class ProxyServer:
         if self.decider.filter.bypass_reason("GET", view.path.decode("latin-1")) is not None:
             return
         try:
-            key = self.decider.key_of_target(view.target)
+            key = self.decider.key_of_target(view.target, view)
         except Exception:
             log.failure("cache key function failed for {path!r}", path=view.target)
             return

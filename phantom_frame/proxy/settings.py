@@ -43,6 +43,16 @@ class CachePolicy(_Choice):
     HTTP = "http"
 
 
+class CookiePolicy(_Choice):
+    """
+    Whether cookies make a request private (C{strict}) or never do
+    (C{ignore}, the original phantom-frame's behaviour).
+    """
+
+    STRICT = "strict"
+    IGNORE = "ignore"
+
+
 class WebhookType(_Choice):
     """
     What a webhook's answer means for the request.
@@ -111,6 +121,9 @@ class CreateProxyConfig:
     webhooks: Tuple[Webhook, ...] = attr.ib(default=(), converter=_tuple)
     execute: Optional[str] = None
     execute_dir: Optional[str] = None
+    ignore_query_params: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    cookie_policy: CookiePolicy = attr.ib(default=CookiePolicy.STRICT, converter=CookiePolicy)
+    ignore_cookies: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
 
     def _with(self, **changes) -> CreateProxyConfig:
         return attr.evolve(self, **changes)
@@ -220,3 +233,25 @@ class CreateProxyConfig:
         @param seconds: how long the origin may keep us waiting (then 504).
         """
         return self._with(upstream_timeout=seconds)
+
+    def with_ignore_query_params(self, names) -> CreateProxyConfig:
+        """
+        @param names: globs of query parameter names left out of the cache
+            key (still forwarded): C{"utm_*"}, C{"fbclid"}, C{"_rsc"}.
+        """
+        return self._with(ignore_query_params=names)
+
+    def with_cookie_policy(self, policy) -> CreateProxyConfig:
+        """
+        @param policy: a L{CookiePolicy} or its name: C{"strict"} (a request
+            with a cookie is answered from, and stored in, the cache only
+            for responses the origin marked shareable) or C{"ignore"}.
+        """
+        return self._with(cookie_policy=policy)
+
+    def with_ignore_cookies(self, names) -> CreateProxyConfig:
+        """
+        @param names: globs of cookie names that never make a request
+            private: C{"_ga*"}, C{"_gid"}.
+        """
+        return self._with(ignore_cookies=names)

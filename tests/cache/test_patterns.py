@@ -121,6 +121,32 @@ class RequestFilterTests(SynchronousTestCase):
         self.assertEqual(f.bypass_reason("GET", "/admin/x"), "excluded")
         self.assertIsNone(f.bypass_reason("GET", "/admins"))
 
+    def test_pathParameters(self) -> None:
+        """
+        A path with C{;parameters} is matched as it is and without them (as
+        a servlet container reads it): excluded when either form is,
+        included only when both are.
+        """
+        f = RequestFilter([], ["/private-area", "/private-area/*"])
+        for path in ["/private-area;x/x.css", "/private-area;jsessionid=1", "/private-area/x.css;v=2"]:
+            self.assertEqual(f.bypass_reason("GET", path), "excluded", path)
+        self.assertIsNone(f.bypass_reason("GET", "/public;x/x.css"))
+        f = RequestFilter(["/public/*"], [])
+        self.assertIsNone(f.bypass_reason("GET", "/public/a;v=1"))
+        self.assertEqual(f.bypass_reason("GET", "/public;x/a"), "not-included")
+        self.assertEqual(f.bypass_reason("GET", "/other;/public/a"), "not-included")
+
+    def test_spelledPatterns(self) -> None:
+        """
+        Patterns are spelled as request paths are, so that C{/café/*} and
+        C{/%7Euser/*} match the normal paths of those pages.
+        """
+        f = RequestFilter([], ["/café/*", "/%7euser/*", "GET /a%2fb"])
+        self.assertEqual(f.bypass_reason("GET", "/caf%C3%A9/menu"), "excluded")
+        self.assertEqual(f.bypass_reason("GET", "/~user/x"), "excluded")
+        self.assertEqual(f.bypass_reason("GET", "/a%2Fb"), "excluded")
+        self.assertEqual(PathPattern.parse("/café/*").path, "/caf%C3%A9/*")
+
     def test_excludeWins(self) -> None:
         """
         A path matching both an include and an exclude pattern is excluded.
@@ -208,6 +234,42 @@ class RequestFilterTests(SynchronousTestCase):
         self.assertEqual(f.bypass_reason("GET", "/p300/a"), "not-included")
 
 
+_DEFAULT_KEY = re.compile(r"([A-Z][A-Z0-9_-]*):(?:(//[^/]*)(/.*)|(/(?!/).*))", re.DOTALL)
+
+
+def _reference(pattern: str, key: str) -> bool:
+    """
+    The documented invalidation rules, read literally: a key of the
+    default form is C{METHOD:[//HOST]/PATH[?QUERY]}; without a C{?} in the
+    pattern the query is cut off; a pattern naming a host sees the host,
+    one starting with a single C{/} the path, any other the key without its
+    host; custom keys are matched whole (except by C{//} patterns).
+    """
+    glob = ".*".join(re.escape(part) for part in pattern.split("*"))
+    parts = _DEFAULT_KEY.fullmatch(key)
+    if parts is None:
+        if pattern.startswith("//"):
+            return False
+        subject = key if "?" in pattern else key.split("?", 1)[0]
+        return re.fullmatch(glob, subject, re.DOTALL) is not None
+    method = parts.group(1)
+    host = parts.group(2) or ""
+    rest = parts.group(3) if parts.group(2) is not None else parts.group(4)
+    if "?" not in pattern:
+        rest = rest.split("?", 1)[0]
+    if pattern.startswith("//"):
+        if parts.group(2) is None:
+            return False
+        subject = host + rest
+    elif pattern.startswith("/"):
+        subject = rest
+    elif re.match(r"[A-Z][A-Z0-9_-]*://", pattern):
+        subject = method + ":" + host + rest
+    else:
+        subject = method + ":" + rest
+    return re.fullmatch(glob, subject, re.DOTALL) is not None
+
+
 class InvalidationPatternTests(SynchronousTestCase):
     """
     Tests for L{InvalidationPattern}.
@@ -227,12 +289,81 @@ class InvalidationPatternTests(SynchronousTestCase):
 
     def test_slashExact(self) -> None:
         """
-        A pattern without a star matches one path, for every method.
+        A pattern without a star matches one path, for every method and
+        whatever the key's query (it has no C{?} of its own).
         """
         pattern = InvalidationPattern("/about")
         self.assertTrue(pattern.matches("GET:/about"))
         self.assertTrue(pattern.matches("HEAD:/about"))
-        self.assertFalse(pattern.matches("GET:/about?x=1"))
+        self.assertTrue(pattern.matches("GET:/about?x=1"))
+        self.assertTrue(pattern.matches("GET://example.com/about?x=1"))
+        self.assertFalse(pattern.matches("GET:/about/x"))
+        self.assertFalse(pattern.matches("GET:/aboutx?about"))
+
+    def test_queryInPattern(self) -> None:
+        """
+        A pattern with a C{?} matches the key's query too.
+        """
+        pattern = InvalidationPattern("/isr?_rsc=*")
+        self.assertTrue(pattern.matches("GET:/isr?_rsc=1"))
+        self.assertTrue(pattern.matches("GET://a.example/isr?_rsc=2"))
+        self.assertFalse(pattern.matches("GET:/isr"))
+        self.assertFalse(pattern.matches("GET:/isr?page=1"))
+        exact = InvalidationPattern("GET:/a?x=1")
+        self.assertTrue(exact.matches("GET://a.example/a?x=1"))
+        self.assertFalse(exact.matches("GET:/a?x=12"))
+
+    def test_starDoesNotReachIntoQuery(self) -> None:
+        """
+        Without a C{?} in the pattern, a star matches within the path only:
+        C{/a*b} does not match C{/a?x=b}.
+        """
+        for text in ("/a*b", "GET:/a*b", "*a*b"):
+            pattern = InvalidationPattern(text)
+            self.assertFalse(pattern.matches("GET:/a?x=b"), text)
+            self.assertTrue(pattern.matches("GET:/a/b?x=1"), text)
+
+    def test_hostsIgnoredUnlessNamed(self) -> None:
+        """
+        Patterns that name no host match the keys of every host, as if the
+        host were not in them.
+        """
+        keys = ["GET://a.example/api/x", "GET://b.example:8080/api/x", "GET:/api/x"]
+        for text in ("/api/*", "GET:/api/*", "*/api/*", "GET:/api/x", "*x", "*"):
+            pattern = InvalidationPattern(text)
+            for key in keys:
+                self.assertTrue(pattern.matches(key), (text, key))
+        self.assertFalse(InvalidationPattern("POST:/api/*").matches(keys[0]))
+        self.assertFalse(InvalidationPattern("*example*").matches(keys[0]))
+
+    def test_namedHost(self) -> None:
+        """
+        C{//HOST/...} names a host for any method, C{METHOD://HOST/...} for
+        one method; the host is a glob; host-less keys and custom keys do
+        not match.
+        """
+        anyMethod = InvalidationPattern("//a.example/api/*")
+        self.assertTrue(anyMethod.matches("GET://a.example/api/x?y=1"))
+        self.assertTrue(anyMethod.matches("POST://a.example/api/"))
+        for key in ["GET://b.example/api/x", "GET:/api/x", "//a.example/api/x", "GET://a.example:81/api/x"]:
+            self.assertFalse(anyMethod.matches(key), key)
+        one = InvalidationPattern("GET://*.example/*")
+        self.assertTrue(one.matches("GET://a.example/x"))
+        self.assertTrue(one.matches("GET://b.example/"))
+        self.assertFalse(one.matches("HEAD://a.example/x"))
+        self.assertFalse(one.matches("GET:/x"))
+
+    def test_spelling(self) -> None:
+        """
+        The path of a pattern is spelled as request paths are: non-ASCII
+        characters encoded, encoded unreserved ones decoded; the query is
+        left as it is, and so are patterns that are not path-shaped.
+        """
+        self.assertTrue(InvalidationPattern("/café/*").matches("GET:/caf%C3%A9/menu"))
+        self.assertTrue(InvalidationPattern("GET:/%7euser").matches("GET://h.example/~user"))
+        self.assertTrue(InvalidationPattern("//h.example/caf%c3%a9").matches("GET://h.example/caf%C3%A9"))
+        self.assertTrue(InvalidationPattern("/s?q=%7e").matches("GET:/s?q=%7e"))
+        self.assertTrue(InvalidationPattern("tenant|é").matches("tenant|é"))
 
     def test_slashCustomKey(self) -> None:
         """
@@ -300,7 +431,8 @@ class InvalidationPatternTests(SynchronousTestCase):
         """
         key = Spy("GET:/" + "a" * 40 + "b")
         self.assertFalse(InvalidationPattern("/" + "*a" * 30 + "*x*").matches(key))
-        self.assertEqual(len(key.finds), 31 + 1)
+        # The method's colon, the query's "?", then one per literal.
+        self.assertEqual(len(key.finds), 2 + 31)
         self.assertEqual(key.finds[0], (0, 3))
 
     def test_prefixRoute(self) -> None:
@@ -326,20 +458,20 @@ class InvalidationPatternTests(SynchronousTestCase):
     def test_agreesWithReference(self) -> None:
         """
         On random patterns and keys the matcher agrees with a plain
-        backtracking translation of the documented rule.
+        backtracking translation of the documented rules.
         """
         rng = random.Random(7)
-        for _ in range(3000):
-            pattern = "".join(rng.choice("ab*/:G") for _ in range(rng.randint(1, 7)))
-            key = "".join(rng.choice("ab/:G") for _ in range(rng.randint(0, 9)))
-            source = ".*".join(re.escape(part) for part in pattern.split("*"))
-            if pattern.startswith("/"):
-                source = f"(?:[A-Z][A-Z0-9_-]*:(?=/))?(?:{source})"
+        for _ in range(6000):
+            pattern = "".join(rng.choice("ab*/:G?") for _ in range(rng.randint(1, 8)))
+            key = "".join(rng.choice("ab/:G?") for _ in range(rng.randint(0, 10)))
             self.assertEqual(
-                InvalidationPattern(pattern).matches(key),
-                re.fullmatch(source, key, re.DOTALL) is not None,
-                (pattern, key),
+                InvalidationPattern(pattern).matches(key), _reference(pattern, key), (pattern, key)
             )
+        for key in ["GET://a/b?c", "GET:/a/b?c", "G://a/", "G:///a", "G:////a?b", "G://a"]:
+            for pattern in ["/*", "//*", "//a/*", "G://a/*", "G:/*", "*a*", "/a*?c", "*?*"]:
+                self.assertEqual(
+                    InvalidationPattern(pattern).matches(key), _reference(pattern, key), (pattern, key)
+                )
 
     def test_repr(self) -> None:
         """

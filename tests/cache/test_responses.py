@@ -238,6 +238,48 @@ class InvalidationTests(SynchronousTestCase, CacheTestMixin):
         self.assertIs(cache.lookup("GET:/other", NO_HEADERS), entry)
         self.assertEqual(self.store.deleted, [])
 
+    def test_queriesVariantsAndHosts(self) -> None:
+        """
+        A pattern without C{?} drops its path whatever the query, for every
+        host and in every C{Vary} variant, pinned snapshots included; one
+        with C{?} drops only the queries it names; C{//HOST} only that
+        host's.
+        """
+        cache = self.makeCache()
+        keys = ["GET:/isr", "GET:/isr?_rsc=1", "GET://a.example/isr", "GET://b.example/isr?_rsc=2",
+                "GET://a.example/isr/x", "GET:/other?isr"]
+        for key in keys:
+            for lang in ("en", "fr"):
+                self.put(cache, self.makeEntry(key, vary=("accept-language",), variant=(lang,)))
+        snapshot = self.makeEntry("GET:/isr?pinned")
+        snapshot.pinned = True
+        self.put(cache, snapshot)
+        self.assertEqual(cache.invalidate("/isr?_rsc=*"), 4)
+        self.assertEqual(cache.invalidate("//a.example/isr"), 2)
+        self.assertEqual(cache.invalidate("/isr"), 3)
+        self.assertEqual(
+            [key for key in keys + ["GET:/isr?pinned"] if cache.has(key)],
+            ["GET://a.example/isr/x", "GET:/other?isr"],
+        )
+        self.assertEqual(cache.entry_count, 4)
+
+    def test_inFlightByQuery(self) -> None:
+        """
+        A fill in flight for a key the pattern matches whatever its query,
+        of any host, is not stored.
+        """
+        cache = self.makeCache()
+        fetch = FakeFetch()
+        waiter, _ = cache.fill("GET://a.example/isr?_rsc=1", fetch)
+        other, _ = cache.fill("GET://a.example/isr2", fetch)
+        cache.invalidate("/isr")
+        fetch.calls[0].callback(Shared(self.makeEntry("GET://a.example/isr?_rsc=1")))
+        fetch.calls[1].callback(Shared(self.makeEntry("GET://a.example/isr2")))
+        self.successResultOf(waiter)
+        self.successResultOf(other)
+        self.assertFalse(cache.has("GET://a.example/isr?_rsc=1"))
+        self.assertTrue(cache.has("GET://a.example/isr2"))
+
     def test_inFlightExclusiveInvalidated(self) -> None:
         """
         An invalidated fill whose result is L{Exclusive} still hands it to

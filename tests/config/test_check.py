@@ -419,6 +419,26 @@ class RiskTests(SynchronousTestCase):
         )
         self.assertTrue(found[1].startswith("server.shop: caches paths that look personalised (/cart)"), found[1])
 
+    def test_cookies_ignored(self) -> None:
+        """
+        A caching server with C{cookie_policy = "ignore"} is a risk; one
+        that caches nothing, or only pre-generated pages, is not.
+        """
+        config = Config(
+            servers=(
+                server("site", exclude_paths=SAFE, cookie_policy="ignore"),
+                server("strict", "/strict", exclude_paths=SAFE, ignore_cookies=("_ga*",)),
+                server("off", "/off", cookie_policy="ignore", cache_strategy="none"),
+                server("docs", "/docs", cookie_policy="ignore", proxy_mode="pre_generate"),
+                server("mixed", "/mixed", exclude_paths=SAFE, cookie_policy="ignore",
+                       proxy_mode="pre_generate", pre_generate_fallthrough=True),
+            )
+        )
+        found = risks(config, self.memory())
+        self.assertEqual([warning.split(":")[0] for warning in found], ["server.site", "server.mixed"])
+        self.assertIn('cookie_policy = "ignore"', found[0])
+        self.assertIn('prefer "strict"', found[0])
+
     def test_memory(self) -> None:
         """
         The C{cache_max_bytes} of memory-mode servers (with caching on)

@@ -24,6 +24,7 @@ from phantom_frame.config.loader import (
 from phantom_frame.config.dotenv import parse_dotenv
 from phantom_frame.proxy.settings import (
     CachePolicy,
+    CookiePolicy,
     CacheStorageMode,
     CacheStrategy,
     CompressStrategy,
@@ -327,6 +328,9 @@ class ServerKeysTests(_Helpers):
                 webhooks=[{"url": "http://hooks/a"}],
                 execute="npm start",
                 execute_dir="/srv/site",
+                ignore_query_params=["utm_*", "fbclid"],
+                cookie_policy="ignore",
+                ignore_cookies=["_ga*"],
             ),
             base_dir=base,
         )
@@ -361,6 +365,9 @@ class ServerKeysTests(_Helpers):
                 webhooks=(Webhook("http://hooks/a"),),
                 execute="npm start",
                 execute_dir="/srv/site",
+                ignore_query_params=("utm_*", "fbclid"),
+                cookie_policy=CookiePolicy.IGNORE,
+                ignore_cookies=("_ga*",),
             ),
         )
 
@@ -374,6 +381,7 @@ class ServerKeysTests(_Helpers):
             ("cache_storage_mode", CacheStorageMode),
             ("proxy_mode", ProxyMode),
             ("cache_policy", CachePolicy),
+            ("cookie_policy", CookiePolicy),
         ]:
             for value in cls.choices():
                 proxy = self.server(**{key: value}).proxy
@@ -784,6 +792,32 @@ class ErrorTests(_Helpers):
         )
         self.assertIn("got 'get /x'", errors[0])
         self.assertIn('a path starting with "/"', errors[4])
+
+    def test_badNameGlobs(self) -> None:
+        """
+        C{ignore_query_params} and C{ignore_cookies} are lists of names or
+        globs; each bad item is reported at its index. C{$env:} gives a
+        comma-separated list.
+        """
+        errors = self.errors(
+            _data(ignore_query_params=["utm_*", "a=b", "", 3], ignore_cookies="_ga", cookie_policy="lax")
+        )
+        self.assertEqual(
+            [e.split(":")[0] for e in errors],
+            [
+                "server.api.ignore_query_params[1]",
+                "server.api.ignore_query_params[2]",
+                "server.api.ignore_query_params[3]",
+                "server.api.ignore_cookies",
+                "server.api.cookie_policy",
+            ],
+        )
+        self.assertIn('a name or a glob of names ("utm_*")', errors[0])
+        self.assertIn("strict", errors[4])
+        for bad in ("a b", "a;b", "a,b", "a&b", "x" * 257, "a\x01"):
+            self.assertEqual(len(self.errors(_data(ignore_cookies=[bad]))), 1, bad)
+        proxy = self.server({"NAMES": "utm_*, fbclid"}, ignore_query_params="$env:NAMES").proxy
+        self.assertEqual(proxy.ignore_query_params, ("utm_*", "fbclid"))
 
     def test_webhookErrors(self) -> None:
         """

@@ -28,7 +28,7 @@ class Recorder(Resource):
         self.seen = []
 
     def render(self, request):
-        raw = request.uri.split(b"?", 1)[0]
+        raw = request.phantomTarget[0]
         self.seen.append(stripped_path(request, raw))
         return self.name.encode()
 
@@ -88,6 +88,34 @@ class RouterTests(SynchronousTestCase):
         _, body = render(self.router, b"/%61pi/a%2Fb/c")
         self.assertEqual(body, b"api")
         self.assertEqual(self.api.seen, [b"/a%2Fb/c"])
+
+    def test_normalised_before_routing(self) -> None:
+        """
+        The path is normalised before it is routed: the route, the stripped
+        path and C{phantomTarget} all come from the normal path.
+        """
+        for uri, name, target in (
+            (b"//api//v2/./x", b"v2", (b"/api/v2/x", b"")),
+            (b"/other/../api/x?q=%2e", b"api", (b"/api/x", b"q=%2e")),
+            (b"/api/x/../v2/y", b"v2", (b"/api/v2/y", b"")),
+            (b"/%7Eme/", b"site", (b"/~me/", b"")),
+        ):
+            request, body = render(self.router, uri)
+            self.assertEqual(body, name, uri)
+            self.assertEqual(request.phantomTarget, target, uri)
+        self.assertEqual(self.v2.seen, [b"/x", b"/y"])
+        self.assertEqual(self.api.seen, [b"/x"])
+
+    def test_climbing_out_is_400(self) -> None:
+        """
+        A path that climbs above the root, or out of the prefix it was
+        addressed to, or hides a dot segment, gets 400 and reaches no
+        server.
+        """
+        for uri in (b"/..", b"/api/../x", b"/api/v2/../x", b"/api/v2/../../x", b"/a/..%2F..%2Fb", b"/bad%"):
+            request, _ = render(self.router, uri)
+            self.assertEqual(request.responseCode, 400, uri)
+        self.assertEqual((self.api.seen, self.v2.seen, self.site.seen), ([], [], []))
 
     def test_no_fallback_is_404(self) -> None:
         """

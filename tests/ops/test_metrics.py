@@ -44,6 +44,8 @@ def two_servers(**root: Any) -> Any:
                     "proxy_url": "http://origin.example",
                     "cache_ttl": 10,
                     "stale_while_revalidate": 100,
+                    # The client keeps what /cookie and /echo set: no session.
+                    "ignore_cookies": ["a", "b", "echo"],
                 },
                 "api": {"bind_to": "/api", "proxy_url": "http://origin.example/v1"},
             },
