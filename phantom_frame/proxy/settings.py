@@ -12,6 +12,7 @@ from typing import Callable, Optional, Tuple
 import attr
 
 from phantom_frame.cache.strategy import CacheStrategy, Choice as _Choice, CompressStrategy
+from phantom_frame.proxy.ratelimit import RateLimit
 
 MiB = 1024 * 1024
 
@@ -109,6 +110,7 @@ class CreateProxyConfig:
     stale_if_error: Optional[float] = None
     generate_etag: bool = False
     webhooks: Tuple[Webhook, ...] = attr.ib(default=(), converter=_tuple)
+    rate_limits: Tuple[RateLimit, ...] = attr.ib(default=(), converter=_tuple)
     execute: Optional[str] = None
     execute_dir: Optional[str] = None
 
@@ -220,3 +222,10 @@ class CreateProxyConfig:
         @param seconds: how long the origin may keep us waiting (then 504).
         """
         return self._with(upstream_timeout=seconds)
+
+    def with_rate_limits(self, limits) -> CreateProxyConfig:
+        """
+        @param limits: L{RateLimit}s, each applied to every request (cache
+            hits included); over one, a request gets 429.
+        """
+        return self._with(rate_limits=limits)
