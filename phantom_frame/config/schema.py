@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from phantom_frame.config.dotenv import parse_dotenv
 from phantom_frame.config.files import directory_problem, tls_problem, unreadable
 from phantom_frame.config.network import check_host, check_listen, url_check
+from phantom_frame.config.ratelimits import check_rate_limits
 from phantom_frame.config.tables import (
     BAD,
     ENV_PREFIX,
@@ -178,7 +179,7 @@ ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("server",)
 Every key accepted at the root of the file (C{server} holds the blocks).
 """
 
-SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks",)
+SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks", "rate_limits")
 """
 Every key accepted in a C{[server.NAME]} block.
 """
@@ -407,7 +408,7 @@ class Parser(TableChecker):
             path + ".",
             block,
             _SERVER_KINDS,
-            handled=("webhooks",),
+            handled=("webhooks", "rate_limits"),
             elsewhere=ROOT_KEYS,
             elsewhere_hint=(
                 "is a root key; move it above the first [server.NAME] block"
@@ -418,6 +419,10 @@ class Parser(TableChecker):
             webhooks = self.webhooks(path + ".webhooks", block["webhooks"])
             if webhooks is not None:
                 values["webhooks"] = webhooks
+        if "rate_limits" in block:
+            limits = check_rate_limits(self, path + ".rate_limits", block["rate_limits"])
+            if limits is not None:
+                values["rate_limits"] = limits
         for key in _SERVER_PATH_KEYS:
             if key in values:
                 values[key] = self.path(values[key])
