@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Tuple, Union
 
 from phantom_frame.config.dotenv import parse_dotenv
 from phantom_frame.config.files import directory_problem, tls_problem, unreadable
 from phantom_frame.config.network import check_host, check_listen, url_check
+from phantom_frame.config.ratelimits import check_rate_limits
 from phantom_frame.config.tables import (
     BAD,
-    ENV_PREFIX,
     Kind,
     Table,
     TableChecker,
@@ -52,6 +52,7 @@ from phantom_frame.config.values import (
     show,
     size_check,
 )
+from phantom_frame.config.webhooks import check_webhooks
 from phantom_frame.http.limits import is_host_glob
 from phantom_frame.proxy.settings import (
     CachePolicy,
@@ -61,7 +62,6 @@ from phantom_frame.proxy.settings import (
     CookiePolicy,
     CreateProxyConfig,
     ProxyMode,
-    Webhook,
     WebhookType,
 )
 
@@ -196,7 +196,7 @@ ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("server",)
 Every key accepted at the root of the file (C{server} holds the blocks).
 """
 
-SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks",)
+SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks", "rate_limits")
 """
 Every key accepted in a C{[server.NAME]} block.
 """
@@ -425,7 +425,7 @@ class Parser(TableChecker):
             path + ".",
             block,
             _SERVER_KINDS,
-            handled=("webhooks",),
+            handled=("webhooks", "rate_limits"),
             elsewhere=ROOT_KEYS,
             elsewhere_hint=(
                 "is a root key; move it above the first [server.NAME] block"
@@ -433,9 +433,13 @@ class Parser(TableChecker):
         )
         values = result.values
         if "webhooks" in block:
-            webhooks = self.webhooks(path + ".webhooks", block["webhooks"])
+            webhooks = check_webhooks(self, path + ".webhooks", block["webhooks"], _WEBHOOK_KINDS)
             if webhooks is not None:
                 values["webhooks"] = webhooks
+        if "rate_limits" in block:
+            limits = check_rate_limits(self, path + ".rate_limits", block["rate_limits"])
+            if limits is not None:
+                values["rate_limits"] = limits
         for key in _SERVER_PATH_KEYS:
             if key in values:
                 values[key] = self.path(values[key])
@@ -447,50 +451,3 @@ class Parser(TableChecker):
         bind_to = values.pop("bind_to", "*")
         proxy = CreateProxyConfig(**values)
         return bind_to, proxy, "bind_to" not in result.failed
-
-    def webhooks(self, path: str, raw: object) -> Optional[Tuple[Webhook, ...]]:
-        """
-        Check a C{webhooks} array of tables.
-
-        @param path: its key path.
-        @param raw: its value.
-        @return: the webhooks, or L{None} to keep the default.
-        """
-        if isinstance(raw, str) and raw.startswith(ENV_PREFIX):
-            text = self.env_reference(path, raw)
-            if isinstance(text, str):
-                self.error(
-                    path,
-                    "webhooks are [[server.NAME.webhooks]] tables and cannot come"
-                    " from $env:",
-                )
-            return None
-        if not isinstance(raw, list):
-            self.error(
-                path,
-                f"expected [[server.NAME.webhooks]] tables, got {show(raw)}",
-            )
-            return None
-        webhooks: List[Webhook] = []
-        for index, entry in enumerate(raw):
-            entry_path = f"{path}[{index}]"
-            if not isinstance(entry, dict):
-                self.error(
-                    entry_path,
-                    "expected a table with url, type and timeout_ms,"
-                    f" got {show(entry)}",
-                )
-                continue
-            result = self.table(entry_path + ".", entry, _WEBHOOK_KINDS)
-            if "url" in result.unset:
-                self.error(
-                    entry_path + ".url",
-                    f"required, but $env:{result.unset['url']} is not set",
-                )
-            elif not result.present("url"):
-                self.error(
-                    entry_path + ".url", "required: an http:// or https:// URL"
-                )
-            if "url" in result.values:
-                webhooks.append(Webhook(**result.values))
-        return tuple(webhooks)

@@ -306,6 +306,14 @@ class FastHits:
         chunks = self._render(entry, answer, method)
         if chunks is None:
             return None
+        limiter = decider.limiter
+        if limiter is not None:
+            # Hits count against rate limits too; a refusal is the stock
+            # path's to answer (refusing takes no token: it refuses again).
+            if limiter.needs_client:
+                view.client = getattr(channel.transport.getPeer(), "host", None)
+            if decider.admit(view, False) is not None:
+                return None
         decider.note(decision)
         if kind is Stale and decision.refresh:
             client = getattr(channel.transport.getPeer(), "host", None)

@@ -25,6 +25,7 @@ from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.negotiation import GET_HEAD, EntryAnswer, Negotiator
+from phantom_frame.proxy.ratelimit import BucketStoreFactory, MemoryBucketStore, RateLimiter
 from phantom_frame.proxy.scope import Scope
 from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.status import CacheStatus
@@ -140,6 +141,8 @@ ONLY_IF_CACHED = Reject(
 )
 NOT_PRE_GENERATED = Reject(404, "Not Found", statuses.forwarded("uri-miss", "not-pre-generated"))
 TUNNEL = Tunnel()
+#: The text of a 429.
+TOO_MANY_REQUESTS = "Too Many Requests: rate limit exceeded"
 
 
 def _no_header(name: str) -> Optional[str]:
@@ -186,12 +189,14 @@ class Decider:
         config: CreateProxyConfig,
         cache: Any,
         clock: IReactorTime,
+        buckets: BucketStoreFactory = MemoryBucketStore,
     ) -> None:
         """
         @param name: the server's name, for logs.
         @param config: the server's settings.
         @param cache: its L{phantom_frame.cache.responses.ResponseCache}.
-        @param clock: gives entries their age.
+        @param clock: gives entries their age and fills rate-limit buckets.
+        @param buckets: makes the bucket store of each rate limit.
         """
         self._name = name
         self._config = config
@@ -206,6 +211,10 @@ class Decider:
         )
         self._tunnels = config.enable_websocket and (
             config.proxy_mode == ProxyMode.DYNAMIC or config.pre_generate_fallthrough
+        )
+        #: The server's L{RateLimiter}, or C{None} when it has no limits.
+        self.limiter: Optional[RateLimiter] = (
+            RateLimiter(name, config.rate_limits, clock, buckets) if config.rate_limits else None
         )
         self.negotiator = Negotiator()
         #: C{answer(view, entry)}: see L{Negotiator.answer}.
@@ -233,13 +242,20 @@ class Decider:
 
     def admit(self, view: RequestView, upgrade: bool) -> Optional[Decision]:
         """
-        The checks made before anything else (and before webhooks).
+        The checks made before anything else (and before webhooks). With
+        rate limits, an admitted request is counted against them (this is
+        the one check that changes something: call it once per request).
 
         @param upgrade: whether the request asks to switch protocols.
         @return: a L{Reject} or L{Tunnel}, or C{None} to go on deciding.
         """
         if self.scope.host(view) is None:
             return BAD_HOST
+        limiter = self.limiter
+        if limiter is not None:
+            wait = limiter.check(view)
+            if wait is not None:
+                return Reject(429, TOO_MANY_REQUESTS, headers=((b"retry-after", b"%d" % wait),))
         if self._config.forward_get_only and view.method not in GET_HEAD:
             return METHOD_NOT_ALLOWED
         if upgrade:

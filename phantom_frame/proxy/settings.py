@@ -12,6 +12,7 @@ from typing import Callable, Optional, Tuple
 import attr
 
 from phantom_frame.cache.strategy import CacheStrategy, Choice as _Choice, CompressStrategy
+from phantom_frame.proxy.ratelimit import RateLimit
 
 MiB = 1024 * 1024
 
@@ -119,6 +120,7 @@ class CreateProxyConfig:
     stale_if_error: Optional[float] = None
     generate_etag: bool = False
     webhooks: Tuple[Webhook, ...] = attr.ib(default=(), converter=_tuple)
+    rate_limits: Tuple[RateLimit, ...] = attr.ib(default=(), converter=_tuple)
     execute: Optional[str] = None
     execute_dir: Optional[str] = None
     ignore_query_params: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
@@ -255,3 +257,10 @@ class CreateProxyConfig:
             private: C{"_ga*"}, C{"_gid"}.
         """
         return self._with(ignore_cookies=names)
+
+    def with_rate_limits(self, limits) -> CreateProxyConfig:
+        """
+        @param limits: L{RateLimit}s, each applied to every request (cache
+            hits included); over one, a request gets 429.
+        """
+        return self._with(rate_limits=limits)
