@@ -33,6 +33,7 @@ from phantom_frame.cache.freshness import (
 from phantom_frame.cache.keys import RequestInfo, default_cache_key
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
+from phantom_frame.cache.topkeys import TopKeys
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.status import CacheStatus
@@ -230,6 +231,8 @@ def request_directives(view: RequestView) -> RequestDirectives:
 class Decider:
     """
     Decides how one server answers each request.
+
+    @ivar top_keys: the hits of the busiest keys, counted by L{note}.
     """
 
     def __init__(
@@ -261,6 +264,7 @@ class Decider:
             config.proxy_mode == ProxyMode.DYNAMIC or config.pre_generate_fallthrough
         )
         self._codings: Dict[Tuple[Optional[str], str], Optional[str]] = {}
+        self.top_keys = TopKeys()
 
     # Keys
 
@@ -400,6 +404,7 @@ class Decider:
         """
         cache = self._cache
         cache.hits += 1
+        self.top_keys.hit(decision.key)
         if decision.status.result == "stale":
             cache.stale += 1
 
