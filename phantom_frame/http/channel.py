@@ -24,6 +24,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 from phantom_frame.cache.codec import decode_content
 from phantom_frame.http.optimistic import send
+from phantom_frame.http.request_id import acceptable, new_request_id
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Full, Hit
 from phantom_frame.proxy.serve import entry_headers, needs_date
@@ -55,8 +56,8 @@ _MAX_HEAD = 16384
 class Wire:
     """
     The pre-serialised parts of a stored entry's answer for one coding:
-    everything but the per-request C{Age}, C{Cache-Status} (and C{Date} when
-    the origin sent none), plus the body to send.
+    everything but the per-request C{Age}, C{Cache-Status}, C{X-Request-Id}
+    (and C{Date} when the origin sent none), plus the body to send.
     """
 
     __slots__ = ("head", "body", "needs_date")
@@ -243,7 +244,11 @@ class FastHits:
         self.answered += 1
         now = self._clock.seconds()
         status = decision.status
-        tail = b"Age: %d\r\nCache-Status: %s\r\n" % (int(entry.age(now)), status.header)
+        rid = headers.get("x-request-id")
+        if rid is None or not acceptable(rid):
+            rid = headers["x-request-id"] = new_request_id()
+        tail = b"Age: %d\r\nCache-Status: %s\r\nX-Request-Id: %s\r\n" % (
+            int(entry.age(now)), status.header, rid.encode("latin-1"))
         if wire.needs_date:
             tail += b"Date: " + http_date(now) + b"\r\n"
         if close:

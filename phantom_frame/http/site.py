@@ -15,6 +15,7 @@ from twisted.web import server
 from twisted.web.http import combinedLogFormatter, datetimeToLogString
 
 from phantom_frame.http.channel import FastHitRecord, FastHits, fast_channel_factory
+from phantom_frame.http.request_id import HEADER as REQUEST_ID, request_id
 from phantom_frame.proxy.answers import is_upgrade
 from phantom_frame.proxy.status import NONE, CacheStatus
 
@@ -37,6 +38,9 @@ class ProxyRequest(server.Request):
     @ivar phantomStatus: the cache's part in its answer, set by whoever
         answered it.
     @ivar phantomTarget: its raw path and query, set by the router.
+    @ivar phantomRequestId: its C{X-Request-Id} (the client's, when
+        acceptable, else a new one): in its headers for the origin, on its
+        answer and in its access-log line.
     """
 
     defaultContentType = None
@@ -45,11 +49,17 @@ class ProxyRequest(server.Request):
     phantomStarted: Optional[float] = None
     phantomStatus: CacheStatus = NONE
     phantomTarget = None
+    phantomRequestId = b""
 
     def process(self) -> None:
         """
-        Count the request, then process it as usual.
+        Give the request its id, count it, then process it as usual.
         """
+        headers = self.requestHeaders
+        given = headers.getRawHeaders(REQUEST_ID)
+        self.phantomRequestId = rid = request_id(given)
+        if given != [rid]:
+            headers.setRawHeaders(REQUEST_ID, [rid])
         site = self.channel.site
         site.active += 1
         self.phantomStarted = site.clock.seconds()
@@ -58,6 +68,15 @@ class ProxyRequest(server.Request):
             site.tunnels += 1
             self.notifyFinish().addBoth(site._tunnelDone)
         super().process()
+
+    def write(self, data: bytes) -> None:
+        """
+        Write part of the answer; the first write sends the head, with the
+        request's C{X-Request-Id}.
+        """
+        if not self.startedWriting and self.phantomRequestId:
+            self.responseHeaders.setRawHeaders(REQUEST_ID, [self.phantomRequestId])
+        super().write(data)
 
 
 class ProxySite(server.Site):
@@ -143,9 +162,9 @@ class ProxySite(server.Site):
         """
         Count an answered request in the metrics and, unless the access log
         is off, log it: in C{text} format, the combined log format followed
-        by C{cache=RESULT server=NAME upstream_ms=MS duration_ms=MS} (C{-}
-        for no server or no origin request); in C{json} format, a JSON
-        object, whose fields are also the event's.
+        by C{request_id=ID cache=RESULT server=NAME upstream_ms=MS
+        duration_ms=MS} (C{-} for no id, no server or no origin request); in
+        C{json} format, a JSON object, whose fields are also the event's.
         """
         metrics = self.metrics
         if metrics is None and not self.access_log:
@@ -197,18 +216,21 @@ class ProxySite(server.Site):
                 "server": name,
                 "upstream_ms": upstream_ms,
                 "duration_ms": duration_ms,
+                "request_id": _header(request, REQUEST_ID),
             }
             access.info("{access_json}", access_json=json.dumps(fields, separators=(",", ":")), **fields)
             return
         timestamp = self._logDateTime or datetimeToLogString(self.clock.seconds())
         line = combinedLogFormatter(timestamp, request)
         access.info(
-            "{line} cache={cache} server={server} upstream_ms={upstream_ms} duration_ms={duration_ms}",
+            "{line} request_id={request_id} cache={cache} server={server}"
+            " upstream_ms={upstream_ms} duration_ms={duration_ms}",
             line=line,
             cache=status.result,
             server=name or "-",
             upstream_ms="-" if upstream_ms is None else upstream_ms,
             duration_ms=duration_ms,
+            request_id=_header(request, REQUEST_ID) or "-",
         )
 
 
