@@ -89,8 +89,8 @@ class ProxySite(server.Site):
     @ivar log_format: C{"text"} or C{"json"}.
     @ivar metrics: counts every answered request, whether or not it is
         logged: anything with an C{observe(server, method, code, result,
-        duration)} method, such as L{phantom_frame.ops.metrics.Metrics}; or
-        L{None}.
+        duration, sent)} method (C{sent}: body bytes), such as
+        L{phantom_frame.ops.metrics.Metrics}; or L{None}.
     @ivar active: requests in flight.
     @ivar tunnels: upgrade requests in flight: tunnels connecting or open.
     @ivar clock: times requests.
@@ -152,7 +152,7 @@ class ProxySite(server.Site):
         the others.
         """
         if self.metrics is not None:
-            self.metrics.observe(server.name, method, code, status.result, 0.0)
+            self.metrics.observe(server.name, method, code, status.result, 0.0, 0 if method == b"HEAD" else length)
         if not self.access_log:
             return
         record = FastHitRecord(channel, method, uri, headers, code, 0 if method == b"HEAD" else length)
@@ -174,7 +174,7 @@ class ProxySite(server.Site):
         started = getattr(request, "phantomStarted", None)
         duration = 0.0 if started is None else max(0.0, self.clock.seconds() - started)
         if metrics is not None:
-            metrics.observe(name, request.method, request.code, status.result, duration)
+            metrics.observe(name, request.method, request.code, status.result, duration, request.sentLength)
         if not self.access_log:
             return
         self._write(
