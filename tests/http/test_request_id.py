@@ -63,6 +63,9 @@ class EndToEndTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
+        """
+        Keep every log event, and make an origin.
+        """
         self.events: List[Dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)

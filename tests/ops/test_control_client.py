@@ -117,6 +117,9 @@ class Handler(BaseHTTPRequestHandler):
         self.answer()
 
     def answer(self) -> None:
+        """
+        Record the request, then send the server's status and payload.
+        """
         server: Any = self.server
         length = int(self.headers.get("content-length") or 0)
         server.seen.append(

@@ -46,6 +46,9 @@ class ProgressTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
+        """
+        A clock, and a logger keeping its events.
+        """
         self.clock = Clock()
         self.events = Events()
         self.log = Logger(observer=self.events)
