@@ -63,29 +63,42 @@ class TopKeys:
         counts = self._counts
         buckets = self._buckets
         count = counts.get(key)
-        if count is None:
-            if len(counts) < self.capacity:
-                count = 0
-                self._min = 1
-                self._errors[key] = 0
-            else:
-                # Take the place of a key with the lowest count.
-                count = self._min
-                lowest = buckets[count]
-                evicted = lowest.pop()
-                del counts[evicted]
-                del self._errors[evicted]
-                if not lowest:
-                    del buckets[count]
-                    self._min = count + 1
-                self._errors[key] = count
-        else:
+        if count is not None:
+            # A counted key moves up one bucket; alone in its bucket, it
+            # takes the bucket's set along when the next one is empty.
+            up = count + 1
+            counts[key] = up
             bucket = buckets[count]
-            bucket.discard(key)
-            if not bucket:
+            above = buckets.get(up)
+            if len(bucket) == 1:
                 del buckets[count]
+                if above is None:
+                    buckets[up] = bucket
+                else:
+                    above.add(key)
                 if self._min == count:
-                    self._min = count + 1
+                    self._min = up
+            else:
+                bucket.discard(key)
+                if above is None:
+                    buckets[up] = {key}
+                else:
+                    above.add(key)
+            return
+        if len(counts) < self.capacity:
+            count = 0
+            self._min = 1
+        else:
+            # Take the place of a key with the lowest count.
+            count = self._min
+            lowest = buckets[count]
+            evicted = lowest.pop()
+            del counts[evicted]
+            del self._errors[evicted]
+            if not lowest:
+                del buckets[count]
+                self._min = count + 1
+        self._errors[key] = count
         count += 1
         counts[key] = count
         bucket = buckets.get(count)
