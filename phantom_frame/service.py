@@ -231,7 +231,7 @@ def build_service(
     handle = CacheHandle()
     metrics = Metrics(handle, reactor)
     build = ServerBuilder(reactor, agent, runner, metrics)
-    supervisor = OriginSupervisor(reactor, metrics)
+    supervisor = OriginSupervisor(reactor, metrics, dotenv=config.dotenv)
     warmups = WarmUps(reactor, timeout=origin_timeout)
     for block in config.servers:
         built = build(block, handle)

@@ -1,51 +1,28 @@
 """
-The C{phantom-frame} command: C{phantom-frame check FILE} validates a
-configuration file with the same validator as the twistd plugin.
+C{phantom-frame check FILE}: validates a configuration file with the same
+validator as the twistd plugin, then summarises it and warns about risky
+settings (the command line itself is L{phantom_frame.cli}).
 """
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import os
 import re
-import sys
-from typing import Callable, Dict, List, Optional, TextIO, Tuple, cast
+from typing import Callable, Dict, List, Optional, TextIO, Tuple
 
-from phantom_frame._version import __version__
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.config.loader import Config, ConfigError, ServerConfig, load_config
 from phantom_frame.proxy.settings import CacheStorageMode, CacheStrategy, CookiePolicy, ProxyMode
 
 __all__ = [
     "PERSONAL_PATHS",
-    "USAGE",
     "check",
-    "main",
     "physical_memory",
     "risks",
     "size",
     "summarize",
 ]
-
-USAGE = """\
-Usage: phantom-frame check FILE
-       phantom-frame --version
-       phantom-frame --help
-
-Commands:
-  check FILE   validate a configuration file: print every error, numbered,
-               or a summary of the listeners and servers followed by
-               warnings about risky settings
-
-Exit status: 0 when the file is valid (warnings or not), 1 when it is not,
-2 on a usage error.
-Run the proxy with: twistd -n phantom-frame --config FILE
-"""
-"""
-The command's help text.
-"""
-
 
 #: Paths that usually answer differently for each visitor; caching them is
 #: only safe when the origin marks those answers private.
@@ -297,63 +274,6 @@ def risks(config: Config, total_memory: Callable[[], Optional[int]] = physical_m
     return found
 
 
-class _Output(io.TextIOBase):
-    """
-    A text stream that, once its reader has gone away (C{phantom-frame check
-    FILE | head -1}), drops what is written instead of raising.
-
-    @ivar gone: whether the reader went away.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        """
-        @param stream: where the text goes.
-        """
-        super().__init__()
-        self._stream = stream
-        self.gone = False
-
-    def write(self, text: str) -> int:
-        """
-        Write and flush C{text}, unless the reader is gone.
-
-        @return: C{len(text)}.
-        """
-        if not self.gone:
-            try:
-                self._stream.write(text)
-                self._stream.flush()
-            except BrokenPipeError:
-                self.gone = True
-                self._discard()
-        return len(text)
-
-    def _discard(self) -> None:
-        """
-        Point the stream's file descriptor at C{/dev/null}, so that what is
-        left in its buffer, flushed at exit, raises nothing either.
-        """
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):
-            return
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, fd)
-        finally:
-            os.close(devnull)
-
-
-def _usage_error(message: str, stderr: TextIO) -> int:
-    """
-    @param message: what is wrong with the command line.
-    @param stderr: where to print it, with the usage.
-    @return: 2, the exit status of a usage error.
-    """
-    stderr.write(f"phantom-frame: {message}\n\n{USAGE}")
-    return 2
-
-
 def check(
     path: str,
     stdout: TextIO,
@@ -382,52 +302,3 @@ def check(
         for number, message in enumerate(found, 1):
             stdout.write(f"  {number}. {message}\n")
     return 0
-
-
-def main(
-    argv: Optional[List[str]] = None,
-    stdout: Optional[TextIO] = None,
-    stderr: Optional[TextIO] = None,
-) -> int:
-    """
-    Run the C{phantom-frame} command; the console script exits with the
-    returned status.
-
-    A reader that goes away early (C{phantom-frame check FILE | head -1})
-    stops the output quietly; the status is the command's all the same.
-
-    @param argv: the arguments after the program name; C{sys.argv[1:]} by
-        default.
-    @param stdout: the output stream; C{sys.stdout} by default.
-    @param stderr: the error stream; C{sys.stderr} by default.
-    @return: the exit status: 0 success, 1 invalid configuration, 2 usage
-        error.
-    """
-    args = sys.argv[1:] if argv is None else list(argv)
-    out = cast(TextIO, _Output(sys.stdout if stdout is None else stdout))
-    err = cast(TextIO, _Output(sys.stderr if stderr is None else stderr))
-    if not args:
-        return _usage_error("a command is required", err)
-    command, rest = args[0], args[1:]
-    if command in ("-h", "--help", "help"):
-        out.write(USAGE)
-        return 0
-    if command in ("-V", "--version"):
-        out.write(f"phantom-frame {__version__}\n")
-        return 0
-    if command != "check":
-        return _usage_error(f"unknown command {command!r}", err)
-    if rest and rest[0] in ("-h", "--help"):
-        out.write(USAGE)
-        return 0
-    if rest[:1] == ["--"]:
-        rest = rest[1:]
-    if not rest:
-        return _usage_error("check: the configuration FILE is missing", err)
-    if len(rest) > 1:
-        return _usage_error(f"check: unexpected arguments {rest[1:]!r}", err)
-    return check(rest[0], out, err)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -33,6 +33,7 @@ from phantom_frame.cache.codec import decode_content
 from phantom_frame.http.guard import GuardedHTTPChannel
 from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
 from phantom_frame.http.optimistic import send
+from phantom_frame.http.request_id import acceptable, new_request_id
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Hit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
@@ -71,8 +72,8 @@ _HOSTS_KEPT = 256
 class Wire:
     """
     The pre-serialised parts of a stored entry's answer for one coding:
-    everything but the per-request C{Age}, C{Cache-Status} (and C{Date} when
-    the origin sent none), plus the body to send.
+    everything but the per-request C{Age}, C{Cache-Status}, C{X-Request-Id}
+    (and C{Date} when the origin sent none), plus the body to send.
     """
 
     __slots__ = ("head", "body", "needs_date")
@@ -323,7 +324,11 @@ class FastHits:
         now = self._clock.seconds()
         status = decision.status
         wire = chunks[1]
-        tail = b"Age: %d\r\nCache-Status: %s\r\n" % (int(entry.age(now)), status.header)
+        rid = headers.get("x-request-id")
+        if rid is None or not acceptable(rid):
+            rid = new_request_id()
+        tail = b"Age: %d\r\nCache-Status: %s\r\nX-Request-Id: %s\r\n" % (
+            int(entry.age(now)), status.header, rid.encode("latin-1"))
         if wire.needs_date:
             tail += b"Date: " + http_date(now) + b"\r\n"
         if close:
@@ -335,7 +340,7 @@ class FastHits:
         code = chunks[0]
         record = self._site.recordFastHit
         if record is not None:
-            record(channel, server, method, target, headers, code, len(body), status)
+            record(channel, server, method, target, headers, code, len(body), status, rid)
         return out, close
 
     def _parse(self, data: bytes, start: int, end: int, resource: Any, secure: bool) -> Any:
@@ -452,17 +457,21 @@ class FastHitRecord:
     clientproto = b"HTTP/1.1"
 
     def __init__(self, channel: Any, method: bytes, uri: bytes, headers: Dict[str, str],
-                 code: int, length: int) -> None:
+                 code: int, length: int, request_id: str = "") -> None:
         self._channel = channel
         self.method = method
         self.uri = uri
         self._headers = headers
         self.code = code
         self.sentLength = length
+        self._requestId = request_id
 
     def getClientAddress(self) -> Any:
         return self._channel.transport.getPeer()
 
     def getHeader(self, name: bytes) -> Optional[bytes]:
-        value = self._headers.get(name.decode("latin-1").lower())
+        key = name.decode("latin-1").lower()
+        if key == "x-request-id" and self._requestId:
+            return self._requestId.encode("latin-1")
+        value = self._headers.get(key)
         return None if value is None else value.encode("latin-1")

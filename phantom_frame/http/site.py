@@ -19,6 +19,7 @@ from phantom_frame.http.channel import FastHitRecord, FastHits
 from phantom_frame.http.drain import Drain, tracked_channel_factory
 from phantom_frame.http.guard import GuardedHTTPChannel
 from phantom_frame.http.limits import DEFAULT_LIMITS, REASONS, ClientLimits, host_problem
+from phantom_frame.http.request_id import HEADER as REQUEST_ID, request_id
 from phantom_frame.proxy.answers import is_upgrade
 from phantom_frame.proxy.status import NONE, CacheStatus
 
@@ -41,6 +42,9 @@ class ProxyRequest(server.Request):
     @ivar phantomStatus: the cache's part in its answer, set by whoever
         answered it.
     @ivar phantomTarget: its raw path and query, set by the router.
+    @ivar phantomRequestId: its C{X-Request-Id} (the client's, when
+        acceptable, else a new one): in its headers for the origin, on its
+        answer and in its access-log line.
     """
 
     defaultContentType = None
@@ -49,13 +53,20 @@ class ProxyRequest(server.Request):
     phantomStarted: Optional[float] = None
     phantomStatus: CacheStatus = NONE
     phantomTarget = None
+    phantomRequestId = b""
 
     def process(self) -> None:
         """
-        Count the request, then process it as usual; a request that came
-        other than through a L{GuardedHTTPChannel} (an HTTP/2 stream) whose
-        host is missing, invalid or not allowed gets 400 or 421.
+        Give the request its id, count it, then process it as usual; a
+        request that came other than through a L{GuardedHTTPChannel} (an
+        HTTP/2 stream) whose host is missing, invalid or not allowed gets 400
+        or 421.
         """
+        headers = self.requestHeaders
+        given = headers.getRawHeaders(REQUEST_ID)
+        self.phantomRequestId = rid = request_id(given)
+        if given != [rid]:
+            headers.setRawHeaders(REQUEST_ID, [rid])
         site = self.channel.site
         site.active += 1
         self.phantomStarted = site.clock.seconds()
@@ -85,6 +96,15 @@ class ProxyRequest(server.Request):
         self.write(body)
         self.finish()
 
+    def write(self, data: bytes) -> None:
+        """
+        Write part of the answer; the first write sends the head, with the
+        request's C{X-Request-Id}.
+        """
+        if not self.startedWriting and self.phantomRequestId:
+            self.responseHeaders.setRawHeaders(REQUEST_ID, [self.phantomRequestId])
+        super().write(data)
+
 
 class ProxySite(server.Site):
     """
@@ -96,8 +116,8 @@ class ProxySite(server.Site):
     @ivar log_format: C{"text"} or C{"json"}.
     @ivar metrics: counts every answered request, whether or not it is
         logged: anything with an C{observe(server, method, code, result,
-        duration)} method, such as L{phantom_frame.ops.metrics.Metrics}; or
-        L{None}.
+        duration, sent)} method (C{sent}: body bytes), such as
+        L{phantom_frame.ops.metrics.Metrics}; or L{None}.
     @ivar active: requests in flight.
     @ivar tunnels: upgrade requests in flight: tunnels connecting or open.
     @ivar clock: times requests.
@@ -160,17 +180,19 @@ class ProxySite(server.Site):
 
     def recordFastHit(
         self, channel: Any, server: Any, method: bytes, uri: bytes, headers: Any,
-        code: int, length: int, status: CacheStatus,
+        code: int, length: int, status: CacheStatus, request_id: str = "",
     ) -> None:
         """
         Count (and log) a hit the fast path answered, as L{log} does for
         the others.
         """
         if self.metrics is not None:
-            self.metrics.observe(server.name, method, code, status.result, 0.0)
+            self.metrics.observe(server.name, method, code, status.result, 0.0, 0 if method == b"HEAD" else length)
         if not self.access_log:
             return
-        record = FastHitRecord(channel, method, uri, headers, code, 0 if method == b"HEAD" else length)
+        record = FastHitRecord(
+            channel, method, uri, headers, code, 0 if method == b"HEAD" else length, request_id
+        )
         self._write(record, status, server.name, None, 0.0)
 
     def recordRefusal(
@@ -197,9 +219,9 @@ class ProxySite(server.Site):
         """
         Count an answered request in the metrics and, unless the access log
         is off, log it: in C{text} format, the combined log format followed
-        by C{cache=RESULT server=NAME upstream_ms=MS duration_ms=MS} (C{-}
-        for no server or no origin request); in C{json} format, a JSON
-        object, whose fields are also the event's.
+        by C{request_id=ID cache=RESULT server=NAME upstream_ms=MS
+        duration_ms=MS} (C{-} for no id, no server or no origin request); in
+        C{json} format, a JSON object, whose fields are also the event's.
         """
         metrics = self.metrics
         if metrics is None and not self.access_log:
@@ -209,7 +231,7 @@ class ProxySite(server.Site):
         started = getattr(request, "phantomStarted", None)
         duration = 0.0 if started is None else max(0.0, self.clock.seconds() - started)
         if metrics is not None:
-            metrics.observe(name, request.method, request.code, status.result, duration)
+            metrics.observe(name, request.method, request.code, status.result, duration, request.sentLength)
         if not self.access_log:
             return
         self._write(
@@ -251,18 +273,21 @@ class ProxySite(server.Site):
                 "server": name,
                 "upstream_ms": upstream_ms,
                 "duration_ms": duration_ms,
+                "request_id": _header(request, REQUEST_ID),
             }
             access.info("{access_json}", access_json=json.dumps(fields, separators=(",", ":")), **fields)
             return
         timestamp = self._logDateTime or datetimeToLogString(self.clock.seconds())
         line = combinedLogFormatter(timestamp, request)
         access.info(
-            "{line} cache={cache} server={server} upstream_ms={upstream_ms} duration_ms={duration_ms}",
+            "{line} request_id={request_id} cache={cache} server={server}"
+            " upstream_ms={upstream_ms} duration_ms={duration_ms}",
             line=line,
             cache=status.result,
             server=name or "-",
             upstream_ms="-" if upstream_ms is None else upstream_ms,
             duration_ms=duration_ms,
+            request_id=_header(request, REQUEST_ID) or "-",
         )
 
 

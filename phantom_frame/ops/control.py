@@ -114,6 +114,15 @@ def _bulk(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
+def _query(request) -> Dict[str, Any]:
+    """
+    @return: the query parameters of a C{GET}, by name (the last value of
+        a repeated one), as text.
+    """
+    args = request.args or {}
+    return {k.decode("utf-8", "replace"): v[-1].decode("utf-8", "replace") for k, v in args.items() if v}
+
+
 class ControlResource(Resource):
     """
     The control API over a L{CacheHandle}.
@@ -166,6 +175,8 @@ class ControlResource(Resource):
             (b"GET", b"/snapshots"): self._list_snapshots,
             (b"GET", b"/metrics"): self._metrics,
             (b"POST", b"/reload"): self._reload,
+            (b"GET", b"/top_keys"): self._top_keys,
+            (b"GET", b"/progress"): self._progress,
         }
 
     def set_token(self, token: Optional[str]) -> None:
@@ -244,7 +255,7 @@ class ControlResource(Resource):
                 return _json(request, 405, {"error": "method not allowed"})
             return _json(request, 404, {"error": "no such route"})
         try:
-            body = self._body(request) if method == b"POST" else {}
+            body = self._body(request) if method == b"POST" else _query(request)
             result = route(body)
         except Exception as e:
             return self._error(request, e)
@@ -435,3 +446,31 @@ class ControlResource(Resource):
             return 404, {"error": "no such route"}
         result = self.reloader.reload()
         return (200 if result.ok else 400), result.as_json()
+
+    def _top_keys(self, query: Dict[str, Any]) -> Tuple[int, Any]:
+        raw = query.get("n", "10")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise BadRequest(f"'n' must be a whole number from 1 to 1000, got {_short(raw)}")
+        name = query.get("server")
+        servers = [self._handle.server(name)] if name else list(self._handle.servers())
+        return 200, {
+            "servers": {
+                s.name: {
+                    "hits": s.decider.top_keys.total,
+                    "keys": [
+                        {"key": key, "hits": hits, "error": error}
+                        for key, hits, error in s.decider.top_keys.top(int(raw))
+                    ],
+                }
+                for s in servers
+            }
+        }
+
+    def _progress(self, query: Dict[str, Any]) -> Tuple[int, Any]:
+        servers = self._handle._snapshot_servers(query.get("server") or None)
+        return 200, {
+            "servers": {
+                s.name: None if s.snapshots.progress is None else s.snapshots.progress.as_json()
+                for s in servers
+            }
+        }

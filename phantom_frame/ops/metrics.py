@@ -12,7 +12,7 @@ scrape time only.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -217,7 +217,10 @@ class Metrics:
             ["server"],
             registry=self.registry,
         )
-        self._children: Dict[Tuple[Optional[str], str, str, str], Tuple[Any, Any]] = {}
+        self._children: Dict[Tuple[Optional[str], str, str, str], Tuple[Any, Any, List[int]]] = {}
+        #: Body bytes sent, by server and cache result: one cell each,
+        #: shared by the children that count into it.
+        self.sent: Dict[Tuple[str, str], List[int]] = {}
         self.registry.register(_StateCollector(self))
 
     def timing_agent(self, agent: IAgent, server: str) -> TimingAgent:
@@ -234,7 +237,13 @@ class Metrics:
         )
 
     def observe(
-        self, server: Optional[str], method: bytes, code: int, result: str, duration: float
+        self,
+        server: Optional[str],
+        method: bytes,
+        code: int,
+        result: str,
+        duration: float,
+        sent: int = 0,
     ) -> None:
         """
         Count one answered request.
@@ -244,6 +253,7 @@ class Metrics:
         @param code: its status code.
         @param result: the result of its L{phantom_frame.proxy.status.CacheStatus}.
         @param duration: seconds from its arrival to the end of its answer.
+        @param sent: the bytes of its answer's body.
         """
         key = (server, method_class(method), status_class(code), result)
         children = self._children.get(key)
@@ -252,10 +262,12 @@ class Metrics:
             children = (
                 self.requests.labels(name, key[1], key[2], result),
                 self.request_duration.labels(name, result),
+                self.sent.setdefault((name, result), [0]),
             )
             self._children[key] = children
         children[0].inc()
         children[1].observe(duration)
+        children[2][0] += sent
 
     def render(self) -> bytes:
         """
@@ -385,6 +397,14 @@ class _StateCollector:
         yield size
         yield limit
         yield from counters.values()
+        sent = CounterMetricFamily(
+            PREFIX + "response_bytes",
+            "Body bytes of the answers of the proxy listeners, by server and cache result.",
+            labels=["server", "cache"],
+        )
+        for (name, result), cell in list(metrics.sent.items()):
+            sent.add_metric([name, result], cell[0])
+        yield sent
         yield tracked
         yield stored
         yield complete

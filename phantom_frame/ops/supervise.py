@@ -1,16 +1,17 @@
 """
 Origins started by the proxy: each server's C{execute} command runs under
 L{twisted.runner.procmon.ProcessMonitor}, restarted with back-off when it
-dies, its output logged with the server's name. A C{pre_generate} server
-whose origin is supervised fetches its snapshots once the origin accepts
-TCP connections.
+dies, its output logged with the server's name, its environment the
+proxy's plus the variables of the configuration's C{dotenv} file. A
+C{pre_generate} server whose origin is supervised fetches its snapshots
+once the origin accepts TCP connections.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from twisted.application.service import Service
@@ -20,6 +21,8 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.runner.procmon import ProcessMonitor
+
+from phantom_frame.config.dotenv import parse_dotenv
 
 log = Logger()
 
@@ -42,6 +45,37 @@ def command_args(command: str) -> List[str]:
     return args
 
 
+def origin_environment(
+    dotenv: Union[bool, str], environ: Optional[Mapping[str, str]] = None
+) -> Dict[str, str]:
+    """
+    The environment origin commands run with: the proxy's, plus each
+    variable of the C{dotenv} file that the proxy's does not set (as the
+    configuration's C{$env:} references see them).
+
+    @param dotenv: L{phantom_frame.config.Config.dotenv}: L{False}, L{True}
+        (C{./.env}) or the file's path.
+    @param environ: the proxy's environment; C{os.environ} by default.
+    @return: the variables, a new dictionary.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if dotenv is False:
+        return env
+    filename = os.path.abspath(".env") if dotenv is True else dotenv
+    try:
+        with open(filename, "rb") as f:
+            text = f.read().decode("utf-8-sig")
+    except FileNotFoundError:
+        return env
+    except (OSError, UnicodeDecodeError) as e:
+        log.error("dotenv: cannot read {file!r} for the origin commands: {error}", file=filename, error=str(e))
+        return env
+    values, _ = parse_dotenv(text, filename)
+    for name, value in values.items():
+        env.setdefault(name, value)
+    return env
+
+
 def origin_address(proxy_url: str) -> Tuple[str, int]:
     """
     @param proxy_url: an C{http} or C{https} URL.
@@ -55,7 +89,9 @@ def origin_address(proxy_url: str) -> Tuple[str, int]:
 class OriginSupervisor(ProcessMonitor):
     """
     Runs the C{execute} command of each server that has one, in its
-    C{execute_dir}, with the proxy's environment.
+    C{execute_dir}, with the proxy's environment and the variables of its
+    C{dotenv} file (see L{origin_environment}, read when a command is
+    supervised).
 
     A command that exits is started again: at once if it ran for at least
     L{threshold} seconds, otherwise after a delay that starts at
@@ -70,17 +106,20 @@ class OriginSupervisor(ProcessMonitor):
     maxRestartDelay = 60.0
     killTime = 5.0
 
-    def __init__(self, reactor: Any, metrics: Any = None) -> None:
+    def __init__(self, reactor: Any, metrics: Any = None, dotenv: Union[bool, str] = False) -> None:
         """
         @param reactor: spawns the processes and schedules restarts.
         @param metrics: a L{phantom_frame.ops.metrics.Metrics} counting starts,
             or L{None}.
+        @param dotenv: the configuration's C{dotenv}: L{False}, L{True}
+            (C{./.env}) or the file's path.
         """
         super().__init__(reactor=reactor)
         self.log = Logger(namespace="phantom_frame.origin")
         self._timer = reactor
         self._metrics = metrics
         self.commands: Dict[str, Tuple[str, Optional[str]]] = {}
+        self.dotenv = dotenv
 
     def supervise(self, name: str, command: str, directory: Optional[str] = None) -> None:
         """
@@ -101,7 +140,7 @@ class OriginSupervisor(ProcessMonitor):
         if name in self.commands:
             self.release(name)
         self.commands[name] = (command, directory)
-        self.addProcess(name, args, env=dict(os.environ), cwd=directory)
+        self.addProcess(name, args, env=origin_environment(self.dotenv), cwd=directory)
 
     def release(self, name: str) -> None:
         """

@@ -23,6 +23,7 @@ from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
+from phantom_frame.cache.topkeys import TopKeys
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.negotiation import GET_HEAD, EntryAnswer, Negotiator
 from phantom_frame.proxy.ratelimit import BucketStoreFactory, MemoryBucketStore, RateLimiter
@@ -181,6 +182,8 @@ def request_directives(view: RequestView) -> RequestDirectives:
 class Decider:
     """
     Decides how one server answers each request.
+
+    @ivar top_keys: the hits of the busiest keys, counted by L{note}.
     """
 
     def __init__(
@@ -221,6 +224,7 @@ class Decider:
         self.answer = self.negotiator.answer
         #: C{coding_for(accept, stored, made=())}: see L{Negotiator.coding_for}.
         self.coding_for = self.negotiator.coding_for
+        self.top_keys = TopKeys()
 
     # Keys
 
@@ -384,5 +388,6 @@ class Decider:
         """
         cache = self._cache
         cache.hits += 1
+        self.top_keys.hit(decision.key)
         if decision.status.result == "stale":
             cache.stale += 1

@@ -54,9 +54,10 @@ from phantom_frame.proxy.origin import (
 #: Logged as the server's own events (namespace C{phantom_frame.proxy}).
 log = Logger(namespace="phantom_frame.proxy")
 
-#: Response headers the cache recomputes for every client.
+#: Response headers the cache recomputes for every client (the request id
+#: is each answer's own).
 _RECOMPUTED = frozenset(
-    {b"content-length", b"content-encoding", b"vary", b"age", b"set-cookie"}
+    {b"content-length", b"content-encoding", b"vary", b"age", b"set-cookie", b"x-request-id"}
 )
 
 #: Media types whose bodies are compressed already: stored as they are.

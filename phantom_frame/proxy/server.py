@@ -127,6 +127,7 @@ class ProxyServer:
                 self.filler,
                 self.cache,
                 self.decider.key_of_target,
+                clock=reactor,
             )
             if config.proxy_mode == ProxyMode.PRE_GENERATE
             else None

@@ -9,8 +9,11 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, DeferredList
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from phantom_frame.proxy.progress import Progress
 
 log = Logger()
 
@@ -46,6 +49,7 @@ class Snapshots:
         filler: Any,
         cache: Any,
         key_of: Callable[[bytes], str],
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         """
         @param name: the server's name, for logs.
@@ -55,6 +59,8 @@ class Snapshots:
             (L{phantom_frame.proxy.fill.Filler}).
         @param cache: where they are stored.
         @param key_of: the cache key of a path (and query).
+        @param clock: times the progress of L{fetch_all}; without it only
+            its last line is logged.
         """
         self.name = name
         self._filler = filler
@@ -65,6 +71,9 @@ class Snapshots:
         self._adding: Dict[str, object] = {}
         self._semaphore = DeferredSemaphore(concurrency)
         self.warmed: Deferred[Dict[str, Optional[str]]] = Deferred()
+        self._clock = clock
+        #: The last run of L{fetch_all}, or L{None} before the first.
+        self.progress: Optional[Progress] = None
 
     def fetch(self, path: str) -> Deferred[None]:
         """
@@ -125,16 +134,16 @@ class Snapshots:
 
     def fetch_all(self, paths: Optional[List[str]] = None, what: str = "pre-generated") -> Deferred[Dict[str, Optional[str]]]:
         """
-        Fetch every tracked path (or C{paths}), logging progress and each
-        failure.
+        Fetch every tracked path (or C{paths}), logging each failure, and
+        the progress (done/total, failures, rate) at most once a second and
+        at the end; L{progress} follows the run.
 
         @return: a L{Deferred} firing with C{{path: None or the failure's
             reason}}; it never fails.
         """
         paths = list(self.tracked) if paths is None else paths
-        total = len(paths)
         results: Dict[str, Optional[str]] = {}
-        step = 1 if total <= 50 else max(1, total // 20)
+        progress = self.progress = Progress(self.name, what, len(paths), self._clock, log)
 
         def done(result: Any, path: str) -> None:
             if result is None:
@@ -147,15 +156,7 @@ class Snapshots:
                     path=path,
                     reason=results[path],
                 )
-            count = len(results)
-            if count % step == 0 or count == total:
-                log.info(
-                    "server {server}: {what} {count}/{total} paths",
-                    server=self.name,
-                    what=what,
-                    count=count,
-                    total=total,
-                )
+            progress.step(result is None)
 
         ds = []
         for path in paths:

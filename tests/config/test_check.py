@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame._version import __version__
 from phantom_frame.config import Config, ServerConfig, load_config
-from phantom_frame.config.check import check, main, physical_memory, risks, size, summarize
+from phantom_frame.cli import main
+from phantom_frame.config.check import check, physical_memory, risks, size, summarize
 from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig
 
 from .certificates import write_pair

@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame.config import Config, ConfigError, parse_config
-from phantom_frame.config.check import main
+from phantom_frame.cli import main
 from phantom_frame.http.limits import DEFAULT_LIMITS, ClientLimits
 
 SERVER = {"server": {"site": {"proxy_url": "http://127.0.0.1:8080"}}}

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame import tap
 from phantom_frame.config import ConfigError, parse_config
-from phantom_frame.config.check import main
+from phantom_frame.cli import main
 from phantom_frame.config.files import directory_problem
 
 from .certificates import write_pair

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame.config import ConfigError, load_config, parse_config
-from phantom_frame.config.check import main
+from phantom_frame.cli import main
 from phantom_frame.proxy.ratelimit import RateLimit
 
 EXAMPLE = os.path.abspath(

@@ -99,7 +99,7 @@ class ControlTests(SynchronousTestCase):
         """
         resource = ControlResource(self.handle, TOKEN)
         routes = sorted({path.decode() for _, path in resource._routes})
-        self.assertEqual(len(routes), 15)
+        self.assertEqual(len(routes), 17)
         for path in routes:
             for method in ("GET", "POST"):
                 response, _ = self.call(method, path, headers={}, raw=b"{bad")

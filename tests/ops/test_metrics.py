@@ -288,6 +288,28 @@ class ScrapeTests(SynchronousTestCase):
         self.assertEqual(value(parsed, "phantom_frame_cache_invalidations_total", server="site"), 1)
         self.assertEqual(value(parsed, "phantom_frame_cache_entries", server="site", store="memory"), 0)
 
+    def test_bytes_served(self) -> None:
+        """
+        C{phantom_frame_response_bytes_total} sums the body bytes of the
+        answers, by server and cache result: fast-path hits included, HEAD
+        answers as nothing.
+        """
+        proxy = self.proxy
+        sizes = {}
+        for path in ("/a", "/a", "/a", "/api/x"):
+            _, body = proxy.get(self, path)
+            sizes[path] = len(body)
+        proxy.get(self, "/a", method="HEAD")
+        self.assertEqual(proxy.site.fastHit.answered, 3)
+        parsed = self.scrape()
+        sent = lambda server, cache: value(parsed, "phantom_frame_response_bytes_total", server=server, cache=cache)  # noqa: E731
+        # This client (treq) takes gzip, which the proxy makes once from
+        # its Brotli: every answer for /a sends the same bytes.
+        self.assertGreater(sent("site", "miss"), 0)
+        self.assertLess(sent("site", "miss"), sizes["/a"])
+        self.assertEqual(sent("site", "hit"), 2 * sent("site", "miss"))
+        self.assertGreater(sent("api", "miss"), 0)
+
     def test_unrouted(self) -> None:
         """
         A request no server takes is counted with an empty C{server} and
