@@ -20,6 +20,7 @@ from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.bus import RedisNode
 from phantom_frame.embed import default_agent
 from phantom_frame.ops.control import ControlResource
+from phantom_frame.ops.metrics import Metrics
 from tests.origin import Origin
 from tests.redis_server import NO_REDIS, RedisServer
 
@@ -181,7 +182,9 @@ class NodesTests(TestCase):
             for node, path in [(a, "/page/kept"), (b, "/page/new"), (a, "/page/new"), (b, "/page/kept")]:
                 codes.append((await self.get(node, path))[0])
             self.assertEqual(codes, [200] * 4)
-            self.assertGreater(a.redis.errors + b.redis.errors, 0)
+            self.assertGreater(a.redis.errors, 0)
+            exposed = Metrics(a.handle, reactor).render()
+            self.assertIn(b"phantom_frame_redis_errors_total %d.0" % a.redis.errors, exposed)
             await self.redisServer.start()
             await self._connected()
             await self.get(a, "/page/after")
