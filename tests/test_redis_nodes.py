@@ -214,3 +214,71 @@ class NodesTests(TestCase):
             self.assertEqual(sum(self.origin.hits[f"/page/{i}"] for i in range(20)), 20)
 
         return self.ensure(run())
+
+
+#: Two C{twistd} processes ("two hosts") on one Redis.
+TWISTD_REDIS = """
+http_listen = "tcp:0:interface=127.0.0.1"
+control_listen = "tcp:0:interface=127.0.0.1"
+shutdown_grace = 2
+redis_url = "{redis}"
+redis_prefix = "hosts"
+
+[server.site]
+proxy_url = "http://127.0.0.1:{origin}"
+cache_storage_mode = "redis"
+"""
+
+
+class TwoProcessesTests(TestCase):
+    """
+    Two real C{twistd} processes pointed at one Redis form one cache.
+    """
+
+    skip = NO_REDIS
+
+    async def test_sharedAcrossProcesses(self) -> None:
+        """
+        A page one process stored is a hit on the other; an invalidation on
+        the second is confirmed by both and drops the entry everywhere.
+        """
+        from tests.test_plugin import spawn_twistd
+
+        redis = RedisServer(self)
+        await redis.start()
+        origin = Origin()
+        port = reactor.listenTCP(0, Site(origin), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        config = TWISTD_REDIS.format(redis=redis.url, origin=port.getHost().port)
+        children = [spawn_twistd(self, config) for _ in range(2)]
+        ports = [await child.ports() for child in children]
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        agent = Agent(reactor, pool=pool)
+
+        async def get(http: int, path: bytes) -> Any:
+            response = await agent.request(b"GET", b"http://127.0.0.1:%d%s" % (http, path))
+            return response.code, response.headers.getRawHeaders(b"cache-status", [b""])[0], await treq.content(response)
+
+        for _ in range(200):
+            # Until both processes hear the bus: an invalidation reaches both.
+            response = await treq.post(
+                "http://127.0.0.1:%d/invalidate_all" % ports[1][1], b"{}", pool=pool,
+                headers={b"content-type": [b"application/json"]},
+            )
+            if json.loads(await treq.content(response)).get("nodes_confirmed") == 2:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        code, status, body = await get(ports[0][0], b"/page/shared")
+        self.assertEqual((code, origin.hits["/page/shared"]), (200, 1))
+        await deferLater(reactor, 0.05, lambda: None)
+        code, status, again = await get(ports[1][0], b"/page/shared")
+        self.assertEqual((code, again, origin.hits["/page/shared"]), (200, body, 1))
+        self.assertIn(b"hit", status)
+        response = await treq.post(
+            "http://127.0.0.1:%d/invalidate" % ports[1][1], json.dumps({"pattern": "*"}).encode(), pool=pool,
+            headers={b"content-type": [b"application/json"]},
+        )
+        self.assertEqual(json.loads(await treq.content(response))["nodes_confirmed"], 2)
+        code, status, _ = await get(ports[0][0], b"/page/shared")
+        self.assertEqual((code, origin.hits["/page/shared"]), (200, 2))
