@@ -43,6 +43,7 @@ def create_proxy(
     handle: Optional[CacheHandle] = None,
     runner: Any = None,
     warm_up: bool = True,
+    redis: Any = None,
 ) -> Tuple[IResource, CacheHandle]:
     """
     Build a caching reverse proxy for one origin.
@@ -59,6 +60,8 @@ def create_proxy(
     @param warm_up: for a C{pre_generate} server, fetch its snapshots on
         the first reactor turn; with C{False} the caller starts
         C{server.snapshots.warm_up()} itself (after its origin is up, say).
+    @param redis: the started L{phantom_frame.cache.bus.RedisNode} a
+        C{cache_storage_mode = "redis"} server keeps its entries in.
     @return: a twisted.web resource to mount in any L{Site}, and the handle.
     """
     if reactor is None:
@@ -69,7 +72,7 @@ def create_proxy(
         runner = ThreadRunner(reactor)
     if handle is None:
         handle = CacheHandle()
-    server = ProxyServer(name, config, agent, reactor, runner)
+    server = ProxyServer(name, config, agent, reactor, runner, redis)
     server.open()
     handle._add(server)
     if warm_up and server.snapshots is not None:

@@ -135,18 +135,28 @@ class CacheService(Service):
     Owns the caches and the origin connection pool: closes them last.
     """
 
-    def __init__(self, handle: CacheHandle, pool: Any, runner: ThreadRunner) -> None:
+    def __init__(self, handle: CacheHandle, pool: Any, runner: ThreadRunner, redis: Any = None) -> None:
         self.handle = handle
         self._pool = pool
         self._runner = runner
+        self._redis = redis
+
+    def startService(self) -> None:
+        """
+        Connect to Redis, when the C{redis} servers use it.
+        """
+        super().startService()
+        if self._redis is not None:
+            self._redis.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.handle.close()
         self._runner.stop()
-        if self._pool is None:
-            return succeed(None)
-        return self._pool.closeCachedConnections()
+        closing = [] if self._pool is None else [self._pool.closeCachedConnections()]
+        if self._redis is not None:
+            closing.append(self._redis.stop())
+        return gatherResults(closing).addCallback(lambda _: None)
 
 
 class ServerBuilder:
@@ -157,17 +167,22 @@ class ServerBuilder:
     L{phantom_frame.ops.metrics.TimingAgent}.
     """
 
-    def __init__(self, reactor: Any, agent: Any, runner: Any, metrics: Optional[Metrics]) -> None:
+    def __init__(
+        self, reactor: Any, agent: Any, runner: Any, metrics: Optional[Metrics], redis: Any = None
+    ) -> None:
         """
         @param reactor: the reactor everything runs on.
         @param agent: reaches every origin.
         @param runner: runs compression and file I/O.
         @param metrics: times origin requests, or L{None}.
+        @param redis: the L{phantom_frame.cache.bus.RedisNode} of the
+            C{redis} servers, or L{None}.
         """
         self._reactor = reactor
         self._agent = agent
         self._runner = runner
         self._metrics = metrics
+        self._redis = redis
 
     def __call__(self, block: ServerConfig, handle: CacheHandle) -> Any:
         """
@@ -187,6 +202,7 @@ class ServerBuilder:
             handle=handle,
             runner=self._runner,
             warm_up=False,
+            redis=self._redis,
         )
         built = handle.server(block.name)
         if timing is not None:
@@ -230,7 +246,12 @@ def build_service(
     runner = ThreadRunner(reactor)
     handle = CacheHandle()
     metrics = Metrics(handle, reactor)
-    build = ServerBuilder(reactor, agent, runner, metrics)
+    redis = None
+    if config.redis_url is not None:
+        from phantom_frame.cache.bus import RedisNode
+
+        redis = RedisNode(config.redis_url, reactor, config.redis_prefix, config.redis_l1_bytes)
+    build = ServerBuilder(reactor, agent, runner, metrics, redis)
     supervisor = OriginSupervisor(reactor, metrics, dotenv=config.dotenv)
     warmups = WarmUps(reactor, timeout=origin_timeout)
     for block in config.servers:
@@ -248,7 +269,7 @@ def build_service(
         limits=config.client_limits(),
     )
     metrics.site = site
-    CacheService(handle, pool, runner).setServiceParent(top)
+    CacheService(handle, pool, runner, redis).setServiceParent(top)
     supervisor.setServiceParent(top)
     warmups.setServiceParent(top)
     graceful = GracefulStop([site], config.shutdown_grace, reactor)

@@ -271,6 +271,12 @@ def risks(config: Config, total_memory: Callable[[], Optional[int]] = physical_m
             f"cache_max_bytes: the memory-mode servers may hold {size(total)} together"
             f" ({each}), more than this machine's {size(memory)} of memory"
         )
+    if config.redis_url is not None:
+        from phantom_frame.config.redis_tier import eviction_warning
+
+        warning = eviction_warning(config.redis_url)
+        if warning is not None:
+            found.append(warning)
     return found
 
 

@@ -34,10 +34,11 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
+from phantom_frame.config.tables import quote_key
 from phantom_frame.config.values import show
 from phantom_frame.config.values import parse_size as parse_size
 from phantom_frame.http.limits import ClientLimits
-from phantom_frame.proxy.settings import CreateProxyConfig
+from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig
 
 __all__ = [
     "Config",
@@ -141,6 +142,10 @@ class Config:
     @ivar max_header_bytes: the biggest request head, in bytes (C{"16KB"}).
     @ivar client_header_timeout: seconds a request head has to arrive.
     @ivar allowed_hosts: host globs; when given, the only hosts answered.
+    @ivar redis_url: the Redis of the shared cache tier and purge bus, or
+        L{None}.
+    @ivar redis_l1_bytes: each process's memory in front of Redis.
+    @ivar redis_prefix: what every Redis key and channel starts with.
     @ivar servers: the C{[server.NAME]} blocks, in file order.
     @ivar source: the file the configuration came from, if any; not compared.
     """
@@ -164,6 +169,9 @@ class Config:
     max_header_bytes: int = 16_000
     client_header_timeout: float = 30.0
     allowed_hosts: Tuple[str, ...] = attr.ib(default=(), converter=tuple)
+    redis_url: Optional[str] = attr.ib(default=None, repr=False)
+    redis_l1_bytes: int = 32 * 1024 * 1024
+    redis_prefix: str = "phantom-frame"
     servers: Tuple[ServerConfig, ...] = attr.ib(default=(), converter=tuple)
     source: Optional[str] = attr.ib(default=None, eq=False)
 
@@ -256,6 +264,12 @@ def parse_config(
         ServerConfig(name=name, bind_to=bind_to, proxy=proxy)
         for name, bind_to, proxy in parser.servers(data)
     )
+    for server in servers:
+        if server.proxy.cache_storage_mode == CacheStorageMode.REDIS and not values.get("redis_url"):
+            parser.error(
+                f"server.{quote_key(server.name)}.cache_storage_mode",
+                '"redis" needs redis_url (the root key) to be set',
+            )
     if parser.errors:
         raise ConfigError(parser.errors)
     return Config(servers=servers, source=source, **values)

@@ -27,6 +27,7 @@ from phantom_frame.config.tables import (
     Unset,
     quote_key,
 )
+from phantom_frame.config.redis_tier import check_prefix, check_redis_url
 from phantom_frame.config.values import (
     check_bind_to,
     check_bool,
@@ -126,6 +127,9 @@ _ROOT_KINDS: Dict[str, Kind] = {
         ),
         env_list,
     ),
+    "redis_url": _kind(check_redis_url),
+    "redis_l1_bytes": _SIZE_KIND,
+    "redis_prefix": _kind(check_prefix),
 }
 
 _PATTERNS = _kind(

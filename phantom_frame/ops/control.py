@@ -328,7 +328,7 @@ class ControlResource(Resource):
         server = self._server(body)
         dropped = self._handle.invalidate_all(server)
         log.info("control: invalidated all entries ({count} dropped)", count=dropped)
-        return 200, {"ok": True, "invalidated": dropped}
+        return self._confirmed({"ok": True, "invalidated": dropped})
 
     def _invalidate(self, body: Dict[str, Any]) -> Tuple[int, Any]:
         pattern = self._field(body, "pattern", str)
@@ -338,7 +338,18 @@ class ControlResource(Resource):
         except ValueError as e:
             raise BadRequest(f"bad pattern {_short(pattern)}: {e}")
         log.info("control: invalidated {pattern!r} ({count} dropped)", pattern=pattern, count=dropped)
-        return 200, {"ok": True, "pattern": pattern, "invalidated": dropped}
+        return self._confirmed({"ok": True, "pattern": pattern, "invalidated": dropped})
+
+    def _confirmed(self, body: Dict[str, Any]) -> Any:
+        """
+        @return: C{(200, body)}, once the nodes sharing a Redis tier have
+            confirmed the invalidation (C{nodes_confirmed} then says how
+            many did within a second).
+        """
+        waiting = self._handle.confirmations()
+        if waiting is None:
+            return 200, body
+        return waiting.addCallback(lambda count: (200, {**body, "nodes_confirmed": count}))
 
     def _one_per_turn(self, items: List[str], call: Callable[[str], Any]) -> Deferred[List[Any]]:
         """
@@ -379,7 +390,7 @@ class ControlResource(Resource):
                 return {"pattern": pattern, "ok": False, "error": str(e)}
             return {"pattern": pattern, "ok": True, "invalidated": count}
 
-        return self._one_per_turn(patterns, invalidate).addCallback(lambda results: (200, _bulk(results)))
+        return self._one_per_turn(patterns, invalidate).addCallback(lambda results: self._confirmed(_bulk(results)))
 
     def _path(self, body: Dict[str, Any], name: str = "path") -> str:
         path = self._field(body, name, str)

@@ -327,6 +327,13 @@ class _StateCollector:
                 "Requests being answered by the proxy listeners.",
                 value=site.active,
             )
+        nodes = {id(n): n for n in (getattr(s.cache, "node", None) for s in metrics.handle.servers()) if n}
+        if nodes:
+            yield CounterMetricFamily(
+                PREFIX + "redis_errors",
+                "Redis commands that failed or timed out (answered from L1 and the origin).",
+                value=sum(n.errors for n in nodes.values()),
+            )
         tunnels = metrics.open_tunnels()
         if tunnels is not None:
             yield GaugeMetricFamily(

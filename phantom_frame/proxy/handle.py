@@ -173,6 +173,29 @@ class CacheHandle:
         """
         return sum(s.invalidate(pattern, keep_snapshots=True) for s in self._select(server))
 
+    def confirmations(self) -> Optional[Deferred[Optional[int]]]:
+        """
+        Wait for the invalidations under way on the shared Redis tier to
+        reach every node (at most about a second).
+
+        @return: L{None} when no server shares a Redis tier or none is
+            under way; else a L{Deferred} with how many nodes confirmed
+            every one of them (this one included), or L{None} when Redis
+            could not be reached.
+        """
+        pending = [d for s in self._servers.values() for d in list(getattr(s.cache, "purges", ()))]
+        if not pending:
+            return None
+        waiting = [Deferred() for _ in pending]
+        for source, copy in zip(pending, waiting):
+            source.addBoth(lambda result, copy=copy: copy.callback(result) or result)
+
+        def least(counts: list) -> Optional[int]:
+            known = [c for c in counts if isinstance(c, int)]
+            return min(known) if len(known) == len(counts) else None
+
+        return gatherResults(waiting).addCallback(least)
+
     def stats(self) -> Dict[str, Dict[str, int]]:
         """
         @return: per-server counters (entries, bytes, hits, misses, stale,

@@ -19,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from phantom_frame.cache.codec import Codec
 from phantom_frame.cache.lock import Exclusive, Shared
 from phantom_frame.cache.patterns import InvalidationPattern
+from phantom_frame.cache.redis import TieredCache
 from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.store import FilesystemStore, MemoryStore
@@ -82,6 +83,7 @@ class ProxyServer:
         agent: IAgent,
         reactor,
         runner: Callable,
+        redis: Any = None,
     ) -> None:
         """
         @param name: the server's name (config block), used for stats and
@@ -91,19 +93,26 @@ class ProxyServer:
         @param reactor: clock and threads.
         @param runner: runs blocking work (compression, file I/O) off the
             reactor thread.
+        @param redis: the L{phantom_frame.cache.bus.RedisNode} of a
+            C{redis} server.
+        @raise ValueError: for a C{redis} server without one.
         """
         self.name = name
         self.config = config
         self._clock = reactor
         self.origin = Origin(config.proxy_url, agent, reactor, config.upstream_timeout)
-        if config.cache_storage_mode == CacheStorageMode.FILESYSTEM:
-            directory = config.cache_directory or tempfile.gettempdir() + "/phantom-frame"
-            store: Any = FilesystemStore(directory, name, runner)
+        self.tiered = config.cache_storage_mode == CacheStorageMode.REDIS
+        if self.tiered:
+            if redis is None:
+                raise ValueError(f"server {name!r}: cache_storage_mode 'redis' needs a Redis node")
+            self.cache: Any = TieredCache(name, redis, reactor, config.cache_404_capacity, config.upstream_timeout)
         else:
-            store = MemoryStore()
-        self.cache = ResponseCache(
-            name, store, reactor, config.cache_max_bytes, config.cache_404_capacity
-        )
+            if config.cache_storage_mode == CacheStorageMode.FILESYSTEM:
+                directory = config.cache_directory or tempfile.gettempdir() + "/phantom-frame"
+                store: Any = FilesystemStore(directory, name, runner)
+            else:
+                store = MemoryStore()
+            self.cache = ResponseCache(name, store, reactor, config.cache_max_bytes, config.cache_404_capacity)
         codec = Codec(runner)
         self.decider = Decider(name, config, self.cache, reactor)
         self.filler = Filler(
@@ -137,7 +146,7 @@ class ProxyServer:
             self.decider.caching
             and not self.webhooks
             and config.cache_key_fn is None
-            and config.cache_storage_mode == CacheStorageMode.MEMORY
+            and config.cache_storage_mode != CacheStorageMode.FILESYSTEM
         )
         self.resource = ProxyResource(self)
 
@@ -207,7 +216,27 @@ class ProxyServer:
                 webhooks.fire(payload)
             if webhooks.cache_key:
                 key = await webhooks.key(payload)
+        if self.tiered:
+            await self._prefetch(view, key)
         await self.render(exchange, self.decider.decide(view, key))
+
+    async def _prefetch(self, view: RequestView, key: Optional[str]) -> None:
+        """
+        A C{redis} server: read what Redis holds for the request into L1
+        before deciding (the decision reads L1 only).
+        """
+        if self.decider.filter.bypass_reason(view.method.decode("latin-1"), view.path.decode("latin-1")):
+            return
+        host = self.decider.scope.host(view)
+        if host is None:
+            return  # the decision answers 400
+        try:
+            key = key if key is not None else self.decider.key(
+                view.method, view.path, view.query, view.headers, host
+            )
+        except Exception:
+            return  # the decision logs it and bypasses
+        await self.cache.prefetch(key, view.headers.get)
 
     async def render(self, exchange: Exchange, decision: Decision) -> None:
         """

@@ -19,11 +19,13 @@ MiB = 1024 * 1024
 
 class CacheStorageMode(_Choice):
     """
-    Where stored bodies live.
+    Where stored bodies live (C{redis}: in the shared Redis tier, with a
+    memory L1 in front).
     """
 
     MEMORY = "memory"
     FILESYSTEM = "filesystem"
+    REDIS = "redis"
 
 
 class ProxyMode(_Choice):

@@ -208,7 +208,8 @@ class DefaultsTests(_Helpers):
                 "control_bind_address", "dotenv", "http_listen",
                 "https_listen", "control_listen", "log_format", "access_log",
                 "shutdown_grace", "max_request_body", "max_header_bytes",
-                "client_header_timeout", "allowed_hosts", "server",
+                "client_header_timeout", "allowed_hosts", "redis_url",
+                "redis_l1_bytes", "redis_prefix", "server",
             },
         )
         fields = {f.name for f in attr.fields(CreateProxyConfig)}
@@ -384,7 +385,8 @@ class ServerKeysTests(_Helpers):
             ("cookie_policy", CookiePolicy),
         ]:
             for value in cls.choices():
-                proxy = self.server(**{key: value}).proxy
+                data = _data({"redis_url": "redis://localhost"}, **{key: value})
+                proxy = self.parse(data).servers[0].proxy
                 self.assertIs(getattr(proxy, key), cls(value))
 
     def test_webhooks(self) -> None:

@@ -1,0 +1,491 @@
+"""
+L{RedisNode}: one process's link to the Redis that its C{redis} servers
+share -- bounded commands, the fill lock and the pub/sub bus.
+
+Every command is bounded by a timeout and fails fast with
+L{RedisUnavailable} while no connection is up (nothing is queued for
+later: a late write could bring back what an invalidation removed). A
+failure is counted in L{RedisNode.errors} and logged once per outage;
+txredisapi reconnects with back-off and the next command that succeeds ends
+the outage.
+
+The bus is one pattern subscription on C{PREFIX:*}:
+
+  - C{PREFIX:SERVER:filled} carries C{KEY} and the stored variant (a JSON
+    line) when a node stored a fill, or nothing after it when it stored
+    nothing: nodes waiting for that key read the entry from Redis;
+  - C{PREFIX:SERVER:purge} carries an invalidation (its id, the sending
+    node, the pattern or C{None} for all): every node drops its L1 copies
+    and answers on C{PREFIX:reply:NODE}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attr
+from twisted.internet.defer import Deferred, fail, gatherResults
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+MiB = 1024 * 1024
+
+#: Deletes a lock only if this node still holds it.
+_UNLOCK = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('del', KEYS[1]) else return 0 end"
+)
+
+
+class RedisUnavailable(Exception):
+    """
+    Redis could not be reached, or did not answer in time.
+    """
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class RedisAddress:
+    """
+    Where Redis listens, from a C{redis_url}.
+
+    @ivar host: the TCP host, or L{None} for a UNIX socket.
+    @ivar port: the TCP port.
+    @ivar path: the UNIX socket's path, or L{None}.
+    @ivar db: the database number.
+    @ivar password: the password, or L{None}.
+    """
+
+    host: Optional[str] = None
+    port: int = 6379
+    path: Optional[str] = None
+    db: int = 0
+    password: Optional[str] = attr.ib(default=None, repr=False)
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """
+    Read C{redis://[:password@]host[:port][/db]} or
+    C{unix:///path[?db=N][&password=P]}.
+
+    @return: the address.
+    @raise ValueError: on anything else.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"expected a redis:// or unix:// URL, got {url!r}")
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    password = unquote(parts.password) if parts.password else None
+    password = query.get("password", [password])[0]
+    try:
+        if parts.scheme == "redis":
+            if not parts.hostname:
+                raise ValueError("no host")
+            db = parts.path.strip("/")
+            return RedisAddress(
+                host=parts.hostname,
+                port=parts.port or 6379,
+                db=int(db) if db else int(query.get("db", ["0"])[0]),
+                password=password,
+            )
+        if parts.scheme == "unix":
+            if not parts.path.startswith("/") or parts.netloc:
+                raise ValueError("expected unix:///absolute/path")
+            return RedisAddress(path=parts.path, db=int(query.get("db", ["0"])[0]), password=password)
+    except ValueError as e:
+        raise ValueError(f"bad Redis URL {url!r}: {e}") from None
+    raise ValueError(f"expected a redis:// or unix:// URL, got {url!r}")
+
+
+def _subscriber() -> Any:
+    """
+    @return: the bus connection's protocol class (made on first use:
+        txredisapi imports the global reactor, so it is imported only when
+        a node connects).
+    """
+    import txredisapi
+
+    class Subscriber(txredisapi.SubscriberProtocol):
+        """
+        The bus connection: subscribes to the node's pattern whenever it
+        (re)connects and hands messages to the node.
+        """
+
+        def connectionMade(self) -> Any:
+            """
+            Subscribe once the connection is usable.
+            """
+            done = super().connectionMade()
+            node = self.factory.node
+
+            def listening(_: Any) -> None:
+                node.listening = True
+
+            self.whenConnected().addCallback(lambda p: p.psubscribe(node.pattern)).addCallback(listening)
+            return done
+
+        def connectionLost(self, why: Any) -> None:
+            """
+            Note that the bus is not heard until it reconnects.
+            """
+            self.factory.node.listening = False
+            super().connectionLost(why)
+
+        def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
+            """
+            Hand a published message to the node.
+            """
+            self.factory.node.received(channel, message)
+
+    return Subscriber
+
+
+class _Purge:
+    """
+    One invalidation this node sent: who confirmed it.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.confirmed: Set[str] = set()
+        self.done: Deferred[int] = Deferred()
+
+    def confirm(self, node: str) -> None:
+        self.confirmed.add(node)
+        if len(self.confirmed) >= self.expected and not self.done.called:
+            self.done.callback(len(self.confirmed))
+
+
+class RedisNode:
+    """
+    This process's link to Redis: shared by every C{redis} server it runs.
+
+    @ivar prefix: what every key and channel starts with.
+    @ivar l1_bytes: the bound of each server's memory L1.
+    @ivar timeout: seconds any one command may take.
+    @ivar node_id: this node's name on the bus.
+    @ivar errors: Redis failures met (commands that failed or timed out).
+    @ivar listening: whether the bus subscription is up.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        reactor: Any,
+        prefix: str = "phantom-frame",
+        l1_bytes: int = 32 * MiB,
+        timeout: float = 1.0,
+        confirm_within: float = 1.0,
+    ) -> None:
+        """
+        @param url: the C{redis_url}.
+        @param reactor: connects and times commands.
+        @param prefix: see L{prefix}.
+        @param l1_bytes: see L{l1_bytes}.
+        @param timeout: see L{timeout}.
+        @param confirm_within: how long an invalidation waits for the
+            other nodes' confirmations.
+        @raise ValueError: on a bad URL.
+        """
+        self.address = parse_redis_url(url)
+        self._reactor = reactor
+        self.prefix = prefix
+        self.pattern = prefix + ":*"
+        self.l1_bytes = l1_bytes
+        self.timeout = timeout
+        self._confirmWithin = confirm_within
+        self.node_id = os.urandom(8).hex()
+        self.errors = 0
+        self.listening = False
+        self._down = False
+        self._caches: Dict[str, Any] = {}
+        self._filled: Dict[Tuple[str, str], List[Deferred[Optional[bytes]]]] = {}
+        self._purges: Dict[str, _Purge] = {}
+        self._commands: Any = None
+        self._bus: Any = None
+
+    # Connecting
+
+    def _endpoint(self) -> Any:
+        address = self.address
+        if address.path is not None:
+            return UNIXClientEndpoint(self._reactor, address.path, timeout=self.timeout)
+        return HostnameEndpoint(self._reactor, address.host, address.port, timeout=self.timeout)
+
+    def start(self) -> None:
+        """
+        Connect (and keep reconnecting, with back-off) the command and bus
+        connections.
+        """
+        import txredisapi
+
+        address = self.address
+        commands = txredisapi.RedisFactory(
+            "phantom-frame", address.db, 2, True, txredisapi.ConnectionHandler,
+            None, address.password, None, False,
+        )
+        commands.maxDelay = 5
+        bus = txredisapi.SubscriberFactory(True)
+        bus.protocol = _subscriber()
+        bus.password = address.password
+        bus.charset = None
+        bus.convertNumbers = False
+        bus.maxDelay = 5
+        bus.node = self
+        self._commands, self._bus = commands, bus
+        commands.startConnecting(self._endpoint())
+        bus.startConnecting(self._endpoint())
+
+    def stop(self) -> Deferred[Any]:
+        """
+        Close both connections and stop reconnecting.
+        """
+        stopping = [f.disconnect() for f in (self._commands, self._bus) if f is not None]
+        self._commands = self._bus = None
+        return gatherResults(stopping, consumeErrors=True)
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether a command connection is up.
+        """
+        return self._commands is not None and bool(self._commands.pool)
+
+    def register(self, name: str, cache: Any) -> None:
+        """
+        Route the bus messages of server C{name} to C{cache} (the newest
+        registered wins: a reload replaces a server).
+        """
+        self._caches[name] = cache
+
+    def unregister(self, name: str, cache: Any) -> None:
+        """
+        Stop routing messages to C{cache}, unless another replaced it.
+        """
+        if self._caches.get(name) is cache:
+            del self._caches[name]
+
+    def namespace(self, server: str) -> str:
+        """
+        @return: what the Redis keys of server C{server} start with.
+        """
+        return f"{self.prefix}:{server}:"
+
+    # Commands
+
+    def call(self, command: str, *args: Any) -> Deferred[Any]:
+        """
+        Run one Redis command, bounded by L{timeout}.
+
+        @param command: a txredisapi method name (C{"get"}, C{"set"}, ...).
+        @return: a L{Deferred} with the reply, or failing with
+            L{RedisUnavailable} (counted and logged once per outage).
+        """
+        if not self.connected:
+            return self._failed(Failure(RedisUnavailable("not connected")))
+        try:
+            sent = getattr(self._commands.handler, command)(*args)
+        except Exception:
+            return self._failed(Failure())
+        result: Deferred[Any] = Deferred()
+
+        def expired() -> None:
+            result.errback(Failure(RedisUnavailable(f"no answer to {command} in {self.timeout} s")))
+
+        timer = self._reactor.callLater(self.timeout, expired)
+
+        def answered(value: Any) -> None:
+            if timer.active():
+                timer.cancel()
+                result.callback(value)
+
+        sent.addBoth(answered)
+        return result.addCallbacks(self._succeeded, self._failed)
+
+    def _succeeded(self, value: Any) -> Any:
+        if isinstance(value, Failure) or isinstance(value, Exception):
+            return self._failed(value if isinstance(value, Failure) else Failure(value))
+        if self._down:
+            self._down = False
+            log.info("Redis is reachable again: sharing the cache resumes")
+        return value
+
+    def _failed(self, failure: Failure) -> Deferred[Any]:
+        self.errors += 1
+        if not self._down:
+            self._down = True
+            log.warn(
+                "Redis unreachable ({error}): serving from memory and the origin until it is back",
+                error=failure.getErrorMessage(),
+            )
+        return fail(RedisUnavailable(failure.getErrorMessage()))
+
+    # The fill lock
+
+    def acquire(self, lock: str, ttl: float) -> Deferred[Optional[str]]:
+        """
+        Take C{lock} for C{ttl} seconds unless another node holds it.
+
+        @return: a L{Deferred} with this holder's token, or L{None} when
+            another holds it.
+        """
+        token = os.urandom(8).hex()
+        return self.call("set", lock, token, None, max(1, int(ttl * 1000)), True).addCallback(
+            lambda reply: token if reply in (b"OK", "OK", True) else None
+        )
+
+    def release(self, lock: str, token: str) -> Deferred[Any]:
+        """
+        Let go of C{lock} if this holder (C{token}) still holds it.
+        """
+        return self.call("eval", _UNLOCK, [lock], [token]).addErrback(lambda _: None)
+
+    def expect_filled(self, server: str, key: str) -> Deferred[Optional[bytes]]:
+        """
+        Wait for the next C{filled} message of C{key} (register before
+        asking for the lock, so that none is missed).
+
+        @return: a cancellable L{Deferred} with the variant line the filler
+            stored, or L{None} when it stored nothing.
+        """
+        slot = (server, key)
+
+        def cancel(d: Deferred[Optional[bytes]]) -> None:
+            waiting = self._filled.get(slot, [])
+            if d in waiting:
+                waiting.remove(d)
+                if not waiting:
+                    del self._filled[slot]
+
+        waiter: Deferred[Optional[bytes]] = Deferred(cancel)
+        self._filled.setdefault(slot, []).append(waiter)
+        return waiter
+
+    def announce(self, server: str, key: str, variant: Optional[bytes]) -> None:
+        """
+        Tell every node that the fill of C{key} landed: stored as
+        C{variant} (a JSON line), or nothing stored (L{None}).
+        """
+        stored = b"0" if variant is None else b"1" + variant
+        message = key.encode("utf-8", "surrogatepass") + b"\n" + stored
+        self.call("publish", self.namespace(server) + "filled", message).addErrback(lambda _: None)
+
+    # Invalidation
+
+    def purge(self, server: str, pattern: Optional[str], matches: Callable[[str], bool]) -> Deferred[Optional[int]]:
+        """
+        Invalidate C{pattern} (L{None}: everything) of server C{server} on
+        every node: publish it, delete the matching Redis keys once, then
+        wait (at most the confirmation window) for the nodes' answers.
+
+        @param matches: whether a cache key matches C{pattern}.
+        @return: a L{Deferred} with how many nodes confirmed (this one
+            included), or L{None} when Redis could not be reached.
+        """
+        return Deferred.fromCoroutine(self._purge(server, pattern, matches))
+
+    async def _purge(self, server: str, pattern: Optional[str], matches: Callable[[str], bool]) -> Optional[int]:
+        purge_id = os.urandom(8).hex()
+        message = json.dumps({"id": purge_id, "from": self.node_id, "pattern": pattern})
+        purge = _Purge(1 << 30)
+        self._purges[purge_id] = purge
+        timer = None
+        try:
+            try:
+                receivers = await self.call("publish", self.namespace(server) + "purge", message)
+            except RedisUnavailable:
+                return None
+            purge.expected = int(receivers)
+            if len(purge.confirmed) >= purge.expected:
+                purge.done.callback(len(purge.confirmed))
+            try:
+                await self._delete_matching(server, matches)
+            except RedisUnavailable:
+                pass
+            if not purge.done.called:
+                timer = self._reactor.callLater(
+                    self._confirmWithin, lambda: purge.done.called or purge.done.callback(len(purge.confirmed))
+                )
+            return await purge.done
+        finally:
+            del self._purges[purge_id]
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    async def _delete_matching(self, server: str, matches: Callable[[str], bool]) -> None:
+        """
+        SCAN the server's namespace and delete the entries (and their
+        C{Vary} names) whose cache key C{matches}.
+        """
+        namespace = self.namespace(server).encode("utf-8")
+        cursor: Any = 0
+        while True:
+            cursor, names = await self.call("scan", cursor, self.namespace(server).replace("*", "\\*") + "*", 500)
+            doomed = [name for name in names if _cache_key(name, namespace, matches)]
+            if doomed:
+                await self.call("delete", doomed)
+            if int(cursor) == 0:
+                return
+
+    # The bus
+
+    def received(self, channel: Any, message: Any) -> None:
+        """
+        Take one bus message (see the module docstring).
+        """
+        if isinstance(channel, bytes):
+            channel = channel.decode("utf-8", "replace")
+        if isinstance(message, str):
+            message = message.encode("utf-8", "surrogatepass")
+        head, _, kind = channel.rpartition(":")
+        try:
+            if kind == "filled":
+                self._on_filled(head[len(self.prefix) + 1 :], message)
+            elif kind == "purge":
+                self._on_purge(head[len(self.prefix) + 1 :], json.loads(message))
+            elif head == f"{self.prefix}:reply" and kind == self.node_id:
+                answer = json.loads(message)
+                purge = self._purges.get(answer["id"])
+                if purge is not None:
+                    purge.confirm(answer["node"])
+        except Exception:
+            log.failure("cannot handle the Redis bus message on {channel}", channel=channel)
+
+    def _on_filled(self, server: str, message: bytes) -> None:
+        key, _, stored = message.rpartition(b"\n")
+        variant = stored[1:] if stored[:1] == b"1" else None
+        waiters = self._filled.pop((server, key.decode("utf-8", "surrogatepass")), [])
+        for waiter in waiters:
+            waiter.callback(variant)
+
+    def _on_purge(self, server: str, purge: Dict[str, Any]) -> None:
+        cache = self._caches.get(server)
+        if cache is not None and purge["from"] != self.node_id:
+            cache.drop_local(purge["pattern"])
+        reply = json.dumps({"id": purge["id"], "node": self.node_id})
+        self.call("publish", f"{self.prefix}:reply:{purge['from']}", reply).addErrback(lambda _: None)
+
+
+def _cache_key(name: Any, namespace: bytes, matches: Callable[[str], bool]) -> bool:
+    """
+    @param name: a Redis key of the namespace: C{NS e:KEY\\x1fVARIANT} or
+        C{NS v:KEY}.
+    @return: whether its cache key C{matches}.
+    """
+    if isinstance(name, str):
+        name = name.encode("utf-8", "surrogatepass")
+    rest = name[len(namespace) :]
+    kind, _, rest = rest.partition(b":")
+    if kind == b"e":
+        rest = rest.partition(b"\x1f")[0]
+    elif kind != b"v":
+        return False
+    return matches(rest.decode("utf-8", "surrogatepass"))
+
+
+__all__ = ["RedisAddress", "RedisNode", "RedisUnavailable", "parse_redis_url"]
