@@ -11,7 +11,7 @@ import signal
 from typing import Any, List, Optional
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 
 from phantom_frame.cache.threads import ThreadRunner

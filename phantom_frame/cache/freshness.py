@@ -149,7 +149,13 @@ class ResponseDirectives:
 
         max_age = seconds("max-age")
         s_maxage = seconds("s-maxage")
-        swr = _seconds(directives.get("stale-while-revalidate")) or 0.0
+        # A bare stale-while-revalidate (RFC 5861 wants seconds) is what
+        # Next.js sends for ISR pages: stale for as long as it takes, one
+        # background refresh at a time.
+        if "stale-while-revalidate" in directives and directives["stale-while-revalidate"] is None:
+            swr = math.inf
+        else:
+            swr = _seconds(directives.get("stale-while-revalidate")) or 0.0
         sie = _seconds(directives.get("stale-if-error")) or 0.0
         return cls(
             no_store="no-store" in directives,

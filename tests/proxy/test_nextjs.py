@@ -33,8 +33,11 @@ class NextTests(SynchronousTestCase):
     The proxy, with C{cache_policy = "http"}, in front of L{NextApp}.
     """
 
+    #: The C{Cache-Control} of ISR pages (Next.js 15's spelling).
+    isr = ISR_15
+
     def setUp(self) -> None:
-        self.origin = NextApp(isr_cache_control=ISR_15)
+        self.origin = NextApp(isr_cache_control=self.isr)
         config = parse_config(
             {"server": {"site": {"proxy_url": "http://next.example", "cache_policy": "http"}}}
         )
@@ -178,3 +181,13 @@ class NextTests(SynchronousTestCase):
             self.assertIn("hit", status, same)
             self.assertEqual(header(response, "content-type"), "image/webp")
         self.assertEqual(self.origin.hits(url), 2)
+
+
+class Next14Tests(NextTests):
+    """
+    The same with Next.js 14's ISR header: a bare C{stale-while-revalidate}
+    (no seconds) serves stale with one background refresh too.
+    """
+
+    isr = "s-maxage=10, stale-while-revalidate"
+
