@@ -10,13 +10,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from phantom_frame.config.tables import ENV_PREFIX, Kind, TableChecker
 from phantom_frame.config.values import (
-    Invalid,
     env_int,
     env_list,
     env_text,
     integer_check,
     list_check,
     show,
+    string_check,
 )
 from phantom_frame.proxy.ratelimit import (
     BY_FORM,
@@ -30,30 +30,8 @@ from phantom_frame.proxy.ratelimit import (
 __all__ = ["RATE_LIMIT_KINDS", "check_rate_limits"]
 
 
-def _rate(value: object) -> float:
-    """
-    @return: a C{rate} value in requests a second.
-    @raise Invalid: unless it is a string such as C{"100/s"}.
-    """
-    if isinstance(value, str):
-        try:
-            return parse_rate(value)
-        except ValueError:
-            pass
-    raise Invalid(f"expected {RATE_FORM}, got {show(value)}")
-
-
-def _by(value: object) -> str:
-    """
-    @return: a C{by} value.
-    @raise Invalid: unless it is one of L{BY_FORM}.
-    """
-    if isinstance(value, str):
-        try:
-            return check_by(value)
-        except ValueError:
-            pass
-    raise Invalid(f"expected {BY_FORM}, got {show(value)}")
+_rate = string_check(parse_rate, RATE_FORM)
+_by = string_check(check_by, BY_FORM)
 
 
 #: The keys of one C{[[server.NAME.rate_limits]]} table.

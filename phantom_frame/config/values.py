@@ -47,6 +47,7 @@ __all__ = [
     "seconds_check",
     "show",
     "size_check",
+    "string_check",
     "suggest",
 ]
 
@@ -383,6 +384,24 @@ def check_size(value: object) -> int:
         except ValueError:
             pass
     raise Invalid(f"expected {_SIZE_FORM}, got {show(value)}")
+
+
+def string_check(parse: Callable[[str], Any], form: str) -> Callable[[object], Any]:
+    """
+    @param parse: reads a string, raising L{ValueError} when it is wrong.
+    @param form: what a right value looks like, for the error.
+    @return: a check of a value that must be a string C{parse} accepts.
+    """
+
+    def check(value: object) -> Any:
+        if isinstance(value, str):
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+        raise Invalid(f"expected {form}, got {show(value)}")
+
+    return check
 
 
 def size_check(minimum: int) -> Callable[[object], int]:
