@@ -207,7 +207,7 @@ class DefaultsTests(_Helpers):
                 "control_bind_address", "dotenv", "http_listen",
                 "https_listen", "control_listen", "log_format", "access_log",
                 "shutdown_grace", "max_request_body", "max_header_bytes",
-                "client_header_timeout", "allowed_hosts", "server",
+                "client_header_timeout", "allowed_hosts", "workers", "server",
             },
         )
         fields = {f.name for f in attr.fields(CreateProxyConfig)}
