@@ -76,12 +76,14 @@ def worker_listen(setup: Any) -> Callable[[str, str, Any, Any], Any]:
     """
     from twisted.application.internet import StreamServerEndpointService
 
-    from phantom_frame.startup import KeyedEndpoint, listener
+    from phantom_frame.startup import KeyedEndpoint, StartupError, listener
 
     def listen(key: str, description: str, factory: Any, reactor: Any) -> Any:
+        if key.startswith("control_"):
+            return listener(key, f"unix:{setup.control}", factory, reactor)
         endpoint = setup.endpoint(key, reactor)
         if endpoint is None:
-            return listener(key, f"unix:{setup.control}", factory, reactor)
+            raise StartupError(f"{key}: the supervisor passed no socket for it")
         service = StreamServerEndpointService(KeyedEndpoint(key, description, endpoint), factory)
         service._raiseSynchronously = True
         return service

@@ -74,8 +74,8 @@ class WorkerSetup:
         @param reactor: the reactor to listen on.
         @return: the endpoint adopting the socket inherited for C{key}
             (listening on it closes the inherited descriptor), or L{None}
-            when none was: the control site, which listens on
-            C{unix:}L{control} instead.
+            when none was (the control site listens on C{unix:}L{control}
+            instead).
         """
         if key not in self.listeners:
             return None

@@ -96,6 +96,24 @@ class WorkersKeyTests(SynchronousTestCase):
             self.assertIn("workers: expected an integer > 0 or \"auto\"", str(error), value)
 
 
+    def test_check(self) -> None:
+        """
+        C{phantom-frame check} refuses a bad C{workers} with exit status 1,
+        naming the key, and accepts C{"auto"}.
+        """
+        from io import StringIO
+
+        from phantom_frame.config.check import check
+
+        for value, status in (("0", 1), ('"auto"', 0)):
+            path = self.mktemp()
+            with open(path, "w") as f:
+                f.write(f"workers = {value}\n{SERVER}")
+            out, err = StringIO(), StringIO()
+            self.assertEqual(check(path, out, err), status, err.getvalue())
+            self.assertEqual("workers: " in err.getvalue(), status == 1)
+
+
 class WorkerSetupTests(SynchronousTestCase):
     """
     What a worker is handed.
@@ -331,8 +349,8 @@ class WorkersProcessTests(TestCase):
     async def test_bothWorkersAcceptAndStatsSum(self) -> None:
         """
         Both workers accept on the port the supervisor opened, and the
-        supervisor's C{/stats} sums theirs: every page asked for is stored
-        once, in the worker that answered it.
+        supervisor's C{/stats} and C{/metrics} sum theirs: every page asked
+        for is stored once, in the worker that answered it, and counted once.
         """
         run = Supervised(self, Origin())
         await run.start()
@@ -343,6 +361,11 @@ class WorkersProcessTests(TestCase):
         self.assertEqual(stats["workers_confirmed"], 2)
         self.assertEqual(stats["servers"]["site"]["entries"], len(paths))
         self.assertEqual(stats["servers"]["site"]["misses"], len(paths))
+        code, text = await run.call(b"GET", "/metrics")
+        self.assertEqual(code, 200, text)
+        counted = re.findall(r'^phantom_frame_requests_total\{[^}]*status="2xx"[^}]*\} (\S+)$', text, re.M)
+        self.assertEqual(sum(float(n) for n in counted), len(paths))
+        self.assertIn("phantom_frame_workers_answering 2.0\n", text)
 
     async def test_invalidationReachesEveryWorker(self) -> None:
         """
@@ -413,9 +436,9 @@ class WorkersProcessTests(TestCase):
 
     async def test_hangupWithBrokenConfigKeepsServing(self) -> None:
         """
-        C{SIGHUP} with a broken file is refused in one line; the workers are
-        untouched and keep answering. With the file fixed, every worker
-        reloads.
+        C{SIGHUP} (or C{POST /reload}) with a broken file is refused in one
+        line; the workers are untouched and keep answering. With the file
+        fixed, every worker reloads.
         """
         run = Supervised(self, Origin())
         await run.start()
@@ -425,6 +448,8 @@ class WorkersProcessTests(TestCase):
             f.write(good + "\nbogus_key = 1\n")
         os.kill(run.child.transport.pid, signal.SIGHUP)
         await run.child.matches(rb"reload refused: [^\n]*bogus_key")
+        code, answer = await run.call(b"POST", "/reload")
+        self.assertEqual((code, answer["ok"], answer["workers_confirmed"]), (400, False, 0), answer)
         code, _ = await run.get("/still")
         self.assertEqual(code, 200)
         self.assertNotIn(b"reloaded", b"".join(run.child.output))
@@ -432,4 +457,6 @@ class WorkersProcessTests(TestCase):
             f.write(good.replace("shutdown_grace = 10", "shutdown_grace = 9"))
         os.kill(run.child.transport.pid, signal.SIGHUP)
         await run.child.matches(rb"\[worker-\d\] [^\n]*configuration [^\n]* reloaded", 2)
+        code, answer = await run.call(b"POST", "/reload")
+        self.assertEqual((code, answer["ok"], answer["workers_confirmed"]), (200, True, 2), answer)
         self.assertEqual(sorted(len(p) for p in run.pids().values()), [1, 1])
