@@ -14,11 +14,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import attr
 from twisted.application.service import Service
-from twisted.internet import abstract, fdesc
+from twisted.internet import abstract, fdesc, tcp, unix
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 log = Logger()
 
@@ -80,7 +81,7 @@ class WorkerSetup:
         if key not in self.listeners:
             return None
         fd, family = self.listeners[key]
-        return AdoptedStreamServerEndpoint(reactor, fd, family)
+        return _Adopted(AdoptedStreamServerEndpoint(reactor, fd, family))
 
     def services(self, reactor: Any) -> List[Service]:
         """
@@ -89,6 +90,32 @@ class WorkerSetup:
             it when its supervisor is gone.
         """
         return [ParentWatch(reactor)]
+
+
+@implementer(IStreamServerEndpoint)
+class _Adopted:
+    """
+    Listens on an inherited socket. A UNIX socket's path belongs to the
+    supervisor, which removes it when it stops: a worker that stops (or is
+    restarted) must leave it to the others.
+    """
+
+    def __init__(self, endpoint: AdoptedStreamServerEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def listen(self, factory: Any) -> Any:
+        """
+        @return: a L{Deferred} firing with the adopted port.
+        """
+
+        def keep_path(port: Any) -> Any:
+            if isinstance(port, unix.Port):
+                # unix.Port.connectionLost unlinks the path; skip to the
+                # TCP port's (tests/ops/test_workers.py pins it).
+                port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)
+            return port
+
+        return self._endpoint.listen(factory).addCallback(keep_path)
 
 
 class _StdinPipe(abstract.FileDescriptor):

@@ -460,3 +460,30 @@ class WorkersProcessTests(TestCase):
         code, answer = await run.call(b"POST", "/reload")
         self.assertEqual((code, answer["ok"], answer["workers_confirmed"]), (200, True, 2), answer)
         self.assertEqual(sorted(len(p) for p in run.pids().values()), [1, 1])
+
+
+class UnixListenerTests(TestCase):
+    """
+    A worker on an inherited UNIX socket.
+    """
+
+    async def test_workerLeavesThePath(self) -> None:
+        """
+        A worker that stops listening on an inherited UNIX socket leaves its
+        path (the supervisor's, still used by the other workers) in place.
+        """
+        from twisted.internet.endpoints import UNIXServerEndpoint
+
+        import shutil
+        import tempfile
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "pf.sock")
+        held = await UNIXServerEndpoint(reactor, path).listen(Factory())
+        self.addCleanup(held.stopListening)
+        held.stopReading()
+        setup = WorkerSetup(0, {"http_listen": (os.dup(held.fileno()), socket.AF_UNIX)}, "unused")
+        port = await setup.endpoint("http_listen", reactor).listen(Factory())
+        await port.stopListening()
+        self.assertTrue(os.path.exists(path))
