@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
@@ -217,6 +217,8 @@ def build_service(
     tls: Optional[ReloadableContext] = None,
     install_signals: bool = False,
     origin_timeout: float = 60.0,
+    worker: bool = False,
+    listen: Callable[[str, str, Any, Any], Service] = listener,
 ) -> MultiService:
     """
     @param config: a validated configuration.
@@ -227,6 +229,12 @@ def build_service(
         the certificate (only for the process's real reactor).
     @param origin_timeout: seconds a supervised origin has to accept
         connections before the snapshots of its server are fetched anyway.
+    @param worker: whether this is a worker process (see
+        L{phantom_frame.ops.workers}): its supervisor runs the origin
+        commands.
+    @param listen: makes each listening service, as
+        L{phantom_frame.startup.listener} (a worker's listens on the
+        sockets it inherited).
     @return: the whole proxy (an L{InOrder}), ready for
         C{setServiceParent}. Its children start in this order (and stop in
         reverse, one after the other): caches, origin commands,
@@ -256,7 +264,7 @@ def build_service(
     warmups = WarmUps(reactor, timeout=origin_timeout)
     for block in config.servers:
         built = build(block, handle)
-        if block.proxy.execute:
+        if block.proxy.execute and not worker:
             supervisor.supervise(block.name, block.proxy.execute, block.proxy.execute_dir)
         warmups.add(built)
     router = Router([(b.bind_to, handle.server(b.name).resource, b.name) for b in config.servers])
@@ -274,12 +282,12 @@ def build_service(
     warmups.setServiceParent(top)
     graceful = GracefulStop([site], config.shutdown_grace, reactor)
     graceful.setServiceParent(top)
-    listener(config.listener_key("http"), config.http_endpoint(), site, reactor).setServiceParent(top)
+    listen(config.listener_key("http"), config.http_endpoint(), site, reactor).setServiceParent(top)
     https = config.https_port_endpoint()
     if https is not None:
         if tls is None:
             tls = ReloadableContext(config.cert_path, config.key_path)
-        listener(config.listener_key("https"), https, tls_factory(tls, site), reactor).setServiceParent(top)
+        listen(config.listener_key("https"), https, tls_factory(tls, site), reactor).setServiceParent(top)
     else:
         tls = None
     control_resource = ControlResource(handle, config.control_auth, metrics=metrics, clock=reactor)
@@ -301,7 +309,7 @@ def build_service(
     HangupReloader(reloader.reload, reactor, install_signals).setServiceParent(top)
     control = ControlSite(control_resource, reactor=reactor)
     control.noisy = False
-    listener(config.listener_key("control"), config.control_endpoint(), control, reactor).setServiceParent(top)
+    listen(config.listener_key("control"), config.control_endpoint(), control, reactor).setServiceParent(top)
     top.handle = handle  # type: ignore[attr-defined]
     top.site = site  # type: ignore[attr-defined]
     top.metrics = metrics  # type: ignore[attr-defined]

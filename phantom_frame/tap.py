@@ -5,6 +5,7 @@ The twistd plugin's options and service: C{twistd -n phantom-frame --config FILE
 from __future__ import annotations
 
 import sys
+from typing import Any, Callable
 
 from twisted.application.service import MultiService
 from twisted.python import usage
@@ -65,9 +66,36 @@ class Options(usage.Options):
                 raise usage.UsageError(f"invalid configuration {self['config']}: {e}")
 
 
+def worker_listen(setup: Any) -> Callable[[str, str, Any, Any], Any]:
+    """
+    @param setup: what a worker process inherited (a
+        L{phantom_frame.ops.inherit.WorkerSetup}).
+    @return: a L{phantom_frame.startup.listener} for the worker: each proxy
+        listener on the socket inherited for its key, the control site on
+        the private UNIX socket.
+    """
+    from twisted.application.internet import StreamServerEndpointService
+
+    from phantom_frame.startup import KeyedEndpoint, StartupError, listener
+
+    def listen(key: str, description: str, factory: Any, reactor: Any) -> Any:
+        if key.startswith("control_"):
+            return listener(key, f"unix:{setup.control}", factory, reactor)
+        endpoint = setup.endpoint(key, reactor)
+        if endpoint is None:
+            raise StartupError(f"{key}: the supervisor passed no socket for it")
+        service = StreamServerEndpointService(KeyedEndpoint(key, description, endpoint), factory)
+        service._raiseSynchronously = True
+        return service
+
+    return listen
+
+
 def makeService(options: Options, reactor=None) -> MultiService:
     """
-    Build the proxy. Under twistd, a failure to start (now, or when a
+    Build the proxy: with C{workers} above 1, the supervisor of the worker
+    processes (see L{phantom_frame.ops.workers}); in a worker, or with one
+    worker, the proxy itself. Under twistd, a failure to start (now, or when a
     listener cannot listen) is printed as one line naming the key and the
     cause, and twistd exits with status 1, without a traceback.
 
@@ -80,14 +108,28 @@ def makeService(options: Options, reactor=None) -> MultiService:
     """
     if reactor is None:
         from twisted.internet import reactor
-    from phantom_frame.service import build_service
-    from phantom_frame.startup import cannot_start, startup_hook
+    from phantom_frame.ops.inherit import WorkerSetup
+    from phantom_frame.ops.workers import build_supervisor
+    from phantom_frame.service import InOrder, build_service
+    from phantom_frame.startup import cannot_start, listener, startup_hook
 
     if getattr(options, "parent", None) is not None:
         sys.excepthook = startup_hook(sys.excepthook)
+    config = options["parsed"]
+    worker = WorkerSetup.from_environ()
     try:
-        return build_service(
-            options["parsed"], reactor, tls=options.get("tls"), install_signals=True
+        if worker is None and config.worker_count() > 1:
+            return build_supervisor(config, reactor, listener, InOrder(), install_signals=True)
+        service = build_service(
+            config,
+            reactor,
+            tls=options.get("tls"),
+            install_signals=True,
+            worker=worker is not None,
+            listen=listener if worker is None else worker_listen(worker),
         )
     except OSError as e:
         raise cannot_start(e) from None
+    for extra in [] if worker is None else worker.services(reactor):
+        extra.setServiceParent(service)
+    return service

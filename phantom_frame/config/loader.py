@@ -36,7 +36,7 @@ except ImportError:  # Python < 3.11
 from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
 from phantom_frame.config.tables import quote_key
 from phantom_frame.config.values import show
-from phantom_frame.config.values import parse_size as parse_size
+from phantom_frame.config.sizes import parse_size as parse_size
 from phantom_frame.http.limits import ClientLimits
 from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig
 
@@ -138,6 +138,9 @@ class Config:
     @ivar log_format: C{"text"} or C{"json"}.
     @ivar access_log: whether a line is logged per request.
     @ivar shutdown_grace: seconds SIGTERM waits for in-flight requests.
+    @ivar workers: how many worker processes share the listeners: a
+        positive integer, or C{"auto"} for one per CPU (see
+        L{worker_count}); 1 runs the proxy in this one process.
     @ivar max_request_body: the biggest request body, in bytes (C{"64MB"}).
     @ivar max_header_bytes: the biggest request head, in bytes (C{"16KB"}).
     @ivar client_header_timeout: seconds a request head has to arrive.
@@ -165,6 +168,7 @@ class Config:
     log_format: str = "text"
     access_log: bool = True
     shutdown_grace: float = 10.0
+    workers: Union[int, str] = 1
     max_request_body: int = 64_000_000
     max_header_bytes: int = 16_000
     client_header_timeout: float = 30.0
@@ -187,6 +191,18 @@ class Config:
             client_header_timeout=self.client_header_timeout,
             allowed_hosts=self.allowed_hosts,
         )
+
+    def worker_count(self, cpus: Optional[int] = None) -> int:
+        """
+        @param cpus: how many CPUs there are; C{os.cpu_count()} by default.
+        @return: how many worker processes to run: L{workers}, with
+            C{"auto"} as one per CPU (at least one).
+        """
+        if self.workers != "auto":
+            return int(self.workers)
+        if cpus is None:
+            cpus = os.cpu_count()
+        return max(1, cpus or 1)
 
     def http_endpoint(self) -> str:
         """

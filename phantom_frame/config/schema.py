@@ -19,6 +19,7 @@ from phantom_frame.config.dotenv import parse_dotenv
 from phantom_frame.config.files import directory_problem, tls_problem, unreadable
 from phantom_frame.config.network import check_host, check_listen, url_check
 from phantom_frame.config.ratelimits import check_rate_limits
+from phantom_frame.config.sizes import check_size, env_size, size_check
 from phantom_frame.config.tables import (
     BAD,
     Kind,
@@ -29,12 +30,12 @@ from phantom_frame.config.tables import (
 )
 from phantom_frame.config.redis_tier import check_prefix, check_redis_url
 from phantom_frame.config.values import (
+    Invalid,
     check_bind_to,
     check_bool,
     check_dotenv,
     check_path,
     check_port,
-    check_size,
     check_string,
     check_token,
     choice_check,
@@ -43,7 +44,6 @@ from phantom_frame.config.values import (
     env_float,
     env_int,
     env_list,
-    env_size,
     env_text,
     integer_check,
     is_path,
@@ -51,7 +51,6 @@ from phantom_frame.config.values import (
     list_check,
     seconds_check,
     show,
-    size_check,
 )
 from phantom_frame.config.webhooks import check_webhooks
 from phantom_frame.http.limits import is_host_glob
@@ -92,6 +91,20 @@ _SECONDS = _kind(seconds_check(0, inclusive=True), env_float)
 _SIZE_KIND = _kind(check_size, env_size)
 
 
+def _check_workers(value: object) -> Union[int, str]:
+    """
+    @return: C{value}, a positive integer or C{"auto"} (one per CPU).
+    @raise Invalid: for anything else.
+    """
+    if value == "auto" or (type(value) is int and value >= 1):
+        return value  # type: ignore[return-value]
+    raise Invalid(f'expected an integer > 0 or "auto", got {show(value)}')
+
+
+def _env_workers(text: str) -> Union[int, str]:
+    return text if text == "auto" else env_int(text)
+
+
 def _enum(cls: Any) -> Kind:
     """
     @param cls: an enum with a C{choices()} class method.
@@ -116,6 +129,7 @@ _ROOT_KINDS: Dict[str, Kind] = {
     "log_format": _kind(choice_check(("text", "json"))),
     "access_log": _BOOL,
     "shutdown_grace": _POSITIVE_SECONDS,
+    "workers": _kind(_check_workers, _env_workers),
     "max_request_body": _SIZE_KIND,
     "max_header_bytes": _kind(size_check(1024), env_size),
     "client_header_timeout": _POSITIVE_SECONDS,

@@ -6,7 +6,7 @@ it converted, or raises L{Invalid} saying what was expected; the factories
 (L{seconds_check}, L{integer_check}, L{choice_check}, L{list_check}) make
 such checks. Each C{env_*} function turns the text of an
 environment variable named by a C{$env:NAME} reference into a TOML-like
-value for a check. L{parse_size} reads sizes such as C{"256MiB"}; L{show}
+value for a check (sizes are in L{phantom_frame.config.sizes}); L{show}
 and L{suggest} phrase error messages.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from fractions import Fraction
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from phantom_frame.cache.patterns import PathPattern, PatternError
@@ -27,7 +26,6 @@ __all__ = [
     "check_dotenv",
     "check_path",
     "check_port",
-    "check_size",
     "check_string",
     "check_token",
     "choice_check",
@@ -36,17 +34,14 @@ __all__ = [
     "env_float",
     "env_int",
     "env_list",
-    "env_size",
     "env_text",
     "has_control",
     "integer_check",
     "is_path",
     "is_pattern",
     "list_check",
-    "parse_size",
     "seconds_check",
     "show",
-    "size_check",
     "string_check",
     "suggest",
 ]
@@ -332,60 +327,6 @@ def choice_check(
     return check
 
 
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*\Z")
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kib": 1024,
-    "kb": 1000,
-    "m": 1024**2,
-    "mib": 1024**2,
-    "mb": 1000**2,
-    "g": 1024**3,
-    "gib": 1024**3,
-    "gb": 1000**3,
-}
-_SIZE_FORM = (
-    'a size in bytes: an integer >= 0 or a string such as "256MiB", "8 MB"'
-    ' or "512k"'
-)
-
-
-def parse_size(text: str) -> int:
-    """
-    Parse a size such as C{"256MiB"}, C{"8 MB"}, C{"512k"} or C{"1024"}.
-
-    Units, in any case: C{B}; C{KB}, C{MB}, C{GB} (powers of 1000); C{KiB},
-    C{MiB}, C{GiB} and the bare C{K}, C{M}, C{G} (powers of 1024). A
-    fractional number is allowed and rounded down to whole bytes.
-
-    @param text: the size.
-    @return: the number of bytes.
-    @raise ValueError: when C{text} is not a size.
-    """
-    match = _SIZE.match(text)
-    if match is None or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {text!r}")
-    return int(Fraction(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-
-def check_size(value: object) -> int:
-    """
-    @return: the number of bytes C{value} gives: an integer >= 0 or a
-        string for L{parse_size}.
-    @raise Invalid: otherwise.
-    """
-    if _is_int(value) and value >= 0:  # type: ignore[operator]
-        return value  # type: ignore[return-value]
-    if isinstance(value, str):
-        try:
-            return parse_size(value)
-        except ValueError:
-            pass
-    raise Invalid(f"expected {_SIZE_FORM}, got {show(value)}")
-
-
 def string_check(parse: Callable[[str], Any], form: str) -> Callable[[object], Any]:
     """
     @param parse: reads a string, raising L{ValueError} when it is wrong.
@@ -402,33 +343,6 @@ def string_check(parse: Callable[[str], Any], form: str) -> Callable[[object], A
         raise Invalid(f"expected {form}, got {show(value)}")
 
     return check
-
-
-def size_check(minimum: int) -> Callable[[object], int]:
-    """
-    @param minimum: the smallest accepted number of bytes.
-    @return: a check accepting what L{check_size} accepts, when it gives at
-        least C{minimum} bytes.
-    """
-
-    def check(value: object) -> int:
-        size = check_size(value)
-        if size < minimum:
-            raise Invalid(f"expected a size of at least {minimum} bytes, got {show(value)}")
-        return size
-
-    return check
-
-
-def env_size(text: str) -> int:
-    """
-    @return: the size an environment variable holds.
-    @raise Invalid: when it holds none.
-    """
-    try:
-        return parse_size(text)
-    except ValueError:
-        raise Invalid(_SIZE_FORM) from None
 
 
 _BIND_TO_FORM = 'expected "*" or a path prefix such as "/api"'

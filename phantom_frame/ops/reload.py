@@ -38,6 +38,7 @@ RESTART_KEYS = (
     "http_listen",
     "https_listen",
     "control_listen",
+    "workers",
 )
 
 #: Root keys a reload applies at once.
