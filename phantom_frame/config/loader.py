@@ -33,6 +33,7 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from phantom_frame.config.acme import AcmeConfig
 from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
 from phantom_frame.config.values import show
 from phantom_frame.config.values import parse_size as parse_size
@@ -136,6 +137,9 @@ class Config:
     @ivar log_format: C{"text"} or C{"json"}.
     @ivar access_log: whether a line is logged per request.
     @ivar shutdown_grace: seconds SIGTERM waits for in-flight requests.
+    @ivar acme: the C{[acme]} table, when the HTTPS listener's certificate
+        comes from an ACME server (then C{cert_path} and C{key_path} are
+        L{None}).
     @ivar servers: the C{[server.NAME]} blocks, in file order.
     @ivar source: the file the configuration came from, if any; not compared.
     """
@@ -155,6 +159,7 @@ class Config:
     log_format: str = "text"
     access_log: bool = True
     shutdown_grace: float = 10.0
+    acme: Optional[AcmeConfig] = None
     servers: Tuple[ServerConfig, ...] = attr.ib(default=(), converter=tuple)
     source: Optional[str] = attr.ib(default=None, eq=False)
 
@@ -170,7 +175,8 @@ class Config:
     def https_port_endpoint(self) -> Optional[str]:
         """
         The endpoint of the HTTPS proxy listener, without TLS: whoever
-        listens on it layers TLS with C{cert_path} and C{key_path} on top.
+        listens on it layers TLS with C{cert_path} and C{key_path} (or the
+        C{[acme]} certificate) on top.
 
         @return: C{https_listen}, or C{tcp:PORT:interface=ADDRESS} for
             C{https_port}, or L{None} when there is no HTTPS listener.
@@ -215,8 +221,8 @@ def parse_config(
         C{os.environ} by default. It is never modified: the C{.env} file's
         variables go into a copy.
     @param base_dir: the directory relative paths (C{cert_path},
-        C{key_path}, C{dotenv}, C{cache_directory}, C{execute_dir}) are
-        resolved against; a C{dotenv = true} file is C{./.env} in the current
+        C{key_path}, C{dotenv}, C{cache_directory}, C{execute_dir}, the
+        C{[acme]} C{storage} and C{ca_bundle}) are resolved against; a C{dotenv = true} file is C{./.env} in the current
         directory whatever C{base_dir} is.
     @param source: the file the data came from, kept in L{Config.source}.
     @return: the configuration.

@@ -206,7 +206,7 @@ class DefaultsTests(_Helpers):
                 "control_port", "control_auth", "bind_address",
                 "control_bind_address", "dotenv", "http_listen",
                 "https_listen", "control_listen", "log_format", "access_log",
-                "shutdown_grace", "server",
+                "shutdown_grace", "acme", "server",
             },
         )
         fields = {f.name for f in attr.fields(CreateProxyConfig)}
@@ -1493,7 +1493,7 @@ class LoadConfigTests(_Helpers):
         with open(EXAMPLE, encoding="utf-8") as f:
             text = f.read()
         for key in ROOT_KEYS + SERVER_KEYS:
-            if key in ("server", "webhooks"):
+            if key in ("server", "webhooks", "acme"):
                 continue
             self.assertRegex(text, rf"(?m)^#? ?{key} = ", key)
         self.assertIn("[[server.site.webhooks]]", text)
