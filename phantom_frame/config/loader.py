@@ -137,10 +137,10 @@ class Config:
     @ivar log_format: C{"text"} or C{"json"}.
     @ivar access_log: whether a line is logged per request.
     @ivar shutdown_grace: seconds SIGTERM waits for in-flight requests.
+    @ivar servers: the C{[server.NAME]} blocks, in file order.
     @ivar acme: the C{[acme]} table, when the HTTPS listener's certificate
         comes from an ACME server (then C{cert_path} and C{key_path} are
         L{None}).
-    @ivar servers: the C{[server.NAME]} blocks, in file order.
     @ivar source: the file the configuration came from, if any; not compared.
     """
 
@@ -159,8 +159,8 @@ class Config:
     log_format: str = "text"
     access_log: bool = True
     shutdown_grace: float = 10.0
-    acme: Optional[AcmeConfig] = None
     servers: Tuple[ServerConfig, ...] = attr.ib(default=(), converter=tuple)
+    acme: Optional[AcmeConfig] = None
     source: Optional[str] = attr.ib(default=None, eq=False)
 
     def http_endpoint(self) -> str:

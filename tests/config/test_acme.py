@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from typing import Any, Dict, List
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from phantom_frame.config import ConfigError, load_config, parse_config
 from phantom_frame.config.acme import ACME_KEYS, CHALLENGE_PATH, AcmeConfig
 from phantom_frame.config.check import main
+from phantom_frame.config.schema import ROOT_KEYS
 
 from .certificates import pem_pair
 
@@ -271,15 +273,19 @@ class ExampleTests(SynchronousTestCase):
     def test_everyKey(self) -> None:
         """
         Every C{[acme]} key is shown, commented out, after a commented
-        C{[acme]} header placed after the last root key.
+        C{[acme]} header that comes after every root key (uncommented, it
+        would take the keys that follow it).
         """
         with open(EXAMPLE, encoding="utf-8") as f:
             text = f.read()
         header = text.index("\n# [acme]\n")
         for key in ACME_KEYS:
             self.assertRegex(text[header:], rf"(?m)^# {key} = ", key)
-        self.assertGreater(header, text.index("\nshutdown_grace = "))
-        self.assertLess(header, text.index("\n[server.site]\n"))
+        for key in ROOT_KEYS:
+            found = re.search(rf"(?m)^#? ?{key} = ", text)
+            if found is not None:
+                self.assertLess(found.start(), header, key)
+        self.assertNotRegex(text[header:], r"(?m)^[^#\n]")
         self.assertIsNone(load_config(EXAMPLE, environ={}).acme)
 
     def test_uncommented(self) -> None:
@@ -289,10 +295,8 @@ class ExampleTests(SynchronousTestCase):
         """
         with open(EXAMPLE, encoding="utf-8") as f:
             lines = f.read().splitlines()
-        start = lines.index("# [acme]")
-        end = lines.index("# --- Servers ----------------------------------------------------------------")
         table = []
-        for line in lines[start:end]:
+        for line in lines[lines.index("# [acme]") :]:
             key = line[2:].split(" = ", 1)[0]
             if line == "# [acme]" or key in ACME_KEYS and key != "ca_bundle":
                 table.append(line[2:])

@@ -202,11 +202,11 @@ class DefaultsTests(_Helpers):
         self.assertEqual(
             set(ROOT_KEYS),
             {
-                "http_port", "https_port", "cert_path", "key_path",
+                "http_port", "https_port", "cert_path", "key_path", "acme",
                 "control_port", "control_auth", "bind_address",
                 "control_bind_address", "dotenv", "http_listen",
                 "https_listen", "control_listen", "log_format", "access_log",
-                "shutdown_grace", "acme", "server",
+                "shutdown_grace", "server",
             },
         )
         fields = {f.name for f in attr.fields(CreateProxyConfig)}
