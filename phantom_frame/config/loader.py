@@ -222,8 +222,9 @@ def parse_config(
         variables go into a copy.
     @param base_dir: the directory relative paths (C{cert_path},
         C{key_path}, C{dotenv}, C{cache_directory}, C{execute_dir}, the
-        C{[acme]} C{storage} and C{ca_bundle}) are resolved against; a C{dotenv = true} file is C{./.env} in the current
-        directory whatever C{base_dir} is.
+        C{[acme]} C{storage} and C{ca_bundle}) are resolved against; a
+        C{dotenv = true} file is C{./.env} in the current directory
+        whatever C{base_dir} is.
     @param source: the file the data came from, kept in L{Config.source}.
     @return: the configuration.
     @raise ConfigError: listing every problem found.
