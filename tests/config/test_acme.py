@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame.config import ConfigError, load_config, parse_config
 from phantom_frame.config.acme import ACME_KEYS, CHALLENGE_PATH, AcmeConfig
-from phantom_frame.config.check import main
+from phantom_frame.config.check import check
 from phantom_frame.config.schema import ROOT_KEYS
 
 from .certificates import pem_pair
@@ -222,7 +222,7 @@ class CheckTests(SynchronousTestCase):
     def run_check(self, text: str) -> Any:
         """
         @return: the exit status, standard output and standard error of
-            C{phantom-frame check} on a file of C{text}.
+            C{phantom-frame check} (L{check}) on a file of C{text}.
         """
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
@@ -230,7 +230,7 @@ class CheckTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write(text)
         out, err = io.StringIO(), io.StringIO()
-        return main(["check", path], stdout=out, stderr=err), out.getvalue(), err.getvalue()
+        return check(path, out, err), out.getvalue(), err.getvalue()
 
     def test_summary(self) -> None:
         """
