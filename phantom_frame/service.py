@@ -238,10 +238,11 @@ def build_service(
     @return: the whole proxy (an L{InOrder}), ready for
         C{setServiceParent}. Its children start in this order (and stop in
         reverse, one after the other): caches, origin commands,
-        snapshot warm-ups, graceful stop, proxy listeners, C{SIGHUP}
-        handler, control site. It has C{handle}, C{site}, C{metrics},
-        C{reloader}, C{supervisor} and C{control} (the control resource)
-        attributes.
+        snapshot warm-ups, graceful stop, proxy listeners, the ACME
+        service (with C{[acme]}), C{SIGHUP} handler, control site. It has
+        C{handle}, C{site}, C{metrics}, C{reloader}, C{supervisor} and
+        C{control} (the control resource) attributes, and C{acme} (the
+        L{phantom_frame.ops.acme.AcmeService}, or L{None}).
     @raise TLSConfigError: when the certificate or key cannot be used.
     @raise phantom_frame.startup.StartupError: when a listener's endpoint
         description cannot be used; a listener that cannot listen raises it
@@ -267,7 +268,16 @@ def build_service(
         if block.proxy.execute and not worker:
             supervisor.supervise(block.name, block.proxy.execute, block.proxy.execute_dir)
         warmups.add(built)
-    router = Router([(b.bind_to, handle.server(b.name).resource, b.name) for b in config.servers])
+    acme = None
+    if config.acme is not None:
+        from phantom_frame.ops.acme import AcmeService
+
+        acme = AcmeService(config.acme, reactor)
+    extra_routes = () if acme is None else acme.routes
+    router = Router(
+        [(b.bind_to, handle.server(b.name).resource, b.name) for b in config.servers]
+        + list(extra_routes)
+    )
     site = ProxySite(
         router,
         reactor=reactor,
@@ -285,10 +295,17 @@ def build_service(
     listen(config.listener_key("http"), config.http_endpoint(), site, reactor).setServiceParent(top)
     https = config.https_port_endpoint()
     if https is not None:
-        if tls is None:
+        if acme is not None:
+            tls = acme.context
+        elif tls is None:
             tls = ReloadableContext(config.cert_path, config.key_path)
         listen(config.listener_key("https"), https, tls_factory(tls, site), reactor).setServiceParent(top)
-    else:
+    if acme is not None:
+        # After the listeners: HTTP-01 validation reaches the HTTP one. The
+        # certificate is the ACME service's, not reloaded on SIGHUP.
+        acme.setServiceParent(top)
+        tls = None
+    elif https is None:
         tls = None
     control_resource = ControlResource(handle, config.control_auth, metrics=metrics, clock=reactor)
     path = None if config.source is None else os.path.abspath(config.source)
@@ -304,6 +321,7 @@ def build_service(
         supervisor=supervisor,
         warmups=warmups,
         metrics=metrics,
+        routes=extra_routes,
     )
     control_resource.reloader = reloader
     HangupReloader(reloader.reload, reactor, install_signals).setServiceParent(top)
@@ -316,4 +334,5 @@ def build_service(
     top.reloader = reloader  # type: ignore[attr-defined]
     top.supervisor = supervisor  # type: ignore[attr-defined]
     top.control = control_resource  # type: ignore[attr-defined]
+    top.acme = acme  # type: ignore[attr-defined]
     return top

@@ -59,7 +59,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"cannot read {self['config']}: {e.strerror}")
         config = self["parsed"]
         self["tls"] = None
-        if config.https_port_endpoint() is not None:
+        if config.https_port_endpoint() is not None and config.acme is None:
             try:
                 self["tls"] = ReloadableContext(config.cert_path, config.key_path)
             except TLSConfigError as e:

@@ -103,7 +103,12 @@ def summarize(config: Config) -> str:
     lines.append(f"  http     {config.http_endpoint()}")
     https = config.https_port_endpoint()
     if https is not None:
-        lines.append(f"  https    {https} (certificate {config.cert_path})")
+        if config.acme is not None:
+            names = ", ".join(config.acme.domains)
+            source = f"ACME certificate for {names} from {config.acme.directory}"
+        else:
+            source = f"certificate {config.cert_path}"
+        lines.append(f"  https    {https} ({source})")
     auth = "bearer token required" if config.control_auth else "no authentication"
     lines.append(f"  control  {config.control_endpoint()} ({auth})")
     access = "on" if config.access_log else "off"

@@ -33,6 +33,7 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from phantom_frame.config.acme import AcmeConfig
 from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
 from phantom_frame.config.tables import quote_key
 from phantom_frame.config.values import show
@@ -150,6 +151,9 @@ class Config:
     @ivar redis_l1_bytes: each process's memory in front of Redis.
     @ivar redis_prefix: what every Redis key and channel starts with.
     @ivar servers: the C{[server.NAME]} blocks, in file order.
+    @ivar acme: the C{[acme]} table, when the HTTPS listener's certificate
+        comes from an ACME server (then C{cert_path} and C{key_path} are
+        L{None}).
     @ivar source: the file the configuration came from, if any; not compared.
     """
 
@@ -177,6 +181,7 @@ class Config:
     redis_l1_bytes: int = 32 * 1024 * 1024
     redis_prefix: str = "phantom-frame"
     servers: Tuple[ServerConfig, ...] = attr.ib(default=(), converter=tuple)
+    acme: Optional[AcmeConfig] = None
     source: Optional[str] = attr.ib(default=None, eq=False)
 
     def client_limits(self) -> ClientLimits:
@@ -216,7 +221,8 @@ class Config:
     def https_port_endpoint(self) -> Optional[str]:
         """
         The endpoint of the HTTPS proxy listener, without TLS: whoever
-        listens on it layers TLS with C{cert_path} and C{key_path} on top.
+        listens on it layers TLS with C{cert_path} and C{key_path} (or the
+        C{[acme]} certificate) on top.
 
         @return: C{https_listen}, or C{tcp:PORT:interface=ADDRESS} for
             C{https_port}, or L{None} when there is no HTTPS listener.
@@ -261,9 +267,10 @@ def parse_config(
         C{os.environ} by default. It is never modified: the C{.env} file's
         variables go into a copy.
     @param base_dir: the directory relative paths (C{cert_path},
-        C{key_path}, C{dotenv}, C{cache_directory}, C{execute_dir}) are
-        resolved against; a C{dotenv = true} file is C{./.env} in the current
-        directory whatever C{base_dir} is.
+        C{key_path}, C{dotenv}, C{cache_directory}, C{execute_dir}, the
+        C{[acme]} C{storage} and C{ca_bundle}) are resolved against; a
+        C{dotenv = true} file is C{./.env} in the current directory
+        whatever C{base_dir} is.
     @param source: the file the data came from, kept in L{Config.source}.
     @return: the configuration.
     @raise ConfigError: listing every problem found.

@@ -6,7 +6,8 @@ root, a C{[server.NAME]} block and a C{[[server.NAME.webhooks]]} table accept
 and how each value is checked; L{Parser} walks a whole file with them,
 loading the C{dotenv} file first and checking what no single key can (the
 TLS files, clashing listeners, servers sharing a C{bind_to}, filesystem
-cache directories).
+cache directories). The C{[acme]} table is checked by
+L{phantom_frame.config.acme}.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Tuple, Union
 
+from phantom_frame.config.acme import acme_problems, parse_acme
 from phantom_frame.config.dotenv import parse_dotenv
 from phantom_frame.config.files import directory_problem, tls_problem, unreadable
 from phantom_frame.config.network import check_host, check_listen, url_check
@@ -209,9 +211,10 @@ _WEBHOOK_KINDS: Dict[str, Kind] = {
     "timeout_ms": _kind(integer_check(1), env_int),
 }
 
-ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("server",)
+ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("acme", "server")
 """
-Every key accepted at the root of the file (C{server} holds the blocks).
+Every key accepted at the root of the file (C{server} holds the blocks,
+C{acme} is a table of L{phantom_frame.config.acme.ACME_KEYS}).
 """
 
 SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks", "rate_limits")
@@ -296,7 +299,7 @@ class Parser(TableChecker):
             "",
             data,
             _ROOT_KINDS,
-            handled=("server", "dotenv"),
+            handled=("server", "dotenv", "acme"),
             elsewhere=SERVER_KEYS,
             elsewhere_hint="belongs in a [server.NAME] block",
         )
@@ -307,20 +310,31 @@ class Parser(TableChecker):
                 " run the control site without authentication",
             )
         values.update(result.values)
-        self.tls(result, values)
+        if "acme" in data:
+            acme = parse_acme(self, data["acme"])
+            if acme is not None:
+                values["acme"] = acme
+            for path, message in acme_problems(data):
+                self.error(path, message)
+        self.tls(result, values, acme="acme" in data)
         self.listeners(result, values)
         return values
 
-    def tls(self, result: Table, values: Dict[str, Any]) -> None:
+    def tls(self, result: Table, values: Dict[str, Any], acme: bool = False) -> None:
         """
         Check that C{cert_path} and C{key_path} are given exactly when there
-        is an HTTPS listener, and that the files load as the HTTPS listener
-        loads them (a PEM chain, a PEM key that matches it); make their
-        paths absolute in C{values}.
+        is an HTTPS listener without C{[acme]}, and that the files load as
+        the HTTPS listener loads them (a PEM chain, a PEM key that matches
+        it); make their paths absolute in C{values}.
 
         @param result: the root table's outcome.
         @param values: the valid root values, updated.
+        @param acme: whether the file has an C{[acme]} table, which
+            provides the certificate (its own checks say when C{cert_path}
+            is given as well).
         """
+        if acme:
+            return
         https = [k for k in ("https_port", "https_listen") if result.present(k)]
         readable = True
         for key in _ROOT_PATH_KEYS:

@@ -7,7 +7,7 @@ connections.
 from __future__ import annotations
 
 import re
-from typing import Any, List
+from typing import Any, List, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -63,17 +63,38 @@ def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
     """
     chain_pem = _read(cert_path, "cert_path")
     key_pem = _read(key_path, "key_path")
+    return server_context(chain_pem, key_pem, cert_path, key_path)
+
+
+def server_context(
+    chain_pem: bytes,
+    key_pem: bytes,
+    cert_source: str = "the certificate",
+    key_source: str = "the key",
+) -> SSL.Context:
+    """
+    Make a server context that accepts TLS 1.2 and newer from a PEM
+    certificate chain and its PEM private key.
+
+    @param chain_pem: the leaf certificate followed by its intermediates.
+    @param key_pem: the private key of the leaf certificate.
+    @param cert_source: where C{chain_pem} comes from, for messages.
+    @param key_source: where C{key_pem} comes from, for messages.
+    @raise TLSConfigError: when they are not PEM, or the key does not
+        belong to the certificate; the key of the error is C{cert_path} or
+        C{key_path}.
+    """
     blocks: List[bytes] = _PEM_CERT.findall(chain_pem)
     if not blocks:
-        raise TLSConfigError("cert_path", f"no PEM certificate in {cert_path}")
+        raise TLSConfigError("cert_path", f"no PEM certificate in {cert_source}")
     try:
         chain = [x509.load_pem_x509_certificate(block) for block in blocks]
     except ValueError as e:
-        raise TLSConfigError("cert_path", f"invalid certificate in {cert_path}: {e}") from None
+        raise TLSConfigError("cert_path", f"invalid certificate in {cert_source}: {e}") from None
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
-        raise TLSConfigError("key_path", f"no usable PEM private key in {key_path}") from None
+        raise TLSConfigError("key_path", f"no usable PEM private key in {key_source}") from None
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
@@ -89,7 +110,7 @@ def load_server_context(cert_path: str, key_path: str) -> SSL.Context:
         context.check_privatekey()
     except SSL.Error:
         raise TLSConfigError(
-            "key_path", f"the key in {key_path} does not match the certificate in {cert_path}"
+            "key_path", f"the key in {key_source} does not match the certificate in {cert_source}"
         ) from None
     return context
 
@@ -132,29 +153,70 @@ class ReloadableContext:
     """
     A connection creator whose certificate can be replaced while listening:
     new connections get the new one, open connections keep theirs.
+
+    @ivar cert_path: the PEM certificate chain L{reload} reads.
+    @ivar key_path: the PEM private key L{reload} reads.
     """
 
-    def __init__(self, cert_path: str, key_path: str) -> None:
+    def __init__(self, cert_path: str, key_path: str, load: bool = True) -> None:
         """
-        @raise TLSConfigError: as L{load_server_context}.
+        @param cert_path: see L{cert_path}.
+        @param key_path: see L{key_path}.
+        @param load: load the files now; with L{False} the certificate
+            comes later, from L{load_pem} or L{reload}, and L{ready} is L{False}
+            until then: whoever listens with this context waits for it.
+        @raise TLSConfigError: as L{load_server_context}, when loading.
         """
         self.cert_path = cert_path
         self.key_path = key_path
-        self._context = load_server_context(cert_path, key_path)
+        self._context: Optional[SSL.Context] = None
+        if load:
+            self._context = load_server_context(cert_path, key_path)
+
+    @property
+    def ready(self) -> bool:
+        """
+        Whether there is a certificate to serve.
+        """
+        return self._context is not None
 
     def getContext(self) -> SSL.Context:
         """
         @return: the context of the current certificate.
+        @raise TLSConfigError: when there is no certificate yet.
         """
+        if self._context is None:
+            raise TLSConfigError("cert_path", "no certificate loaded yet")
         return self._context
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """
         @return: a server-side TLS connection with the current certificate.
+        @raise TLSConfigError: when there is no certificate yet.
         """
-        connection = SSL.Connection(self._context, None)
+        connection = SSL.Connection(self.getContext(), None)
         connection.set_app_data(tlsProtocol)
         return connection
+
+    def load_pem(
+        self,
+        chain_pem: bytes,
+        key_pem: bytes,
+        cert_source: str = "the new certificate chain",
+        key_source: str = "the new key",
+    ) -> None:
+        """
+        Serve a new certificate, given as bytes: new connections get it,
+        open connections keep theirs. Broken bytes change nothing.
+
+        @param chain_pem: the PEM leaf certificate followed by its
+            intermediates.
+        @param key_pem: its PEM private key.
+        @param cert_source: where C{chain_pem} comes from, for messages.
+        @param key_source: where C{key_pem} comes from, for messages.
+        @raise TLSConfigError: as L{server_context}.
+        """
+        self._context = server_context(chain_pem, key_pem, cert_source, key_source)
 
     def reload(self) -> bool:
         """
@@ -171,8 +233,31 @@ class ReloadableContext:
         return True
 
 
+class _TLSFactory(TLSMemoryBIOFactory):
+    """
+    Server-side TLS that closes each connection at once, before any
+    handshake, while its context has no certificate yet.
+    """
+
+    def __init__(self, context: ReloadableContext, factory: Any) -> None:
+        super().__init__(context, False, factory)
+        self._context = context
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        @return: a TLS protocol, or L{None} (the connection is closed) while
+            there is no certificate.
+        """
+        if not self._context.ready:
+            return None
+        return super().buildProtocol(addr)
+
+
 def tls_factory(context: ReloadableContext, factory: Any) -> TLSMemoryBIOFactory:
     """
-    @return: C{factory} behind TLS with C{context}, for any stream endpoint.
+    @return: C{factory} behind TLS with C{context}, for any stream endpoint;
+        while C{context} has no certificate yet (see
+        L{ReloadableContext.ready}), connections are closed as soon as they
+        are accepted.
     """
-    return TLSMemoryBIOFactory(context, False, factory)
+    return _TLSFactory(context, factory)

@@ -12,7 +12,7 @@ certificate paths) are reported and keep their running values.
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attr
 from twisted.application.service import Service
@@ -39,6 +39,7 @@ RESTART_KEYS = (
     "https_listen",
     "control_listen",
     "workers",
+    "acme",
 )
 
 #: Root keys a reload applies at once.
@@ -130,6 +131,7 @@ class Reloader:
         warmups: Any = None,
         metrics: Any = None,
         load: Callable[[str], Config] = load_config,
+        routes: Sequence[Any] = (),
     ) -> None:
         """
         @param path: the configuration file, or L{None} when there is none
@@ -152,6 +154,8 @@ class Reloader:
             pre_generate servers up.
         @param metrics: counts reloads (L{phantom_frame.ops.metrics.Metrics}).
         @param load: reads and validates the file (L{load_config}).
+        @param routes: the router's routes that are no server's (the ACME
+            challenges), kept in every new router.
         """
         self.path = path
         self.config = config
@@ -165,6 +169,7 @@ class Reloader:
         self._warmups = warmups
         self._metrics = metrics
         self._load = load
+        self._routes = tuple(routes)
 
     def reload(self) -> ReloadResult:
         """
@@ -218,7 +223,9 @@ class Reloader:
                 built[name] = self._build(after[name], staging)
             resources = {name: self._handle.server(name).resource for name in unchanged}
             resources.update((name, server.resource) for name, server in built.items())
-            router = Router([(b.bind_to, resources[b.name], b.name) for b in new.servers])
+            router = Router(
+                [(b.bind_to, resources[b.name], b.name) for b in new.servers] + list(self._routes)
+            )
         except Exception as e:
             log.failure("configuration {path}: cannot build the new servers", path=self.path)
             for name, server in built.items():

@@ -203,7 +203,7 @@ class DefaultsTests(_Helpers):
         self.assertEqual(
             set(ROOT_KEYS),
             {
-                "http_port", "https_port", "cert_path", "key_path",
+                "http_port", "https_port", "cert_path", "key_path", "acme",
                 "control_port", "control_auth", "bind_address",
                 "control_bind_address", "dotenv", "http_listen",
                 "https_listen", "control_listen", "log_format", "access_log",
@@ -1530,7 +1530,7 @@ class LoadConfigTests(_Helpers):
         with open(EXAMPLE, encoding="utf-8") as f:
             text = f.read()
         for key in ROOT_KEYS + SERVER_KEYS:
-            if key in ("server", "webhooks"):
+            if key in ("server", "webhooks", "acme"):
                 continue
             self.assertRegex(text, rf"(?m)^#? ?{key} = ", key)
         self.assertIn("[[server.site.webhooks]]", text)

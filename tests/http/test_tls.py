@@ -234,3 +234,55 @@ class ListenerTests(TestCase):
         self.flushLoggedErrors()
         _, served = await self.handshake(port)
         self.assertEqual(served, second)
+
+
+class PemTests(SynchronousTestCase):
+    """
+    L{ReloadableContext} without a certificate yet, and loaded from bytes.
+    """
+
+    def read(self, path: str) -> bytes:
+        """
+        @return: the contents of C{path}.
+        """
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_waiting(self) -> None:
+        """
+        Made with C{load=False}, a context has no certificate: it is not
+        L{ReloadableContext.ready}, makes no connection, and the factory of
+        L{tls_factory} builds no protocol (the connection is closed) until
+        a certificate is loaded from bytes.
+        """
+        cert_path, key_path, der = make_pair(self)
+        context = ReloadableContext(cert_path + ".missing", key_path + ".missing", load=False)
+        self.assertFalse(context.ready)
+        self.assertRaises(TLSConfigError, context.getContext)
+        factory = tls_factory(context, Site(Hello()))
+        self.assertIsNone(factory.buildProtocol(None))
+        context.load_pem(self.read(cert_path), self.read(key_path))
+        self.assertTrue(context.ready)
+        self.assertIsNotNone(factory.buildProtocol(None))
+        served = context.serverConnectionForTLS(None).get_certificate().to_cryptography()
+        self.assertEqual(served.public_bytes(serialization.Encoding.DER), der)
+
+    def test_brokenBytes(self) -> None:
+        """
+        Bytes that are not a certificate, or a key that does not match,
+        raise L{TLSConfigError} and keep the certificate in use.
+        """
+        cert_path, key_path, der = make_pair(self)
+        other_cert, other_key, _ = make_pair(self)
+        context = ReloadableContext(cert_path, key_path)
+        error = self.assertRaises(TLSConfigError, context.load_pem, b"nothing", self.read(key_path))
+        self.assertEqual(str(error), "cert_path: no PEM certificate in the new certificate chain")
+        error = self.assertRaises(
+            TLSConfigError, context.load_pem, self.read(cert_path), self.read(other_key), "chain.pem", "key.pem"
+        )
+        self.assertEqual(str(error), "key_path: the key in key.pem does not match the certificate in chain.pem")
+        served = context.serverConnectionForTLS(None).get_certificate().to_cryptography()
+        self.assertEqual(served.public_bytes(serialization.Encoding.DER), der)
+        context.load_pem(self.read(other_cert), self.read(other_key))
+        served = context.serverConnectionForTLS(None).get_certificate().to_cryptography()
+        self.assertNotEqual(served.public_bytes(serialization.Encoding.DER), der)
