@@ -31,6 +31,7 @@ from phantom_frame.config.tables import (
     quote_key,
 )
 from phantom_frame.config.redis_tier import check_prefix, check_redis_url
+from phantom_frame.config.upstreams import UPSTREAMS_KIND, check_health_check, check_upstream_keys
 from phantom_frame.config.values import (
     Invalid,
     check_bind_to,
@@ -66,6 +67,7 @@ from phantom_frame.proxy.settings import (
     ProxyMode,
     WebhookType,
 )
+from phantom_frame.proxy.upstreams import Balancing
 
 __all__ = ["Parser", "ROOT_KEYS", "SERVER_KEYS"]
 
@@ -203,6 +205,8 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "ignore_query_params": _NAME_GLOBS,
     "cookie_policy": _enum(CookiePolicy),
     "ignore_cookies": _NAME_GLOBS,
+    "upstreams": UPSTREAMS_KIND,
+    "load_balancing": _enum(Balancing),
 }
 
 _WEBHOOK_KINDS: Dict[str, Kind] = {
@@ -217,7 +221,7 @@ Every key accepted at the root of the file (C{server} holds the blocks,
 C{acme} is a table of L{phantom_frame.config.acme.ACME_KEYS}).
 """
 
-SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks", "rate_limits")
+SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks", "rate_limits", "health_check")
 """
 Every key accepted in a C{[server.NAME]} block.
 """
@@ -457,7 +461,7 @@ class Parser(TableChecker):
             path + ".",
             block,
             _SERVER_KINDS,
-            handled=("webhooks", "rate_limits"),
+            handled=("webhooks", "rate_limits", "health_check"),
             elsewhere=ROOT_KEYS,
             elsewhere_hint=(
                 "is a root key; move it above the first [server.NAME] block"
@@ -472,6 +476,11 @@ class Parser(TableChecker):
             limits = check_rate_limits(self, path + ".rate_limits", block["rate_limits"])
             if limits is not None:
                 values["rate_limits"] = limits
+        if "health_check" in block:
+            check = check_health_check(self, path + ".health_check", block["health_check"])
+            if check is not None:
+                values["health_check"] = check
+        check_upstream_keys(self, path, result)
         for key in _SERVER_PATH_KEYS:
             if key in values:
                 values[key] = self.path(values[key])

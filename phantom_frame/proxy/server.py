@@ -39,7 +39,8 @@ from phantom_frame.proxy.decision import (
 )
 from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.fill import Filler
-from phantom_frame.proxy.origin import Origin, UpstreamError
+from phantom_frame.proxy.health import health_checks
+from phantom_frame.proxy.origin import UpstreamError
 from phantom_frame.proxy.passthrough import (
     Passthrough,
     content_location_is_target,
@@ -52,6 +53,7 @@ from phantom_frame.proxy.serve import EntryRenderer
 from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.snapshots import SnapshotError, Snapshots
 from phantom_frame.proxy.tunnel import start_tunnel
+from phantom_frame.proxy.upstreams import origin_for
 from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.webhooks import Webhooks
 
@@ -65,7 +67,8 @@ class ProxyServer:
     @ivar name: the server's name.
     @ivar config: its settings.
     @ivar cache: its stored responses.
-    @ivar origin: where its requests go.
+    @ivar origin: where its requests go (an L{Origin}, or an L{UpstreamSet}).
+    @ivar health: the L{HealthChecks} of its upstreams, or C{None}.
     @ivar decider: decides how each request is answered.
     @ivar filler: fills the cache from the origin.
     @ivar passthrough: relays what the cache does not answer.
@@ -100,7 +103,8 @@ class ProxyServer:
         self.name = name
         self.config = config
         self._clock = reactor
-        self.origin = Origin(config.proxy_url, agent, reactor, config.upstream_timeout)
+        self.origin: Any = origin_for(config, agent, reactor)
+        self.health = health_checks(name, self.origin, config.health_check, reactor)
         self.tiered = config.cache_storage_mode == CacheStorageMode.REDIS
         if self.tiered:
             if redis is None:
@@ -115,17 +119,11 @@ class ProxyServer:
             self.cache = ResponseCache(name, store, reactor, config.cache_max_bytes, config.cache_404_capacity)
         codec = Codec(runner)
         self.decider = Decider(name, config, self.cache, reactor)
-        self.filler = Filler(
-            name, config, self.cache, self.origin, codec, reactor, runner, self.decider.http_policy
-        )
+        policy, caching = self.decider.http_policy, self.decider.caching
+        self.filler = Filler(name, config, self.cache, self.origin, codec, reactor, runner, policy)
         self.passthrough = Passthrough(
-            name,
-            self.origin,
-            reactor,
-            config.upstream_timeout,
-            self._invalidate_unsafe if self.decider.http_policy else None,
-            self._adopt_unsafe if self.decider.http_policy and self.decider.caching else None,
-            config.max_cacheable_bytes,
+            name, self.origin, reactor, config.upstream_timeout, self._invalidate_unsafe if policy else None,
+            self._adopt_unsafe if policy and caching else None, config.max_cacheable_bytes,
         )
         self.entries = EntryRenderer(reactor, self.cache, codec)
         self.snapshots = (
@@ -158,8 +156,10 @@ class ProxyServer:
 
     def close(self) -> None:
         """
-        Drop the cache and close the store.
+        Stop the health checks, drop the cache and close the store.
         """
+        if self.health is not None:
+            self.health.stopService()
         self.cache.close()
 
     # Requests

@@ -12,7 +12,9 @@ from typing import Callable, Optional, Tuple
 import attr
 
 from phantom_frame.cache.strategy import CacheStrategy, Choice as _Choice, CompressStrategy
+from phantom_frame.proxy.health import HealthCheck
 from phantom_frame.proxy.ratelimit import RateLimit
+from phantom_frame.proxy.upstreams import Balancing
 
 MiB = 1024 * 1024
 
@@ -123,6 +125,9 @@ class CreateProxyConfig:
     generate_etag: bool = False
     webhooks: Tuple[Webhook, ...] = attr.ib(default=(), converter=_tuple)
     rate_limits: Tuple[RateLimit, ...] = attr.ib(default=(), converter=_tuple)
+    upstreams: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    load_balancing: Balancing = attr.ib(default=Balancing.ROUND_ROBIN, converter=Balancing)
+    health_check: Optional[HealthCheck] = None
     execute: Optional[str] = None
     execute_dir: Optional[str] = None
     ignore_query_params: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
@@ -266,3 +271,23 @@ class CreateProxyConfig:
             hits included); over one, a request gets 429.
         """
         return self._with(rate_limits=limits)
+
+    def with_upstreams(self, urls) -> CreateProxyConfig:
+        """
+        @param urls: several origin URLs to use instead of C{proxy_url},
+            sharing the requests (see L{with_load_balancing}).
+        """
+        return self._with(upstreams=urls)
+
+    def with_load_balancing(self, policy) -> CreateProxyConfig:
+        """
+        @param policy: a L{Balancing} or its name: C{"round_robin"},
+            C{"random"}, C{"least_conn"} or C{"ip_hash"}.
+        """
+        return self._with(load_balancing=policy)
+
+    def with_health_check(self, check: Optional[HealthCheck]) -> CreateProxyConfig:
+        """
+        @param check: how the upstreams are checked, or L{None} for never.
+        """
+        return self._with(health_check=check)

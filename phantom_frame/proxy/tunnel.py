@@ -11,20 +11,14 @@ closes. Nothing is cached.
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import TimeoutError
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IProtocol,
-    IReactorTime,
-    IStreamClientEndpoint,
-    ITCPTransport,
-    ITransport,
-)
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,7 +28,8 @@ from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame.proxy.answers import error_response
 from phantom_frame.proxy.exchange import Exchange, set_status
-from phantom_frame.proxy.origin import Header, Origin
+from phantom_frame.proxy.origin import Header, Origin, UpstreamError
+from phantom_frame.proxy.upstreams import UpstreamSet
 from phantom_frame.proxy.status import forwarded
 
 log = Logger()
@@ -180,7 +175,7 @@ def parse_answer(head: bytes) -> Tuple[int, Optional[int]]:
 
 def start_tunnel(
     exchange: Exchange,
-    origin: Origin,
+    origin: Union[Origin, UpstreamSet],
     path_qs: bytes,
     headers: List[Header],
     clock: IReactorTime,
@@ -191,7 +186,8 @@ def start_tunnel(
     Tunnel an upgrade request to the origin (see L{Tunnel}).
 
     @param exchange: the client's request, on an HTTP/1.1 channel.
-    @param origin: the origin; C{base_path + path_qs} is the upstream target.
+    @param origin: the origin (of several, one is chosen for the client);
+        C{base_path + path_qs} is the upstream target.
     @param path_qs: the stripped path with its query.
     @param headers: the request headers to send after C{Host}, including
         C{Connection} and C{Upgrade}.
@@ -207,6 +203,10 @@ def start_tunnel(
         return NOT_DONE_YET
     if not isinstance(channel, HTTPChannel) or channel.transport is None:
         return error_response(request, 501, "Not Implemented: upgrades need HTTP/1.1")
+    try:
+        origin = origin.choose(exchange.view.client) if isinstance(origin, UpstreamSet) else origin
+    except UpstreamError as e:
+        return error_response(request, 502, f"Bad Gateway: {e}", [(b"cache-status", STATUS_FAILED.header)])
     content = request.content
     content.seek(0, 0)
     body = content.read()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import random as _random
 import zlib
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IConsumer, IReactorTime
@@ -42,6 +42,7 @@ __all__ = [
     "Upstream",
     "UpstreamSet",
     "UpstreamStats",
+    "origin_for",
 ]
 
 #: The methods a failed request may be sent again for (RFC 9110 §9.2.2).
@@ -388,3 +389,20 @@ class _Watched:
 
     def stopProducing(self) -> None:
         self._body.stopProducing()
+
+
+def origin_for(config: Any, agent: Any, clock: IReactorTime) -> Union[Origin, UpstreamSet]:
+    """
+    The origin side of one server.
+
+    @param config: its L{phantom_frame.proxy.settings.CreateProxyConfig}.
+    @param agent: makes the requests.
+    @param clock: schedules timeouts and times requests.
+    @return: one L{Origin} for a C{proxy_url} without health checks, else
+        an L{UpstreamSet} of its C{upstreams} (or of its C{proxy_url}).
+    """
+    timeout = config.upstream_timeout
+    if not config.upstreams and config.health_check is None:
+        return Origin(config.proxy_url, agent, clock, timeout)
+    urls = config.upstreams or (config.proxy_url,)
+    return UpstreamSet([Origin(url, agent, clock, timeout) for url in urls], clock, config.load_balancing)

@@ -7,17 +7,25 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
+from io import BytesIO
+
+import treq
+from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgent
+from twisted.web.server import Site
 from zope.interface import implementer
 
+from phantom_frame import CreateProxyConfig, create_proxy
+from phantom_frame.embed import default_agent
 from phantom_frame.proxy.origin import Origin, UpstreamError, UpstreamTimeout, body_producer
 from phantom_frame.proxy.upstreams import LATENCY_BUCKETS, Balancing, UpstreamSet
-
-from io import BytesIO
+from tests.origin import Origin as TestOrigin
 
 
 class _Answer:
@@ -354,3 +362,62 @@ class StatsTests(SynchronousTestCase):
         self.assertEqual(cumulative["0.5"], 1)
         self.assertEqual(cumulative["+Inf"], 1)
         self.assertEqual(len(cumulative), len(LATENCY_BUCKETS) + 1)
+
+
+class _Resets(Protocol):
+    """
+    Resets every connection as soon as it is accepted: an upstream that
+    refuses before answering anything.
+    """
+
+    def connectionMade(self) -> None:
+        self.factory.resets += 1
+        self.transport.abortConnection()
+
+
+class EndToEndTests(TestCase):
+    """
+    A proxy in front of several real origins on loopback.
+    """
+
+    def listen(self, factory: Any) -> str:
+        """
+        @return: the URL of C{factory} listening on a loopback port.
+        """
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return "http://127.0.0.1:%d" % (port.getHost().port,)
+
+    async def test_failover(self) -> None:
+        """
+        GETs that an upstream resets go to the next one and are answered;
+        a POST it resets is answered 502.
+        """
+        resetting = Factory.forProtocol(_Resets)
+        resetting.resets = 0
+        origins = [TestOrigin(), TestOrigin()]
+        urls = [self.listen(resetting)] + [self.listen(Site(o)) for o in origins]
+        agent, pool = default_agent(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        config = CreateProxyConfig(upstreams=urls, cache_strategy="none")
+        resource, handle = create_proxy(config, reactor, agent=agent)
+        self.addCleanup(handle.close)
+        site = Site(resource)
+        site.noisy = False
+        base = self.listen(site)
+        client_pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(client_pool.closeCachedConnections)
+        client = Agent(reactor, pool=client_pool)
+
+        async def send(method: bytes, path: str) -> int:
+            response = await client.request(method, (base + path).encode())
+            await treq.content(response)
+            return response.code
+
+        codes = [await send(b"GET", f"/page{n}") for n in range(4)]
+        self.assertEqual(codes, [200] * 4)
+        self.assertEqual(resetting.resets, 2)
+        self.assertEqual([sum(o.hits.values()) for o in origins], [2, 2])
+        self.assertEqual(await send(b"POST", "/form"), 502)
+        self.assertEqual(resetting.resets, 3)
+        self.assertEqual([sum(o.hits.values()) for o in origins], [2, 2])
