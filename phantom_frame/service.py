@@ -159,6 +159,47 @@ class CacheService(Service):
         return gatherResults(closing).addCallback(lambda _: None)
 
 
+class HealthService(Service):
+    """
+    Runs the health checks of the servers that have them (see
+    L{phantom_frame.proxy.health}): from the start of the proxy, or at once
+    for a server built while it runs (a reload), until the proxy stops or
+    the server is closed.
+    """
+
+    def __init__(self) -> None:
+        self._checks: List[Service] = []
+
+    def add(self, server: Any) -> None:
+        """
+        Run the health checks of C{server}, if it has any.
+        """
+        checks = server.health
+        if checks is None:
+            return
+        if self.running:
+            self._checks = [c for c in self._checks if c.running]
+            checks.startService()
+        self._checks.append(checks)
+
+    def startService(self) -> None:
+        """
+        Start the checks added so far.
+        """
+        super().startService()
+        for checks in self._checks:
+            checks.startService()
+
+    def stopService(self) -> None:
+        """
+        Stop every check: timers and checks in flight are cancelled.
+        """
+        super().stopService()
+        checks, self._checks = self._checks, []
+        for each in checks:
+            each.stopService()
+
+
 class ServerBuilder:
     """
     Makes the L{phantom_frame.proxy.server.ProxyServer} of a C{[server.NAME]}
@@ -168,7 +209,13 @@ class ServerBuilder:
     """
 
     def __init__(
-        self, reactor: Any, agent: Any, runner: Any, metrics: Optional[Metrics], redis: Any = None
+        self,
+        reactor: Any,
+        agent: Any,
+        runner: Any,
+        metrics: Optional[Metrics],
+        redis: Any = None,
+        health: Optional[HealthService] = None,
     ) -> None:
         """
         @param reactor: the reactor everything runs on.
@@ -177,7 +224,9 @@ class ServerBuilder:
         @param metrics: times origin requests, or L{None}.
         @param redis: the L{phantom_frame.cache.bus.RedisNode} of the
             C{redis} servers, or L{None}.
+        @param health: runs the health checks of the servers built.
         """
+        self._health = health
         self._reactor = reactor
         self._agent = agent
         self._runner = runner
@@ -208,6 +257,8 @@ class ServerBuilder:
         if timing is not None:
             # Webhooks share the agent: time only the origin's URLs.
             timing.prefix = built.origin.url_for(b"")
+        if self._health is not None:
+            self._health.add(built)
         return built
 
 
@@ -238,7 +289,7 @@ def build_service(
     @return: the whole proxy (an L{InOrder}), ready for
         C{setServiceParent}. Its children start in this order (and stop in
         reverse, one after the other): caches, origin commands,
-        snapshot warm-ups, graceful stop, proxy listeners, the ACME
+        snapshot warm-ups, health checks, graceful stop, proxy listeners, the ACME
         service (with C{[acme]}), C{SIGHUP} handler, control site. It has
         C{handle}, C{site}, C{metrics}, C{reloader}, C{supervisor} and
         C{control} (the control resource) attributes, and C{acme} (the
@@ -260,7 +311,8 @@ def build_service(
         from phantom_frame.cache.bus import RedisNode
 
         redis = RedisNode(config.redis_url, reactor, config.redis_prefix, config.redis_l1_bytes)
-    build = ServerBuilder(reactor, agent, runner, metrics, redis)
+    health = HealthService()
+    build = ServerBuilder(reactor, agent, runner, metrics, redis, health)
     supervisor = OriginSupervisor(reactor, metrics, dotenv=config.dotenv)
     warmups = WarmUps(reactor, timeout=origin_timeout)
     for block in config.servers:
@@ -290,6 +342,7 @@ def build_service(
     CacheService(handle, pool, runner, redis).setServiceParent(top)
     supervisor.setServiceParent(top)
     warmups.setServiceParent(top)
+    health.setServiceParent(top)
     graceful = GracefulStop([site], config.shutdown_grace, reactor)
     graceful.setServiceParent(top)
     listen(config.listener_key("http"), config.http_endpoint(), site, reactor).setServiceParent(top)

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Set
 
 import attr
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -162,7 +162,7 @@ class HealthChecks(Service):
         """
         super().startService()
         for index in range(len(self._upstreams)):
-            self._probe(index)
+            self._scheduled(index)
 
     def stopService(self) -> None:
         """
@@ -184,19 +184,36 @@ class HealthChecks(Service):
                 body.transport.stopProducing()
         self._bodies.clear()
 
-    def _probe(self, index: int) -> None:
+    def check_all(self) -> Deferred[None]:
         """
-        Check upstream C{index} (unless its previous check is still in
-        flight) and schedule its next check.
+        Check every upstream now (those whose check is in flight: wait for
+        it).
+
+        @return: a L{Deferred} firing once every check is over.
         """
-        self._timers[index] = self._clock.callLater(self._check.interval, self._probe, index)
-        if index in self._flying:
-            return
+        return gatherResults([self._probe(index) for index in range(len(self._upstreams))]).addCallback(
+            lambda _: None
+        )
+
+    def _scheduled(self, index: int) -> None:
+        self._timers[index] = self._clock.callLater(self._check.interval, self._scheduled, index)
+        self._probe(index)
+
+    def _probe(self, index: int) -> Deferred[None]:
+        """
+        Check upstream C{index}, unless its previous check is in flight.
+
+        @return: a L{Deferred} firing once the check is over.
+        """
+        flying = self._flying.get(index)
+        if flying is not None:
+            waiter: Deferred[None] = Deferred()
+            flying.addBoth(lambda result: (waiter.callback(None), result)[1])
+            return waiter
         upstream = self._upstreams[index]
         state = self.states[upstream.url]
         path = self._check.path.encode("utf-8")
         d = upstream.origin.request(b"GET", path, [(b"User-Agent", USER_AGENT)], None)
-        self._flying[index] = d
         timedOut: List[bool] = []
 
         def onTimeout() -> None:
@@ -216,14 +233,12 @@ class HealthChecks(Service):
                 state.succeeded()
 
         def failed(failure: Failure) -> None:
-            if not self.running:
-                return  # stopped: not the upstream's fault
             if timedOut:
                 state.failed(f"no answer within {self._check.timeout:g}s")
-            else:
+            elif self.running:  # else stopped: not the upstream's fault
                 state.failed(failure.getErrorMessage() or type(failure.value).__name__)
 
-        def over(result: Optional[Failure]) -> None:
+        def over(result: Any) -> Any:
             if timer.active():
                 timer.cancel()
             if self._flying.get(index) is d:
@@ -233,6 +248,9 @@ class HealthChecks(Service):
         d.addBoth(over)
         d.addCallbacks(answered, failed)
         d.addErrback(lambda f: log.failure("health check of {url} failed", f, url=upstream.url))
+        if not d.called:
+            self._flying[index] = d
+        return d
 
 
 def health_checks(server: str, origin: Any, check: Optional[HealthCheck], clock: IReactorTime) -> Optional[HealthChecks]:
