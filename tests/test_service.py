@@ -292,8 +292,8 @@ class BuildServiceTests(SynchronousTestCase):
     def test_children(self) -> None:
         """
         The caches start first, then the origin commands, the warm-ups, the
-        graceful stop, the listeners, the C{SIGHUP} handler and the control
-        site; the service exposes its parts.
+        health checks, the graceful stop, the listeners, the C{SIGHUP}
+        handler and the control site; the service exposes its parts.
         """
         import shlex
         import sys
@@ -311,6 +311,7 @@ class BuildServiceTests(SynchronousTestCase):
                 "CacheService",
                 "OriginSupervisor",
                 "WarmUps",
+                "HealthService",
                 "GracefulStop",
                 "StreamServerEndpointService",
                 "HangupReloader",

@@ -62,8 +62,8 @@ class BuildServiceTests(SynchronousTestCase):
         memory.advance(NOW)
         top = build_service(load_config(path), memory)
         kinds = [type(child).__name__ for child in top]
-        self.assertEqual(kinds[4:], ["StreamServerEndpointService"] * 2 + ["AcmeService", "HangupReloader", "StreamServerEndpointService"])
-        self.assertIs(top.acme, list(top)[6])
+        self.assertEqual(kinds[5:], ["StreamServerEndpointService"] * 2 + ["AcmeService", "HangupReloader", "StreamServerEndpointService"])
+        self.assertIs(top.acme, list(top)[7])
         challenge = (CHALLENGE_PATH, top.acme.challenges, None)
         self.assertIn(challenge, top.site.resource.routes)
         top.startService()
