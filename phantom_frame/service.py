@@ -289,8 +289,8 @@ def build_service(
     @return: the whole proxy (an L{InOrder}), ready for
         C{setServiceParent}. Its children start in this order (and stop in
         reverse, one after the other): caches, origin commands,
-        snapshot warm-ups, health checks, graceful stop, proxy listeners, the ACME
-        service (with C{[acme]}), C{SIGHUP} handler, control site. It has
+        snapshot warm-ups, health checks, graceful stop, proxy listeners,
+        the ACME service (with C{[acme]}), C{SIGHUP} handler, control site. It has
         C{handle}, C{site}, C{metrics}, C{reloader}, C{supervisor} and
         C{control} (the control resource) attributes, and C{acme} (the
         L{phantom_frame.ops.acme.AcmeService}, or L{None}).

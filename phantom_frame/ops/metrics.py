@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -416,3 +416,43 @@ class _StateCollector:
         yield stored
         yield complete
         yield failures
+        yield from _upstream_families(metrics.handle.servers())
+
+
+def _upstream_families(servers: Iterator[Any]) -> Iterator[Metric]:
+    """
+    @param servers: the running servers.
+    @return: the families of the upstreams of the servers that have several
+        (or health checks), labelled by server and upstream URL: requests,
+        failures, latency to the response head, and health.
+    """
+    labels = ["server", "upstream"]
+    requests = CounterMetricFamily(
+        PREFIX + "upstream_requests", "Requests sent to each upstream, by server and upstream.", labels=labels
+    )
+    failed = CounterMetricFamily(
+        PREFIX + "upstream_failures",
+        "Requests to each upstream that failed (refused, reset, timed out), by server and upstream.",
+        labels=labels,
+    )
+    latency = HistogramMetricFamily(
+        PREFIX + "upstream_latency_seconds",
+        "Time from a request to an upstream to its response head (or failure), by server and upstream.",
+        labels=labels,
+    )
+    healthy = GaugeMetricFamily(
+        PREFIX + "upstream_healthy",
+        "1 while an upstream gets requests, 0 while it fails its health checks.",
+        labels=labels,
+    )
+    for server in list(servers):
+        for upstream in getattr(server.origin, "upstreams", ()):
+            stats, names = upstream.stats, [server.name, upstream.url]
+            requests.add_metric(names, stats.requests)
+            failed.add_metric(names, stats.errors)
+            latency.add_metric(names, stats.cumulative(), stats.total)
+            healthy.add_metric(names, 1 if upstream.healthy else 0)
+    yield requests
+    yield failed
+    yield latency
+    yield healthy
