@@ -238,7 +238,7 @@ def build_service(
         if block.proxy.execute:
             supervisor.supervise(block.name, block.proxy.execute, block.proxy.execute_dir)
         warmups.add(built)
-    router = Router([(b.bind_to, handle.server(b.name).resource, b.name) for b in config.servers])
+    router = Router(config.routes({b.name: handle.server(b.name).resource for b in config.servers}))
     site = ProxySite(
         router,
         reactor=reactor,

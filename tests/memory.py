@@ -105,7 +105,7 @@ class Proxy:
         for block in config.servers:
             self.build(block, self.handle)
         testcase.addCleanup(self.handle.close)
-        router = Router([(b.bind_to, self.handle.server(b.name).resource, b.name) for b in config.servers])
+        router = Router(config.routes({b.name: self.handle.server(b.name).resource for b in config.servers}))
         self.site = ProxySite(
             router,
             reactor=self.clock,

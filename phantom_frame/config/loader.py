@@ -37,6 +37,7 @@ from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
 from phantom_frame.config.values import show
 from phantom_frame.config.values import parse_size as parse_size
 from phantom_frame.http.limits import ClientLimits
+from phantom_frame.http.routes import RedirectConfig, StaticConfig
 from phantom_frame.proxy.settings import CreateProxyConfig
 
 __all__ = [
@@ -142,6 +143,8 @@ class Config:
     @ivar client_header_timeout: seconds a request head has to arrive.
     @ivar allowed_hosts: host globs; when given, the only hosts answered.
     @ivar servers: the C{[server.NAME]} blocks, in file order.
+    @ivar statics: the C{[static.NAME]} blocks, in file order.
+    @ivar redirects: the C{[redirect.NAME]} blocks, in file order.
     @ivar source: the file the configuration came from, if any; not compared.
     """
 
@@ -165,7 +168,24 @@ class Config:
     client_header_timeout: float = 30.0
     allowed_hosts: Tuple[str, ...] = attr.ib(default=(), converter=tuple)
     servers: Tuple[ServerConfig, ...] = attr.ib(default=(), converter=tuple)
+    statics: Tuple[StaticConfig, ...] = attr.ib(default=(), converter=tuple)
+    redirects: Tuple[RedirectConfig, ...] = attr.ib(default=(), converter=tuple)
     source: Optional[str] = attr.ib(default=None, eq=False)
+
+    def routes(self, resources: Mapping[str, Any]) -> List[Tuple[str, Any, str]]:
+        """
+        @param resources: the resource of each server, by name.
+        @return: the L{phantom_frame.http.routing.Router} routes of every
+            block: servers (with C{resources}), static files and redirects
+            (named C{static.NAME} and C{redirect.NAME} in logs and metrics).
+        """
+        routes: List[Tuple[str, Any, str]] = [
+            (b.bind_to, resources[b.name], b.name) for b in self.servers
+        ]
+        for kind, blocks in (("static", self.statics), ("redirect", self.redirects)):
+            for block in blocks:
+                routes.append((block.bind_to, block.resource(), f"{kind}.{block.name}"))
+        return routes
 
     def client_limits(self) -> ClientLimits:
         """
@@ -256,9 +276,13 @@ def parse_config(
         ServerConfig(name=name, bind_to=bind_to, proxy=proxy)
         for name, bind_to, proxy in parser.servers(data)
     )
+    statics = parser.routes(data, "static")
+    redirects = parser.routes(data, "redirect")
     if parser.errors:
         raise ConfigError(parser.errors)
-    return Config(servers=servers, source=source, **values)
+    return Config(
+        servers=servers, statics=statics, redirects=redirects, source=source, **values
+    )
 
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*\Z")

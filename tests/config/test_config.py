@@ -208,6 +208,7 @@ class DefaultsTests(_Helpers):
                 "https_listen", "control_listen", "log_format", "access_log",
                 "shutdown_grace", "max_request_body", "max_header_bytes",
                 "client_header_timeout", "allowed_hosts", "server",
+                "static", "redirect",
             },
         )
         fields = {f.name for f in attr.fields(CreateProxyConfig)}
@@ -1494,7 +1495,7 @@ class LoadConfigTests(_Helpers):
         with open(EXAMPLE, encoding="utf-8") as f:
             text = f.read()
         for key in ROOT_KEYS + SERVER_KEYS:
-            if key in ("server", "webhooks"):
+            if key in ("server", "webhooks", "static", "redirect"):
                 continue
             self.assertRegex(text, rf"(?m)^#? ?{key} = ", key)
         self.assertIn("[[server.site.webhooks]]", text)
