@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
@@ -157,17 +157,31 @@ class ServerBuilder:
     L{phantom_frame.ops.metrics.TimingAgent}.
     """
 
-    def __init__(self, reactor: Any, agent: Any, runner: Any, metrics: Optional[Metrics]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        agent: Any,
+        runner: Any,
+        metrics: Optional[Metrics],
+        control_auth: Callable[[], Optional[str]] = lambda: None,
+    ) -> None:
         """
         @param reactor: the reactor everything runs on.
         @param agent: reaches every origin.
         @param runner: runs compression and file I/O.
         @param metrics: times origin requests, or L{None}.
+        @param control_auth: see L{control_auth}.
         """
         self._reactor = reactor
         self._agent = agent
         self._runner = runner
         self._metrics = metrics
+        #: Returns the control site's token, which a C{PURGE} may carry; read
+        #: at each C{PURGE}, by every server this builder made.
+        self.control_auth = control_auth
+
+    def _purge_token(self) -> Optional[str]:
+        return self.control_auth()
 
     def __call__(self, block: ServerConfig, handle: CacheHandle) -> Any:
         """
@@ -189,6 +203,7 @@ class ServerBuilder:
             warm_up=False,
         )
         built = handle.server(block.name)
+        built.decider.purge_token = self._purge_token
         if timing is not None:
             # Webhooks share the agent: time only the origin's URLs.
             timing.prefix = built.origin.url_for(b"")
@@ -230,7 +245,7 @@ def build_service(
     runner = ThreadRunner(reactor)
     handle = CacheHandle()
     metrics = Metrics(handle, reactor)
-    build = ServerBuilder(reactor, agent, runner, metrics)
+    build = ServerBuilder(reactor, agent, runner, metrics, lambda: config.control_auth)
     supervisor = OriginSupervisor(reactor, metrics)
     warmups = WarmUps(reactor, timeout=origin_timeout)
     for block in config.servers:
@@ -277,6 +292,7 @@ def build_service(
         metrics=metrics,
     )
     control_resource.reloader = reloader
+    build.control_auth = lambda: reloader.config.control_auth
     HangupReloader(reloader.reload, reactor, install_signals).setServiceParent(top)
     control = ControlSite(control_resource, reactor=reactor)
     control.noisy = False

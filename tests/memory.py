@@ -101,7 +101,9 @@ class Proxy:
         self.origin_agent = RequestTraversalAgent(origin)
         self.handle = CacheHandle()
         self.metrics = Metrics(self.handle, self.clock)
-        self.build = ServerBuilder(self.clock, self.origin_agent, runInline, self.metrics)
+        self.build = ServerBuilder(
+            self.clock, self.origin_agent, runInline, self.metrics, lambda: config.control_auth
+        )
         for block in config.servers:
             self.build(block, self.handle)
         testcase.addCleanup(self.handle.close)

@@ -6,6 +6,7 @@ C{headers}, C{rewrite}, C{purge_method} and C{purge_allow} keys.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Tuple
@@ -15,15 +16,26 @@ from phantom_frame.config.tables import Kind, TableChecker, quote_key
 from phantom_frame.config.values import (
     Invalid,
     check_bind_to,
+    check_bool,
     check_path,
+    env_bool,
     env_int,
+    env_list,
     env_text,
     has_control,
     show,
 )
 from phantom_frame.http.routes import REDIRECT_STATUSES, RedirectConfig, StaticConfig
 
-__all__ = ["ROUTE_BLOCKS", "check_index", "check_redirect_to", "route_blocks"]
+__all__ = [
+    "ROUTE_BLOCKS",
+    "SERVER_EDGE_KINDS",
+    "check_cidrs",
+    "check_index",
+    "check_redirect_to",
+    "purge_problems",
+    "route_blocks",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
 _ABSOLUTE = url_check("an http:// or https:// URL with a host", True)
@@ -73,6 +85,53 @@ def check_redirect_status(value: object) -> int:
         return value
     choices = ", ".join(str(s) for s in REDIRECT_STATUSES)
     raise Invalid(f"expected one of {choices}, got {show(value)}")
+
+
+def check_cidrs(value: object) -> Tuple[str, ...]:
+    """
+    @return: C{value}, a list of IP addresses or networks in CIDR form
+        (C{"10.0.0.0/8"}, C{"::1"}), as a tuple.
+    @raise Invalid: otherwise, naming each bad item.
+    """
+    form = 'an IP address or a network such as "10.0.0.0/8" or "::1/128"'
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of strings, each {form}, got {show(value)}")
+    problems = []
+    for index, item in enumerate(value):
+        try:
+            if not isinstance(item, str):
+                raise ValueError(item)
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            problems.append((f"[{index}]", f"expected {form}, got {show(item)}"))
+    if problems:
+        raise Invalid.several(problems)
+    return tuple(value)
+
+
+#: The edge keys of a C{[server.NAME]} block.
+SERVER_EDGE_KINDS: Dict[str, Kind] = {
+    "purge_method": Kind(check_bool, env_bool),
+    "purge_allow": Kind(check_cidrs, env_list),
+}
+
+
+def purge_problems(servers: Any, control_auth: Any) -> List[Tuple[str, str]]:
+    """
+    @param servers: C{(name, bind_to, proxy settings)} of each server.
+    @param control_auth: the root C{control_auth}, or L{None}.
+    @return: C{(key path, message)} for each server whose C{purge_method}
+        nobody could use: no C{control_auth} and no C{purge_allow}.
+    """
+    return [
+        (
+            f"server.{quote_key(name)}.purge_method",
+            "true, but there is no control_auth and no purge_allow: every PURGE"
+            " would be refused",
+        )
+        for name, _, proxy in servers
+        if proxy.purge_method and control_auth is None and not proxy.purge_allow
+    ]
 
 
 _STATIC_KINDS: Dict[str, Kind] = {

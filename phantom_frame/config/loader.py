@@ -33,6 +33,7 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from phantom_frame.config.edge import purge_problems
 from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
 from phantom_frame.config.values import show
 from phantom_frame.config.values import parse_size as parse_size
@@ -272,9 +273,12 @@ def parse_config(
     if not isinstance(data, Mapping):
         raise ConfigError([f"(root): expected a table, got {show(data)}"])
     values = parser.root(data)
+    blocks = parser.servers(data)
+    for path, message in purge_problems(blocks, values.get("control_auth")):
+        parser.error(path, message)
     servers = tuple(
         ServerConfig(name=name, bind_to=bind_to, proxy=proxy)
-        for name, bind_to, proxy in parser.servers(data)
+        for name, bind_to, proxy in blocks
     )
     statics = parser.routes(data, "static")
     redirects = parser.routes(data, "redirect")

@@ -16,7 +16,7 @@ import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from phantom_frame.config.dotenv import parse_dotenv
-from phantom_frame.config.edge import ROUTE_BLOCKS, route_blocks
+from phantom_frame.config.edge import ROUTE_BLOCKS, SERVER_EDGE_KINDS, route_blocks
 from phantom_frame.config.files import directory_problem, tls_problem, unreadable
 from phantom_frame.config.network import check_host, check_listen, url_check
 from phantom_frame.config.tables import (
@@ -166,6 +166,7 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "generate_etag": _BOOL,
     "execute": _STRING,
     "execute_dir": _PATH,
+    **SERVER_EDGE_KINDS,
 }
 
 _WEBHOOK_KINDS: Dict[str, Kind] = {

@@ -111,6 +111,11 @@ class CreateProxyConfig:
     webhooks: Tuple[Webhook, ...] = attr.ib(default=(), converter=_tuple)
     execute: Optional[str] = None
     execute_dir: Optional[str] = None
+    #: Accept C{PURGE PATH} on the proxy listeners (see
+    #: L{phantom_frame.proxy.decision.Purge}).
+    purge_method: bool = False
+    #: Networks (CIDR strings) whose clients may C{PURGE} without the token.
+    purge_allow: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
 
     def _with(self, **changes) -> CreateProxyConfig:
         return attr.evolve(self, **changes)

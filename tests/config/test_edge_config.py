@@ -226,3 +226,41 @@ class CheckCommandTests(_Helpers):
         self.assertIn("# [redirect.", text)
         for key in ("bind_to", "root", "index", "to", "status"):
             self.assertRegex(text, rf"(?m)^# {key} = ")
+
+
+class PurgeKeyTests(_Helpers):
+    """
+    C{purge_method} and C{purge_allow}.
+    """
+
+    def test_valid(self) -> None:
+        """
+        Both keys reach the server's settings.
+        """
+        config = parse_config(
+            {
+                "control_auth": "t",
+                "server": {"s": {"purge_method": True, "purge_allow": ["10.0.0.0/8", "::1"]}},
+            },
+            {},
+        )
+        proxy = config.servers[0].proxy
+        self.assertEqual((proxy.purge_method, proxy.purge_allow), (True, ("10.0.0.0/8", "::1")))
+
+    def test_badNetwork(self) -> None:
+        """
+        An item that is not an address or a network is named by its index.
+        """
+        errors = self.errors({"server": {"s": {"purge_allow": ["10.0.0.0/8", "10.0.0.0/33", 7]}}})
+        self.assertEqual(
+            [e.split(":")[0] for e in errors], ["server.s.purge_allow[1]", "server.s.purge_allow[2]"]
+        )
+
+    def test_nobodyCouldPurge(self) -> None:
+        """
+        C{purge_method = true} with neither C{control_auth} nor
+        C{purge_allow} is an error.
+        """
+        errors = self.errors({"server": {"s": {"purge_method": True}}})
+        self.assertEqual(len(errors), 1)
+        self.assertTrue(errors[0].startswith("server.s.purge_method: true, but there is no control_auth"))
