@@ -26,6 +26,7 @@ from phantom_frame.config.values import (
     show,
 )
 from phantom_frame.http.routes import REDIRECT_STATUSES, RedirectConfig, StaticConfig
+from phantom_frame.proxy.rules import Rewrite, TemplateError
 
 __all__ = [
     "ROUTE_BLOCKS",
@@ -109,8 +110,48 @@ def check_cidrs(value: object) -> Tuple[str, ...]:
     return tuple(value)
 
 
+def check_rewrite(value: object) -> Tuple[Rewrite, ...]:
+    """
+    @return: C{value}, a list of C{{from = REGEX, to = TEMPLATE}} tables,
+        compiled (see L{Rewrite}).
+    @raise Invalid: naming each bad table or key (C{[1].from}).
+    """
+    form = 'a list of tables {from = REGEX, to = "/TEMPLATE"}'
+    if not isinstance(value, list):
+        raise Invalid(f"expected {form}, got {show(value)}")
+    rules = []
+    problems: List[Tuple[str, str]] = []
+    for index, item in enumerate(value):
+        where = f"[{index}]"
+        if not isinstance(item, dict):
+            problems.append((where, f"expected a table {{from, to}}, got {show(item)}"))
+            continue
+        extra = sorted(set(item) - {"from", "to"})
+        for key in extra:
+            problems.append((f"{where}.{quote_key(key)}", "unknown key; a rule has from and to"))
+        for key in ("from", "to"):
+            if not isinstance(item.get(key), str):
+                problems.append((f"{where}.{key}", f"expected a string, got {show(item.get(key))}"))
+        if extra or not all(isinstance(item.get(k), str) for k in ("from", "to")):
+            continue
+        try:
+            rules.append(Rewrite.compile(item["from"], item["to"]))
+        except re.error as e:
+            problems.append((f"{where}.from", f"invalid regular expression {item['from']!r}: {e}"))
+        except TemplateError as e:
+            problems.append((f"{where}.to", str(e)))
+    if problems:
+        raise Invalid.several(problems)
+    return tuple(rules)
+
+
+def _no_tables_from_env(text: str) -> Any:
+    raise Invalid("tables, which cannot come from $env:")
+
+
 #: The edge keys of a C{[server.NAME]} block.
 SERVER_EDGE_KINDS: Dict[str, Kind] = {
+    "rewrite": Kind(check_rewrite, _no_tables_from_env),
     "purge_method": Kind(check_bool, env_bool),
     "purge_allow": Kind(check_cidrs, env_list),
 }

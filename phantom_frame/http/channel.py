@@ -36,6 +36,7 @@ from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Hit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
+from phantom_frame.proxy.rules import apply_rewrite
 from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
 from phantom_frame.proxy.view import RequestView
 
@@ -290,6 +291,8 @@ class FastHits:
             return None
         decider = server.decider
         view = RequestView(method, path, query, headers, None, None, False, prefix)
+        if server.config.rewrite:
+            apply_rewrite(server.config.rewrite, view)
         decision = decider.decide(view)
         kind = type(decision)
         if kind is not Hit and kind is not Stale:

@@ -41,6 +41,7 @@ from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.fill import Filler
 from phantom_frame.proxy.origin import Origin, UpstreamError
 from phantom_frame.proxy.purge import purge_answer
+from phantom_frame.proxy.rules import apply_rewrite
 from phantom_frame.proxy.passthrough import (
     Passthrough,
     content_location_is_target,
@@ -163,6 +164,8 @@ class ProxyServer:
         @param upgrade: whether it asks to switch protocols.
         @return: what C{render} returns: C{NOT_DONE_YET} or a body.
         """
+        if self.config.rewrite:
+            apply_rewrite(self.config.rewrite, view)
         decision = self.decider.admit(view, upgrade)
         if isinstance(decision, Reject):
             return _reject_now(request, decision)

@@ -12,6 +12,7 @@ from typing import Callable, Optional, Tuple
 import attr
 
 from phantom_frame.cache.strategy import CacheStrategy, Choice as _Choice, CompressStrategy
+from phantom_frame.proxy.rules import Rewrite, rewrites
 
 MiB = 1024 * 1024
 
@@ -116,6 +117,9 @@ class CreateProxyConfig:
     purge_method: bool = False
     #: Networks (CIDR strings) whose clients may C{PURGE} without the token.
     purge_allow: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    #: Rules rewriting the stripped path before keys, patterns and
+    #: forwarding: L{Rewrite}s, C{(from, to)} pairs or C{{"from", "to"}}.
+    rewrite: Tuple[Rewrite, ...] = attr.ib(default=(), converter=rewrites)
 
     def _with(self, **changes) -> CreateProxyConfig:
         return attr.evolve(self, **changes)

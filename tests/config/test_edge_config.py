@@ -264,3 +264,64 @@ class PurgeKeyTests(_Helpers):
         errors = self.errors({"server": {"s": {"purge_method": True}}})
         self.assertEqual(len(errors), 1)
         self.assertTrue(errors[0].startswith("server.s.purge_method: true, but there is no control_auth"))
+
+
+class RewriteKeyTests(_Helpers):
+    """
+    C{rewrite}: compiled at load, each error named by its rule and key.
+    """
+
+    def test_valid(self) -> None:
+        """
+        The rules reach the server's settings compiled, in order.
+        """
+        config = parse_config(
+            {"server": {"s": {"rewrite": [{"from": "^/a/(.*)$", "to": r"/b/\1"}]}}}, {}
+        )
+        [rule] = config.servers[0].proxy.rewrite
+        self.assertEqual((rule.pattern.pattern, rule.to), ("^/a/(.*)$", r"/b/\1"))
+
+    def test_errors(self) -> None:
+        """
+        An invalid regex names C{rewrite[i].from}; a bad template
+        C{rewrite[i].to}; unknown keys and non-tables are named too.
+        """
+        errors = self.errors(
+            {
+                "server": {
+                    "s": {
+                        "rewrite": [
+                            {"from": "^/ok$", "to": "/fine"},
+                            {"from": "^/(a$", "to": "/x"},
+                            {"from": "^/(a)$", "to": r"/\2"},
+                            {"from": "^/a$", "to": "/x", "flags": "i"},
+                            "nope",
+                        ]
+                    }
+                }
+            }
+        )
+        self.assertEqual(
+            [e.split(":")[0] for e in errors],
+            [
+                "server.s.rewrite[1].from",
+                "server.s.rewrite[2].to",
+                "server.s.rewrite[3].flags",
+                "server.s.rewrite[4]",
+            ],
+        )
+        self.assertIn("invalid regular expression", errors[0])
+
+    def test_example(self) -> None:
+        """
+        The example's commented rule is valid TOML and a valid rule.
+        """
+        with open(EXAMPLE, encoding="utf-8") as f:
+            line = next(l for l in f if l.startswith("# rewrite = "))
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11
+            import tomli as tomllib  # type: ignore[no-redef]
+        data = tomllib.loads(line[2:])
+        config = parse_config({"server": {"s": data}}, {})
+        self.assertEqual(config.servers[0].proxy.rewrite[0].to, r"/new/\1")
