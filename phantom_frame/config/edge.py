@@ -1,7 +1,7 @@
 """
 The edge blocks and keys of a configuration file: C{[static.NAME]} and
 C{[redirect.NAME]} blocks (checked by L{route_blocks}), and the per-server
-C{headers}, C{rewrite}, C{purge_method} and C{purge_allow} keys.
+C{rewrite}, C{purge_method} and C{purge_allow} keys.
 """
 
 from __future__ import annotations

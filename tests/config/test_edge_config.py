@@ -1,7 +1,7 @@
 """
 Tests for the edge blocks and keys of a configuration file
 (L{phantom_frame.config.edge}): C{[static.NAME]}, C{[redirect.NAME]}, and the
-per-server C{headers}, C{rewrite}, C{purge_method} and C{purge_allow}.
+per-server C{rewrite}, C{purge_method} and C{purge_allow}.
 """
 
 from __future__ import annotations
