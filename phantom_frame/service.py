@@ -168,7 +168,13 @@ class ServerBuilder:
     """
 
     def __init__(
-        self, reactor: Any, agent: Any, runner: Any, metrics: Optional[Metrics], redis: Any = None
+        self,
+        reactor: Any,
+        agent: Any,
+        runner: Any,
+        metrics: Optional[Metrics],
+        redis: Any = None,
+        control_auth: Callable[[], Optional[str]] = lambda: None,
     ) -> None:
         """
         @param reactor: the reactor everything runs on.
@@ -177,12 +183,19 @@ class ServerBuilder:
         @param metrics: times origin requests, or L{None}.
         @param redis: the L{phantom_frame.cache.bus.RedisNode} of the
             C{redis} servers, or L{None}.
+        @param control_auth: see L{control_auth}.
         """
         self._reactor = reactor
         self._agent = agent
         self._runner = runner
         self._metrics = metrics
         self._redis = redis
+        #: Returns the control site's token, which a C{PURGE} may carry; read
+        #: at each C{PURGE}, by every server this builder made.
+        self.control_auth = control_auth
+
+    def _purge_token(self) -> Optional[str]:
+        return self.control_auth()
 
     def __call__(self, block: ServerConfig, handle: CacheHandle) -> Any:
         """
@@ -205,6 +218,7 @@ class ServerBuilder:
             redis=self._redis,
         )
         built = handle.server(block.name)
+        built.decider.purge_token = self._purge_token
         if timing is not None:
             # Webhooks share the agent: time only the origin's URLs.
             timing.prefix = built.origin.url_for(b"")
@@ -260,7 +274,9 @@ def build_service(
         from phantom_frame.cache.bus import RedisNode
 
         redis = RedisNode(config.redis_url, reactor, config.redis_prefix, config.redis_l1_bytes)
-    build = ServerBuilder(reactor, agent, runner, metrics, redis)
+    build = ServerBuilder(
+        reactor, agent, runner, metrics, redis, control_auth=lambda: config.control_auth
+    )
     supervisor = OriginSupervisor(reactor, metrics, dotenv=config.dotenv)
     warmups = WarmUps(reactor, timeout=origin_timeout)
     for block in config.servers:
@@ -275,7 +291,7 @@ def build_service(
         acme = AcmeService(config.acme, reactor)
     extra_routes = () if acme is None else acme.routes
     router = Router(
-        [(b.bind_to, handle.server(b.name).resource, b.name) for b in config.servers]
+        config.routes({b.name: handle.server(b.name).resource for b in config.servers})
         + list(extra_routes)
     )
     site = ProxySite(
@@ -324,6 +340,7 @@ def build_service(
         routes=extra_routes,
     )
     control_resource.reloader = reloader
+    build.control_auth = lambda: reloader.config.control_auth
     HangupReloader(reloader.reload, reactor, install_signals).setServiceParent(top)
     control = ControlSite(control_resource, reactor=reactor)
     control.noisy = False

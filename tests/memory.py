@@ -101,11 +101,13 @@ class Proxy:
         self.origin_agent = RequestTraversalAgent(origin)
         self.handle = CacheHandle()
         self.metrics = Metrics(self.handle, self.clock)
-        self.build = ServerBuilder(self.clock, self.origin_agent, runInline, self.metrics)
+        self.build = ServerBuilder(
+            self.clock, self.origin_agent, runInline, self.metrics, control_auth=lambda: config.control_auth
+        )
         for block in config.servers:
             self.build(block, self.handle)
         testcase.addCleanup(self.handle.close)
-        router = Router([(b.bind_to, self.handle.server(b.name).resource, b.name) for b in config.servers])
+        router = Router(config.routes({b.name: self.handle.server(b.name).resource for b in config.servers}))
         self.site = ProxySite(
             router,
             reactor=self.clock,

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple, Union
 
 from phantom_frame.config.acme import acme_problems, parse_acme
 from phantom_frame.config.dotenv import parse_dotenv
+from phantom_frame.config.edge import ROUTE_BLOCKS, SERVER_EDGE_KINDS, route_blocks
 from phantom_frame.config.files import directory_problem, tls_problem, unreadable
 from phantom_frame.config.network import check_host, check_listen, url_check
 from phantom_frame.config.ratelimits import check_rate_limits
@@ -203,6 +204,7 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "ignore_query_params": _NAME_GLOBS,
     "cookie_policy": _enum(CookiePolicy),
     "ignore_cookies": _NAME_GLOBS,
+    **SERVER_EDGE_KINDS,
 }
 
 _WEBHOOK_KINDS: Dict[str, Kind] = {
@@ -211,10 +213,11 @@ _WEBHOOK_KINDS: Dict[str, Kind] = {
     "timeout_ms": _kind(integer_check(1), env_int),
 }
 
-ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("acme", "server")
+ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("acme", "server") + tuple(ROUTE_BLOCKS)
 """
-Every key accepted at the root of the file (C{server} holds the blocks,
-C{acme} is a table of L{phantom_frame.config.acme.ACME_KEYS}).
+Every key accepted at the root of the file (C{server}, C{static} and
+C{redirect} hold the blocks, C{acme} is a table of
+L{phantom_frame.config.acme.ACME_KEYS}).
 """
 
 SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks", "rate_limits")
@@ -245,6 +248,8 @@ class Parser(TableChecker):
         """
         super().__init__(environ, base_dir)
         self.defaults = defaults
+        #: The key path of the block holding each C{bind_to}.
+        self.owners: Dict[str, str] = {}
 
     def dotenv(self, raw: object) -> Union[bool, str, None]:
         """
@@ -299,7 +304,7 @@ class Parser(TableChecker):
             "",
             data,
             _ROOT_KINDS,
-            handled=("server", "dotenv", "acme"),
+            handled=("server", "dotenv", "acme") + tuple(ROUTE_BLOCKS),
             elsewhere=SERVER_KEYS,
             elsewhere_hint="belongs in a [server.NAME] block",
         )
@@ -410,7 +415,7 @@ class Parser(TableChecker):
             )
             return []
         servers: List[Tuple[str, str, CreateProxyConfig]] = []
-        owners: Dict[str, str] = {}
+        owners = self.owners
         for name, block in blocks.items():
             path = f"server.{quote_key(name)}"
             if not isinstance(block, dict):
@@ -441,6 +446,16 @@ class Parser(TableChecker):
         if not blocks:
             self.error("server", "at least one [server.NAME] block is required")
         return servers
+
+    def routes(self, data: Mapping[str, Any], kind: str) -> List[Any]:
+        """
+        Check the C{[static.NAME]} or C{[redirect.NAME]} blocks, after the
+        servers (a C{bind_to} is bound once, whatever the kinds of blocks).
+
+        @param kind: C{"static"} or C{"redirect"}.
+        @return: see L{route_blocks}.
+        """
+        return route_blocks(self, data, kind, self.owners)
 
     def server(
         self, path: str, block: Mapping[str, Any]

@@ -37,6 +37,7 @@ from phantom_frame.http.request_id import acceptable, new_request_id
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Hit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
+from phantom_frame.proxy.rules import apply_rewrite
 from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
 from phantom_frame.proxy.target import TargetError, normalise_path
 from phantom_frame.proxy.view import RequestView
@@ -399,7 +400,10 @@ class FastHits:
                 path = b"/" + b"/".join(segments[depth:])
         if not server.fast_path_ok:
             return _NOT_FAST
-        return server, RequestView(method, path, query, headers, None, None, secure, prefix), close
+        view = RequestView(method, path, query, headers, None, None, secure, prefix)
+        if server.config.rewrite:
+            apply_rewrite(server.config.rewrite, view)
+        return server, view, close
 
     @staticmethod
     def _render(entry: Any, answer: Any, method: bytes):

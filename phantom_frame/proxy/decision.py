@@ -2,7 +2,8 @@
 The one decision: for a request and the cache's state, how it is answered.
 
 L{Decider.decide} returns a typed value -- L{Hit}, L{Stale}, L{Fill},
-L{Await}, L{Bypass}, L{Reject} or L{Tunnel} -- and an answer from a stored
+L{Await}, L{Bypass}, L{Reject} or L{Tunnel}; L{Decider.admit} also a
+L{Purge} -- and an answer from a stored
 entry carries an L{EntryAnswer} (L{phantom_frame.proxy.negotiation}). Whoever renders an answer (the
 HTTP/1.1 channel's fast path, the twisted.web resource) renders that value;
 the C{Cache-Status} header, the metrics label and the access-log field come
@@ -26,6 +27,7 @@ from phantom_frame.cache.strategy import CacheStrategy
 from phantom_frame.cache.topkeys import TopKeys
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.negotiation import GET_HEAD, EntryAnswer, Negotiator
+from phantom_frame.proxy.purge import PurgeAccess
 from phantom_frame.proxy.ratelimit import BucketStoreFactory, MemoryBucketStore, RateLimiter
 from phantom_frame.proxy.scope import Scope
 from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
@@ -128,7 +130,18 @@ class Tunnel:
     """
 
 
-Decision = Union[Hit, Stale, Fill, Await, Bypass, Reject, Tunnel]
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Purge:
+    """
+    An authorised C{PURGE}: invalidate C{pattern} (the stripped path, with
+    its query when it has one) as the control site's C{/invalidate} does,
+    and answer with the count.
+    """
+
+    pattern: str
+
+
+Decision = Union[Hit, Stale, Fill, Await, Bypass, Reject, Tunnel, Purge]
 
 MALFORMED = Reject(400, "Bad Request: malformed request target")
 BAD_HOST = Reject(400, "Bad Request: malformed Host header")
@@ -144,6 +157,22 @@ NOT_PRE_GENERATED = Reject(404, "Not Found", statuses.forwarded("uri-miss", "not
 TUNNEL = Tunnel()
 #: The text of a 429.
 TOO_MANY_REQUESTS = "Too Many Requests: rate limit exceeded"
+PURGE_UNAUTHORISED = Reject(
+    401, "Unauthorized: PURGE needs a bearer token", headers=((b"www-authenticate", b"Bearer"),)
+)
+PURGE_FORBIDDEN = Reject(403, "Forbidden: PURGE refused")
+
+
+def _no_token() -> Optional[str]:
+    return None
+
+
+def _purge_of(view: RequestView) -> Purge:
+    """
+    @return: the L{Purge} of the request's stripped path (and query).
+    """
+    pattern = view.path.decode("latin-1")
+    return Purge(pattern + "?" + view.query.decode("latin-1") if view.query else pattern)
 
 
 def _no_header(name: str) -> Optional[str]:
@@ -225,6 +254,11 @@ class Decider:
         #: C{coding_for(accept, stored, made=())}: see L{Negotiator.coding_for}.
         self.coding_for = self.negotiator.coding_for
         self.top_keys = TopKeys()
+        self._purge_access = PurgeAccess(config.purge_allow)
+        #: Returns the bearer token a C{PURGE} may carry (the control
+        #: site's C{control_auth}, read at each request so that a reload's
+        #: new token applies), or L{None} for none.
+        self.purge_token: Callable[[], Optional[str]] = _no_token
 
     # Keys
 
@@ -251,10 +285,13 @@ class Decider:
         the one check that changes something: call it once per request).
 
         @param upgrade: whether the request asks to switch protocols.
-        @return: a L{Reject} or L{Tunnel}, or C{None} to go on deciding.
+        @return: a L{Purge}, L{Reject} or L{Tunnel}, or C{None} to go on
+            deciding.
         """
         if self.scope.host(view) is None:
             return BAD_HOST
+        if view.method == b"PURGE" and self._config.purge_method:
+            return self._purge(view)
         limiter = self.limiter
         if limiter is not None:
             wait = limiter.check(view)
@@ -265,6 +302,16 @@ class Decider:
         if upgrade:
             return TUNNEL if self._tunnels else NO_UPGRADES
         return None
+
+    def _purge(self, view: RequestView) -> Decision:
+        """
+        @return: a L{Purge} for a client L{PurgeAccess} lets in, else the
+            L{Reject} it says (401 without credentials, 403 otherwise).
+        """
+        refused = self._purge_access.refusal(view, self.purge_token())
+        if refused is None:
+            return _purge_of(view)
+        return PURGE_UNAUTHORISED if refused == 401 else PURGE_FORBIDDEN
 
     def decide(self, view: RequestView, key: Optional[str] = None) -> Decision:
         """

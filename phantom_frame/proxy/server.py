@@ -33,6 +33,7 @@ from phantom_frame.proxy.decision import (
     Decision,
     Fill,
     Hit,
+    Purge,
     Reject,
     Stale,
     Tunnel,
@@ -40,6 +41,8 @@ from phantom_frame.proxy.decision import (
 from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.fill import Filler
 from phantom_frame.proxy.origin import Origin, UpstreamError
+from phantom_frame.proxy.purge import purge_answer
+from phantom_frame.proxy.rules import apply_rewrite
 from phantom_frame.proxy.passthrough import (
     Passthrough,
     content_location_is_target,
@@ -171,9 +174,13 @@ class ProxyServer:
         @param upgrade: whether it asks to switch protocols.
         @return: what C{render} returns: C{NOT_DONE_YET} or a body.
         """
+        if self.config.rewrite:
+            apply_rewrite(self.config.rewrite, view)
         decision = self.decider.admit(view, upgrade)
         if isinstance(decision, Reject):
             return _reject_now(request, decision)
+        if isinstance(decision, Purge):
+            return purge_answer(self, request, decision.pattern)
         exchange = Exchange(request, view)
         if decision is None or self.webhooks.blocking:
             d = Deferred.fromCoroutine(self._answer(exchange, decision))

@@ -13,6 +13,7 @@ import attr
 
 from phantom_frame.cache.strategy import CacheStrategy, Choice as _Choice, CompressStrategy
 from phantom_frame.proxy.ratelimit import RateLimit
+from phantom_frame.proxy.rules import Rewrite, rewrites
 
 MiB = 1024 * 1024
 
@@ -128,6 +129,14 @@ class CreateProxyConfig:
     ignore_query_params: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
     cookie_policy: CookiePolicy = attr.ib(default=CookiePolicy.STRICT, converter=CookiePolicy)
     ignore_cookies: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    #: Accept C{PURGE PATH} on the proxy listeners (see
+    #: L{phantom_frame.proxy.decision.Purge}).
+    purge_method: bool = False
+    #: Networks (CIDR strings) whose clients may C{PURGE} without the token.
+    purge_allow: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    #: Rules rewriting the stripped path before keys, patterns and
+    #: forwarding: L{Rewrite}s, C{(from, to)} pairs or C{{"from", "to"}}.
+    rewrite: Tuple[Rewrite, ...] = attr.ib(default=(), converter=rewrites)
 
     def _with(self, **changes) -> CreateProxyConfig:
         return attr.evolve(self, **changes)
