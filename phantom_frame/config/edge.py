@@ -1,7 +1,7 @@
 """
 The edge blocks and keys of a configuration file: C{[static.NAME]} and
 C{[redirect.NAME]} blocks (checked by L{route_blocks}), and the per-server
-C{rewrite}, C{purge_method} and C{purge_allow} keys.
+C{rewrite}, C{headers}, C{purge_method} and C{purge_allow} keys.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from phantom_frame.config.values import (
     show,
 )
 from phantom_frame.http.routes import REDIRECT_STATUSES, RedirectConfig, StaticConfig
-from phantom_frame.proxy.rules import Rewrite, TemplateError
+from phantom_frame.proxy.rules import PROTECTED, HeaderRules, Rewrite, TemplateError, check_template
 
 __all__ = [
+    "check_headers",
     "ROUTE_BLOCKS",
     "SERVER_EDGE_KINDS",
     "check_cidrs",
@@ -145,6 +146,69 @@ def check_rewrite(value: object) -> Tuple[Rewrite, ...]:
     return tuple(rules)
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_HEADER_KEYS = ("request_set", "request_remove", "response_set", "response_remove")
+
+
+def _header_name(name: object, where: str, problems: List[Tuple[str, str]]) -> bytes:
+    if not isinstance(name, str) or not _TOKEN.match(name):
+        problems.append((where, f"expected a header name, got {show(name)}"))
+        return b""
+    if name.lower().encode("ascii") in PROTECTED:
+        problems.append((where, f"{name} belongs to the proxy: it cannot be set or removed"))
+        return b""
+    return name.encode("ascii")
+
+
+def check_headers(value: object) -> HeaderRules:
+    """
+    @return: C{value}, a table C{{request_set, request_remove, response_set,
+        response_remove}} (sets are tables of header name to value, which
+        may use C{$remote_addr}, C{$host} and C{$request_id}; removes are
+        lists of names), as L{HeaderRules}.
+    @raise Invalid: naming each bad key or value (C{.response_set.X-A}).
+    """
+    if not isinstance(value, dict):
+        raise Invalid(f"expected a table with {', '.join(_HEADER_KEYS)}, got {show(value)}")
+    problems: List[Tuple[str, str]] = []
+    sets: Dict[str, Tuple[Tuple[bytes, str], ...]] = {}
+    removes: Dict[str, frozenset] = {}
+    for key in sorted(set(value) - set(_HEADER_KEYS)):
+        problems.append((f".{quote_key(key)}", f"unknown key; expected one of {', '.join(_HEADER_KEYS)}"))
+    for key in ("request_set", "response_set"):
+        table = value.get(key, {})
+        if not isinstance(table, dict):
+            problems.append((f".{key}", f"expected a table of header name = value, got {show(table)}"))
+            continue
+        pairs = []
+        for name, template in table.items():
+            where = f".{key}.{quote_key(name)}"
+            raw = _header_name(name, where, problems)
+            if not isinstance(template, str):
+                problems.append((where, f"expected a string, got {show(template)}"))
+                continue
+            try:
+                check_template(template)
+            except ValueError as e:
+                problems.append((where, str(e)))
+                continue
+            if raw:
+                pairs.append((raw, template))
+        sets[key] = tuple(pairs)
+    for key in ("request_remove", "response_remove"):
+        names = value.get(key, [])
+        if not isinstance(names, list):
+            problems.append((f".{key}", f"expected a list of header names, got {show(names)}"))
+            continue
+        raws = [_header_name(n, f".{key}[{i}]", problems) for i, n in enumerate(names)]
+        removes[key] = frozenset(r.lower() for r in raws if r)
+    if problems:
+        raise Invalid.several(problems)
+    return HeaderRules(
+        sets["request_set"], removes["request_remove"], sets["response_set"], removes["response_remove"]
+    )
+
+
 def _no_tables_from_env(text: str) -> Any:
     raise Invalid("tables, which cannot come from $env:")
 
@@ -152,6 +216,7 @@ def _no_tables_from_env(text: str) -> Any:
 #: The edge keys of a C{[server.NAME]} block.
 SERVER_EDGE_KINDS: Dict[str, Kind] = {
     "rewrite": Kind(check_rewrite, _no_tables_from_env),
+    "headers": Kind(check_headers, _no_tables_from_env),
     "purge_method": Kind(check_bool, env_bool),
     "purge_allow": Kind(check_cidrs, env_list),
 }

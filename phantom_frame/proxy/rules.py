@@ -1,16 +1,29 @@
 """
 Per-server edge rules: C{rewrite} (L{Rewrite}, L{rewrite_path}), applied to
-the stripped path before keys, patterns and forwarding.
+the stripped path before keys, patterns and forwarding; and C{headers}
+(L{HeaderRules}), set and removed on forwarded requests and on answers.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Optional, Pattern, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Pattern, Tuple
 
 import attr
 
-__all__ = ["Rewrite", "TemplateError", "apply_rewrite", "rewrite_path", "rewrites"]
+__all__ = [
+    "NO_RULES",
+    "PROTECTED",
+    "VARIABLES",
+    "HeaderRules",
+    "Rewrite",
+    "TemplateError",
+    "apply_rewrite",
+    "check_template",
+    "rewrite_path",
+    "rewrites",
+    "variables_of",
+]
 
 
 class TemplateError(ValueError):
@@ -122,3 +135,105 @@ def apply_rewrite(rules: Tuple[Rewrite, ...], view: Any) -> None:
     rewritten = rewrite_path(rules, view.path, view.query)
     if rewritten is not None:
         view.path, view.query = rewritten
+
+
+#: The variables a header rule's value may use.
+VARIABLES = ("remote_addr", "host", "request_id")
+
+_VARIABLE = re.compile(r"\$([a-z_]+)")
+
+#: Headers the rules may not set or remove: the framing and routing of the
+#: message belong to the proxy.
+PROTECTED = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"te", b"trailer"}
+)
+
+
+def check_template(value: str) -> None:
+    """
+    @raise ValueError: when C{value} uses a variable other than
+        L{VARIABLES}, or holds a control character.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("a header value may not hold control characters")
+    for name in _VARIABLE.findall(value):
+        if name not in VARIABLES:
+            raise ValueError(f"${name} is not a variable; use one of ${', $'.join(VARIABLES)}")
+
+
+def _render(template: str, variables: Dict[str, str]) -> bytes:
+    if "$" not in template:
+        return template.encode("latin-1")
+    return _VARIABLE.sub(lambda m: variables.get(m.group(1), ""), template).encode("latin-1")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class HeaderRules:
+    """
+    A server's C{[server.NAME.headers]}: headers set and removed on what is
+    forwarded to the origin, and on every answer, from the cache or not.
+
+    @ivar request_set: C{(name, value template)} pairs set on forwarded
+        requests (replacing any the client sent).
+    @ivar request_remove: lower-cased names left out of forwarded requests.
+    @ivar response_set: C{(name, value template)} pairs set on answers.
+    @ivar response_remove: lower-cased names left out of answers.
+    """
+
+    request_set: Tuple[Tuple[bytes, str], ...] = ()
+    request_remove: FrozenSet[bytes] = frozenset()
+    response_set: Tuple[Tuple[bytes, str], ...] = ()
+    response_remove: FrozenSet[bytes] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.request_set or self.request_remove or self.response_set or self.response_remove)
+
+    @property
+    def response_dropped(self) -> FrozenSet[bytes]:
+        """
+        @return: the lower-cased names an answer must not carry as stored
+            or relayed: removed, or set by a rule.
+        """
+        return self.response_remove | frozenset(n.lower() for n, _ in self.response_set)
+
+    def request(self, pairs: Iterable[Tuple[bytes, bytes]], variables: Dict[str, str]) -> List[Tuple[bytes, bytes]]:
+        """
+        @return: the forwarded request headers C{pairs}, the rules applied.
+        """
+        dropped = self.request_remove | frozenset(n.lower() for n, _ in self.request_set)
+        out = [(n, v) for n, v in pairs if n.lower() not in dropped]
+        out.extend((name, _render(template, variables)) for name, template in self.request_set)
+        return out
+
+    def response_lines(self, variables: Dict[str, str]) -> bytes:
+        """
+        @return: the C{response_set} headers, serialised (each line ending
+            with CRLF), for an answer written as bytes.
+        """
+        return b"".join(
+            name + b": " + _render(template, variables) + b"\r\n" for name, template in self.response_set
+        )
+
+    def response(self, headers: Any, variables: Dict[str, str]) -> None:
+        """
+        Apply the response rules to twisted.web C{Headers} about to be sent.
+        """
+        for name in self.response_remove:
+            headers.removeHeader(name)
+        for name, template in self.response_set:
+            headers.setRawHeaders(name, [_render(template, variables)])
+
+
+NO_RULES = HeaderRules()
+
+
+def variables_of(view: Any) -> Dict[str, str]:
+    """
+    @return: the values of L{VARIABLES} for the request C{view}.
+    """
+    headers = view.headers
+    return {
+        "remote_addr": view.client or "",
+        "host": headers.get("host", ""),
+        "request_id": headers.get("x-request-id", ""),
+    }

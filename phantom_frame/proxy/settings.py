@@ -13,7 +13,7 @@ import attr
 
 from phantom_frame.cache.strategy import CacheStrategy, Choice as _Choice, CompressStrategy
 from phantom_frame.proxy.ratelimit import RateLimit
-from phantom_frame.proxy.rules import Rewrite, rewrites
+from phantom_frame.proxy.rules import NO_RULES, HeaderRules, Rewrite, rewrites
 
 MiB = 1024 * 1024
 
@@ -137,6 +137,9 @@ class CreateProxyConfig:
     #: Rules rewriting the stripped path before keys, patterns and
     #: forwarding: L{Rewrite}s, C{(from, to)} pairs or C{{"from", "to"}}.
     rewrite: Tuple[Rewrite, ...] = attr.ib(default=(), converter=rewrites)
+    #: Headers set and removed on forwarded requests and on answers (see
+    #: L{HeaderRules}).
+    headers: HeaderRules = NO_RULES
 
     def _with(self, **changes) -> CreateProxyConfig:
         return attr.evolve(self, **changes)
