@@ -18,6 +18,7 @@ from phantom_frame.cache.partial import (
     slice_parts,
     strong_validator,
 )
+from tests.cache.support import NO_HEADERS, CacheTestMixin
 
 BODY = bytes(range(256)) * 4
 
@@ -238,3 +239,118 @@ class PartialEntryTests(SynchronousTestCase):
         entry.initial_age = 5.0
         self.assertEqual(entry.age(110.0), 15.0)
         self.assertEqual(entry.age(50.0), 5.0)
+
+
+class PartialStorageTests(SynchronousTestCase, CacheTestMixin):
+    """
+    Partial entries held by a L{ResponseCache}: merging, replacing, bounds,
+    eviction and invalidation.
+    """
+
+    def test_add_and_merge(self) -> None:
+        """
+        Parts of the same representation merge into one partial entry, whose
+        size counts in the cache's bytes; it takes the latest part's headers.
+        """
+        cache = self.makeCache()
+        first = cache.add_part(partial(), 0, BODY[:100], 1000)
+        later = partial()
+        later.headers = ((b"Content-Type", b"video/webm"),)
+        second = cache.add_part(later, 100, BODY[100:300], 1000)
+        self.assertIs(cache.partial("k"), second)
+        self.assertIsNot(first, second)
+        self.assertEqual(second.parts, [(0, BODY[:300])])
+        self.assertEqual(second.headers, ((b"Content-Type", b"video/webm"),))
+        self.assertEqual(cache.bytes, second.size)
+        self.assertEqual(cache.partial_count, 1)
+
+    def test_other_representation_replaces(self) -> None:
+        """
+        A part with another validator replaces the stored parts.
+        """
+        cache = self.makeCache()
+        cache.add_part(partial(), 0, BODY[:100], 1000)
+        stored = cache.add_part(partial(validator=("etag", b'"v2"')), 500, BODY[500:600], 1000)
+        self.assertEqual(stored.parts, [(500, BODY[500:600])])
+        self.assertEqual(cache.bytes, stored.size)
+
+    def test_bound(self) -> None:
+        """
+        Parts beyond the bound of one entry are not stored; what was stored
+        stays.
+        """
+        cache = self.makeCache()
+        kept = cache.add_part(partial(), 0, BODY[:600], 1000)
+        self.assertIsNone(cache.add_part(partial(), 600, BODY[600:], 1000))
+        self.assertIs(cache.partial("k"), kept)
+        self.assertEqual(kept.parts, [(0, BODY[:600])])
+        self.assertIsNone(cache.add_part(partial(key="big"), 0, BODY, 1000))
+        self.assertIsNone(cache.partial("big"))
+
+    def test_larger_than_cache(self) -> None:
+        """
+        A partial entry larger than the cache's byte bound is not stored.
+        """
+        cache = self.makeCache(max_bytes=1000)
+        self.assertIsNone(cache.add_part(partial(), 0, BODY, 1 << 20))
+        self.assertEqual(cache.bytes, 0)
+
+    def test_evicts_lru(self) -> None:
+        """
+        Parts count against the byte bound: storing them evicts the least
+        recently used partial entries first, then entries.
+        """
+        cache = self.makeCache(max_bytes=2 * (ENTRY_OVERHEAD + 400))
+        entry = self.makeEntry("e", b"x" * 300)
+        self.put(cache, entry)
+        cache.add_part(partial(key="a"), 0, BODY[:300], 1 << 20)
+        self.assertIsNotNone(cache.partial("a"))
+        cache.add_part(partial(key="b"), 0, BODY[:300], 1 << 20)
+        self.assertIsNone(cache.partial("a"))
+        self.assertIsNotNone(cache.partial("b"))
+        self.assertIs(cache.lookup("e", NO_HEADERS), entry)
+        cache.add_part(partial(key="b"), 300, BODY[300:700], 1 << 20)
+        self.assertIsNone(cache.lookup("e", NO_HEADERS))
+        self.assertEqual(cache.bytes, cache.partial("b").size)
+        self.assertLessEqual(cache.bytes, 2 * (ENTRY_OVERHEAD + 400))
+        self.assertEqual(cache.evictions, 2)
+
+    def test_entry_evicts_partials_first(self) -> None:
+        """
+        An entry that needs room evicts partial entries before entries.
+        """
+        cache = self.makeCache(max_bytes=2 * (ENTRY_OVERHEAD + 400))
+        old = self.makeEntry("old", b"x" * 300)
+        self.put(cache, old)
+        cache.add_part(partial(key="p"), 0, BODY[:300], 1 << 20)
+        self.put(cache, self.makeEntry("new", b"y" * 300))
+        self.assertIsNone(cache.partial("p"))
+        self.assertIs(cache.lookup("old", NO_HEADERS), old)
+
+    def test_entry_replaces_partial(self) -> None:
+        """
+        A complete entry stored under a key drops its partial entry.
+        """
+        cache = self.makeCache()
+        cache.add_part(partial(), 0, BODY[:100], 1000)
+        entry = self.makeEntry("k")
+        self.put(cache, entry)
+        self.assertIsNone(cache.partial("k"))
+        self.assertEqual(cache.bytes, entry.size)
+
+    def test_invalidation(self) -> None:
+        """
+        Invalidation by pattern, of everything, or of one key drops the
+        matching partial entries and counts them.
+        """
+        cache = self.makeCache()
+        for key in ("GET:/v/a", "GET:/v/b", "GET:/w"):
+            cache.add_part(partial(key=key), 0, BODY[:10], 1000)
+        self.assertEqual(cache.invalidate("GET:/v/*"), 2)
+        self.assertEqual(cache.partial_count, 1)
+        self.assertIsNotNone(cache.partial("GET:/w"))
+        cache.drop("GET:/w")
+        self.assertEqual((cache.partial_count, cache.bytes), (0, 0))
+        cache.add_part(partial(key="GET:/x"), 0, BODY[:10], 1000)
+        self.assertEqual(cache.invalidate_all(), 1)
+        self.assertEqual((cache.partial_count, cache.bytes), (0, 0))
