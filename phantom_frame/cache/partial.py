@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import attr
 
 from phantom_frame.cache.entry import ENTRY_OVERHEAD, Header
-from phantom_frame.cache.freshness import parse_range
+from phantom_frame.cache.freshness import etag_matches_strong, parse_http_date, parse_range
 
 #: One stored part: the offset of its first byte and its bytes.
 Part = Tuple[int, bytes]
@@ -72,6 +72,21 @@ def strong_validator(etag: Optional[bytes], last_modified: Optional[bytes]) -> O
     if last_modified is not None:
         return ("last-modified", last_modified.strip())
     return None
+
+
+def if_range_matches(value: bytes, etag: Optional[bytes], last_modified: Optional[bytes]) -> bool:
+    """
+    Evaluate C{If-Range} (RFC 9110 §13.1.5) against a stored
+    representation: an entity-tag by strong comparison, a date by equality
+    with C{Last-Modified}.
+
+    @return: whether the range may be answered.
+    """
+    value = value.strip()
+    if value.startswith((b'"', b"W/")):
+        return etag_matches_strong(value, etag)
+    date = parse_http_date(value)
+    return date is not None and date == parse_http_date(last_modified)
 
 
 def merge(parts: Sequence[Part], first: int, data: bytes) -> List[Part]:

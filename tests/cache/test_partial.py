@@ -12,6 +12,7 @@ from phantom_frame.cache.partial import (
     PartialEntry,
     covers,
     held,
+    if_range_matches,
     merge,
     parse_content_range,
     single_range,
@@ -107,6 +108,33 @@ class ValidatorTests(SynchronousTestCase):
         self.assertEqual(strong_validator(b'W/"a"', b"Mon"), ("last-modified", b"Mon"))
         self.assertIsNone(strong_validator(b'W/"a"', None))
         self.assertIsNone(strong_validator(None, None))
+
+
+class IfRangeTests(SynchronousTestCase):
+    """
+    L{if_range_matches}.
+    """
+
+    DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
+
+    def test_etag(self) -> None:
+        """
+        An entity-tag matches by strong comparison only.
+        """
+        self.assertTrue(if_range_matches(b' "v1" ', b'"v1"', None))
+        self.assertFalse(if_range_matches(b'"v2"', b'"v1"', None))
+        self.assertFalse(if_range_matches(b'W/"v1"', b'"v1"', None))
+        self.assertFalse(if_range_matches(b'"v1"', b'W/"v1"', None))
+        self.assertFalse(if_range_matches(b'"v1"', None, self.DATE))
+
+    def test_date(self) -> None:
+        """
+        A date matches an equal C{Last-Modified} only.
+        """
+        self.assertTrue(if_range_matches(self.DATE, None, self.DATE))
+        self.assertFalse(if_range_matches(b"Sun, 06 Nov 1994 08:49:38 GMT", None, self.DATE))
+        self.assertFalse(if_range_matches(self.DATE, b'"v1"', None))
+        self.assertFalse(if_range_matches(b"garbage", None, self.DATE))
 
 
 class MergeTests(SynchronousTestCase):
