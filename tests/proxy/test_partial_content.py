@@ -280,3 +280,29 @@ class ReplaceTests(SynchronousTestCase):
         self.assertEqual(server(h).cache.partial_count, 0)
         h.get("/v", range="bytes=0-99")
         self.assertEqual(h.origin.hits("/v"), 2)
+
+    def test_invalidation_overtakes_fill(self) -> None:
+        """
+        A part whose fill an invalidation overtook is relayed, not stored.
+        """
+        h = harness()
+        origin = h.origin.answers["/v"]
+        h.origin.answers["/v"] = lambda headers: None
+        d = h.client.request("GET", "http://proxy.test/v", headers={"range": "bytes=0-99"})
+        h.client.flush()
+        self.assertEqual(len(h.origin.held), 1)
+        server(h).invalidate("*")
+        request = h.origin.held.pop()
+        code, headers, body = origin({"range": "bytes=0-99"})
+        request.setResponseCode(code)
+        for name, value in headers.items():
+            request.setHeader(name.encode(), value.encode())
+        request.write(body)
+        request.finish()
+        h.agent.flush()
+        h.client.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 206)
+        self.assertEqual(self.successResultOf(h.client.content(response)), BODY[:100])
+        self.assertIn("detail=invalidated", header(response, "cache-status"))
+        self.assertEqual(server(h).cache.partial_count, 0)
