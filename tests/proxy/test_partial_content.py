@@ -12,6 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import datetimeToString
 
 from phantom_frame.cache.freshness import parse_range
+from tests.http.test_fastpath import Rig, parse
+from tests.http.test_fastpath import request as fast_request
 from tests.proxy.test_compression import Client
 from tests.proxy.test_http_semantics import HTTP, PRERENDER, Answer, Harness, header
 
@@ -306,3 +308,50 @@ class ReplaceTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(h.client.content(response)), BODY[:100])
         self.assertIn("detail=invalidated", header(response, "cache-status"))
         self.assertEqual(server(h).cache.partial_count, 0)
+
+
+def _ranged_get(request) -> bytes:
+    """
+    Answer a GET of the fast-path rig's origin as a L{RangeOrigin} would,
+    with a fixed C{Date}.
+    """
+    wanted = request.getHeader(b"range")
+    request.setHeader(b"content-type", b"video/mp4")
+    request.setHeader(b"etag", b'"v1"')
+    request.setHeader(b"cache-control", b"max-age=600")
+    found = parse_range(wanted, len(BODY)) if wanted else None
+    if not isinstance(found, tuple):
+        return BODY
+    request.setResponseCode(206)
+    request.setHeader(b"content-range", b"bytes %d-%d/%d" % (found[0], found[1], len(BODY)))
+    return BODY[found[0] : found[1] + 1]
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    A hit from stored parts on the HTTP/1.1 channel's fast path.
+    """
+
+    def test_fast_part_hit(self) -> None:
+        """
+        The fast path answers a range the parts cover, with the answer the
+        stock path gives.
+        """
+        answers = []
+        for fast in (False, True):
+            rig = Rig(fast, HTTP)
+            rig.origin.render_GET = _ranged_get
+            rig.exchange(fast_request("/v", range="bytes=100-999"))
+            before = rig.answered()
+            output = rig.exchange(fast_request("/v", range="bytes=200-209"))
+            answers.append((parse(output, [False]), rig.answered() - before))
+        (stock, stock_fast), (quick, answered) = answers
+        self.assertEqual((stock_fast, answered), (0, 1))
+        (c1, h1, b1), (c2, h2, b2) = stock[0], quick[0]
+        self.assertEqual((c1, b1), (206, BODY[200:210]))
+        self.assertEqual((c2, b2), (c1, b1))
+        self.assertEqual(h2[b"content-range"], [b"bytes 200-209/%d" % len(BODY)])
+        self.assertTrue(h2[b"cache-status"][0].startswith(b"phantom-frame; hit"))
+        h1 = {k: v for k, v in h1.items() if k != b"server"}
+        h2 = {k: v for k, v in h2.items() if k != b"server"}
+        self.assertEqual(h1, h2)
