@@ -35,10 +35,10 @@ from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
 from phantom_frame.http.optimistic import send
 from phantom_frame.http.request_id import acceptable, new_request_id
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.decision import Hit, Stale
+from phantom_frame.proxy.decision import Hit, PartHit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
 from phantom_frame.proxy.rules import apply_rewrite
-from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
+from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers, part_headers
 from phantom_frame.proxy.target import TargetError, normalise_path
 from phantom_frame.proxy.view import RequestView
 
@@ -134,6 +134,17 @@ def build_partial(entry: Any, identity: Wire) -> Wire:
     """
     headers = entry_headers(entry, "identity", None)
     return Wire(_serialise(b" 206 Partial Content\r\n", headers), identity.body, needs_date(entry))
+
+
+def _render_part(decision: PartHit):
+    """
+    @return: the parts of the 206 a L{PartHit} answers with, as
+        L{FastHits._render} gives them.
+    """
+    partial, first, last = decision.partial, decision.first, decision.last
+    headers = part_headers(partial, first, last, None)
+    wire = Wire(_serialise(b" 206 Partial Content\r\n", headers), b"", needs_date(partial))
+    return 206, wire, b"", partial.slice(first, last)
 
 
 class FastHTTPChannel(GuardedHTTPChannel):
@@ -301,11 +312,14 @@ class FastHits:
         decider = server.decider
         decision = decider.decide(view)
         kind = type(decision)
-        if kind is not Hit and kind is not Stale:
+        if kind is PartHit:
+            entry = decision.partial
+            chunks = _render_part(decision)
+        elif kind is Hit or kind is Stale:
+            entry = decision.entry
+            chunks = self._render(entry, decision.answer, method)
+        else:
             return None
-        answer = decision.answer
-        entry = decision.entry
-        chunks = self._render(entry, answer, method)
         if chunks is None:
             return None
         limiter = decider.limiter

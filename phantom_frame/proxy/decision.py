@@ -1,8 +1,8 @@
 """
 The one decision: for a request and the cache's state, how it is answered.
 
-L{Decider.decide} returns a typed value -- L{Hit}, L{Stale}, L{Fill},
-L{Await}, L{Bypass}, L{Reject} or L{Tunnel}; L{Decider.admit} also a
+L{Decider.decide} returns a typed value -- L{Hit}, L{PartHit}, L{Stale},
+L{Fill}, L{Await}, L{Bypass}, L{Reject} or L{Tunnel}; L{Decider.admit} also a
 L{Purge} -- and an answer from a stored
 entry carries an L{EntryAnswer} (L{phantom_frame.proxy.negotiation}). Whoever renders an answer (the
 HTTP/1.1 channel's fast path, the twisted.web resource) renders that value;
@@ -21,7 +21,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from phantom_frame.cache.entry import CacheEntry
-from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives
+from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives, parse_range
+from phantom_frame.cache.partial import PartialEntry, if_range_matches, single_range
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
 from phantom_frame.cache.topkeys import TopKeys
@@ -57,6 +58,20 @@ class Hit:
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
+class PartHit:
+    """
+    Answer a range from the stored parts of C{key} (RFC 9111 §3.3): 206,
+    bytes C{first} to C{last} (inclusive) of C{partial}'s representation.
+    """
+
+    key: str
+    partial: PartialEntry
+    first: int
+    last: int
+    status: CacheStatus
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
 class Stale:
     """
     Answer from a stale entry that may be served (C{max-stale}, or
@@ -76,13 +91,16 @@ class Fill:
     Fetch from the origin through the single-flight fill of C{key}: a
     revalidation of C{stale} when given. The response of a C{private}
     request (its cookies may change it) is stored only when the origin
-    marked it shareable.
+    marked it shareable. A C{ranged} fill forwards the request's C{Range}
+    (and C{If-Range}): a 206 it brings may be stored as a part of C{key}'s
+    partial entry (http policy only).
     """
 
     key: str
     stale: Optional[CacheEntry]
     directives: RequestDirectives
     private: bool = False
+    ranged: bool = False
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -141,7 +159,7 @@ class Purge:
     pattern: str
 
 
-Decision = Union[Hit, Stale, Fill, Await, Bypass, Reject, Tunnel, Purge]
+Decision = Union[Hit, PartHit, Stale, Fill, Await, Bypass, Reject, Tunnel, Purge]
 
 MALFORMED = Reject(400, "Bad Request: malformed request target")
 BAD_HOST = Reject(400, "Bad Request: malformed Host header")
@@ -371,6 +389,12 @@ class Decider:
                 refresh = verdict is Freshness.REFRESH_BEHIND and not private
                 return Stale(key, entry, self.answer(view, entry), refresh)
             stale = entry
+        ranged = False
+        if entry is None and self.http_policy and view.method == b"GET" and "range" in view.headers:
+            parted = self._from_parts(view, key, private, directives)
+            if not isinstance(parted, bool):
+                return parted
+            ranged = parted
         if directives.only_if_cached:
             return ONLY_IF_CACHED
         if self.pure_ssg:
@@ -380,7 +404,36 @@ class Decider:
         if private and self._cache.in_flight(key):
             # Another request's answer, shareable or not, is not this one's.
             return Bypass(statuses.bypass("cookie"))
-        return Fill(key, stale, directives, private)
+        return Fill(key, stale, directives, private, ranged)
+
+    def _from_parts(
+        self, view: RequestView, key: str, private: bool, directives: RequestDirectives
+    ) -> Union[PartHit, bool]:
+        """
+        A C{GET} with C{Range} for a key without a complete entry, under
+        the http policy: answered from the key's partial entry when it is
+        fresh, C{If-Range} (if any) matches it and its parts cover the
+        range; else filled with the range forwarded when it is a single
+        range.
+
+        @return: a L{PartHit}, or whether the fill forwards the range.
+        """
+        value = view.headers["range"].encode("latin-1")
+        if not single_range(value):
+            return False
+        partial = self._cache.partial(key)
+        if partial is None or (private and not partial.shareable):
+            return True
+        if_range = view.values(b"if-range")
+        if if_range and not if_range_matches(if_range[0], partial.etag, partial.last_modified):
+            return True
+        age = partial.age(self._clock.seconds())
+        if self.judge(partial, age, directives) is not Freshness.FRESH:
+            return True
+        wanted = parse_range(value, partial.length)
+        if not isinstance(wanted, tuple) or not partial.covers(*wanted):
+            return True
+        return PartHit(key, partial, wanted[0], wanted[1], statuses.hit(partial, age))
 
     def _bypass_reason(self, view: RequestView) -> Optional[str]:
         if not self.caching:
@@ -429,7 +482,7 @@ class Decider:
         allowance = max(entry.stale_if_error, directives.max_stale or 0.0)
         return allowance > 0 and staleness <= allowance
 
-    def note(self, decision: Union[Hit, Stale]) -> None:
+    def note(self, decision: Union[Hit, PartHit, Stale]) -> None:
         """
         Count an answer from a stored entry, once it is being rendered.
         """

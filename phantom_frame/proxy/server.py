@@ -33,6 +33,7 @@ from phantom_frame.proxy.decision import (
     Decision,
     Fill,
     Hit,
+    PartHit,
     Purge,
     Reject,
     Stale,
@@ -41,6 +42,7 @@ from phantom_frame.proxy.decision import (
 from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.fill import Filler
 from phantom_frame.proxy.origin import Origin, UpstreamError
+from phantom_frame.proxy.parts import PART_STORED
 from phantom_frame.proxy.purge import purge_answer
 from phantom_frame.proxy.rules import apply_rewrite
 from phantom_frame.proxy.passthrough import (
@@ -254,9 +256,13 @@ class ProxyServer:
             if isinstance(decision, Stale) and decision.refresh:
                 self.filler.refresh_behind(exchange.view, decision.key, decision.entry)
             await self.entries.render(exchange, decision.entry, decision.answer, decision.status)
+        elif isinstance(decision, PartHit):
+            self.decider.note(decision)
+            self.entries.render_part(exchange, decision.partial, decision.first, decision.last, decision.status)
         elif isinstance(decision, Fill):
             waiter, collapsed = self.filler.fill(
-                exchange.view, decision.key, decision.stale, request_body(exchange.request), decision.private
+                exchange.view, decision.key, decision.stale, request_body(exchange.request), decision.private,
+                decision.ranged,
             )
             await self._answer_fill(exchange, waiter, collapsed, decision)
         elif isinstance(decision, Await):
@@ -495,7 +501,7 @@ class _FillAnswer:
             exchange,
             response,
             relay,
-            statuses.forwarded(self._fwd, result.reason),
+            statuses.STORED if result.reason == PART_STORED else statuses.forwarded(self._fwd, result.reason),
             self._fwd,
             identity=True,
         )
