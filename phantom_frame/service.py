@@ -11,7 +11,7 @@ import signal
 from typing import Any, List, Optional
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.logger import Logger
 
 from phantom_frame.cache.threads import ThreadRunner
@@ -24,6 +24,7 @@ from phantom_frame.ops.control import ControlResource
 from phantom_frame.ops.control_site import ControlSite
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.ops.reload import HangupReloader, Reloader
+from phantom_frame.proxy.pool import OriginPool, endpoint_factory
 from phantom_frame.startup import listener
 
 log = Logger()
@@ -132,21 +133,26 @@ class InOrder(MultiService):
 
 class CacheService(Service):
     """
-    Owns the caches and the origin connection pool: closes them last.
+    Owns the caches and the connection pools (the origins' and the
+    webhooks'): closes them last.
     """
 
-    def __init__(self, handle: CacheHandle, pool: Any, runner: ThreadRunner) -> None:
+    def __init__(self, handle: CacheHandle, pool: Any, runner: ThreadRunner, origins: Any = None) -> None:
         self.handle = handle
         self._pool = pool
         self._runner = runner
+        self._origins = origins
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.handle.close()
         self._runner.stop()
-        if self._pool is None:
-            return succeed(None)
-        return self._pool.closeCachedConnections()
+        closing = []
+        if self._pool is not None:
+            closing.append(self._pool.closeCachedConnections())
+        if self._origins is not None:
+            closing.append(self._origins.close())
+        return gatherResults(closing).addCallback(lambda _: None)
 
 
 class ServerBuilder:
@@ -157,13 +163,21 @@ class ServerBuilder:
     L{phantom_frame.ops.metrics.TimingAgent}.
     """
 
-    def __init__(self, reactor: Any, agent: Any, runner: Any, metrics: Optional[Metrics]) -> None:
+    def __init__(
+        self, reactor: Any, agent: Any, runner: Any, metrics: Optional[Metrics], origins: Any = None
+    ) -> None:
         """
         @param reactor: the reactor everything runs on.
-        @param agent: reaches every origin.
+        @param agent: makes the webhook calls.
         @param runner: runs compression and file I/O.
         @param metrics: times origin requests, or L{None}.
+        @param origins: reaches every origin: an
+            L{phantom_frame.proxy.pool.OriginPool} (one over the reactor
+            when omitted).
         """
+        if origins is None:
+            origins = OriginPool(reactor, endpoint_factory(reactor))
+        self.origins = origins
         self._reactor = reactor
         self._agent = agent
         self._runner = runner
@@ -175,24 +189,21 @@ class ServerBuilder:
         @param handle: gets the server.
         @return: the server, opened; its snapshot warm-up is not started.
         """
-        agent = self._agent
-        timing = None
+        proxy = block.proxy
+        client = self.origins.client(proxy.proxy_url, proxy.upstream_timeout, proxy.upstream_keepalive_timeout)
         if self._metrics is not None:
-            agent = timing = self._metrics.timing_agent(agent, block.name)
+            client = self._metrics.timing_client(client, block.name)
         create_proxy(
-            block.proxy,
+            proxy,
             self._reactor,
-            agent=agent,
+            agent=self._agent,
+            client=client,
             name=block.name,
             handle=handle,
             runner=self._runner,
             warm_up=False,
         )
-        built = handle.server(block.name)
-        if timing is not None:
-            # Webhooks share the agent: time only the origin's URLs.
-            timing.prefix = built.origin.url_for(b"")
-        return built
+        return handle.server(block.name)
 
 
 def build_service(
@@ -248,7 +259,7 @@ def build_service(
         limits=config.client_limits(),
     )
     metrics.site = site
-    CacheService(handle, pool, runner).setServiceParent(top)
+    CacheService(handle, pool, runner, build.origins).setServiceParent(top)
     supervisor.setServiceParent(top)
     warmups.setServiceParent(top)
     graceful = GracefulStop([site], config.shutdown_grace, reactor)

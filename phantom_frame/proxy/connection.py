@@ -27,6 +27,7 @@ from phantom_frame.proxy.client import (
     ResponseHead,
     TruncatedBody,
 )
+from phantom_frame.proxy.transfer import applied_codings
 
 #: The largest response head (status line and fields) accepted, in bytes;
 #: trailers of a chunked body share the bound.
@@ -104,6 +105,7 @@ def parse_head(data: bytes, method: bytes) -> ResponseHead:
         pairs = [(name, value.rstrip(b" \t")) for name, value in pairs]
     length = None
     coding = None
+    codings: Tuple[str, ...] = ()
     tokens: FrozenSet[bytes] = frozenset()
     for name, value in pairs:
         n = len(name)
@@ -130,8 +132,13 @@ def parse_head(data: bytes, method: bytes) -> ResponseHead:
         framing = Framing.EMPTY
     elif coding is not None:
         if coding.strip(b" \t").lower() != b"chunked":
-            raise MalformedHead(f"unsupported transfer coding {coding[:40]!r}")
-        framing = Framing.CHUNKED
+            try:
+                chunked, codings = applied_codings(coding)
+            except ValueError as e:
+                raise MalformedHead(str(e))
+        else:
+            chunked, codings = True, ()
+        framing = Framing.CHUNKED if chunked else Framing.CLOSE
         length_sent = length is not None
         length = None
     elif length is not None:
@@ -147,7 +154,7 @@ def parse_head(data: bytes, method: bytes) -> ResponseHead:
     else:
         keep_alive = b"close" not in tokens
     return ResponseHead(
-        data[:8], status, status_line.group(3) or b"", pairs, framing, length, tokens, keep_alive
+        data[:8], status, status_line.group(3) or b"", pairs, framing, length, tokens, keep_alive, codings
     )
 
 

@@ -38,7 +38,9 @@ from phantom_frame.proxy.decision import (
 )
 from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.fill import Filler
+from phantom_frame.proxy.client import IOriginClient
 from phantom_frame.proxy.origin import Origin, UpstreamError
+from phantom_frame.proxy.pool import OriginPool, endpoint_factory
 from phantom_frame.proxy.passthrough import (
     Passthrough,
     content_location_is_target,
@@ -65,6 +67,8 @@ class ProxyServer:
     @ivar config: its settings.
     @ivar cache: its stored responses.
     @ivar origin: where its requests go.
+    @ivar origin_pool: the server's own connections to its origin, or
+        C{None} when it was given a client.
     @ivar decider: decides how each request is answered.
     @ivar filler: fills the cache from the origin.
     @ivar passthrough: relays what the cache does not answer.
@@ -82,20 +86,29 @@ class ProxyServer:
         agent: IAgent,
         reactor,
         runner: Callable,
+        client: Optional[IOriginClient] = None,
     ) -> None:
         """
         @param name: the server's name (config block), used for stats and
             the filesystem bucket.
         @param config: its settings.
-        @param agent: reaches the origin.
-        @param reactor: clock and threads.
+        @param agent: makes the webhook calls.
+        @param reactor: clock, connections and threads.
         @param runner: runs blocking work (compression, file I/O) off the
             reactor thread.
+        @param client: reaches the origin; when C{None}, the server keeps
+            its own L{OriginPool} (see L{origin_pool}).
         """
         self.name = name
         self.config = config
         self._clock = reactor
-        self.origin = Origin(config.proxy_url, agent, reactor, config.upstream_timeout)
+        self.origin_pool: Optional[OriginPool] = None
+        if client is None:
+            self.origin_pool = OriginPool(
+                reactor, endpoint_factory(reactor), keepalive_timeout=config.upstream_keepalive_timeout
+            )
+            client = self.origin_pool.client(config.proxy_url, config.upstream_timeout)
+        self.origin = Origin(config.proxy_url, client, reactor, config.upstream_timeout)
         if config.cache_storage_mode == CacheStorageMode.FILESYSTEM:
             directory = config.cache_directory or tempfile.gettempdir() + "/phantom-frame"
             store: Any = FilesystemStore(directory, name, runner)
@@ -148,9 +161,12 @@ class ProxyServer:
 
     def close(self) -> None:
         """
-        Drop the cache and close the store.
+        Drop the cache and close the store, and the idle connections of the
+        server's own origin pool.
         """
         self.cache.close()
+        if self.origin_pool is not None:
+            self.origin_pool.close()
 
     # Requests
 

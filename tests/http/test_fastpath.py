@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 from typing import Dict, List, Tuple
 
-from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -22,6 +21,7 @@ from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.threads import runInline
 from phantom_frame.http.channel import FastHits, FastHTTPChannel, fast_channel_factory
 from phantom_frame.http.routing import Router
+from tests.memory import MemoryOrigin
 
 PAGE = b"<html>" + b"fast path " * 300 + b"</html>"
 
@@ -77,8 +77,10 @@ class Rig:
         self.clock = Clock()
         self.clock.advance(1_000_000)
         self.origin = Origin()
-        self.agent = RequestTraversalAgent(self.origin)
-        resource, self.handle = create_proxy(config, self.clock, agent=self.agent, runner=runInline)
+        self.agent = MemoryOrigin(self.origin, self.clock)
+        resource, self.handle = create_proxy(
+            config, self.clock, agent=object(), client=self.agent.client_for(config), runner=runInline
+        )
         self.site = Site(Router([("*", resource)]), reactor=self.clock)
         self.site.displayTracebacks = False
         if fast:
