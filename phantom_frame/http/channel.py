@@ -27,14 +27,16 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.internet.interfaces import ISSLTransport
 from twisted.web.http import _GenericHTTPChannelProtocol
 
 from phantom_frame.cache.codec import decode_content
 from phantom_frame.http.guard import GuardedHTTPChannel
+from phantom_frame.http.relay import ByteRelay
 from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
 from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.decision import Hit, Stale
+from phantom_frame.proxy.decision import Bypass, Hit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
 from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
 from phantom_frame.proxy.view import RequestView
@@ -144,6 +146,13 @@ class FastHTTPChannel(GuardedHTTPChannel):
         """
         if self._rejected or self._closing:
             return
+        if self._relay is not None:
+            # An answer is being relayed: later requests wait their turn.
+            self._held += data
+            if len(self._held) > self.limits.max_header_bytes and not self._heldPaused:
+                self._heldPaused = True
+                self.transport.pauseProducing()
+            return
         if (
             not self.requests
             and not self._handlingRequest
@@ -164,6 +173,10 @@ class FastHTTPChannel(GuardedHTTPChannel):
         GuardedHTTPChannel.dataReceived(self, data)
 
     _closing = False
+    _relay: Any = None
+    _held = b""
+    _heldPaused = False
+    _starting = False
 
     def _fastHits(self, data: bytes) -> int:
         """
@@ -185,6 +198,20 @@ class FastHTTPChannel(GuardedHTTPChannel):
             answer = fast(self, data, position, end)
             if answer is None:
                 break
+            if answer.__class__ is ByteRelay:
+                position = end + 4
+                self._relay = answer
+                self._starting = True
+                try:
+                    answer.start()
+                finally:
+                    self._starting = False
+                if self._relay is not None:
+                    self._held = data[position:]
+                    return size
+                if self._closing:
+                    break
+                continue
             send(self.transport, b"".join(answer[0]))
             position = end + 4
             if answer[1]:
@@ -192,6 +219,63 @@ class FastHTTPChannel(GuardedHTTPChannel):
                 self.transport.loseConnection()
                 break
         return position
+
+    @property
+    def relaying(self) -> bool:
+        """
+        Whether an answer is being passed through at the byte level.
+        """
+        return self._relay is not None
+
+    def _draining(self) -> bool:
+        """
+        @return: whether the site drains (see
+            L{phantom_frame.http.drain.DrainingChannel}).
+        """
+        return False
+
+    def relayDone(self, relay: ByteRelay, close: bool, recorded: bool = True) -> None:
+        """
+        A relayed answer is complete (or was cut short): count and log it,
+        then read the requests that waited, or close.
+
+        @param close: whether the connection closes after it.
+        @param recorded: whether it is counted and logged.
+        """
+        self._relay = None
+        if recorded:
+            record = getattr(self.site, "recordFastHit", None)
+            if record is not None:
+                record(
+                    self, relay.server, relay.method, relay.target, relay.headers, relay.code,
+                    relay.sent, relay.status, relay.duration(), relay.upstream,
+                )
+        if close:
+            self._closing = True
+            self._held = b""
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
+        self.resetTimeout()
+        if self._starting:
+            return
+        held, self._held = self._held, b""
+        if self._heldPaused:
+            self._heldPaused = False
+            self.transport.resumeProducing()
+        if held:
+            self.dataReceived(held)
+        elif self._draining():
+            self.site.drain.request_done()
+
+    def connectionLost(self, reason: Any) -> None:
+        """
+        Abandon an answer being relayed, then as usual.
+        """
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.cancel()
+        GuardedHTTPChannel.connectionLost(self, reason)
 
 
 def fast_channel_factory(*site: Any) -> _GenericHTTPChannelProtocol:
@@ -218,13 +302,19 @@ class FastHits:
     decision is left to the stock path, which decides again: deciding
     changes nothing.
 
-    @ivar answered: how many requests this fast path answered.
+    A L{Bypass} of a server whose C{byte_path_ok} is set is passed through
+    by a L{ByteRelay} instead.
+
+    @ivar answered: how many requests this fast path answered from the
+        cache.
+    @ivar relayed: how many it passed through to the origin.
     """
 
     def __init__(self, site: Any, clock: Any) -> None:
         self._site = site
         self._clock = clock
         self.answered = 0
+        self.relayed = 0
         self._hosts: Dict[str, Tuple[Any, bool]] = {}
 
     def _host_ok(self, value: str) -> bool:
@@ -286,13 +376,15 @@ class FastHits:
             if depth:
                 prefix = b"/" + b"/".join(segments[:depth])
                 path = b"/" + b"/".join(segments[depth:])
-        if not server.fast_path_ok:
+        if not server.fast_path_ok and not server.byte_path_ok:
             return None
         decider = server.decider
         view = RequestView(method, path, query, headers, None, None, False, prefix)
         decision = decider.decide(view)
         kind = type(decision)
-        if kind is not Hit and kind is not Stale:
+        if kind is Bypass and server.byte_path_ok:
+            return self._relay(channel, server, view, decision, target, close)
+        if (kind is not Hit and kind is not Stale) or not server.fast_path_ok:
             return None
         answer = decision.answer
         entry = decision.entry
@@ -321,6 +413,19 @@ class FastHits:
         if record is not None:
             record(channel, server, method, target, headers, code, len(body), status)
         return out, close
+
+    def _relay(self, channel: Any, server: Any, view: RequestView, decision: Bypass, target: bytes,
+               close: bool) -> ByteRelay:
+        """
+        @return: the L{ByteRelay} that passes the request through.
+        """
+        transport = channel.transport
+        view.client = getattr(transport.getPeer(), "host", None)
+        view.secure = ISSLTransport.providedBy(transport)
+        self.relayed += 1
+        relay = ByteRelay(channel, server, view, decision.status, close, self._clock)
+        relay.target = target
+        return relay
 
     @staticmethod
     def _render(entry: Any, answer: Any, method: bytes):

@@ -160,18 +160,23 @@ class ProxySite(server.Site):
 
     def recordFastHit(
         self, channel: Any, server: Any, method: bytes, uri: bytes, headers: Any,
-        code: int, length: int, status: CacheStatus,
+        code: int, length: int, status: CacheStatus, duration: float = 0.0,
+        upstream: Optional[float] = None,
     ) -> None:
         """
-        Count (and log) a hit the fast path answered, as L{log} does for
-        the others.
+        Count (and log) a request the fast path answered (a hit, or a
+        pass-through relayed at the byte level), as L{log} does for the
+        others.
+
+        @param duration: seconds it took.
+        @param upstream: seconds spent waiting for the origin, if asked.
         """
         if self.metrics is not None:
-            self.metrics.observe(server.name, method, code, status.result, 0.0)
+            self.metrics.observe(server.name, method, code, status.result, duration)
         if not self.access_log:
             return
         record = FastHitRecord(channel, method, uri, headers, code, 0 if method == b"HEAD" else length)
-        self._write(record, status, server.name, None, 0.0)
+        self._write(record, status, server.name, upstream, duration)
 
     def recordRefusal(
         self, channel: Any, method: Optional[bytes], uri: Optional[bytes], code: int, length: int

@@ -48,7 +48,7 @@ Header = Tuple[bytes, bytes]
 #: Also here (their old home) for the modules that import them from here.
 __all__ = [
     "BodyRelay", "BrokenBody", "FILL_DROPPED", "HOP_BY_HOP", "Header", "Origin", "OriginResponse",
-    "UpstreamError", "UpstreamTimeout", "_BytesProducer", "body_error", "body_producer",
+    "UpstreamError", "UpstreamTimeout", "_BytesProducer", "body_error", "body_producer", "upstream_error",
     "connection_tokens", "end_to_end", "known_length",
 ]
 
@@ -120,7 +120,7 @@ class Origin:
         self.netloc = parts.netloc.encode("idna" if not parts.netloc.isascii() else "ascii")
         self.base_path = parts.path.rstrip("/").encode("utf-8")
         self._prefix = self.scheme + b"://" + self.netloc + self.base_path
-        self._host = (b"Host", self.netloc)
+        self.host = (b"Host", self.netloc)
         self.client = client
         self._clock = clock
         self.timeout = timeout
@@ -150,12 +150,25 @@ class Origin:
             cancels the request.
         """
         response = OriginResponse(self, method)
-        headers = [self._host] + headers
+        headers = [self.host] + headers
         try:
             done = self.client.request(method, self.base_path + path_and_query, headers, response, body)
         except ValueError as e:
             return fail(UpstreamError(f"cannot forward the request: {e}"))
         return response.start(done)
+
+
+def upstream_error(failure: Failure, origin: Origin) -> Exception:
+    """
+    @param failure: why an exchange with C{origin} failed before its head.
+    @return: the L{UpstreamTimeout} or L{UpstreamError} it is, or a
+        C{CancelledError} when the caller gave up.
+    """
+    if failure.check(CancelledError):
+        return CancelledError()
+    if failure.check(OriginTimeout):
+        return UpstreamTimeout(f"no answer from {origin.url} within {origin.timeout:g}s")
+    return UpstreamError(failure.getErrorMessage() or failure.type.__name__)
 
 
 @implementer(IResponseReceiver, IPushProducer)
@@ -279,14 +292,7 @@ class OriginResponse:
                 failure = Failure(UpstreamTimeout("origin stalled while sending the body"))
             self._ended(failure)
             return
-        if failure.check(CancelledError):
-            waiting.errback(Failure(CancelledError()))
-        elif failure.check(OriginTimeout):
-            waiting.errback(
-                UpstreamTimeout(f"no answer from {self._origin.url} within {self._origin.timeout:g}s")
-            )
-        else:
-            waiting.errback(UpstreamError(failure.getErrorMessage() or failure.type.__name__))
+        waiting.errback(upstream_error(failure, self._origin))
 
     def _ended(self, reason: Failure) -> None:
         self._end = reason

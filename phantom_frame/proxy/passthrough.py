@@ -6,7 +6,7 @@ fails, and dropping what a successful unsafe request invalidates.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError
@@ -123,13 +123,33 @@ class Passthrough:
         Answer 504 for a timeout, 502 for any other origin failure, and log
         it with the server and origin.
         """
-        if isinstance(error, UpstreamTimeout):
-            code, text, detail = 504, "Gateway Timeout", "timeout"
-        else:
-            code, text, detail = 502, "Bad Gateway", "origin-error"
+        code, text, detail = self.failed(error)
         send_error(exchange, code, text, forwarded(fwd, detail))
+
+    def failed(self, error: UpstreamError) -> Tuple[int, str, str]:
+        """
+        Log an origin failure with the server and origin.
+
+        @return: the answer's status code and text, and the C{Cache-Status}
+            C{fwd} detail: 504 for a timeout, 502 for any other failure.
+        """
         log.warn(
             "server {server}: origin {origin} failed: {error}",
+            server=self._name,
+            origin=self._origin.url,
+            error=str(error),
+        )
+        if isinstance(error, UpstreamTimeout):
+            return 504, "Gateway Timeout", "timeout"
+        return 502, "Bad Gateway", "origin-error"
+
+    def failed_mid_body(self, error: UpstreamError) -> None:
+        """
+        Log an origin failure after the client was sent the answer's head.
+        """
+        log.warn(
+            "server {server}: origin {origin} failed mid-body, connection to the client"
+            " closed: {error}",
             server=self._name,
             origin=self._origin.url,
             error=str(error),
@@ -242,13 +262,7 @@ class Passthrough:
             if not e.sent:
                 self.origin_failed(exchange, e, fwd)
                 return
-            log.warn(
-                "server {server}: origin {origin} failed mid-body, connection to the client"
-                " closed: {error}",
-                server=self._name,
-                origin=self._origin.url,
-                error=str(e),
-            )
+            self.failed_mid_body(e)
 
 
 def content_location_is_target(view: RequestView, response) -> bool:

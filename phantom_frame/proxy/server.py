@@ -77,6 +77,8 @@ class ProxyServer:
         C{None}.
     @ivar webhooks: the server's webhooks.
     @ivar fast_path_ok: whether the channel's fast path may answer for it.
+    @ivar byte_path_ok: whether the channel may pass its requests through
+        at the byte level (L{phantom_frame.http.relay.ByteRelay}).
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class ProxyServer:
             and config.cache_key_fn is None
             and config.cache_storage_mode == CacheStorageMode.MEMORY
         )
+        self.byte_path_ok = not self.webhooks and config.cache_key_fn is None
         self.resource = ProxyResource(self)
 
     def open(self) -> None:
