@@ -291,6 +291,10 @@ class OriginConnection(Protocol):
         if data and self.exchange is ex:
             # Paused with bytes left (ahead of any that came meanwhile).
             self._buffer = data + self._buffer
+        elif self._buffer and self.exchange is not None and self.exchange is not ex and not self._paused:
+            # The answer of a request sent while this one completed.
+            pending, self._buffer = self._buffer, b""
+            self._parse(pending)
 
     def _head_data(self, data: bytes) -> bytes:
         end = data.find(b"\r\n\r\n", max(0, self._scanned - 3))

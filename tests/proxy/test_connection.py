@@ -361,6 +361,29 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual(receiver.head.headers[0], (b"Content-Type", b"text/plain"))
         self.assertEqual([c.func for c in clock.getDelayedCalls()], [pool._sweep])
 
+    def test_answer_while_completing(self) -> None:
+        """
+        A request sent on the connection from the completion of the one
+        before, whose answer arrives before that completion returns, is
+        answered (its bytes are not left behind in the connection).
+        """
+        clock, endpoint, pool, client = make(self)
+        later = []
+
+        def again(head: object) -> None:
+            receiver = Recorder()
+            later.append((receiver, client.request(b"GET", b"/2", [], receiver)))
+            wire.answer(OK)
+
+        d = client.request(b"GET", b"/1", [], Recorder())
+        d.addCallback(again)
+        [wire] = endpoint.wires
+        wire.answer(OK)
+        [(receiver, second)] = later
+        self.assertEqual(self.successResultOf(second).status, 200)
+        self.assertEqual(receiver.body(), b"hello")
+        self.assertEqual(len(endpoint.wires), 1)
+
     def test_every_split(self) -> None:
         """
         However the bytes of an answer are split into reads, the same head
