@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.client import Framing, IResponseReceiver, ResponseHead, StalledBody
 from phantom_frame.proxy.origin import BrokenBody, UpstreamError, UpstreamTimeout, upstream_error
@@ -195,7 +196,7 @@ class ByteRelay:
         else:
             pending.append(data)
         self._pending = None
-        self._channel.transport.writeSequence(pending)
+        send(self._channel.transport, b"".join(pending))
 
     # IPushProducer, for the client's channel
 
@@ -240,7 +241,7 @@ class ByteRelay:
         if pending is not None:
             tail = pending + tail
         if tail:
-            self._channel.transport.writeSequence(tail)
+            send(self._channel.transport, b"".join(tail))
         self._end(self._close)
 
     def _failed(self, failure: Failure) -> None:

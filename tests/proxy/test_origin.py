@@ -1,21 +1,23 @@
 """
 The proxying path's origin: L{phantom_frame.proxy.origin.Origin} sends every
 request through the pooled byte-level client, whose idle connections live
-for the server's C{upstream_keepalive_timeout}.
+for the server's C{upstream_keepalive_timeout} and whose request heads are
+sent at once.
 """
 
 from __future__ import annotations
 
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from phantom_frame import CacheStrategy, CreateProxyConfig
 from phantom_frame.cache.threads import runInline
 from phantom_frame.config import ConfigError, parse_config
 from phantom_frame.embed import create_proxy
-from phantom_frame.proxy.client import IOriginClient
-from phantom_frame.proxy.pool import OriginClient
+from phantom_frame.proxy.client import Collector, IOriginClient
+from phantom_frame.proxy.pool import OriginClient, OriginPool, endpoint_factory
 
+from tests.proxy.origins import CountingSite, Page
 from tests.proxy.test_http_semantics import Harness
 
 PASSTHROUGH = CreateProxyConfig("http://origin.test").with_cache_strategy(CacheStrategy.NONE)
@@ -74,3 +76,34 @@ class KeepAliveTests(SynchronousTestCase):
         self.assertEqual(pool.idle, 1)
         h.clock.advance(0.01)
         self.assertEqual(pool.idle, 0)
+
+
+class OptimisticSendTests(TestCase):
+    """
+    A request head goes to the origin's socket at once, not on the
+    reactor's next pass.
+    """
+
+    async def test_sent_at_once(self) -> None:
+        """
+        On a kept-alive TCP connection with nothing buffered, the request is
+        handed to the kernel inside C{request}: the transport buffers
+        nothing.
+        """
+        from twisted.internet import reactor
+
+        site = CountingSite(Page())
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pool = OriginPool(reactor, endpoint_factory(reactor))
+        client = pool.client("http://127.0.0.1:%d" % (port.getHost().port,))
+        await client.request(b"GET", b"/page", [], Collector())
+        [connection] = client.route.idle
+        transport = connection.transport
+        receiver = Collector()
+        d = client.request(b"GET", b"/page", [], receiver)
+        self.assertEqual((transport.dataBuffer, transport._tempDataBuffer), (b"", []))
+        await d
+        self.assertEqual(receiver.body(), Page.page)
+        await pool.close()
+        await site.all_closed()
