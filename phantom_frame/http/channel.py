@@ -30,7 +30,6 @@ from typing import Any, Dict, List, Optional, Tuple
 from twisted.internet.interfaces import ISSLTransport
 from twisted.web.http import _GenericHTTPChannelProtocol
 
-from phantom_frame.cache.codec import decode_content
 from phantom_frame.http.guard import GuardedHTTPChannel
 from phantom_frame.http.relay import ByteRelay
 from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
@@ -38,7 +37,9 @@ from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.decision import Bypass, Hit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
-from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
+from phantom_frame.http.wires import Wire, build_not_modified, build_partial, build_wire
+
+__all__ = ["BODY_METHODS", "FastHTTPChannel", "FastHitRecord", "FastHits", "Wire", "fast_channel_factory"]
 from phantom_frame.proxy.view import RequestView
 
 #: Request headers that send a request down the stock path: a body, an
@@ -55,8 +56,13 @@ _DISQUALIFYING = frozenset(
 )
 
 #: A request line the fast path takes: GET or HEAD of an origin-form target
-#: of visible ASCII without C{%} or C{#}, in HTTP/1.1.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[\x21\x22\x24\x26-\x7e]*) HTTP/1\.1")
+#: of visible ASCII without C{%} or C{#}, in HTTP/1.1; or another method
+#: whose request the channel may pass through (L{BODY_METHODS}).
+_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/[\x21\x22\x24\x26-\x7e]*) HTTP/1\.1")
+
+#: Methods whose requests may carry a C{Content-Length} body on the byte
+#: path (never answered from the cache by the channel).
+BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 
 #: The header lines the fast path takes: each a token, a colon, a value of
 #: visible ASCII, spaces and tabs (no control characters, nothing
@@ -66,72 +72,6 @@ _HEADER_BLOCK = re.compile(rb"%s:[\t -~]*(?:\r\n%s:[\t -~]*)*" % (_TOKEN, _TOKEN
 
 #: How many C{Host} values the fast path remembers the verdict of.
 _HOSTS_KEPT = 256
-
-
-class Wire:
-    """
-    The pre-serialised parts of a stored entry's answer for one coding:
-    everything but the per-request C{Age}, C{Cache-Status} (and C{Date} when
-    the origin sent none), plus the body to send.
-    """
-
-    __slots__ = ("head", "body", "needs_date")
-
-    def __init__(self, head: bytes, body: bytes, needs_date: bool) -> None:
-        self.head = head
-        self.body = body
-        self.needs_date = needs_date
-
-
-def _serialise(status: bytes, headers: List[Tuple[bytes, bytes]]) -> bytes:
-    lines = [status]
-    for name, value in headers:
-        lines.append(name + b": " + value + b"\r\n")
-    return b"".join(lines)
-
-
-def build_wire(entry: Any, coding: str) -> Optional[Wire]:
-    """
-    Serialise the answer from C{entry} in C{coding}, with the headers the
-    stock path sends (L{entry_headers}).
-
-    @return: the wire form, or C{None} when the body is not in memory, or
-        when C{coding} is another coding not made yet (the stock path makes
-        it).
-    """
-    data = entry.body.data
-    if data is None:
-        return None
-    if coding == "identity" and entry.coding != "identity":
-        data = decode_content(data, entry.coding.encode("ascii"))
-    elif coding != entry.coding:
-        kept = entry.alternates.get(coding) if entry.alternates else None
-        data = None if kept is None else kept.data
-        if data is None:
-            return None
-    headers = entry_headers(entry, coding, None)
-    headers.append((b"Content-Length", b"%d" % len(data)))
-    head = _serialise(b" %d %s\r\n" % (entry.status, entry.phrase), headers)
-    return Wire(head, data, needs_date(entry))
-
-
-def build_not_modified(entry: Any, coding: str) -> Wire:
-    """
-    Serialise the 304 that answers a matching validator for C{entry} (the
-    headers L{not_modified_headers} keeps).
-    """
-    headers = not_modified_headers(entry_headers(entry, coding, None))
-    return Wire(_serialise(b" 304 Not Modified\r\n", headers), b"", needs_date(entry))
-
-
-def build_partial(entry: Any, identity: Wire) -> Wire:
-    """
-    Serialise the constant part of a 206 from C{entry}: its identity
-    headers without C{Content-Length} (C{Content-Range} and the length are
-    added per request); the body is the identity body.
-    """
-    headers = entry_headers(entry, "identity", None)
-    return Wire(_serialise(b" 206 Partial Content\r\n", headers), identity.body, needs_date(entry))
 
 
 class FastHTTPChannel(GuardedHTTPChannel):
@@ -146,7 +86,25 @@ class FastHTTPChannel(GuardedHTTPChannel):
         """
         if self._rejected or self._closing:
             return
-        if self._relay is not None:
+        if self._discard:
+            dropped = data[:self._discard]
+            self._discard -= len(dropped)
+            data = data[len(dropped):]
+            if not data:
+                return
+        relay = self._relay
+        if relay is not None:
+            left = relay.body_left
+            if left:
+                # The request body, streamed to the origin as it comes.
+                chunk = data[:left] if len(data) > left else data
+                relay.feed(chunk)
+                data = data[len(chunk):]
+                if not data:
+                    return
+            if self._relay is None:
+                self.dataReceived(data)
+                return
             # An answer is being relayed: later requests wait their turn.
             self._held += data
             if len(self._held) > self.limits.max_header_bytes and not self._heldPaused:
@@ -177,6 +135,7 @@ class FastHTTPChannel(GuardedHTTPChannel):
     _held = b""
     _heldPaused = False
     _starting = False
+    _discard = 0
 
     def _fastHits(self, data: bytes) -> int:
         """
@@ -200,12 +159,21 @@ class FastHTTPChannel(GuardedHTTPChannel):
                 break
             if answer.__class__ is ByteRelay:
                 position = end + 4
+                left = answer.body_left
                 self._relay = answer
                 self._starting = True
                 try:
                     answer.start()
                 finally:
                     self._starting = False
+                if left:
+                    chunk = data[position:position + left]
+                    position += len(chunk)
+                    if self._relay is not None:
+                        answer.feed(chunk)
+                    else:
+                        # It ended before its body came: drop the body.
+                        self._discard -= len(chunk)
                 if self._relay is not None:
                     self._held = data[position:]
                     return size
@@ -243,6 +211,10 @@ class FastHTTPChannel(GuardedHTTPChannel):
         @param recorded: whether it is counted and logged.
         """
         self._relay = None
+        if relay.body_left:
+            # The rest of an abandoned request body is read and dropped.
+            self._discard = relay.body_left
+            relay.body_left = 0
         if recorded:
             record = getattr(self.site, "recordFastHit", None)
             if record is not None:
@@ -260,6 +232,10 @@ class FastHTTPChannel(GuardedHTTPChannel):
         if self._starting:
             return
         held, self._held = self._held, b""
+        if self._discard and held:
+            dropped = held[:self._discard]
+            self._discard -= len(dropped)
+            held = held[len(dropped):]
         if self._heldPaused:
             self._heldPaused = False
             self.transport.resumeProducing()
@@ -323,7 +299,7 @@ class FastHits:
         @return: whether it is a valid host that the site's limits allow
             (remembered for the limits in force).
         """
-        limits = getattr(self._site, "limits", None) or DEFAULT_LIMITS
+        limits = self._limits()
         known = self._hosts.get(value)
         if known is not None and known[0] is limits:
             return known[1]
@@ -344,6 +320,7 @@ class FastHits:
         if request_line is None:
             return None
         method, target = request_line.group(1), request_line.group(2)
+        bodied = method in BODY_METHODS
         headers: Dict[str, str] = {}
         if line_end < end:
             if _HEADER_BLOCK.fullmatch(data, line_end + 2, end) is None:
@@ -351,9 +328,20 @@ class FastHits:
             for line in data[line_end + 2 : end].decode("ascii").split("\r\n"):
                 name, _, value = line.partition(":")
                 name = name.lower()
-                if name in _DISQUALIFYING or name in headers:
+                if name in headers or (
+                    name in _DISQUALIFYING and not (bodied and name == "content-length")
+                ):
                     return None
                 headers[name] = value.strip(" \t")
+        length = None
+        if bodied:
+            if "content-length" in headers:
+                text = headers["content-length"]
+                if not text.isdigit() or len(text) > 15:
+                    return None
+                length = int(text)
+                if length > self._limits().max_request_body:
+                    return None
         host = headers.get("host")
         if host is None or not self._host_ok(host):
             return None
@@ -382,9 +370,9 @@ class FastHits:
         view = RequestView(method, path, query, headers, None, None, False, prefix)
         decision = decider.decide(view)
         kind = type(decision)
-        if kind is Bypass and server.byte_path_ok:
-            return self._relay(channel, server, view, decision, target, close)
-        if (kind is not Hit and kind is not Stale) or not server.fast_path_ok:
+        if kind is Bypass and server.byte_path_ok and not (bodied and server.passthrough.adopts):
+            return self._relay(channel, server, view, decision, target, close, length)
+        if bodied or (kind is not Hit and kind is not Stale) or not server.fast_path_ok:
             return None
         answer = decision.answer
         entry = decision.entry
@@ -415,8 +403,9 @@ class FastHits:
         return out, close
 
     def _relay(self, channel: Any, server: Any, view: RequestView, decision: Bypass, target: bytes,
-               close: bool) -> ByteRelay:
+               close: bool, length: Optional[int]) -> ByteRelay:
         """
+        @param length: the request body's length, or C{None} for none.
         @return: the L{ByteRelay} that passes the request through.
         """
         transport = channel.transport
@@ -425,7 +414,14 @@ class FastHits:
         self.relayed += 1
         relay = ByteRelay(channel, server, view, decision.status, close, self._clock)
         relay.target = target
+        if length is not None:
+            relay.take_body(length)
+            if length:
+                relay.body.registerProducer(transport, True)
         return relay
+
+    def _limits(self) -> Any:
+        return getattr(self._site, "limits", None) or DEFAULT_LIMITS
 
     @staticmethod
     def _render(entry: Any, answer: Any, method: bytes):

@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.client import Framing, IResponseReceiver, ResponseHead, StalledBody
+from phantom_frame.proxy.client import Framing, IResponseReceiver, RequestBody, ResponseHead, StalledBody
 from phantom_frame.proxy.origin import BrokenBody, UpstreamError, UpstreamTimeout, upstream_error
 from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.status import CacheStatus, forwarded
@@ -90,6 +90,26 @@ class ByteRelay:
         self.target = view.target
         self.headers = view.headers
         self.upstream: Optional[float] = None
+        self.body: Optional[RequestBody] = None
+        self.body_left = 0
+
+    def take_body(self, length: int) -> None:
+        """
+        The request has a body of C{length} bytes, to be streamed to the
+        origin as the channel reads it (see L{feed}).
+        """
+        self.body = RequestBody(length)
+        self.body_left = length
+
+    def feed(self, data: bytes) -> None:
+        """
+        The next bytes of the request body (at most C{body_left}).
+        """
+        self.body_left -= len(data)
+        body = self.body
+        body.write(data)
+        if not self.body_left:
+            body.finish()
 
     def duration(self) -> float:
         """
@@ -105,8 +125,11 @@ class ByteRelay:
         origin = self._server.origin
         headers = forward_headers(view)
         headers.insert(0, origin.host)
+        body = self.body
+        if body is not None and not self.body_left:
+            body = b""
         try:
-            d = origin.client.request(view.method, origin.base_path + view.target, headers, self)
+            d = origin.client.request(view.method, origin.base_path + view.target, headers, self, body)
         except ValueError as e:
             self._failed(Failure(UpstreamError(f"cannot forward the request: {e}")))
             return
@@ -144,6 +167,8 @@ class ByteRelay:
         self._producer = producer
         self.upstream = self.duration()
         self.code = code = head.status
+        if self.body is not None:
+            self._server.passthrough.answered_unsafe(self._view, head)
         framing = head.framing
         lines = [b"HTTP/1.1 %d %s\r\n" % (code, head.phrase)]
         dated = False
@@ -270,12 +295,23 @@ class ByteRelay:
             return
         passthrough.failed_mid_body(_body_error(failure))
         self._over = True
+        self._let_go()
         self._channel.unregisterProducer()
         self._channel.transport.abortConnection()
         self._channel.relayDone(self, True, recorded=False)
 
+    def _let_go(self) -> None:
+        """
+        Stop taking the request body: the client is read again.
+        """
+        body = self.body
+        if body is not None:
+            body.detach()
+            body.unregisterProducer()
+
     def _end(self, close: bool) -> None:
         self._over = True
+        self._let_go()
         self._channel.unregisterProducer()
         self._channel.relayDone(self, close)
 

@@ -6,7 +6,7 @@ fails, and dropping what a successful unsafe request invalidates.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError
@@ -117,6 +117,24 @@ class Passthrough:
         self._invalidates = invalidates
         self._adopts = adopts
         self._keep_limit = keep_limit
+
+    @property
+    def adopts(self) -> bool:
+        """
+        Whether a C{POST} answer may be stored for C{GET}s (see
+        L{__init__}): its body is then kept as it is relayed.
+        """
+        return self._adopts is not None
+
+    def answered_unsafe(self, view: RequestView, response: Any) -> None:
+        """
+        An unsafe request was answered with C{response} (with C{code} or
+        C{status}, and C{values(name)}): drop what it invalidates when it
+        succeeded (RFC 9111 §4.4).
+        """
+        code = getattr(response, "code", None) or response.status
+        if self._invalidates is not None and view.method not in _SAFE_METHODS and 200 <= code < 400:
+            self._invalidates(view, response)
 
     def origin_failed(self, exchange: Exchange, error: UpstreamError, fwd: str) -> None:
         """

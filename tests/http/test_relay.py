@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Tuple
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -65,6 +66,14 @@ class Scripted(Resource):
             self.waiting.append(request)
             return NOT_DONE_YET
         return PAGE + path.encode()
+
+    def render_POST(self, request: Any) -> bytes:
+        body = request.content.read()
+        self.seen[request.path.decode()] = request.requestHeaders
+        request.setHeader(b"content-type", b"text/plain")
+        return b"%d:%s" % (len(body), body[:20])
+
+    render_PUT = render_POST
 
 
 class RelayRig:
@@ -261,6 +270,31 @@ class RelayTests(SynchronousTestCase):
         )
         self.assertEqual([a[0] for a in answers], [200, 200])
 
+    def test_bodies(self) -> None:
+        """
+        Requests with a C{Content-Length} body (and an empty one) are passed
+        through at the byte level with their bodies, in order with what
+        follows them.
+        """
+        post = b"POST /p HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 11\r\n\r\nhello world"
+        put = b"PUT /q HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 0\r\n\r\n"
+        answers, rig = self.compare(post + put + request("/a"), [False, False, False], 3)
+        self.assertEqual([a[2] for a in answers[:2]], [b"11:hello world", b"0:"])
+        self.assertEqual(rig.scripted.seen["/p"].getRawHeaders(b"content-length"), [b"11"])
+
+    def test_body_after_failure(self) -> None:
+        """
+        The body of a request whose origin failed before it was sent is
+        read and dropped: the request after it is answered.
+        """
+        def down(rig: RelayRig) -> None:
+            rig.origin.down = True
+
+        post = b"POST /p HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 5\r\n\r\nhello"
+        answers, _ = self.compare(post + request("/a"), [False, False], 2, before=down)
+        self.assertEqual([a[0] for a in answers], [502, 502])
+        self.flushLoggedErrors()
+
     def test_metrics(self) -> None:
         """
         A relayed request is counted as the stock path counts it.
@@ -403,3 +437,69 @@ def _dechunk(data: bytes) -> Tuple[bytes, bytes]:
             return out, rest[2:]
         out += rest[:n]
         data = rest[n + 2:]
+
+
+class StreamedBodyTests(TestCase):
+    """
+    Over loopback: a request body reaches the origin as it arrives.
+    """
+
+    async def test_origin_sees_body_early(self) -> None:
+        """
+        The origin receives the first body bytes while the client has not
+        sent the last; the answer comes once the body is complete.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.internet.protocol import Factory, Protocol
+
+        got_first: Deferred = Deferred()
+        answered: Deferred = Deferred()
+
+        class RawOrigin(Protocol):
+            received = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+                head, _, body = self.received.partition(b"\r\n\r\n")
+                if body == b"hello" and not got_first.called:
+                    got_first.callback(self.received)
+                if body == b"helloworld":
+                    self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        class Client(Protocol):
+            received = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+                if self.received.endswith(b"\r\n\r\nok") and not answered.called:
+                    answered.callback(self.received)
+
+        origin_port = reactor.listenTCP(0, Factory.forProtocol(RawOrigin), interface="127.0.0.1")
+        self.addCleanup(origin_port.stopListening)
+        url = "http://127.0.0.1:%d" % (origin_port.getHost().port,)
+        resource, handle = create_proxy(_with_url(PASSTHROUGH, url), reactor, agent=object(), runner=runInline)
+        server = next(handle.servers())
+        site = ProxySite(Router([("*", resource)]), reactor=reactor, access_log=False)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Client())
+        client.transport.write(
+            b"POST /up HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 10\r\n\r\nhello"
+        )
+        seen = await got_first
+        self.assertTrue(seen.startswith(b"POST /up HTTP/1.1\r\n"))
+        self.assertIn(b"\r\nContent-Length: 10\r\n", seen)
+        client.transport.write(b"world")
+        answer = await answered
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(site.fastHit.relayed, 1)
+        client.transport.loseConnection()
+        handle.close()
+        await server.origin_pool.close()
+
+
+def _with_url(config: CreateProxyConfig, url: str) -> CreateProxyConfig:
+    import attr
+
+    return attr.evolve(config, proxy_url=url)
