@@ -30,12 +30,14 @@ from typing import Any, Dict, List, Optional, Tuple
 from twisted.internet.interfaces import ISSLTransport
 from twisted.web.http import _GenericHTTPChannelProtocol
 
+from phantom_frame.http.byterequest import ByteFill
 from phantom_frame.http.guard import GuardedHTTPChannel
 from phantom_frame.http.relay import ByteRelay
 from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
+from phantom_frame.http.records import FastHitRecord
 from phantom_frame.http.optimistic import send
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.decision import Bypass, Hit, Stale
+from phantom_frame.proxy.decision import Bypass, Fill, Hit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
 from phantom_frame.http.wires import Wire, build_not_modified, build_partial, build_wire
 
@@ -157,10 +159,13 @@ class FastHTTPChannel(GuardedHTTPChannel):
             answer = fast(self, data, position, end)
             if answer is None:
                 break
-            if answer.__class__ is ByteRelay:
+            if answer.__class__ is ByteRelay or answer.__class__ is ByteFill:
                 position = end + 4
                 left = answer.body_left
                 self._relay = answer
+                started = getattr(self.site, "byteRequestStarted", None)
+                if started is not None:
+                    started()
                 self._starting = True
                 try:
                     answer.start()
@@ -227,9 +232,11 @@ class FastHTTPChannel(GuardedHTTPChannel):
             self._held = b""
             if self.transport is not None:
                 self.transport.loseConnection()
+            self._byteRequestDone()
             return
         self.resetTimeout()
         if self._starting:
+            self._byteRequestDone()
             return
         held, self._held = self._held, b""
         if self._discard and held:
@@ -241,8 +248,12 @@ class FastHTTPChannel(GuardedHTTPChannel):
             self.transport.resumeProducing()
         if held:
             self.dataReceived(held)
-        elif self._draining():
-            self.site.drain.request_done()
+        self._byteRequestDone()
+
+    def _byteRequestDone(self) -> None:
+        done = getattr(self.site, "byteRequestDone", None)
+        if done is not None:
+            done()
 
     def connectionLost(self, reason: Any) -> None:
         """
@@ -251,6 +262,7 @@ class FastHTTPChannel(GuardedHTTPChannel):
         relay, self._relay = self._relay, None
         if relay is not None:
             relay.cancel()
+            self._byteRequestDone()
         GuardedHTTPChannel.connectionLost(self, reason)
 
 
@@ -279,11 +291,13 @@ class FastHits:
     changes nothing.
 
     A L{Bypass} of a server whose C{byte_path_ok} is set is passed through
-    by a L{ByteRelay} instead.
+    by a L{ByteRelay} instead; a L{Fill} (not a revalidation) of a server
+    whose fast path is on is answered by a L{ByteFill}.
 
     @ivar answered: how many requests this fast path answered from the
         cache.
     @ivar relayed: how many it passed through to the origin.
+    @ivar filled: how many fills it answered (through a L{ByteFill}).
     """
 
     def __init__(self, site: Any, clock: Any) -> None:
@@ -291,6 +305,7 @@ class FastHits:
         self._clock = clock
         self.answered = 0
         self.relayed = 0
+        self.filled = 0
         self._hosts: Dict[str, Tuple[Any, bool]] = {}
 
     def _host_ok(self, value: str) -> bool:
@@ -372,6 +387,12 @@ class FastHits:
         kind = type(decision)
         if kind is Bypass and server.byte_path_ok and not (bodied and server.passthrough.adopts):
             return self._relay(channel, server, view, decision, target, close, length)
+        if kind is Fill and not bodied and decision.stale is None and server.fast_path_ok:
+            transport = channel.transport
+            view.client = getattr(transport.getPeer(), "host", None)
+            view.secure = ISSLTransport.providedBy(transport)
+            self.filled += 1
+            return ByteFill(channel, server, view, decision, target, headers, close, self._clock)
         if bodied or (kind is not Hit and kind is not Stale) or not server.fast_path_ok:
             return None
         answer = decision.answer
@@ -468,28 +489,3 @@ class FastHits:
                 first, last, len(body), last - first + 1)
             return 206, wire, extra, body[first : last + 1]
         return None
-
-
-class FastHitRecord:
-    """
-    What an access-log formatter reads of a request, for a hit answered by
-    the fast path (which builds no L{Request}).
-    """
-
-    clientproto = b"HTTP/1.1"
-
-    def __init__(self, channel: Any, method: bytes, uri: bytes, headers: Dict[str, str],
-                 code: int, length: int) -> None:
-        self._channel = channel
-        self.method = method
-        self.uri = uri
-        self._headers = headers
-        self.code = code
-        self.sentLength = length
-
-    def getClientAddress(self) -> Any:
-        return self._channel.transport.getPeer()
-
-    def getHeader(self, name: bytes) -> Optional[bytes]:
-        value = self._headers.get(name.decode("latin-1").lower())
-        return None if value is None else value.encode("latin-1")

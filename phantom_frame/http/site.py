@@ -137,6 +137,19 @@ class ProxySite(server.Site):
         self.metrics = metrics
         self.limits = limits
 
+    def byteRequestStarted(self) -> None:
+        """
+        A request the channel answers without a L{Request} (see
+        L{phantom_frame.http.relay}) is in flight; L{byteRequestDone} ends it.
+        """
+        self.active += 1
+
+    def byteRequestDone(self) -> None:
+        """
+        A request of L{byteRequestStarted} is over.
+        """
+        self._requestDone(None)
+
     def _requestDone(self, result: Any) -> None:
         self.active -= 1
         if not self.active:

@@ -59,6 +59,8 @@ class Scripted(Resource):
             if request.getHeader(b"if-none-match") == b'"v1"':
                 request.setResponseCode(304)
                 return b""
+        if path == "/cookie":
+            request.setHeader(b"set-cookie", b"session=1")
         if path == "/empty":
             request.setResponseCode(204)
             return b""
@@ -94,6 +96,13 @@ class RelayRig:
         self.site = ProxySite(
             Router([("*", resource)]), reactor=self.clock, access_log=False, fast_path=fast, metrics=self.metrics
         )
+
+    def filled(self) -> int:
+        """
+        @return: how many fills the channel answered itself.
+        """
+        fast = self.site.fastHit
+        return 0 if fast is None else fast.filled
 
     def relayed(self) -> int:
         """
@@ -316,6 +325,71 @@ def _scrape(metrics: Metrics) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(metrics.registry).decode("utf-8")
+
+
+class FillTests(SynchronousTestCase):
+    """
+    Fills answered on the channel (L{phantom_frame.http.byterequest}) are
+    the stock path's answers.
+    """
+
+    CACHING = CreateProxyConfig("http://origin.test")
+
+    def compare(self, data: bytes, heads: List[bool], filled: int, before: Any = None) -> List[Any]:
+        """
+        Send C{data} to a stock rig and to a byte-path rig, and compare.
+
+        @param filled: how many fills the byte path must answer.
+        @return: the byte path's answers.
+        """
+        answers = []
+        rigs = []
+        for fast in (False, True):
+            rig = RelayRig(fast, self.CACHING)
+            self.addCleanup(rig.handle.close)
+            if before is not None:
+                before(rig)
+            answers.append(parse(rig.exchange(data), heads))
+            rigs.append(rig)
+        self.assertEqual([r.filled() for r in rigs], [0, filled])
+        self.assertEqual(len(answers[0]), len(answers[1]))
+        for (c1, h1, b1), (c2, h2, b2) in zip(*answers):
+            self.assertEqual((c1, b1), (c2, b2))
+            self.assertEqual(h1, h2)
+        self.assertEqual(rigs[0].scripted.seen.keys(), rigs[1].scripted.seen.keys())
+        return answers[1]
+
+    def test_stored_head_and_hit(self) -> None:
+        """
+        A miss stored, a HEAD miss, then a hit: identical answers, the
+        misses filled on the channel.
+        """
+        answers = self.compare(request("/f") + request("/g", "HEAD") + request("/f"), [False, True, False], 2)
+        self.assertEqual(
+            [a[1][b"cache-status"][0] for a in answers],
+            [b"phantom-frame; fwd=uri-miss; stored", b"phantom-frame; fwd=uri-miss; stored",
+             b"phantom-frame; hit"],
+        )
+
+    def test_not_stored_compressed(self) -> None:
+        """
+        An answer that is not stored is relayed compressed on the fly for a
+        client that accepts gzip, as the stock path does.
+        """
+        [(code, headers, body)] = self.compare(request("/cookie", accept_encoding="gzip"), [False], 1)
+        self.assertEqual(headers[b"content-encoding"], [b"gzip"])
+        self.assertEqual(gzip.decompress(body), PAGE + b"/cookie")
+
+    def test_origin_down(self) -> None:
+        """
+        A fill whose origin refuses connections: the stock path's 502.
+        """
+        def down(rig: RelayRig) -> None:
+            rig.origin.down = True
+
+        [(code, _, _)] = self.compare(request("/f"), [False], 1, before=down)
+        self.assertEqual(code, 502)
+        self.flushLoggedErrors()
 
 
 class FlowTests(SynchronousTestCase):
