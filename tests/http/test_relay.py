@@ -45,6 +45,9 @@ class Scripted(Resource):
         self.waiting: List[Any] = []
 
     def render_GET(self, request: Any) -> Any:
+        """
+        The page of the path's behaviour.
+        """
         path = request.path.decode()
         self.seen[path] = request.requestHeaders
         request.setHeader(b"content-type", b"text/html")
@@ -70,6 +73,9 @@ class Scripted(Resource):
         return PAGE + path.encode()
 
     def render_POST(self, request: Any) -> bytes:
+        """
+        The body's length and its first bytes.
+        """
         body = request.content.read()
         self.seen[request.path.decode()] = request.requestHeaders
         request.setHeader(b"content-type", b"text/plain")
