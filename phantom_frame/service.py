@@ -24,6 +24,7 @@ from phantom_frame.ops.control import ControlResource
 from phantom_frame.ops.control_site import ControlSite
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.ops.reload import HangupReloader, Reloader
+from phantom_frame.proxy.pool import OriginPool, endpoint_factory
 from phantom_frame.startup import listener
 
 log = Logger()
@@ -132,14 +133,18 @@ class InOrder(MultiService):
 
 class CacheService(Service):
     """
-    Owns the caches and the origin connection pool: closes them last.
+    Owns the caches and the connection pools (the origins' and the
+    webhooks'): closes them last.
     """
 
-    def __init__(self, handle: CacheHandle, pool: Any, runner: ThreadRunner, redis: Any = None) -> None:
+    def __init__(
+        self, handle: CacheHandle, pool: Any, runner: ThreadRunner, redis: Any = None, origins: Any = None
+    ) -> None:
         self.handle = handle
         self._pool = pool
         self._runner = runner
         self._redis = redis
+        self._origins = origins
 
     def startService(self) -> None:
         """
@@ -153,7 +158,11 @@ class CacheService(Service):
         super().stopService()
         self.handle.close()
         self._runner.stop()
-        closing = [] if self._pool is None else [self._pool.closeCachedConnections()]
+        closing = []
+        if self._pool is not None:
+            closing.append(self._pool.closeCachedConnections())
+        if self._origins is not None:
+            closing.append(self._origins.close())
         if self._redis is not None:
             closing.append(self._redis.stop())
         return gatherResults(closing).addCallback(lambda _: None)
@@ -175,16 +184,23 @@ class ServerBuilder:
         metrics: Optional[Metrics],
         redis: Any = None,
         control_auth: Callable[[], Optional[str]] = lambda: None,
+        origins: Any = None,
     ) -> None:
         """
         @param reactor: the reactor everything runs on.
-        @param agent: reaches every origin.
+        @param agent: makes the webhook calls.
         @param runner: runs compression and file I/O.
         @param metrics: times origin requests, or L{None}.
         @param redis: the L{phantom_frame.cache.bus.RedisNode} of the
             C{redis} servers, or L{None}.
         @param control_auth: see L{control_auth}.
+        @param origins: reaches every origin: an
+            L{phantom_frame.proxy.pool.OriginPool} (one over the reactor
+            when omitted).
         """
+        if origins is None:
+            origins = OriginPool(reactor, endpoint_factory(reactor))
+        self.origins = origins
         self._reactor = reactor
         self._agent = agent
         self._runner = runner
@@ -203,14 +219,15 @@ class ServerBuilder:
         @param handle: gets the server.
         @return: the server, opened; its snapshot warm-up is not started.
         """
-        agent = self._agent
-        timing = None
+        proxy = block.proxy
+        client = self.origins.client(proxy.proxy_url, proxy.upstream_timeout, proxy.upstream_keepalive_timeout)
         if self._metrics is not None:
-            agent = timing = self._metrics.timing_agent(agent, block.name)
+            client = self._metrics.timing_client(client, block.name)
         create_proxy(
-            block.proxy,
+            proxy,
             self._reactor,
-            agent=agent,
+            agent=self._agent,
+            client=client,
             name=block.name,
             handle=handle,
             runner=self._runner,
@@ -219,9 +236,6 @@ class ServerBuilder:
         )
         built = handle.server(block.name)
         built.decider.purge_token = self._purge_token
-        if timing is not None:
-            # Webhooks share the agent: time only the origin's URLs.
-            timing.prefix = built.origin.url_for(b"")
         return built
 
 
@@ -303,7 +317,7 @@ def build_service(
         limits=config.client_limits(),
     )
     metrics.site = site
-    CacheService(handle, pool, runner, redis).setServiceParent(top)
+    CacheService(handle, pool, runner, redis, build.origins).setServiceParent(top)
     supervisor.setServiceParent(top)
     warmups.setServiceParent(top)
     graceful = GracefulStop([site], config.shutdown_grace, reactor)

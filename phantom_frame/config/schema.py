@@ -194,6 +194,7 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "cache_max_bytes": _SIZE_KIND,
     "max_cacheable_bytes": _SIZE_KIND,
     "upstream_timeout": _POSITIVE_SECONDS,
+    "upstream_keepalive_timeout": _SECONDS,
     "cache_policy": _enum(CachePolicy),
     "cache_ttl": _SECONDS,
     "stale_while_revalidate": _SECONDS,

@@ -29,17 +29,22 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.web.http import _GenericHTTPChannelProtocol
 
-from phantom_frame.cache.codec import decode_content
+from phantom_frame.http.byterequest import ByteFill
 from phantom_frame.http.guard import GuardedHTTPChannel
+from phantom_frame.http.relay import ByteRelay
 from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
+from phantom_frame.http.records import FastHitRecord
 from phantom_frame.http.optimistic import send
 from phantom_frame.http.request_id import acceptable, new_request_id
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.decision import Hit, PartHit, Stale
+from phantom_frame.proxy.decision import Bypass, Fill, Hit, PartHit, Stale
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
 from phantom_frame.proxy.rules import apply_rewrite
-from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers, part_headers
+from phantom_frame.proxy.serve import needs_date, part_headers
 from phantom_frame.proxy.target import TargetError, normalise_path
+from phantom_frame.http.wires import Wire, _serialise, build_not_modified, build_partial, build_wire
+
+__all__ = ["BODY_METHODS", "FastHTTPChannel", "FastHitRecord", "FastHits", "Wire", "fast_channel_factory"]
 from phantom_frame.proxy.view import RequestView
 
 #: Request headers that send a request down the stock path: a body, an
@@ -57,8 +62,13 @@ _DISQUALIFYING = frozenset(
 
 #: A request line the fast path takes: GET or HEAD of an origin-form target
 #: of visible ASCII without C{#} (the path is normalised as the stock path
-#: does: L{normalise_path}), in HTTP/1.1.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[\x21\x22\x24-\x7e]*) HTTP/1\.1")
+#: does: L{normalise_path}), in HTTP/1.1; or another method whose request
+#: the channel may pass through (L{BODY_METHODS}).
+_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/[\x21\x22\x24-\x7e]*) HTTP/1\.1")
+
+#: Methods whose requests may carry a C{Content-Length} body on the byte
+#: path (never answered from the cache by the channel).
+BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 
 #: The header lines the fast path takes: each a token, a colon, a value of
 #: visible ASCII, spaces and tabs (no control characters, nothing
@@ -68,72 +78,6 @@ _HEADER_BLOCK = re.compile(rb"%s:[\t -~]*(?:\r\n%s:[\t -~]*)*" % (_TOKEN, _TOKEN
 
 #: How many C{Host} values the fast path remembers the verdict of.
 _HOSTS_KEPT = 256
-
-
-class Wire:
-    """
-    The pre-serialised parts of a stored entry's answer for one coding:
-    everything but the per-request C{Age}, C{Cache-Status}, C{X-Request-Id}
-    (and C{Date} when the origin sent none), plus the body to send.
-    """
-
-    __slots__ = ("head", "body", "needs_date")
-
-    def __init__(self, head: bytes, body: bytes, needs_date: bool) -> None:
-        self.head = head
-        self.body = body
-        self.needs_date = needs_date
-
-
-def _serialise(status: bytes, headers: List[Tuple[bytes, bytes]]) -> bytes:
-    lines = [status]
-    for name, value in headers:
-        lines.append(name + b": " + value + b"\r\n")
-    return b"".join(lines)
-
-
-def build_wire(entry: Any, coding: str) -> Optional[Wire]:
-    """
-    Serialise the answer from C{entry} in C{coding}, with the headers the
-    stock path sends (L{entry_headers}).
-
-    @return: the wire form, or C{None} when the body is not in memory, or
-        when C{coding} is another coding not made yet (the stock path makes
-        it).
-    """
-    data = entry.body.data
-    if data is None:
-        return None
-    if coding == "identity" and entry.coding != "identity":
-        data = decode_content(data, entry.coding.encode("ascii"))
-    elif coding != entry.coding:
-        kept = entry.alternates.get(coding) if entry.alternates else None
-        data = None if kept is None else kept.data
-        if data is None:
-            return None
-    headers = entry_headers(entry, coding, None)
-    headers.append((b"Content-Length", b"%d" % len(data)))
-    head = _serialise(b" %d %s\r\n" % (entry.status, entry.phrase), headers)
-    return Wire(head, data, needs_date(entry))
-
-
-def build_not_modified(entry: Any, coding: str) -> Wire:
-    """
-    Serialise the 304 that answers a matching validator for C{entry} (the
-    headers L{not_modified_headers} keeps).
-    """
-    headers = not_modified_headers(entry_headers(entry, coding, None))
-    return Wire(_serialise(b" 304 Not Modified\r\n", headers), b"", needs_date(entry))
-
-
-def build_partial(entry: Any, identity: Wire) -> Wire:
-    """
-    Serialise the constant part of a 206 from C{entry}: its identity
-    headers without C{Content-Length} (C{Content-Range} and the length are
-    added per request); the body is the identity body.
-    """
-    headers = entry_headers(entry, "identity", None)
-    return Wire(_serialise(b" 206 Partial Content\r\n", headers), identity.body, needs_date(entry))
 
 
 def _render_part(decision: PartHit):
@@ -171,6 +115,31 @@ class FastHTTPChannel(GuardedHTTPChannel):
         """
         if self._rejected or self._closing:
             return
+        if self._discard:
+            dropped = data[:self._discard]
+            self._discard -= len(dropped)
+            data = data[len(dropped):]
+            if not data:
+                return
+        relay = self._relay
+        if relay is not None:
+            left = relay.body_left
+            if left:
+                # The request body, streamed to the origin as it comes.
+                chunk = data[:left] if len(data) > left else data
+                relay.feed(chunk)
+                data = data[len(chunk):]
+                if not data:
+                    return
+            if self._relay is None:
+                self.dataReceived(data)
+                return
+            # An answer is being relayed: later requests wait their turn.
+            self._held += data
+            if len(self._held) > self.limits.max_header_bytes and not self._heldPaused:
+                self._heldPaused = True
+                self.transport.pauseProducing()
+            return
         if (
             not self.requests
             and not self._handlingRequest
@@ -191,6 +160,11 @@ class FastHTTPChannel(GuardedHTTPChannel):
         GuardedHTTPChannel.dataReceived(self, data)
 
     _closing = False
+    _relay: Any = None
+    _held = b""
+    _heldPaused = False
+    _starting = False
+    _discard = 0
 
     def _fastHits(self, data: bytes) -> int:
         """
@@ -212,6 +186,32 @@ class FastHTTPChannel(GuardedHTTPChannel):
             answer = fast(self, data, position, end)
             if answer is None:
                 break
+            if answer.__class__ is ByteRelay or answer.__class__ is ByteFill:
+                position = end + 4
+                left = answer.body_left
+                self._relay = answer
+                started = getattr(self.site, "byteRequestStarted", None)
+                if started is not None:
+                    started()
+                self._starting = True
+                try:
+                    answer.start()
+                finally:
+                    self._starting = False
+                if left:
+                    chunk = data[position:position + left]
+                    position += len(chunk)
+                    if self._relay is not None:
+                        answer.feed(chunk)
+                    else:
+                        # It ended before its body came: drop the body.
+                        self._discard -= len(chunk)
+                if self._relay is not None:
+                    self._held = data[position:]
+                    return size
+                if self._closing:
+                    break
+                continue
             send(self.transport, b"".join(answer[0]))
             position = end + 4
             if answer[1]:
@@ -219,6 +219,79 @@ class FastHTTPChannel(GuardedHTTPChannel):
                 self.transport.loseConnection()
                 break
         return position
+
+    @property
+    def relaying(self) -> bool:
+        """
+        Whether an answer is being passed through at the byte level.
+        """
+        return self._relay is not None
+
+    def _draining(self) -> bool:
+        """
+        @return: whether the site drains (see
+            L{phantom_frame.http.drain.DrainingChannel}).
+        """
+        return False
+
+    def relayDone(self, relay: ByteRelay, close: bool, recorded: bool = True) -> None:
+        """
+        A relayed answer is complete (or was cut short): count and log it,
+        then read the requests that waited, or close.
+
+        @param close: whether the connection closes after it.
+        @param recorded: whether it is counted and logged.
+        """
+        self._relay = None
+        if relay.body_left:
+            # The rest of an abandoned request body is read and dropped.
+            self._discard = relay.body_left
+            relay.body_left = 0
+        if recorded:
+            record = getattr(self.site, "recordFastHit", None)
+            if record is not None:
+                record(
+                    self, relay.server, relay.method, relay.target, relay.headers, relay.code,
+                    relay.sent, relay.status, relay.headers.get("x-request-id", ""),
+                    relay.duration(), relay.upstream,
+                )
+        if close:
+            self._closing = True
+            self._held = b""
+            if self.transport is not None:
+                self.transport.loseConnection()
+            self._byteRequestDone()
+            return
+        self.resetTimeout()
+        if self._starting:
+            self._byteRequestDone()
+            return
+        held, self._held = self._held, b""
+        if self._discard and held:
+            dropped = held[:self._discard]
+            self._discard -= len(dropped)
+            held = held[len(dropped):]
+        if self._heldPaused:
+            self._heldPaused = False
+            self.transport.resumeProducing()
+        if held:
+            self.dataReceived(held)
+        self._byteRequestDone()
+
+    def _byteRequestDone(self) -> None:
+        done = getattr(self.site, "byteRequestDone", None)
+        if done is not None:
+            done()
+
+    def connectionLost(self, reason: Any) -> None:
+        """
+        Abandon an answer being relayed, then as usual.
+        """
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.cancel()
+            self._byteRequestDone()
+        GuardedHTTPChannel.connectionLost(self, reason)
 
 
 def fast_channel_factory(*site: Any) -> _GenericHTTPChannelProtocol:
@@ -253,13 +326,22 @@ class FastHits:
     decision is left to the stock path, which decides again: deciding
     changes nothing.
 
-    @ivar answered: how many requests this fast path answered.
+    A L{Bypass} of a server whose C{byte_path_ok} is set is passed through
+    by a L{ByteRelay} instead; a L{Fill} (not a revalidation) of a server
+    whose fast path is on is answered by a L{ByteFill}.
+
+    @ivar answered: how many requests this fast path answered from the
+        cache.
+    @ivar relayed: how many it passed through to the origin.
+    @ivar filled: how many fills it answered (through a L{ByteFill}).
     """
 
     def __init__(self, site: Any, clock: Any) -> None:
         self._site = site
         self._clock = clock
         self.answered = 0
+        self.relayed = 0
+        self.filled = 0
         self._hosts: Dict[str, Tuple[Any, bool]] = {}
         self._heads: Dict[bytes, Any] = {}
         self._memoResource: Any = None
@@ -271,7 +353,7 @@ class FastHits:
         @return: whether it is a valid host that the site's limits allow
             (remembered for the limits in force).
         """
-        limits = getattr(self._site, "limits", None) or DEFAULT_LIMITS
+        limits = self._limits()
         known = self._hosts.get(value)
         if known is not None and known[0] is limits:
             return known[1]
@@ -305,13 +387,32 @@ class FastHits:
                 self._heads[memo] = parsed
         if parsed is _NOT_FAST:
             return None
-        server, view, close = parsed
+        server, view, close, length = parsed
         method = view.method
         headers = view.headers
         target = view.target if not view.prefix else view.prefix + view.target
         decider = server.decider
         decision = decider.decide(view)
         kind = type(decision)
+        bodied = method in BODY_METHODS
+        limiter = decider.limiter
+        if bodied or limiter is not None:
+            # Every request counts against rate limits, hits too; a refusal
+            # is the stock path's to answer (refusing takes no token: it
+            # refuses again).
+            if limiter is not None and limiter.needs_client:
+                view.client = getattr(channel.transport.getPeer(), "host", None)
+            if decider.admit(view, False) is not None:
+                return None
+        if kind is Bypass and server.byte_path_ok and not (bodied and server.passthrough.adopts):
+            return self._relay(channel, server, self._own(channel, view), decision, target, close, length)
+        if kind is Fill and not bodied and decision.stale is None and server.fast_path_ok and not server.tiered:
+            # (A Redis tier is read before deciding a fill: the stock path.)
+            view = self._own(channel, view)
+            self.filled += 1
+            return ByteFill(channel, server, view, decision, target, view.headers, close, self._clock)
+        if bodied or not server.fast_path_ok:
+            return None
         if kind is PartHit:
             entry = decision.partial
             chunks = _render_part(decision)
@@ -322,14 +423,6 @@ class FastHits:
             return None
         if chunks is None:
             return None
-        limiter = decider.limiter
-        if limiter is not None:
-            # Hits count against rate limits too; a refusal is the stock
-            # path's to answer (refusing takes no token: it refuses again).
-            if limiter.needs_client:
-                view.client = getattr(channel.transport.getPeer(), "host", None)
-            if decider.admit(view, False) is not None:
-                return None
         decider.note(decision)
         if kind is Stale and decision.refresh:
             client = getattr(channel.transport.getPeer(), "host", None)
@@ -363,8 +456,8 @@ class FastHits:
         Parse, normalise and route one request head (C{data[start:end]}),
         received over TLS when C{secure}.
 
-        @return: C{(server, view, close)} for a request the fast path may
-            answer, else L{_NOT_FAST}. It depends on nothing but the head's
+        @return: C{(server, view, close, body length or None)} for a
+            request the channel may answer, else L{_NOT_FAST}. It depends on nothing but the head's
             bytes, the site's resource and its limits, so L{__call__}
             remembers it for heads that come again.
         """
@@ -373,6 +466,7 @@ class FastHits:
         if request_line is None:
             return _NOT_FAST
         method, target = request_line.group(1), request_line.group(2)
+        bodied = method in BODY_METHODS
         headers: Dict[str, str] = {}
         if line_end < end:
             if _HEADER_BLOCK.fullmatch(data, line_end + 2, end) is None:
@@ -380,9 +474,19 @@ class FastHits:
             for line in data[line_end + 2 : end].decode("ascii").split("\r\n"):
                 name, _, value = line.partition(":")
                 name = name.lower()
-                if name in _DISQUALIFYING or name in headers:
+                if name in headers or (
+                    name in _DISQUALIFYING and not (bodied and name == "content-length")
+                ):
                     return _NOT_FAST
                 headers[name] = value.strip(" \t")
+        length = None
+        if bodied and "content-length" in headers:
+            text = headers["content-length"]
+            if not text.isdigit() or len(text) > 15:
+                return _NOT_FAST
+            length = int(text)
+            if length > self._limits().max_request_body:
+                return _NOT_FAST
         host = headers.get("host")
         if host is None or not self._host_ok(host):
             return _NOT_FAST
@@ -412,12 +516,49 @@ class FastHits:
             if depth:
                 prefix = b"/" + b"/".join(segments[:depth])
                 path = b"/" + b"/".join(segments[depth:])
-        if not server.fast_path_ok:
+        if not server.fast_path_ok and not server.byte_path_ok:
             return _NOT_FAST
         view = RequestView(method, path, query, headers, None, None, secure, prefix)
         if server.config.rewrite:
             apply_rewrite(server.config.rewrite, view)
-        return server, view, close
+        return server, view, close, length
+
+    @staticmethod
+    def _own(channel: Any, view: RequestView) -> RequestView:
+        """
+        @return: a view of its own for a request the channel forwards (the
+            remembered one is shared by every request of the same head):
+            with the client's address, and its request id (the client's, or
+            a new one) among its headers.
+        """
+        transport = channel.transport
+        headers = dict(view.headers)
+        rid = headers.get("x-request-id")
+        if rid is None or not acceptable(rid):
+            headers["x-request-id"] = new_request_id()
+        return RequestView(
+            view.method, view.path, view.query, headers, None,
+            getattr(transport.getPeer(), "host", None), view.secure, view.prefix,
+        )
+
+    def _relay(self, channel: Any, server: Any, view: RequestView, decision: Bypass, target: bytes,
+               close: bool, length: Optional[int]) -> ByteRelay:
+        """
+        @param length: the request body's length, or C{None} for none.
+        @return: the L{ByteRelay} that passes the request through.
+        """
+        transport = channel.transport
+        self.relayed += 1
+        relay = ByteRelay(channel, server, view, decision.status, close, self._clock)
+        relay.target = target
+        if length is not None:
+            relay.take_body(length)
+            if length:
+                relay.body.registerProducer(transport, True)
+        return relay
+
+    def _limits(self) -> Any:
+        return getattr(self._site, "limits", None) or DEFAULT_LIMITS
 
     @staticmethod
     def _render(entry: Any, answer: Any, method: bytes):
@@ -464,32 +605,3 @@ class FastHits:
                 first, last, len(body), last - first + 1)
             return 206, wire, extra, body[first : last + 1]
         return None
-
-
-class FastHitRecord:
-    """
-    What an access-log formatter reads of a request, for a hit answered by
-    the fast path (which builds no L{Request}).
-    """
-
-    clientproto = b"HTTP/1.1"
-
-    def __init__(self, channel: Any, method: bytes, uri: bytes, headers: Dict[str, str],
-                 code: int, length: int, request_id: str = "") -> None:
-        self._channel = channel
-        self.method = method
-        self.uri = uri
-        self._headers = headers
-        self.code = code
-        self.sentLength = length
-        self._requestId = request_id
-
-    def getClientAddress(self) -> Any:
-        return self._channel.transport.getPeer()
-
-    def getHeader(self, name: bytes) -> Optional[bytes]:
-        key = name.decode("latin-1").lower()
-        if key == "x-request-id" and self._requestId:
-            return self._requestId.encode("latin-1")
-        value = self._headers.get(key)
-        return None if value is None else value.encode("latin-1")

@@ -25,6 +25,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from phantom_frame._version import __version__
+from phantom_frame.proxy.client import IOriginClient, IResponseReceiver
 from phantom_frame.proxy.status import RESULTS
 from phantom_frame.http.routing import current_request
 
@@ -150,6 +151,85 @@ class TimingAgent:
         return d
 
 
+@implementer(IOriginClient)
+class TimingClient:
+    """
+    An L{IOriginClient} that times the requests another one makes, as
+    L{TimingAgent} does: from the request to the final head (or the failure
+    before it), into the upstream histogram and onto the client request
+    being answered (C{request.phantomUpstream}).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        clock: IReactorTime,
+        observe: Callable[[float], None],
+        failed: Callable[[], None],
+    ) -> None:
+        """
+        @param client: makes the requests.
+        @param clock: measures them.
+        @param observe: records a duration, in seconds.
+        @param failed: counts a request that failed before its head.
+        """
+        self._client = client
+        self._clock = clock
+        self._observe = observe
+        self._failed = failed
+
+    def request(self, method: bytes, target: bytes, headers: Any, receiver: Any, body: Any = None) -> Deferred:
+        """
+        Make the request with the wrapped client and time it.
+
+        @return: the wrapped client's L{Deferred}.
+        """
+        timed = _Timed(receiver, self, self._clock.seconds(), current_request.get())
+        d = self._client.request(method, target, headers, timed, body)
+        d.addErrback(timed.failed)
+        return d
+
+    def _record(self, started: float, client: Any) -> None:
+        elapsed = self._clock.seconds() - started
+        self._observe(elapsed)
+        if client is not None:
+            client.phantomUpstream = (getattr(client, "phantomUpstream", None) or 0.0) + elapsed
+
+
+@implementer(IResponseReceiver)
+class _Timed:
+    """
+    A receiver that notes when the final head came, for a L{TimingClient}.
+    """
+
+    __slots__ = ("_receiver", "_timing", "_started", "_client", "_timed")
+
+    def __init__(self, receiver: Any, timing: TimingClient, started: float, client: Any) -> None:
+        self._receiver = receiver
+        self._timing = timing
+        self._started = started
+        self._client = client
+        self._timed = False
+
+    def interimReceived(self, head: Any) -> None:
+        self._receiver.interimReceived(head)
+
+    def headReceived(self, head: Any, producer: Any) -> None:
+        self._timed = True
+        self._timing._record(self._started, self._client)
+        self._receiver.headReceived(head, producer)
+
+    def bodyReceived(self, data: bytes) -> None:
+        self._receiver.bodyReceived(data)
+
+    def failed(self, failure: Failure) -> Failure:
+        if not self._timed:
+            self._timed = True
+            self._timing._record(self._started, self._client)
+            self._timing._failed()
+        return failure
+
+
 class Metrics:
     """
     The metrics of one running proxy.
@@ -231,6 +311,19 @@ class Metrics:
         """
         return TimingAgent(
             agent,
+            self._clock,
+            self.upstream_duration.labels(server).observe,
+            self.upstream_errors.labels(server).inc,
+        )
+
+    def timing_client(self, client: Any, server: str) -> TimingClient:
+        """
+        @param client: the L{IOriginClient} of C{server}'s origin.
+        @param server: the server's name, the C{server} label.
+        @return: C{client}, timed into the upstream histogram.
+        """
+        return TimingClient(
+            client,
             self._clock,
             self.upstream_duration.labels(server).observe,
             self.upstream_errors.labels(server).inc,

@@ -14,7 +14,7 @@ is L{Decider.note}, called by whoever rendered it.
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import attr
 from twisted.internet.interfaces import IReactorTime

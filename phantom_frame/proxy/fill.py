@@ -48,8 +48,6 @@ from phantom_frame.proxy.origin import (
     BodyRelay,
     Header,
     UpstreamError,
-    end_to_end,
-    known_length,
 )
 
 #: Logged as the server's own events (namespace C{phantom_frame.proxy}).
@@ -224,10 +222,10 @@ class Filler:
         request_time = self._clock.seconds()
         response = await self._origin.request(method, path_qs, headers, body)
         response_time = self._clock.seconds()
-        rheaders = end_to_end(response.headers)
+        rheaders = response.pairs
         status = response.code
         if status == 304 and stale is not None:
-            response.deliverBody(BodyRelay(self._clock, config.upstream_timeout, 0))
+            response.deliverBody(BodyRelay(self._clock, None, 0))
             self._freshen(stale, rheaders, request_time, response_time)
             return Shared(stale, 304)
         if ranged and status == 206:
@@ -238,7 +236,7 @@ class Filler:
             # status is a failed snapshot, not a page.
             reason = response_bypass_reason(status, rheaders, CacheStrategy.ALL)
             if status >= 400 or reason is not None:
-                drain = BodyRelay(self._clock, config.upstream_timeout, 65536)
+                drain = BodyRelay(self._clock, None, 65536)
                 response.deliverBody(drain)
                 drain.ready().addCallbacks(lambda complete: complete or drain.abort(), lambda _: None)
                 raise SnapshotError(
@@ -263,7 +261,7 @@ class Filler:
         shareable = snapshot or marked_shareable(rheaders)
         if reason is None and private and not shareable:
             reason = "cookie"
-        length = known_length(response)
+        length = response.length
         if reason is None and length is not None and length > config.max_cacheable_bytes:
             if snapshot:
                 raise SnapshotError(f"larger than max_cacheable_bytes ({length} bytes)")
@@ -273,7 +271,7 @@ class Filler:
         # off can fall back on the stale entry.
         buffered = reason is None or (stale is not None and status < 500)
         limit = config.max_cacheable_bytes if buffered else None
-        relay = BodyRelay(self._clock, config.upstream_timeout, limit)
+        relay = BodyRelay(self._clock, None, limit)
         response.deliverBody(relay)
         if not buffered:
             return Exclusive((response, relay), reason, relay.abort)
@@ -408,7 +406,7 @@ class Filler:
         §4), when it is storable with explicit freshness and no fill of
         C{key} is running.
         """
-        rheaders = end_to_end(response.headers)
+        rheaders = response.pairs
         directives = ResponseDirectives.parse(rheaders)
         status = response.code
         reason = response_bypass_reason(

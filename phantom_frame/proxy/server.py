@@ -41,10 +41,12 @@ from phantom_frame.proxy.decision import (
 )
 from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.fill import Filler
+from phantom_frame.proxy.client import IOriginClient
 from phantom_frame.proxy.origin import Origin, UpstreamError
 from phantom_frame.proxy.parts import PART_STORED
 from phantom_frame.proxy.purge import purge_answer
 from phantom_frame.proxy.rules import apply_rewrite
+from phantom_frame.proxy.pool import OriginPool, endpoint_factory
 from phantom_frame.proxy.passthrough import (
     Passthrough,
     content_location_is_target,
@@ -71,6 +73,8 @@ class ProxyServer:
     @ivar config: its settings.
     @ivar cache: its stored responses.
     @ivar origin: where its requests go.
+    @ivar origin_pool: the server's own connections to its origin, or
+        C{None} when it was given a client.
     @ivar decider: decides how each request is answered.
     @ivar filler: fills the cache from the origin.
     @ivar passthrough: relays what the cache does not answer.
@@ -79,6 +83,8 @@ class ProxyServer:
         C{None}.
     @ivar webhooks: the server's webhooks.
     @ivar fast_path_ok: whether the channel's fast path may answer for it.
+    @ivar byte_path_ok: whether the channel may pass its requests through
+        at the byte level (L{phantom_frame.http.relay.ByteRelay}).
     """
 
     def __init__(
@@ -88,16 +94,19 @@ class ProxyServer:
         agent: IAgent,
         reactor,
         runner: Callable,
+        client: Optional[IOriginClient] = None,
         redis: Any = None,
     ) -> None:
         """
         @param name: the server's name (config block), used for stats and
             the filesystem bucket.
         @param config: its settings.
-        @param agent: reaches the origin.
-        @param reactor: clock and threads.
+        @param agent: makes the webhook calls.
+        @param reactor: clock, connections and threads.
         @param runner: runs blocking work (compression, file I/O) off the
             reactor thread.
+        @param client: reaches the origin; when C{None}, the server keeps
+            its own L{OriginPool} (see L{origin_pool}).
         @param redis: the L{phantom_frame.cache.bus.RedisNode} of a
             C{redis} server.
         @raise ValueError: for a C{redis} server without one.
@@ -105,7 +114,13 @@ class ProxyServer:
         self.name = name
         self.config = config
         self._clock = reactor
-        self.origin = Origin(config.proxy_url, agent, reactor, config.upstream_timeout)
+        self.origin_pool: Optional[OriginPool] = None
+        if client is None:
+            self.origin_pool = OriginPool(
+                reactor, endpoint_factory(reactor), keepalive_timeout=config.upstream_keepalive_timeout
+            )
+            client = self.origin_pool.client(config.proxy_url, config.upstream_timeout)
+        self.origin = Origin(config.proxy_url, client, reactor, config.upstream_timeout)
         self.tiered = config.cache_storage_mode == CacheStorageMode.REDIS
         if self.tiered:
             if redis is None:
@@ -153,6 +168,7 @@ class ProxyServer:
             and config.cache_key_fn is None
             and config.cache_storage_mode != CacheStorageMode.FILESYSTEM
         )
+        self.byte_path_ok = not self.webhooks and config.cache_key_fn is None
         self.resource = ProxyResource(self)
 
     def open(self) -> None:
@@ -163,9 +179,12 @@ class ProxyServer:
 
     def close(self) -> None:
         """
-        Drop the cache and close the store.
+        Drop the cache and close the store, and the idle connections of the
+        server's own origin pool.
         """
         self.cache.close()
+        if self.origin_pool is not None:
+            self.origin_pool.close()
 
     # Requests
 

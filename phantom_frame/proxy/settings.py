@@ -115,6 +115,7 @@ class CreateProxyConfig:
     cache_max_bytes: int = 256 * MiB
     max_cacheable_bytes: int = 8 * MiB
     upstream_timeout: float = 30.0
+    upstream_keepalive_timeout: float = 4.0
     cache_policy: CachePolicy = attr.ib(
         default=CachePolicy.PRERENDER, converter=CachePolicy
     )
@@ -278,3 +279,11 @@ class CreateProxyConfig:
             hits included); over one, a request gets 429.
         """
         return self._with(rate_limits=limits)
+
+    def with_upstream_keepalive_timeout(self, seconds: float) -> CreateProxyConfig:
+        """
+        @param seconds: how long an idle connection to the origin is kept
+            for the next request (below the origin's own keep-alive
+            timeout: Node.js closes after 5 seconds).
+        """
+        return self._with(upstream_keepalive_timeout=seconds)
