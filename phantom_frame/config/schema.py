@@ -33,7 +33,6 @@ from phantom_frame.config.tables import (
 )
 from phantom_frame.config.redis_tier import check_prefix, check_redis_url
 from phantom_frame.config.values import (
-    Invalid,
     check_bind_to,
     check_bool,
     check_dotenv,
@@ -41,6 +40,7 @@ from phantom_frame.config.values import (
     check_port,
     check_string,
     check_token,
+    check_workers,
     choice_check,
     env_bool,
     env_dotenv,
@@ -48,6 +48,7 @@ from phantom_frame.config.values import (
     env_int,
     env_list,
     env_text,
+    env_workers,
     integer_check,
     is_path,
     is_pattern,
@@ -94,20 +95,6 @@ _SECONDS = _kind(seconds_check(0, inclusive=True), env_float)
 _SIZE_KIND = _kind(check_size, env_size)
 
 
-def _check_workers(value: object) -> Union[int, str]:
-    """
-    @return: C{value}, a positive integer or C{"auto"} (one per CPU).
-    @raise Invalid: for anything else.
-    """
-    if value == "auto" or (type(value) is int and value >= 1):
-        return value  # type: ignore[return-value]
-    raise Invalid(f'expected an integer > 0 or "auto", got {show(value)}')
-
-
-def _env_workers(text: str) -> Union[int, str]:
-    return text if text == "auto" else env_int(text)
-
-
 def _enum(cls: Any) -> Kind:
     """
     @param cls: an enum with a C{choices()} class method.
@@ -132,7 +119,7 @@ _ROOT_KINDS: Dict[str, Kind] = {
     "log_format": _kind(choice_check(("text", "json"))),
     "access_log": _BOOL,
     "shutdown_grace": _POSITIVE_SECONDS,
-    "workers": _kind(_check_workers, _env_workers),
+    "workers": _kind(check_workers, env_workers),
     "max_request_body": _SIZE_KIND,
     "max_header_bytes": _kind(size_check(1024), env_size),
     "client_header_timeout": _POSITIVE_SECONDS,

@@ -17,14 +17,12 @@ from twisted.web.iweb import IAgent
 from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame.cache.codec import Codec
-from phantom_frame.cache.lock import Exclusive, Shared
 from phantom_frame.cache.patterns import InvalidationPattern
 from phantom_frame.cache.redis import TieredCache
 from phantom_frame.cache.responses import ResponseCache
-from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.store import FilesystemStore, MemoryStore
 from phantom_frame.proxy import status as statuses
-from phantom_frame.proxy.answers import error_response, send_error, send_verdict
+from phantom_frame.proxy.answers import send_error, send_verdict
 from phantom_frame.proxy.decision import (
     NOT_PRE_GENERATED,
     Await,
@@ -39,11 +37,11 @@ from phantom_frame.proxy.decision import (
     Stale,
     Tunnel,
 )
-from phantom_frame.proxy.exchange import Exchange, set_status
+from phantom_frame.proxy.exchange import Exchange
+from phantom_frame.proxy.receivers import FillAnswer, SnapshotAnswer, reject_now, send_reject
 from phantom_frame.proxy.fill import Filler
 from phantom_frame.proxy.client import IOriginClient
 from phantom_frame.proxy.origin import Origin, UpstreamError
-from phantom_frame.proxy.parts import PART_STORED
 from phantom_frame.proxy.purge import purge_answer
 from phantom_frame.proxy.rules import apply_rewrite
 from phantom_frame.proxy.pool import OriginPool, endpoint_factory
@@ -199,7 +197,7 @@ class ProxyServer:
             apply_rewrite(self.config.rewrite, view)
         decision = self.decider.admit(view, upgrade)
         if isinstance(decision, Reject):
-            return _reject_now(request, decision)
+            return reject_now(request, decision)
         if isinstance(decision, Purge):
             return purge_answer(self, request, decision.pattern)
         exchange = Exchange(request, view)
@@ -312,7 +310,7 @@ class ProxyServer:
             # It joined a snapshot fetch that stored nothing: it asks itself.
             await self.passthrough.forward(exchange, statuses.forwarded("uri-miss", "not-shared"))
             return
-        await result.deliver(_FillAnswer(self, exchange, collapsed, fill))
+        await result.deliver(FillAnswer(self, exchange, collapsed, fill))
 
     async def _await_snapshot(self, exchange: Exchange, key: str) -> None:
         """
@@ -328,12 +326,12 @@ class ProxyServer:
         try:
             result = await waiter
         except SnapshotError:
-            _send_reject(exchange, NOT_PRE_GENERATED)
+            send_reject(exchange, NOT_PRE_GENERATED)
             return
         except UpstreamError as e:
             self.passthrough.origin_failed(exchange, e, "uri-miss")
             return
-        await result.deliver(_SnapshotAnswer(self, exchange))
+        await result.deliver(SnapshotAnswer(self, exchange))
 
     async def _serve_stale(self, exchange: Exchange, entry: Any) -> None:
         """
@@ -432,100 +430,3 @@ class ProxyServer:
                 self.snapshots.regenerate(list(self.snapshots.matching(lambda key: True).values()))
             return count
         return self.invalidate("*", keep_snapshots=True)
-
-
-def _reject_now(request, decision: Reject) -> bytes:
-    """
-    @return: the body of a L{Reject} answered from C{render}.
-    """
-    if decision.status.header:
-        request.responseHeaders.setRawHeaders(b"cache-status", [decision.status.header])
-    set_status(request, decision.status)
-    return error_response(request, decision.code, decision.text, decision.headers)
-
-
-def _send_reject(exchange: Exchange, decision: Reject) -> None:
-    """
-    Answer C{exchange} with the short error of C{decision}.
-    """
-    send_error(exchange, decision.code, decision.text, decision.status, decision.headers)
-
-
-class _SnapshotAnswer:
-    """
-    How a client of a pure pre-generated server that waited for a snapshot
-    fetch is answered (an L{phantom_frame.cache.lock.IFillReceiver}): with
-    the snapshot, whatever its variant; with a 404 when the fetch gave
-    nothing to store.
-    """
-
-    def __init__(self, server: ProxyServer, exchange: Exchange) -> None:
-        self._server = server
-        self._exchange = exchange
-
-    async def shared(self, result: Shared) -> None:
-        server, exchange = self._server, self._exchange
-        entry = result.entry
-        answer = server.decider.answer(exchange.view, entry)
-        await server.entries.render(exchange, entry, answer, statuses.COLLAPSED)
-
-    async def exclusive(self, result: Exclusive) -> None:
-        result.release()
-        _send_reject(self._exchange, NOT_PRE_GENERATED)
-
-    async def not_shared(self, result: Any) -> None:
-        _send_reject(self._exchange, NOT_PRE_GENERATED)
-
-
-class _FillAnswer:
-    """
-    How a client is answered with its fill's result (a receiver of
-    L{phantom_frame.cache.lock.Shared}, L{Exclusive} and C{NOT_SHARED}:
-    an L{phantom_frame.cache.lock.IFillReceiver}).
-    """
-
-    def __init__(self, server: ProxyServer, exchange: Exchange, collapsed: bool, fill: Fill) -> None:
-        self._server = server
-        self._exchange = exchange
-        self._collapsed = collapsed
-        self._fill = fill
-        self._fwd = "stale" if fill.stale is not None else "uri-miss"
-
-    async def shared(self, result: Shared) -> None:
-        server, exchange = self._server, self._exchange
-        view = exchange.view
-        entry = result.entry
-        if entry.vary and entry.variant != variant_of(entry.vary, view.headers.get):
-            await server.passthrough.forward(exchange, statuses.forwarded(self._fwd, "vary"))
-            return
-        if self._fill.stale is not None:
-            status = statuses.revalidated(result.origin_status)
-        else:
-            status = statuses.COLLAPSED if self._collapsed else statuses.STORED
-        await server.entries.render(exchange, entry, server.decider.answer(view, entry), status)
-
-    async def exclusive(self, result: Exclusive) -> None:
-        server, exchange = self._server, self._exchange
-        response, relay = result.value
-        stale = self._fill.stale
-        if (
-            stale is not None
-            and response.code >= 500
-            and server.decider.may_serve_stale(stale, self._fill.directives)
-        ):
-            result.release()
-            await server._serve_stale(exchange, stale)
-            return
-        await server.passthrough.relay(
-            exchange,
-            response,
-            relay,
-            statuses.STORED if result.reason == PART_STORED else statuses.forwarded(self._fwd, result.reason),
-            self._fwd,
-            identity=True,
-        )
-
-    async def not_shared(self, result: Any) -> None:
-        await self._server.passthrough.forward(
-            self._exchange, statuses.forwarded(self._fwd, "not-shared")
-        )
