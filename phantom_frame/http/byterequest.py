@@ -207,7 +207,7 @@ class ByteFill:
         """
         Render the decision.
         """
-        exchange = Exchange(self.request, self.view)
+        exchange = Exchange(self.request, self.view, self.server.config.headers)
         token = current_request.set(self.request)
         try:
             d = self._deferred = Deferred.fromCoroutine(self.server.render(exchange, self._decision))

@@ -177,6 +177,11 @@ class FastHits:
             return ByteFill(channel, server, view, decision, target, view.headers, close, self._clock)
         if bodied or not server.fast_path_ok:
             return None
+        rules = server.config.headers
+        if rules.response_set or rules.response_remove:
+            # Answers from the cache with header rules: the stock path
+            # applies them (the pre-serialised heads are the entry's).
+            return None
         if kind is PartHit:
             entry = decision.partial
             chunks = _render_part(decision)

@@ -22,6 +22,7 @@ from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.client import Framing, IResponseReceiver, RequestBody, ResponseHead, StalledBody
 from phantom_frame.proxy.origin import BrokenBody, UpstreamError, UpstreamTimeout, upstream_error
 from phantom_frame.proxy.passthrough import forward_headers
+from phantom_frame.proxy.rules import variables_of
 from phantom_frame.proxy.status import CacheStatus, forwarded
 from phantom_frame.proxy.transfer import Inflater, TransferDecodeError
 
@@ -125,7 +126,7 @@ class ByteRelay:
         """
         view = self._view
         origin = self._server.origin
-        headers = forward_headers(view)
+        headers = forward_headers(view, rules=self._server.config.headers)
         headers.insert(0, origin.host)
         body = self.body
         if body is not None and not self.body_left:
@@ -175,13 +176,19 @@ class ByteRelay:
         lines = [b"HTTP/1.1 %d %s\r\n" % (code, head.phrase)]
         dated = False
         body = framing is not Framing.EMPTY
+        rules = self._server.config.headers
+        dropped = rules.response_dropped if rules else ()
         for name, value in head.end_to_end():
             n = len(name)
             if n == 4 and name.lower() == b"date":
                 dated = True
             elif n == 14 and body and name.lower() == b"content-length":
                 continue
+            if dropped and name.lower() in dropped:
+                continue
             lines.append(name + b": " + value + b"\r\n")
+        if rules.response_set:
+            lines.append(rules.response_lines(variables_of(self._view)))
         if not dated:
             lines.append(b"Date: " + http_date(self._clock.seconds()) + b"\r\n")
         if head.codings:

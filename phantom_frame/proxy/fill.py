@@ -151,7 +151,7 @@ class Filler:
         @return: this caller's L{Deferred} and whether it joined a fill
             another request started (see C{ResponseCache.fill}).
         """
-        fwd = forward_headers(view, RANGED_DROPPED if ranged else FILL_DROPPED)
+        fwd = forward_headers(view, RANGED_DROPPED if ranged else FILL_DROPPED, self._config.headers)
         authorized = "authorization" in view.headers
         method = b"GET" if view.method == b"HEAD" else view.method
         target = view.target

@@ -28,6 +28,7 @@ from phantom_frame.proxy.origin import (
     body_producer,
     connection_named,
 )
+from phantom_frame.proxy.rules import NO_RULES, HeaderRules, variables_of
 from phantom_frame.proxy.status import CacheStatus, forwarded
 from phantom_frame.proxy.view import RequestView
 
@@ -56,12 +57,12 @@ def request_body(request):
     return body_producer(content, content.tell())
 
 
-def forward_headers(view: RequestView, drop: frozenset = frozenset()) -> List[Header]:
+def forward_headers(view: RequestView, drop: frozenset = frozenset(), rules: HeaderRules = NO_RULES) -> List[Header]:
     """
     @param drop: more request headers (lower-cased) not to forward.
     @return: the request's end-to-end headers for the origin, with the
         C{X-Forwarded-For}, C{X-Forwarded-Proto} and C{X-Forwarded-Host}
-        the proxy sets.
+        the proxy sets, and the server's request header C{rules} applied.
     """
     raw = view.pairs()
     excluded = HOP_BY_HOP | drop | _REPLACED
@@ -78,6 +79,8 @@ def forward_headers(view: RequestView, drop: frozenset = frozenset()) -> List[He
     host = view.values(b"host")
     if host:
         pairs.append((b"X-Forwarded-Host", host[0]))
+    if rules.request_set or rules.request_remove:
+        pairs = rules.request(pairs, variables_of(view))
     return pairs
 
 
@@ -183,7 +186,7 @@ class Passthrough:
         request_time = self._clock.seconds()
         try:
             response = await self._origin.request(
-                view.method, view.target, forward_headers(view), request_body(request)
+                view.method, view.target, forward_headers(view, rules=exchange.rules), request_body(request)
             )
         except UpstreamError as e:
             self.origin_failed(exchange, e, "bypass")

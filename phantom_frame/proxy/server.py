@@ -200,7 +200,7 @@ class ProxyServer:
             return reject_now(request, decision)
         if isinstance(decision, Purge):
             return purge_answer(self, request, decision.pattern)
-        exchange = Exchange(request, view)
+        exchange = Exchange(request, view, self.config.headers)
         if decision is None or self.webhooks.blocking:
             d = Deferred.fromCoroutine(self._answer(exchange, decision))
             request.notifyFinish().addErrback(lambda _: d.cancel())
@@ -350,7 +350,7 @@ class ProxyServer:
         and forwarding headers, and bytes are spliced both ways.
         """
         view = exchange.view
-        headers = forward_headers(view)
+        headers = forward_headers(view, rules=self.config.headers)
         headers.append((b"Connection", b"Upgrade"))
         for value in view.values(b"upgrade"):
             headers.append((b"Upgrade", value))
