@@ -24,6 +24,7 @@ from phantom_frame.ops.control import ControlResource
 from phantom_frame.ops.control_site import ControlSite
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.ops.reload import HangupReloader, Reloader
+from phantom_frame.proxy.pool import OriginPool, endpoint_factory
 from phantom_frame.startup import listener
 
 log = Logger()
@@ -132,14 +133,18 @@ class InOrder(MultiService):
 
 class CacheService(Service):
     """
-    Owns the caches and the origin connection pool: closes them last.
+    Owns the caches and the connection pools (the origins' and the
+    webhooks'): closes them last.
     """
 
-    def __init__(self, handle: CacheHandle, pool: Any, runner: ThreadRunner, redis: Any = None) -> None:
+    def __init__(
+        self, handle: CacheHandle, pool: Any, runner: ThreadRunner, redis: Any = None, origins: Any = None
+    ) -> None:
         self.handle = handle
         self._pool = pool
         self._runner = runner
         self._redis = redis
+        self._origins = origins
 
     def startService(self) -> None:
         """
@@ -153,7 +158,11 @@ class CacheService(Service):
         super().stopService()
         self.handle.close()
         self._runner.stop()
-        closing = [] if self._pool is None else [self._pool.closeCachedConnections()]
+        closing = []
+        if self._pool is not None:
+            closing.append(self._pool.closeCachedConnections())
+        if self._origins is not None:
+            closing.append(self._origins.close())
         if self._redis is not None:
             closing.append(self._redis.stop())
         return gatherResults(closing).addCallback(lambda _: None)
@@ -216,22 +225,37 @@ class ServerBuilder:
         metrics: Optional[Metrics],
         redis: Any = None,
         health: Optional[HealthService] = None,
+        control_auth: Callable[[], Optional[str]] = lambda: None,
+        origins: Any = None,
     ) -> None:
         """
         @param reactor: the reactor everything runs on.
-        @param agent: reaches every origin.
+        @param agent: makes the webhook calls.
         @param runner: runs compression and file I/O.
         @param metrics: times origin requests, or L{None}.
         @param redis: the L{phantom_frame.cache.bus.RedisNode} of the
             C{redis} servers, or L{None}.
         @param health: runs the health checks of the servers built.
+        @param control_auth: see L{control_auth}.
+        @param origins: reaches every origin: an
+            L{phantom_frame.proxy.pool.OriginPool} (one over the reactor
+            when omitted).
         """
         self._health = health
+        if origins is None:
+            origins = OriginPool(reactor, endpoint_factory(reactor))
+        self.origins = origins
         self._reactor = reactor
         self._agent = agent
         self._runner = runner
         self._metrics = metrics
         self._redis = redis
+        #: Returns the control site's token, which a C{PURGE} may carry; read
+        #: at each C{PURGE}, by every server this builder made.
+        self.control_auth = control_auth
+
+    def _purge_token(self) -> Optional[str]:
+        return self.control_auth()
 
     def __call__(self, block: ServerConfig, handle: CacheHandle) -> Any:
         """
@@ -239,14 +263,18 @@ class ServerBuilder:
         @param handle: gets the server.
         @return: the server, opened; its snapshot warm-up is not started.
         """
-        agent = self._agent
-        timing = None
-        if self._metrics is not None:
-            agent = timing = self._metrics.timing_agent(agent, block.name)
+        proxy = block.proxy
+        origins, metrics = self.origins, self._metrics
+
+        def client_for(url: str) -> Any:
+            client = origins.client(url, proxy.upstream_timeout, proxy.upstream_keepalive_timeout)
+            return client if metrics is None else metrics.timing_client(client, block.name)
+
         create_proxy(
-            block.proxy,
+            proxy,
             self._reactor,
-            agent=agent,
+            agent=self._agent,
+            client_for=client_for,
             name=block.name,
             handle=handle,
             runner=self._runner,
@@ -254,9 +282,7 @@ class ServerBuilder:
             redis=self._redis,
         )
         built = handle.server(block.name)
-        if timing is not None:
-            # Webhooks share the agent: time only the origin's URLs.
-            timing.prefix = built.origin.url_for(b"")
+        built.decider.purge_token = self._purge_token
         if self._health is not None:
             self._health.add(built)
         return built
@@ -312,7 +338,9 @@ def build_service(
 
         redis = RedisNode(config.redis_url, reactor, config.redis_prefix, config.redis_l1_bytes)
     health = HealthService()
-    build = ServerBuilder(reactor, agent, runner, metrics, redis, health)
+    build = ServerBuilder(
+        reactor, agent, runner, metrics, redis, health, control_auth=lambda: config.control_auth
+    )
     supervisor = OriginSupervisor(reactor, metrics, dotenv=config.dotenv)
     warmups = WarmUps(reactor, timeout=origin_timeout)
     for block in config.servers:
@@ -327,7 +355,7 @@ def build_service(
         acme = AcmeService(config.acme, reactor)
     extra_routes = () if acme is None else acme.routes
     router = Router(
-        [(b.bind_to, handle.server(b.name).resource, b.name) for b in config.servers]
+        config.routes({b.name: handle.server(b.name).resource for b in config.servers})
         + list(extra_routes)
     )
     site = ProxySite(
@@ -339,7 +367,7 @@ def build_service(
         limits=config.client_limits(),
     )
     metrics.site = site
-    CacheService(handle, pool, runner, redis).setServiceParent(top)
+    CacheService(handle, pool, runner, redis, build.origins).setServiceParent(top)
     supervisor.setServiceParent(top)
     warmups.setServiceParent(top)
     health.setServiceParent(top)
@@ -377,6 +405,7 @@ def build_service(
         routes=extra_routes,
     )
     control_resource.reloader = reloader
+    build.control_auth = lambda: reloader.config.control_auth
     HangupReloader(reloader.reload, reactor, install_signals).setServiceParent(top)
     control = ControlSite(control_resource, reactor=reactor)
     control.noisy = False

@@ -12,13 +12,17 @@ import treq
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.test import iosim
 from twisted.web.client import Agent
 from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 from zope.interface import implementer
 
 from phantom_frame.cache.threads import runInline
@@ -28,6 +32,8 @@ from phantom_frame.proxy.handle import CacheHandle
 from phantom_frame.ops.metrics import Metrics
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
+from phantom_frame.proxy.client import IOriginClient
+from phantom_frame.proxy.pool import OriginAddress, OriginClient, OriginPool
 from phantom_frame.service import ServerBuilder
 
 
@@ -89,6 +95,127 @@ class SiteAgent:
                 self._pumps.discard(pump)
 
 
+@implementer(IStreamClientEndpoint)
+class _SiteEndpoint:
+    """
+    Connects to a L{Site} in memory, over an L{iosim} pair of transports.
+    """
+
+    def __init__(self, origin: MemoryOrigin, address: OriginAddress) -> None:
+        self._origin = origin
+        self._address = address
+
+    def connect(self, factory: Any) -> Deferred:
+        """
+        @return: a L{Deferred} of a connected protocol of C{factory}, or a
+            refused connection while the origin is C{down}.
+        """
+        origin = self._origin
+        if origin.down:
+            return fail(ConnectionRefusedError("refused"))
+        server_address = IPv4Address("TCP", "127.0.0.1", self._address.port)
+        client_address = IPv4Address("TCP", "127.0.0.1", 50000 + origin.connections)
+        origin.connections += 1
+        client = factory.buildProtocol(server_address)
+        server = origin.site.buildProtocol(client_address)
+        server_transport = iosim.FakeTransport(
+            server, isServer=True, hostAddress=server_address, peerAddress=client_address
+        )
+        client_transport = iosim.FakeTransport(
+            client, isServer=False, hostAddress=client_address, peerAddress=server_address
+        )
+        origin.pumps.add(iosim.connect(server, server_transport, client, client_transport, greet=False))
+        return succeed(client)
+
+
+@implementer(IOriginClient)
+class _Flushing:
+    """
+    An origin client whose requests are delivered as soon as they are sent.
+    """
+
+    def __init__(self, client: OriginClient, origin: MemoryOrigin) -> None:
+        self._client = client
+        self._origin = origin
+
+    def request(self, *args: Any, **kw: Any) -> Deferred:
+        """
+        Send a request (see L{IOriginClient.request}), and move its bytes.
+        """
+        d = self._client.request(*args, **kw)
+        self._origin.flush()
+        return d
+
+
+class MemoryOrigin:
+    """
+    An origin in memory for the proxy's origin client: a real
+    L{OriginPool} whose connections reach a real L{Site} of C{resource}
+    over L{iosim} transports (as L{RequestTraversalAgent} does for an
+    L{IAgent}). Bytes move when L{flush} is called.
+
+    @ivar pool: the pool, on the proxy's clock.
+    @ivar site: the origin's site, on a clock of its own.
+    @ivar down: while set, connections are refused.
+    @ivar connections: connections made so far.
+    """
+
+    def __init__(self, resource: Any, clock: Any) -> None:
+        """
+        @param resource: the origin's root resource (or a L{Site}).
+        @param clock: the proxy's clock: the client's timeouts run on it.
+        """
+        self.site = resource if isinstance(resource, Site) else Site(resource, reactor=Clock())
+        self.site.displayTracebacks = False
+        self.pool = OriginPool(clock, lambda address: _SiteEndpoint(self, address))
+        self.pumps: Set[iosim.IOPump] = set()
+        self._down = False
+        self.connections = 0
+
+    @property
+    def down(self) -> bool:
+        """
+        Whether the origin refuses connections; setting it closes the
+        pool's idle ones.
+        """
+        return self._down
+
+    @down.setter
+    def down(self, down: bool) -> None:
+        self._down = down
+        if down:
+            self.pool.close()
+            self.flush()
+
+    def client(self, url: str, timeout: float = 30.0, keepalive_timeout: Optional[float] = None) -> Any:
+        """
+        @return: the L{IOriginClient} of C{url} (see L{OriginPool.client}),
+            whose requests reach the site at once (as
+            L{RequestTraversalAgent}'s do).
+        """
+        return _Flushing(self.pool.client(url, timeout, keepalive_timeout), self)
+
+    def client_for(self, config: Any) -> OriginClient:
+        """
+        @param config: a L{phantom_frame.proxy.settings.CreateProxyConfig}.
+        @return: the client a server of C{config} reaches its origin with.
+        """
+        return self.client(config.proxy_url, config.upstream_timeout, config.upstream_keepalive_timeout)
+
+    def flush(self) -> None:
+        """
+        Move every pending byte both ways, and connection closes.
+        """
+        for _ in range(10):
+            moved = False
+            for pump in list(self.pumps):
+                moved = pump.flush(advanceClock=False) or moved
+                if pump.clientIO.disconnected and pump.serverIO.disconnected:
+                    self.pumps.discard(pump)
+            if not moved:
+                return
+
+
 class Proxy:
     """
     The proxy of a configuration (its servers built as
@@ -98,14 +225,22 @@ class Proxy:
 
     def __init__(self, testcase: Any, config: Config, origin: Resource, **site: Any) -> None:
         self.clock = Clock()
-        self.origin_agent = RequestTraversalAgent(origin)
+        self.origin_agent = MemoryOrigin(origin, self.clock)
+        self.webhook_agent = RequestTraversalAgent(origin)
         self.handle = CacheHandle()
         self.metrics = Metrics(self.handle, self.clock)
-        self.build = ServerBuilder(self.clock, self.origin_agent, runInline, self.metrics)
+        self.build = ServerBuilder(
+            self.clock,
+            self.webhook_agent,
+            runInline,
+            self.metrics,
+            origins=self.origin_agent,
+            control_auth=lambda: config.control_auth,
+        )
         for block in config.servers:
             self.build(block, self.handle)
         testcase.addCleanup(self.handle.close)
-        router = Router([(b.bind_to, self.handle.server(b.name).resource, b.name) for b in config.servers])
+        router = Router(config.routes({b.name: self.handle.server(b.name).resource for b in config.servers}))
         self.site = ProxySite(
             router,
             reactor=self.clock,
@@ -126,6 +261,7 @@ class Proxy:
         """
         for _ in range(20):
             self.origin_agent.flush()
+            self.webhook_agent.flush()
             self.agent.flush()
             self.control_agent.flush()
             self.clock.advance(0)

@@ -239,11 +239,13 @@ class Running:
             config = attr.evolve(config, proxy_url=url)
         from phantom_frame.embed import default_agent
 
-        self.agent, self.upstreamPool = default_agent(reactor)
+        self.agent, self.webhookPool = default_agent(reactor)
         self.resource, self.handle = create_proxy(config, reactor, agent=self.agent, **proxy)
         self.server = next(self.handle.servers())
+        self.upstreamPool = self.server.origin_pool
         testcase.addCleanup(self.handle.close)
-        testcase.addCleanup(self.upstreamPool.closeCachedConnections)
+        testcase.addCleanup(self.upstreamPool.close)
+        testcase.addCleanup(self.webhookPool.closeCachedConnections)
         self.site = Site(self.resource)
         self.site.displayTracebacks = False
         self.site.noisy = False
@@ -271,7 +273,7 @@ class Running:
         connections to it.
         """
         await self.originPort.stopListening()
-        await self.upstreamPool.closeCachedConnections()
+        await self.upstreamPool.close()
 
     def request(
         self, method: str, path: str, headers: Optional[Dict[str, str]] = None, data: Optional[bytes] = None

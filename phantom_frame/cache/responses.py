@@ -6,11 +6,17 @@ keys (with C{Vary} variants, see L{Variance}), bounds them by bytes (main
 L{LRU}) and by count (404 L{LRU}), keeps pinned snapshots outside both, runs
 one fill per key at a time with any number of waiters (L{FillLock}), and
 forgets entries synchronously on invalidation.
+
+Beside the entries, a small area holds the L{PartialEntry} of each key that
+206 answers gave parts of (RFC 9111 §3.3): its parts count against the same
+byte bound, and when room is needed the least recently used partial
+entries go first, then the least recently used entries.
 """
 
 from __future__ import annotations
 
 import builtins
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -19,6 +25,7 @@ from twisted.internet.interfaces import IReactorTime
 from phantom_frame.cache.entry import CacheEntry, Header, Variant
 from phantom_frame.cache.lock import FillLock, FillResult
 from phantom_frame.cache.lru import LRU, Slot
+from phantom_frame.cache.partial import PartialEntry, merge
 from phantom_frame.cache.patterns import InvalidationPattern
 from phantom_frame.cache.store import StoredBody
 from phantom_frame.cache.variance import Variance
@@ -65,6 +72,8 @@ class ResponseCache:
         self._max404 = max_404_entries
         self._pinned: Dict[Slot, CacheEntry] = {}
         self._pinnedBytes = 0
+        self._partials: "OrderedDict[str, PartialEntry]" = OrderedDict()
+        self._partialBytes = 0
         self._variance = Variance(max_variants)
         self._lock = FillLock(name, self._store, self._forget)
         self.hits = 0
@@ -113,9 +122,10 @@ class ResponseCache:
     @property
     def bytes(self) -> int:
         """
-        The accounted size of every stored entry (pinned, main and 404).
+        The accounted size of every stored entry (pinned, main and 404)
+        and partial entry.
         """
-        return self._pinnedBytes + self._main.bytes + self._notFound.bytes
+        return self._pinnedBytes + self._main.bytes + self._notFound.bytes + self._partialBytes
 
     def has(self, key: str) -> bool:
         """
@@ -201,6 +211,8 @@ class ResponseCache:
             LRU's bound); when it is not, its body is the caller's to delete.
         """
         key = entry.key
+        # A response of the key is stored: its parts are of the past.
+        self._drop_partial(key)
         tracked = self._variance.track(key, entry.vary, entry.variant)
         if tracked.superseded:
             self._dropSlots(key, tracked.superseded)
@@ -224,8 +236,10 @@ class ResponseCache:
         self._forget(other.pop(slot))
         dropped = lru.put(entry)
         # Both LRUs together stay within max_bytes: the 404 cache's own
-        # bound is a quarter of it, and the main cache yields the rest.
-        dropped += self._main.trim(self._maxBytes - self._notFound.bytes)
+        # bound is a quarter of it, and the main cache yields the rest;
+        # partial entries make room first.
+        self._trim_partials(self._maxBytes - self._main.bytes - self._notFound.bytes)
+        dropped += self._main.trim(self._maxBytes - self._notFound.bytes - self._partialBytes)
         for victim in dropped:
             if victim is entry:
                 self._variance.untrack(key, entry.variant)
@@ -270,12 +284,15 @@ class ResponseCache:
         dropped = self._main.clear() + self._notFound.clear() + list(self._pinned.values())
         self._pinned.clear()
         self._pinnedBytes = 0
+        partials = len(self._partials)
+        self._partials.clear()
+        self._partialBytes = 0
         self._variance.clear()
         self._lock.doom_all()
         for entry in dropped:
             self._forget(entry)
         self.invalidations += 1
-        return len(dropped)
+        return len(dropped) + partials
 
     def invalidate(self, pattern: str, keep_pinned: Optional[Callable[[str], bool]] = None) -> int:
         """
@@ -304,6 +321,9 @@ class ResponseCache:
             entry = self._pinned.pop(slot)
             self._pinnedBytes -= entry.size
             self._forget(entry)
+            count += 1
+        for key in [k for k in self._partials if matcher.matches(k)]:
+            self._drop_partial(key)
             count += 1
         self._variance.forget_matching(lambda key: key not in kept and matcher.matches(key))
         self._lock.doom_matching(matcher.matches)
@@ -361,7 +381,7 @@ class ResponseCache:
             return True
         lru.resized(entry, delta)
         dropped = lru.trim(lru.max_bytes) if entry.not_found else []
-        dropped += self._main.trim(self._maxBytes - self._notFound.bytes)
+        dropped += self._main.trim(self._maxBytes - self._notFound.bytes - self._partialBytes)
         for victim in dropped:
             self.evictions += 1
             self._variance.untrack(victim.key, victim.variant)
@@ -383,9 +403,87 @@ class ResponseCache:
 
     def drop(self, key: str) -> None:
         """
-        Forget every entry of C{key} (pinned or not).
+        Forget every entry of C{key} (pinned or not) and its parts.
         """
+        self._drop_partial(key)
         self._dropSlots(key, self._variance.forget(key))
+
+    # Partial entries
+
+    def partial(self, key: str) -> Optional[PartialEntry]:
+        """
+        Find the partial entry of C{key}, making it the most recently used.
+
+        @return: it, or L{None}.
+        """
+        partial = self._partials.get(key)
+        if partial is not None:
+            self._partials.move_to_end(key)
+        return partial
+
+    @property
+    def partial_count(self) -> int:
+        """
+        How many partial entries are stored.
+        """
+        return len(self._partials)
+
+    def add_part(
+        self, candidate: PartialEntry, first: int, data: builtins.bytes, bound: int
+    ) -> Optional[PartialEntry]:
+        """
+        Store C{data}, the bytes of a representation from offset C{first},
+        as a part of the partial entry of C{candidate.key}.
+
+        When the stored partial entry is of the same representation (see
+        L{PartialEntry.same_representation}), the part is merged into it and
+        it takes C{candidate}'s headers and freshness (those of the latest
+        part); otherwise C{candidate}, with this part alone, replaces it
+        (RFC 9111 §3.4).
+
+        @param candidate: a partial entry without parts, made of the 206
+            that brought C{data}.
+        @param bound: the most bytes the parts of one entry may hold.
+        @return: the partial entry holding the part, or L{None} when it is
+            not stored (the parts would exceed C{bound}, or the cache's
+            byte bound; what was stored stays).
+        """
+        key = candidate.key
+        stored = self._partials.get(key)
+        if stored is None or not stored.same_representation(candidate):
+            stored = None
+            parts = merge([], first, data)
+        else:
+            parts = merge(stored.parts, first, data)
+        if sum(len(chunk) for _, chunk in parts) > bound:
+            return None
+        candidate.parts = parts
+        candidate.resize()
+        if candidate.size > self._maxBytes - self._notFound.bytes:
+            return None
+        self._drop_partial(key)
+        self._partials[key] = candidate
+        self._partialBytes += candidate.size
+        self._trim_partials(self._maxBytes - self._notFound.bytes - self._main.bytes, key)
+        for victim in self._main.trim(self._maxBytes - self._notFound.bytes - self._partialBytes):
+            self.evictions += 1
+            self._variance.untrack(victim.key, victim.variant)
+            self._forget(victim)
+        return candidate
+
+    def _drop_partial(self, key: str) -> None:
+        partial = self._partials.pop(key, None)
+        if partial is not None:
+            self._partialBytes -= partial.size
+
+    def _trim_partials(self, budget: int, keep: Optional[str] = None) -> None:
+        """
+        Drop the least recently used partial entries (but that of C{keep})
+        until the rest take at most C{budget} bytes.
+        """
+        while self._partials and self._partialBytes > budget and next(iter(self._partials)) != keep:
+            self._drop_partial(next(iter(self._partials)))
+            self.evictions += 1
 
     def close(self) -> None:
         """

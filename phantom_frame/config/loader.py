@@ -34,11 +34,13 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 from phantom_frame.config.acme import AcmeConfig
+from phantom_frame.config.edge import purge_problems
 from phantom_frame.config.schema import ROOT_KEYS, SERVER_KEYS, Parser
 from phantom_frame.config.tables import quote_key
 from phantom_frame.config.values import show
 from phantom_frame.config.sizes import parse_size as parse_size
 from phantom_frame.http.limits import ClientLimits
+from phantom_frame.http.routes import RedirectConfig, StaticConfig
 from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig
 
 __all__ = [
@@ -154,6 +156,8 @@ class Config:
     @ivar acme: the C{[acme]} table, when the HTTPS listener's certificate
         comes from an ACME server (then C{cert_path} and C{key_path} are
         L{None}).
+    @ivar statics: the C{[static.NAME]} blocks, in file order.
+    @ivar redirects: the C{[redirect.NAME]} blocks, in file order.
     @ivar source: the file the configuration came from, if any; not compared.
     """
 
@@ -182,7 +186,24 @@ class Config:
     redis_prefix: str = "phantom-frame"
     servers: Tuple[ServerConfig, ...] = attr.ib(default=(), converter=tuple)
     acme: Optional[AcmeConfig] = None
+    statics: Tuple[StaticConfig, ...] = attr.ib(default=(), converter=tuple)
+    redirects: Tuple[RedirectConfig, ...] = attr.ib(default=(), converter=tuple)
     source: Optional[str] = attr.ib(default=None, eq=False)
+
+    def routes(self, resources: Mapping[str, Any]) -> List[Tuple[str, Any, str]]:
+        """
+        @param resources: the resource of each server, by name.
+        @return: the L{phantom_frame.http.routing.Router} routes of every
+            block: servers (with C{resources}), static files and redirects
+            (named C{static.NAME} and C{redirect.NAME} in logs and metrics).
+        """
+        routes: List[Tuple[str, Any, str]] = [
+            (b.bind_to, resources[b.name], b.name) for b in self.servers
+        ]
+        for kind, blocks in (("static", self.statics), ("redirect", self.redirects)):
+            for block in blocks:
+                routes.append((block.bind_to, block.resource(), f"{kind}.{block.name}"))
+        return routes
 
     def client_limits(self) -> ClientLimits:
         """
@@ -283,9 +304,12 @@ def parse_config(
     if not isinstance(data, Mapping):
         raise ConfigError([f"(root): expected a table, got {show(data)}"])
     values = parser.root(data)
+    blocks = parser.servers(data)
+    for path, message in purge_problems(blocks, values.get("control_auth")):
+        parser.error(path, message)
     servers = tuple(
         ServerConfig(name=name, bind_to=bind_to, proxy=proxy)
-        for name, bind_to, proxy in parser.servers(data)
+        for name, bind_to, proxy in blocks
     )
     for server in servers:
         if server.proxy.cache_storage_mode == CacheStorageMode.REDIS and not values.get("redis_url"):
@@ -293,9 +317,13 @@ def parse_config(
                 f"server.{quote_key(server.name)}.cache_storage_mode",
                 '"redis" needs redis_url (the root key) to be set',
             )
+    statics = parser.routes(data, "static")
+    redirects = parser.routes(data, "redirect")
     if parser.errors:
         raise ConfigError(parser.errors)
-    return Config(servers=servers, source=source, **values)
+    return Config(
+        servers=servers, statics=statics, redirects=redirects, source=source, **values
+    )
 
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*\Z")

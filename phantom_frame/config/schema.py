@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple, Union
 
 from phantom_frame.config.acme import acme_problems, parse_acme
 from phantom_frame.config.dotenv import parse_dotenv
+from phantom_frame.config.edge import ROUTE_BLOCKS, SERVER_EDGE_KINDS, route_blocks
 from phantom_frame.config.files import directory_problem, tls_problem, unreadable
 from phantom_frame.config.network import check_host, check_listen, url_check
 from phantom_frame.config.ratelimits import check_rate_limits
@@ -33,7 +34,6 @@ from phantom_frame.config.tables import (
 from phantom_frame.config.redis_tier import check_prefix, check_redis_url
 from phantom_frame.config.upstreams import UPSTREAMS_KIND, check_health_check, check_upstream_keys
 from phantom_frame.config.values import (
-    Invalid,
     check_bind_to,
     check_bool,
     check_dotenv,
@@ -41,6 +41,7 @@ from phantom_frame.config.values import (
     check_port,
     check_string,
     check_token,
+    check_workers,
     choice_check,
     env_bool,
     env_dotenv,
@@ -48,6 +49,7 @@ from phantom_frame.config.values import (
     env_int,
     env_list,
     env_text,
+    env_workers,
     integer_check,
     is_path,
     is_pattern,
@@ -95,20 +97,6 @@ _SECONDS = _kind(seconds_check(0, inclusive=True), env_float)
 _SIZE_KIND = _kind(check_size, env_size)
 
 
-def _check_workers(value: object) -> Union[int, str]:
-    """
-    @return: C{value}, a positive integer or C{"auto"} (one per CPU).
-    @raise Invalid: for anything else.
-    """
-    if value == "auto" or (type(value) is int and value >= 1):
-        return value  # type: ignore[return-value]
-    raise Invalid(f'expected an integer > 0 or "auto", got {show(value)}')
-
-
-def _env_workers(text: str) -> Union[int, str]:
-    return text if text == "auto" else env_int(text)
-
-
 def _enum(cls: Any) -> Kind:
     """
     @param cls: an enum with a C{choices()} class method.
@@ -133,7 +121,7 @@ _ROOT_KINDS: Dict[str, Kind] = {
     "log_format": _kind(choice_check(("text", "json"))),
     "access_log": _BOOL,
     "shutdown_grace": _POSITIVE_SECONDS,
-    "workers": _kind(_check_workers, _env_workers),
+    "workers": _kind(check_workers, env_workers),
     "max_request_body": _SIZE_KIND,
     "max_header_bytes": _kind(size_check(1024), env_size),
     "client_header_timeout": _POSITIVE_SECONDS,
@@ -195,6 +183,7 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "cache_max_bytes": _SIZE_KIND,
     "max_cacheable_bytes": _SIZE_KIND,
     "upstream_timeout": _POSITIVE_SECONDS,
+    "upstream_keepalive_timeout": _SECONDS,
     "cache_policy": _enum(CachePolicy),
     "cache_ttl": _SECONDS,
     "stale_while_revalidate": _SECONDS,
@@ -207,6 +196,7 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "ignore_cookies": _NAME_GLOBS,
     "upstreams": UPSTREAMS_KIND,
     "load_balancing": _enum(Balancing),
+    **SERVER_EDGE_KINDS,
 }
 
 _WEBHOOK_KINDS: Dict[str, Kind] = {
@@ -215,10 +205,11 @@ _WEBHOOK_KINDS: Dict[str, Kind] = {
     "timeout_ms": _kind(integer_check(1), env_int),
 }
 
-ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("acme", "server")
+ROOT_KEYS: Tuple[str, ...] = tuple(_ROOT_KINDS) + ("acme", "server") + tuple(ROUTE_BLOCKS)
 """
-Every key accepted at the root of the file (C{server} holds the blocks,
-C{acme} is a table of L{phantom_frame.config.acme.ACME_KEYS}).
+Every key accepted at the root of the file (C{server}, C{static} and
+C{redirect} hold the blocks, C{acme} is a table of
+L{phantom_frame.config.acme.ACME_KEYS}).
 """
 
 SERVER_KEYS: Tuple[str, ...] = tuple(_SERVER_KINDS) + ("webhooks", "rate_limits", "health_check")
@@ -249,6 +240,8 @@ class Parser(TableChecker):
         """
         super().__init__(environ, base_dir)
         self.defaults = defaults
+        #: The key path of the block holding each C{bind_to}.
+        self.owners: Dict[str, str] = {}
 
     def dotenv(self, raw: object) -> Union[bool, str, None]:
         """
@@ -303,7 +296,7 @@ class Parser(TableChecker):
             "",
             data,
             _ROOT_KINDS,
-            handled=("server", "dotenv", "acme"),
+            handled=("server", "dotenv", "acme") + tuple(ROUTE_BLOCKS),
             elsewhere=SERVER_KEYS,
             elsewhere_hint="belongs in a [server.NAME] block",
         )
@@ -414,7 +407,7 @@ class Parser(TableChecker):
             )
             return []
         servers: List[Tuple[str, str, CreateProxyConfig]] = []
-        owners: Dict[str, str] = {}
+        owners = self.owners
         for name, block in blocks.items():
             path = f"server.{quote_key(name)}"
             if not isinstance(block, dict):
@@ -445,6 +438,16 @@ class Parser(TableChecker):
         if not blocks:
             self.error("server", "at least one [server.NAME] block is required")
         return servers
+
+    def routes(self, data: Mapping[str, Any], kind: str) -> List[Any]:
+        """
+        Check the C{[static.NAME]} or C{[redirect.NAME]} blocks, after the
+        servers (a C{bind_to} is bound once, whatever the kinds of blocks).
+
+        @param kind: C{"static"} or C{"redirect"}.
+        @return: see L{route_blocks}.
+        """
+        return route_blocks(self, data, kind, self.owners)
 
     def server(
         self, path: str, block: Mapping[str, Any]

@@ -28,6 +28,7 @@ __all__ = [
     "check_port",
     "check_string",
     "check_token",
+    "check_workers",
     "choice_check",
     "env_bool",
     "env_dotenv",
@@ -35,6 +36,7 @@ __all__ = [
     "env_int",
     "env_list",
     "env_text",
+    "env_workers",
     "has_control",
     "integer_check",
     "is_path",
@@ -426,3 +428,19 @@ def is_path(text: str) -> bool:
         and not has_control(text)
     )
 
+
+def check_workers(value: object) -> Union[int, str]:
+    """
+    @return: C{value}, a positive integer or C{"auto"} (one per CPU).
+    @raise Invalid: for anything else.
+    """
+    if value == "auto" or (type(value) is int and value >= 1):
+        return value  # type: ignore[return-value]
+    raise Invalid(f'expected an integer > 0 or "auto", got {show(value)}')
+
+
+def env_workers(text: str) -> Union[int, str]:
+    """
+    @return: the C{workers} an environment variable holds.
+    """
+    return text if text == "auto" else env_int(text)

@@ -24,115 +24,19 @@ C{tests/http/test_fastpath.py}.
 
 from __future__ import annotations
 
-import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 from twisted.web.http import _GenericHTTPChannelProtocol
 
-from phantom_frame.cache.codec import decode_content
+from phantom_frame.http.byterequest import ByteFill
+from phantom_frame.http.fasthits import BODY_METHODS, FastHits
 from phantom_frame.http.guard import GuardedHTTPChannel
-from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
 from phantom_frame.http.optimistic import send
-from phantom_frame.http.request_id import acceptable, new_request_id
-from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.decision import Hit, Stale
-from phantom_frame.proxy.negotiation import Full, NotModified, Partial
-from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
-from phantom_frame.proxy.target import TargetError, normalise_path
-from phantom_frame.proxy.view import RequestView
+from phantom_frame.http.records import FastHitRecord
+from phantom_frame.http.relay import ByteRelay
+from phantom_frame.http.wires import Wire
 
-#: Request headers that send a request down the stock path: a body, an
-#: upgrade, preconditions the stock path evaluates.
-_DISQUALIFYING = frozenset(
-    {
-        "if-match",
-        "if-unmodified-since",
-        "content-length",
-        "transfer-encoding",
-        "upgrade",
-        "expect",
-    }
-)
-
-#: A request line the fast path takes: GET or HEAD of an origin-form target
-#: of visible ASCII without C{#} (the path is normalised as the stock path
-#: does: L{normalise_path}), in HTTP/1.1.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[\x21\x22\x24-\x7e]*) HTTP/1\.1")
-
-#: The header lines the fast path takes: each a token, a colon, a value of
-#: visible ASCII, spaces and tabs (no control characters, nothing
-#: non-ASCII), CRLF between them.
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_HEADER_BLOCK = re.compile(rb"%s:[\t -~]*(?:\r\n%s:[\t -~]*)*" % (_TOKEN, _TOKEN))
-
-#: How many C{Host} values the fast path remembers the verdict of.
-_HOSTS_KEPT = 256
-
-
-class Wire:
-    """
-    The pre-serialised parts of a stored entry's answer for one coding:
-    everything but the per-request C{Age}, C{Cache-Status}, C{X-Request-Id}
-    (and C{Date} when the origin sent none), plus the body to send.
-    """
-
-    __slots__ = ("head", "body", "needs_date")
-
-    def __init__(self, head: bytes, body: bytes, needs_date: bool) -> None:
-        self.head = head
-        self.body = body
-        self.needs_date = needs_date
-
-
-def _serialise(status: bytes, headers: List[Tuple[bytes, bytes]]) -> bytes:
-    lines = [status]
-    for name, value in headers:
-        lines.append(name + b": " + value + b"\r\n")
-    return b"".join(lines)
-
-
-def build_wire(entry: Any, coding: str) -> Optional[Wire]:
-    """
-    Serialise the answer from C{entry} in C{coding}, with the headers the
-    stock path sends (L{entry_headers}).
-
-    @return: the wire form, or C{None} when the body is not in memory, or
-        when C{coding} is another coding not made yet (the stock path makes
-        it).
-    """
-    data = entry.body.data
-    if data is None:
-        return None
-    if coding == "identity" and entry.coding != "identity":
-        data = decode_content(data, entry.coding.encode("ascii"))
-    elif coding != entry.coding:
-        kept = entry.alternates.get(coding) if entry.alternates else None
-        data = None if kept is None else kept.data
-        if data is None:
-            return None
-    headers = entry_headers(entry, coding, None)
-    headers.append((b"Content-Length", b"%d" % len(data)))
-    head = _serialise(b" %d %s\r\n" % (entry.status, entry.phrase), headers)
-    return Wire(head, data, needs_date(entry))
-
-
-def build_not_modified(entry: Any, coding: str) -> Wire:
-    """
-    Serialise the 304 that answers a matching validator for C{entry} (the
-    headers L{not_modified_headers} keeps).
-    """
-    headers = not_modified_headers(entry_headers(entry, coding, None))
-    return Wire(_serialise(b" 304 Not Modified\r\n", headers), b"", needs_date(entry))
-
-
-def build_partial(entry: Any, identity: Wire) -> Wire:
-    """
-    Serialise the constant part of a 206 from C{entry}: its identity
-    headers without C{Content-Length} (C{Content-Range} and the length are
-    added per request); the body is the identity body.
-    """
-    headers = entry_headers(entry, "identity", None)
-    return Wire(_serialise(b" 206 Partial Content\r\n", headers), identity.body, needs_date(entry))
+__all__ = ["BODY_METHODS", "FastHTTPChannel", "FastHitRecord", "FastHits", "Wire", "fast_channel_factory"]
 
 
 class FastHTTPChannel(GuardedHTTPChannel):
@@ -159,6 +63,31 @@ class FastHTTPChannel(GuardedHTTPChannel):
         """
         if self._rejected or self._closing:
             return
+        if self._discard:
+            dropped = data[:self._discard]
+            self._discard -= len(dropped)
+            data = data[len(dropped):]
+            if not data:
+                return
+        relay = self._relay
+        if relay is not None:
+            left = relay.body_left
+            if left:
+                # The request body, streamed to the origin as it comes.
+                chunk = data[:left] if len(data) > left else data
+                relay.feed(chunk)
+                data = data[len(chunk):]
+                if not data:
+                    return
+            if self._relay is None:
+                self.dataReceived(data)
+                return
+            # An answer is being relayed: later requests wait their turn.
+            self._held += data
+            if len(self._held) > self.limits.max_header_bytes and not self._heldPaused:
+                self._heldPaused = True
+                self.transport.pauseProducing()
+            return
         if (
             not self.requests
             and not self._handlingRequest
@@ -179,6 +108,11 @@ class FastHTTPChannel(GuardedHTTPChannel):
         GuardedHTTPChannel.dataReceived(self, data)
 
     _closing = False
+    _relay: Any = None
+    _held = b""
+    _heldPaused = False
+    _starting = False
+    _discard = 0
 
     def _fastHits(self, data: bytes) -> int:
         """
@@ -200,6 +134,32 @@ class FastHTTPChannel(GuardedHTTPChannel):
             answer = fast(self, data, position, end)
             if answer is None:
                 break
+            if answer.__class__ is ByteRelay or answer.__class__ is ByteFill:
+                position = end + 4
+                left = answer.body_left
+                self._relay = answer
+                started = getattr(self.site, "byteRequestStarted", None)
+                if started is not None:
+                    started()
+                self._starting = True
+                try:
+                    answer.start()
+                finally:
+                    self._starting = False
+                if left:
+                    chunk = data[position:position + left]
+                    position += len(chunk)
+                    if self._relay is not None:
+                        answer.feed(chunk)
+                    else:
+                        # It ended before its body came: drop the body.
+                        self._discard -= len(chunk)
+                if self._relay is not None:
+                    self._held = data[position:]
+                    return size
+                if self._closing:
+                    break
+                continue
             send(self.transport, b"".join(answer[0]))
             position = end + 4
             if answer[1]:
@@ -207,6 +167,79 @@ class FastHTTPChannel(GuardedHTTPChannel):
                 self.transport.loseConnection()
                 break
         return position
+
+    @property
+    def relaying(self) -> bool:
+        """
+        Whether an answer is being passed through at the byte level.
+        """
+        return self._relay is not None
+
+    def _draining(self) -> bool:
+        """
+        @return: whether the site drains (see
+            L{phantom_frame.http.drain.DrainingChannel}).
+        """
+        return False
+
+    def relayDone(self, relay: ByteRelay, close: bool, recorded: bool = True) -> None:
+        """
+        A relayed answer is complete (or was cut short): count and log it,
+        then read the requests that waited, or close.
+
+        @param close: whether the connection closes after it.
+        @param recorded: whether it is counted and logged.
+        """
+        self._relay = None
+        if relay.body_left:
+            # The rest of an abandoned request body is read and dropped.
+            self._discard = relay.body_left
+            relay.body_left = 0
+        if recorded:
+            record = getattr(self.site, "recordFastHit", None)
+            if record is not None:
+                record(
+                    self, relay.server, relay.method, relay.target, relay.headers, relay.code,
+                    relay.sent, relay.status, relay.headers.get("x-request-id", ""),
+                    relay.duration(), relay.upstream,
+                )
+        if close:
+            self._closing = True
+            self._held = b""
+            if self.transport is not None:
+                self.transport.loseConnection()
+            self._byteRequestDone()
+            return
+        self.resetTimeout()
+        if self._starting:
+            self._byteRequestDone()
+            return
+        held, self._held = self._held, b""
+        if self._discard and held:
+            dropped = held[:self._discard]
+            self._discard -= len(dropped)
+            held = held[len(dropped):]
+        if self._heldPaused:
+            self._heldPaused = False
+            self.transport.resumeProducing()
+        if held:
+            self.dataReceived(held)
+        self._byteRequestDone()
+
+    def _byteRequestDone(self) -> None:
+        done = getattr(self.site, "byteRequestDone", None)
+        if done is not None:
+            done()
+
+    def connectionLost(self, reason: Any) -> None:
+        """
+        Abandon an answer being relayed, then as usual.
+        """
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.cancel()
+            self._byteRequestDone()
+        GuardedHTTPChannel.connectionLost(self, reason)
 
 
 def fast_channel_factory(*site: Any) -> _GenericHTTPChannelProtocol:
@@ -221,257 +254,3 @@ def fast_channel_factory(*site: Any) -> _GenericHTTPChannelProtocol:
     from phantom_frame.http.h2c import PriorKnowledgeChannel
 
     return PriorKnowledgeChannel(FastHTTPChannel())
-
-
-#: What L{FastHits} remembers of a request head it cannot answer.
-_NOT_FAST = object()
-#: Request heads remembered, parsed and routed (the same clients send the
-#: same heads again and again), and the longest remembered.
-_HEADS_KEPT = 1024
-_HEAD_KEPT_BYTES = 2048
-
-
-class FastHits:
-    """
-    Recognises and answers hits for a site whose resource is a
-    L{phantom_frame.http.routing.Router} (or a single proxy resource): the
-    request is parsed here, the server's
-    L{phantom_frame.proxy.decision.Decider} decides, and a L{Hit} with a
-    L{Full} answer is written from its pre-serialised L{Wire}. Any other
-    decision is left to the stock path, which decides again: deciding
-    changes nothing.
-
-    @ivar answered: how many requests this fast path answered.
-    """
-
-    def __init__(self, site: Any, clock: Any) -> None:
-        self._site = site
-        self._clock = clock
-        self.answered = 0
-        self._hosts: Dict[str, Tuple[Any, bool]] = {}
-        self._heads: Dict[bytes, Any] = {}
-        self._memoResource: Any = None
-        self._memoLimits: Any = None
-
-    def _host_ok(self, value: str) -> bool:
-        """
-        @param value: a request's C{Host} value.
-        @return: whether it is a valid host that the site's limits allow
-            (remembered for the limits in force).
-        """
-        limits = getattr(self._site, "limits", None) or DEFAULT_LIMITS
-        known = self._hosts.get(value)
-        if known is not None and known[0] is limits:
-            return known[1]
-        host = parse_host(value.encode("ascii"))
-        ok = host is not None and limits.host_allowed(host)
-        if len(self._hosts) >= _HOSTS_KEPT:
-            self._hosts.clear()
-        self._hosts[value] = (limits, ok)
-        return ok
-
-    def __call__(self, channel: Any, data: bytes, start: int, end: int):
-        """
-        @param channel: the connection the request came on.
-        @return: C{(chunks to write, close after)} for a hit, else C{None}.
-        """
-        site = self._site
-        resource = site.resource
-        limits = getattr(site, "limits", None)
-        if resource is not self._memoResource or limits is not self._memoLimits:
-            self._heads.clear()
-            self._memoResource, self._memoLimits = resource, limits
-        head = data[start:end]
-        secure = channel.secure
-        memo = (secure, head)
-        parsed = self._heads.get(memo)
-        if parsed is None:
-            parsed = self._parse(data, start, end, resource, secure)
-            if len(head) <= _HEAD_KEPT_BYTES:
-                if len(self._heads) >= _HEADS_KEPT:
-                    self._heads.clear()
-                self._heads[memo] = parsed
-        if parsed is _NOT_FAST:
-            return None
-        server, view, close = parsed
-        method = view.method
-        headers = view.headers
-        target = view.target if not view.prefix else view.prefix + view.target
-        decider = server.decider
-        decision = decider.decide(view)
-        kind = type(decision)
-        if kind is not Hit and kind is not Stale:
-            return None
-        answer = decision.answer
-        entry = decision.entry
-        chunks = self._render(entry, answer, method)
-        if chunks is None:
-            return None
-        limiter = decider.limiter
-        if limiter is not None:
-            # Hits count against rate limits too; a refusal is the stock
-            # path's to answer (refusing takes no token: it refuses again).
-            if limiter.needs_client:
-                view.client = getattr(channel.transport.getPeer(), "host", None)
-            if decider.admit(view, False) is not None:
-                return None
-        decider.note(decision)
-        if kind is Stale and decision.refresh:
-            client = getattr(channel.transport.getPeer(), "host", None)
-            refresh = RequestView(method, view.path, view.query, headers, None, client, view.secure, view.prefix)
-            server.filler.refresh_behind(refresh, decision.key, entry)
-        self.answered += 1
-        now = self._clock.seconds()
-        status = decision.status
-        wire = chunks[1]
-        rid = headers.get("x-request-id")
-        if rid is None or not acceptable(rid):
-            rid = new_request_id()
-        tail = b"Age: %d\r\nCache-Status: %s\r\nX-Request-Id: %s\r\n" % (
-            int(entry.age(now)), status.header, rid.encode("latin-1"))
-        if wire.needs_date:
-            tail += b"Date: " + http_date(now) + b"\r\n"
-        if close:
-            tail += b"Connection: close\r\n"
-        out: List[bytes] = [b"HTTP/1.1", wire.head, chunks[2], tail, b"\r\n"]
-        body = chunks[3]
-        if method == b"GET" and body:
-            out.append(body)
-        code = chunks[0]
-        record = self._site.recordFastHit
-        if record is not None:
-            record(channel, server, method, target, headers, code, len(body), status, rid)
-        return out, close
-
-    def _parse(self, data: bytes, start: int, end: int, resource: Any, secure: bool) -> Any:
-        """
-        Parse, normalise and route one request head (C{data[start:end]}),
-        received over TLS when C{secure}.
-
-        @return: C{(server, view, close)} for a request the fast path may
-            answer, else L{_NOT_FAST}. It depends on nothing but the head's
-            bytes, the site's resource and its limits, so L{__call__}
-            remembers it for heads that come again.
-        """
-        line_end = data.find(b"\r\n", start, end + 2)
-        request_line = _REQUEST_LINE.fullmatch(data, start, line_end)
-        if request_line is None:
-            return _NOT_FAST
-        method, target = request_line.group(1), request_line.group(2)
-        headers: Dict[str, str] = {}
-        if line_end < end:
-            if _HEADER_BLOCK.fullmatch(data, line_end + 2, end) is None:
-                return _NOT_FAST
-            for line in data[line_end + 2 : end].decode("ascii").split("\r\n"):
-                name, _, value = line.partition(":")
-                name = name.lower()
-                if name in _DISQUALIFYING or name in headers:
-                    return _NOT_FAST
-                headers[name] = value.strip(" \t")
-        host = headers.get("host")
-        if host is None or not self._host_ok(host):
-            return _NOT_FAST
-        close = "close" in [t.strip().lower() for t in headers.get("connection", "").split(",")]
-        path, _, query = target.partition(b"?")
-        prefix = b""
-        server = getattr(resource, "proxy_server", None)
-        try:
-            if server is None:
-                match_raw = getattr(resource, "match_raw", None)
-                if match_raw is None:
-                    return _NOT_FAST
-                path = normalise_path(path, lambda segments: match_raw(segments)[1])
-            else:
-                path = normalise_path(path)
-        except TargetError:
-            return _NOT_FAST
-        if server is None:
-            match = resource.match
-            segments = path[1:].split(b"/")
-            routed, depth = match(segments)
-            if routed is None:
-                return _NOT_FAST
-            server = getattr(routed, "proxy_server", None)
-            if server is None:
-                return _NOT_FAST
-            if depth:
-                prefix = b"/" + b"/".join(segments[:depth])
-                path = b"/" + b"/".join(segments[depth:])
-        if not server.fast_path_ok:
-            return _NOT_FAST
-        return server, RequestView(method, path, query, headers, None, None, secure, prefix), close
-
-    @staticmethod
-    def _render(entry: Any, answer: Any, method: bytes):
-        """
-        The pre-serialised parts of an answer from C{entry}.
-
-        @return: C{(status code, wire, per-request headers, body)}, or
-            C{None} when the fast path cannot give this answer (its body is
-            not in memory, or it is not a 200, 206 or 304 from a stored
-            body).
-        """
-        wires = entry.wire
-        if wires is None:
-            wires = entry.wire = {}
-        kind = type(answer)
-        if kind is Full:
-            coding = answer.coding
-            wire = wires.get(coding)
-            if wire is None:
-                wire = build_wire(entry, coding)
-                if wire is None:
-                    return None
-                wires[coding] = wire
-            return entry.status, wire, b"", wire.body
-        if kind is NotModified:
-            slot = ("304", answer.coding)
-            wire = wires.get(slot)
-            if wire is None:
-                if entry.body.data is None:
-                    return None
-                wire = wires[slot] = build_not_modified(entry, answer.coding)
-            return 304, wire, b"", b""
-        if kind is Partial:
-            wire = wires.get("206")
-            if wire is None:
-                identity = wires.get("identity") or build_wire(entry, "identity")
-                if identity is None:
-                    return None
-                wires["identity"] = identity
-                wire = wires["206"] = build_partial(entry, identity)
-            first, last = answer.first, answer.last
-            body = wire.body
-            extra = b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
-                first, last, len(body), last - first + 1)
-            return 206, wire, extra, body[first : last + 1]
-        return None
-
-
-class FastHitRecord:
-    """
-    What an access-log formatter reads of a request, for a hit answered by
-    the fast path (which builds no L{Request}).
-    """
-
-    clientproto = b"HTTP/1.1"
-
-    def __init__(self, channel: Any, method: bytes, uri: bytes, headers: Dict[str, str],
-                 code: int, length: int, request_id: str = "") -> None:
-        self._channel = channel
-        self.method = method
-        self.uri = uri
-        self._headers = headers
-        self.code = code
-        self.sentLength = length
-        self._requestId = request_id
-
-    def getClientAddress(self) -> Any:
-        return self._channel.transport.getPeer()
-
-    def getHeader(self, name: bytes) -> Optional[bytes]:
-        key = name.decode("latin-1").lower()
-        if key == "x-request-id" and self._requestId:
-            return self._requestId.encode("latin-1")
-        value = self._headers.get(key)
-        return None if value is None else value.encode("latin-1")

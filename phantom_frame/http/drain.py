@@ -210,6 +210,8 @@ class TrackedConnection(PriorKnowledgeChannel):
             (an open tunnel counts).
         """
         channel = self._channel
+        if getattr(channel, "relaying", False):
+            return True
         requests = getattr(channel, "requests", None)
         if requests is not None:
             return bool(requests)

@@ -157,6 +157,19 @@ class ProxySite(server.Site):
         self.metrics = metrics
         self.limits = limits
 
+    def byteRequestStarted(self) -> None:
+        """
+        A request the channel answers without a L{Request} (see
+        L{phantom_frame.http.relay}) is in flight; L{byteRequestDone} ends it.
+        """
+        self.active += 1
+
+    def byteRequestDone(self) -> None:
+        """
+        A request of L{byteRequestStarted} is over.
+        """
+        self._requestDone(None)
+
     def _requestDone(self, result: Any) -> None:
         self.active -= 1
         if not self.active:
@@ -181,19 +194,26 @@ class ProxySite(server.Site):
     def recordFastHit(
         self, channel: Any, server: Any, method: bytes, uri: bytes, headers: Any,
         code: int, length: int, status: CacheStatus, request_id: str = "",
+        duration: float = 0.0, upstream: Optional[float] = None,
     ) -> None:
         """
-        Count (and log) a hit the fast path answered, as L{log} does for
-        the others.
+        Count (and log) a request the fast path answered (a hit, or a
+        pass-through relayed at the byte level), as L{log} does for the
+        others.
+
+        @param duration: seconds it took.
+        @param upstream: seconds spent waiting for the origin, if asked.
         """
         if self.metrics is not None:
-            self.metrics.observe(server.name, method, code, status.result, 0.0, 0 if method == b"HEAD" else length)
+            self.metrics.observe(
+                server.name, method, code, status.result, duration, 0 if method == b"HEAD" else length
+            )
         if not self.access_log:
             return
         record = FastHitRecord(
             channel, method, uri, headers, code, 0 if method == b"HEAD" else length, request_id
         )
-        self._write(record, status, server.name, None, 0.0)
+        self._write(record, status, server.name, upstream, duration)
 
     def recordRefusal(
         self, channel: Any, method: Optional[bytes], uri: Optional[bytes], code: int, length: int

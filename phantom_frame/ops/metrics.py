@@ -17,16 +17,12 @@ from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.python.failure import Failure
-from twisted.web.iweb import IAgent, IBodyProducer
-from twisted.web.http_headers import Headers
-from zope.interface import implementer
+from twisted.web.iweb import IAgent
 
 from phantom_frame._version import __version__
 from phantom_frame.proxy.status import RESULTS
-from phantom_frame.http.routing import current_request
+from phantom_frame.ops.timing import TimingAgent, TimingClient
 
 #: Every metric name starts with this.
 PREFIX = "phantom_frame_"
@@ -76,78 +72,6 @@ def status_class(code: int) -> str:
     if 100 <= code <= 599:
         return "%dxx" % (code // 100)
     return "other"
-
-
-@implementer(IAgent)
-class TimingAgent:
-    """
-    An L{IAgent} that times the requests another one makes to one origin:
-    from the request to the response head (or the failure), into the
-    upstream histogram, and onto the client request being answered (as
-    C{request.phantomUpstream}, seconds, summed over its upstream requests)
-    for the access log.
-
-    The client request is the one L{phantom_frame.http.routing.Router} was
-    rendering when the upstream request started (see
-    L{phantom_frame.http.routing.current_request}); requests made outside any
-    (snapshot warm-up) are only counted in the histogram.
-    """
-
-    def __init__(
-        self,
-        agent: IAgent,
-        clock: IReactorTime,
-        observe: Callable[[float], None],
-        failed: Callable[[], None],
-    ) -> None:
-        """
-        @param agent: makes the requests.
-        @param clock: measures them.
-        @param observe: records a duration, in seconds.
-        @param failed: counts a request that failed (refused, reset, timed
-            out or cancelled).
-        """
-        self._agent = agent
-        self._clock = clock
-        self._observe = observe
-        self._failed = failed
-        self.prefix: Optional[bytes] = None
-
-    def request(
-        self,
-        method: bytes,
-        uri: bytes,
-        headers: Optional[Headers] = None,
-        bodyProducer: Optional[IBodyProducer] = None,
-    ) -> Deferred:
-        """
-        Make the request with the wrapped agent and time it. When L{prefix}
-        is set, only URIs under it (the origin's, as opposed to a webhook's)
-        are timed.
-
-        @return: the wrapped agent's L{Deferred}, unchanged.
-        """
-        d = self._agent.request(method, uri, headers, bodyProducer)
-        prefix = self.prefix
-        if prefix is not None and not (
-            uri.startswith(prefix) and uri[len(prefix) : len(prefix) + 1] in (b"/", b"?", b"")
-        ):
-            return d
-        clock = self._clock
-        started = clock.seconds()
-        client = current_request.get()
-
-        def done(result: Any) -> Any:
-            elapsed = clock.seconds() - started
-            self._observe(elapsed)
-            if isinstance(result, Failure):
-                self._failed()
-            if client is not None:
-                client.phantomUpstream = (getattr(client, "phantomUpstream", None) or 0.0) + elapsed
-            return result
-
-        d.addBoth(done)
-        return d
 
 
 class Metrics:
@@ -231,6 +155,19 @@ class Metrics:
         """
         return TimingAgent(
             agent,
+            self._clock,
+            self.upstream_duration.labels(server).observe,
+            self.upstream_errors.labels(server).inc,
+        )
+
+    def timing_client(self, client: Any, server: str) -> TimingClient:
+        """
+        @param client: the L{IOriginClient} of C{server}'s origin.
+        @param server: the server's name, the C{server} label.
+        @return: C{client}, timed into the upstream histogram.
+        """
+        return TimingClient(
+            client,
             self._clock,
             self.upstream_duration.labels(server).observe,
             self.upstream_errors.labels(server).inc,

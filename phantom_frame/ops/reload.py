@@ -223,9 +223,7 @@ class Reloader:
                 built[name] = self._build(after[name], staging)
             resources = {name: self._handle.server(name).resource for name in unchanged}
             resources.update((name, server.resource) for name, server in built.items())
-            router = Router(
-                [(b.bind_to, resources[b.name], b.name) for b in new.servers] + list(self._routes)
-            )
+            router = Router(new.routes(resources) + list(self._routes))
         except Exception as e:
             log.failure("configuration {path}: cannot build the new servers", path=self.path)
             for name, server in built.items():

@@ -19,7 +19,7 @@ import attr
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from zope.interface import Interface, implementer
 
-from phantom_frame.proxy.origin import HOP_BY_HOP
+from phantom_frame.proxy.transfer import HOP_BY_HOP
 
 Header = Tuple[bytes, bytes]
 
@@ -139,6 +139,9 @@ class ResponseHead:
         there are hop-by-hop.
     @ivar keep_alive: whether the origin lets the connection carry another
         request after this answer.
+    @ivar codings: the transfer codings other than C{chunked} applied to the
+        body, in order (see L{phantom_frame.proxy.transfer.Inflater}): the
+        body is delivered as it came, still so coded.
     """
 
     version: bytes
@@ -149,6 +152,7 @@ class ResponseHead:
     length: Optional[int]
     connection: FrozenSet[bytes]
     keep_alive: bool
+    codings: Tuple[str, ...] = ()
 
     def values(self, name: bytes) -> List[bytes]:
         """

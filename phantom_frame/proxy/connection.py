@@ -11,6 +11,7 @@ import re
 from typing import Any, Callable, FrozenSet, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -27,6 +28,7 @@ from phantom_frame.proxy.client import (
     ResponseHead,
     TruncatedBody,
 )
+from phantom_frame.proxy.transfer import applied_codings
 
 #: The largest response head (status line and fields) accepted, in bytes;
 #: trailers of a chunked body share the bound.
@@ -104,6 +106,7 @@ def parse_head(data: bytes, method: bytes) -> ResponseHead:
         pairs = [(name, value.rstrip(b" \t")) for name, value in pairs]
     length = None
     coding = None
+    codings: Tuple[str, ...] = ()
     tokens: FrozenSet[bytes] = frozenset()
     for name, value in pairs:
         n = len(name)
@@ -130,8 +133,13 @@ def parse_head(data: bytes, method: bytes) -> ResponseHead:
         framing = Framing.EMPTY
     elif coding is not None:
         if coding.strip(b" \t").lower() != b"chunked":
-            raise MalformedHead(f"unsupported transfer coding {coding[:40]!r}")
-        framing = Framing.CHUNKED
+            try:
+                chunked, codings = applied_codings(coding)
+            except ValueError as e:
+                raise MalformedHead(str(e))
+        else:
+            chunked, codings = True, ()
+        framing = Framing.CHUNKED if chunked else Framing.CLOSE
         length_sent = length is not None
         length = None
     elif length is not None:
@@ -147,7 +155,7 @@ def parse_head(data: bytes, method: bytes) -> ResponseHead:
     else:
         keep_alive = b"close" not in tokens
     return ResponseHead(
-        data[:8], status, status_line.group(3) or b"", pairs, framing, length, tokens, keep_alive
+        data[:8], status, status_line.group(3) or b"", pairs, framing, length, tokens, keep_alive, codings
     )
 
 
@@ -197,7 +205,24 @@ class OriginConnection(Protocol):
         self.exchange = exchange
         self._state = _HEAD
         self._started = False
-        self.transport.write(data)
+        transport = self.transport
+        if (
+            type(transport) is tcp.Client
+            and not transport.TLS
+            and not transport.disconnecting
+            and not transport.dataBuffer
+            and not transport._tempDataBuffer
+        ):
+            # Send at once rather than on the reactor's next pass (see
+            # phantom_frame.http.optimistic); the rest goes the usual way.
+            try:
+                sent = transport.socket.send(data)
+            except OSError:
+                sent = 0
+            if sent >= len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def close(self) -> None:
         """
@@ -284,6 +309,10 @@ class OriginConnection(Protocol):
         if data and self.exchange is ex:
             # Paused with bytes left (ahead of any that came meanwhile).
             self._buffer = data + self._buffer
+        elif self._buffer and self.exchange is not None and self.exchange is not ex and not self._paused:
+            # The answer of a request sent while this one completed.
+            pending, self._buffer = self._buffer, b""
+            self._parse(pending)
 
     def _head_data(self, data: bytes) -> bytes:
         end = data.find(b"\r\n\r\n", max(0, self._scanned - 3))

@@ -1,8 +1,9 @@
 """
 The one decision: for a request and the cache's state, how it is answered.
 
-L{Decider.decide} returns a typed value -- L{Hit}, L{Stale}, L{Fill},
-L{Await}, L{Bypass}, L{Reject} or L{Tunnel} -- and an answer from a stored
+L{Decider.decide} returns a typed value -- L{Hit}, L{PartHit}, L{Stale},
+L{Fill}, L{Await}, L{Bypass}, L{Reject} or L{Tunnel}; L{Decider.admit} also a
+L{Purge} -- and an answer from a stored
 entry carries an L{EntryAnswer} (L{phantom_frame.proxy.negotiation}). Whoever renders an answer (the
 HTTP/1.1 channel's fast path, the twisted.web resource) renders that value;
 the C{Cache-Status} header, the metrics label and the access-log field come
@@ -13,19 +14,21 @@ is L{Decider.note}, called by whoever rendered it.
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import attr
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from phantom_frame.cache.entry import CacheEntry
-from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives
+from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives, parse_range
+from phantom_frame.cache.partial import PartialEntry, if_range_matches, single_range
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
 from phantom_frame.cache.topkeys import TopKeys
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.negotiation import GET_HEAD, EntryAnswer, Negotiator
+from phantom_frame.proxy.purge import PurgeAccess
 from phantom_frame.proxy.ratelimit import BucketStoreFactory, MemoryBucketStore, RateLimiter
 from phantom_frame.proxy.scope import Scope
 from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
@@ -55,6 +58,20 @@ class Hit:
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
+class PartHit:
+    """
+    Answer a range from the stored parts of C{key} (RFC 9111 §3.3): 206,
+    bytes C{first} to C{last} (inclusive) of C{partial}'s representation.
+    """
+
+    key: str
+    partial: PartialEntry
+    first: int
+    last: int
+    status: CacheStatus
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
 class Stale:
     """
     Answer from a stale entry that may be served (C{max-stale}, or
@@ -74,13 +91,16 @@ class Fill:
     Fetch from the origin through the single-flight fill of C{key}: a
     revalidation of C{stale} when given. The response of a C{private}
     request (its cookies may change it) is stored only when the origin
-    marked it shareable.
+    marked it shareable. A C{ranged} fill forwards the request's C{Range}
+    (and C{If-Range}): a 206 it brings may be stored as a part of C{key}'s
+    partial entry (http policy only).
     """
 
     key: str
     stale: Optional[CacheEntry]
     directives: RequestDirectives
     private: bool = False
+    ranged: bool = False
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -128,7 +148,18 @@ class Tunnel:
     """
 
 
-Decision = Union[Hit, Stale, Fill, Await, Bypass, Reject, Tunnel]
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Purge:
+    """
+    An authorised C{PURGE}: invalidate C{pattern} (the stripped path, with
+    its query when it has one) as the control site's C{/invalidate} does,
+    and answer with the count.
+    """
+
+    pattern: str
+
+
+Decision = Union[Hit, PartHit, Stale, Fill, Await, Bypass, Reject, Tunnel, Purge]
 
 MALFORMED = Reject(400, "Bad Request: malformed request target")
 BAD_HOST = Reject(400, "Bad Request: malformed Host header")
@@ -144,6 +175,22 @@ NOT_PRE_GENERATED = Reject(404, "Not Found", statuses.forwarded("uri-miss", "not
 TUNNEL = Tunnel()
 #: The text of a 429.
 TOO_MANY_REQUESTS = "Too Many Requests: rate limit exceeded"
+PURGE_UNAUTHORISED = Reject(
+    401, "Unauthorized: PURGE needs a bearer token", headers=((b"www-authenticate", b"Bearer"),)
+)
+PURGE_FORBIDDEN = Reject(403, "Forbidden: PURGE refused")
+
+
+def _no_token() -> Optional[str]:
+    return None
+
+
+def _purge_of(view: RequestView) -> Purge:
+    """
+    @return: the L{Purge} of the request's stripped path (and query).
+    """
+    pattern = view.path.decode("latin-1")
+    return Purge(pattern + "?" + view.query.decode("latin-1") if view.query else pattern)
 
 
 def _no_header(name: str) -> Optional[str]:
@@ -225,6 +272,11 @@ class Decider:
         #: C{coding_for(accept, stored, made=())}: see L{Negotiator.coding_for}.
         self.coding_for = self.negotiator.coding_for
         self.top_keys = TopKeys()
+        self._purge_access = PurgeAccess(config.purge_allow)
+        #: Returns the bearer token a C{PURGE} may carry (the control
+        #: site's C{control_auth}, read at each request so that a reload's
+        #: new token applies), or L{None} for none.
+        self.purge_token: Callable[[], Optional[str]] = _no_token
 
     # Keys
 
@@ -251,10 +303,13 @@ class Decider:
         the one check that changes something: call it once per request).
 
         @param upgrade: whether the request asks to switch protocols.
-        @return: a L{Reject} or L{Tunnel}, or C{None} to go on deciding.
+        @return: a L{Purge}, L{Reject} or L{Tunnel}, or C{None} to go on
+            deciding.
         """
         if self.scope.host(view) is None:
             return BAD_HOST
+        if view.method == b"PURGE" and self._config.purge_method:
+            return self._purge(view)
         limiter = self.limiter
         if limiter is not None:
             wait = limiter.check(view)
@@ -265,6 +320,16 @@ class Decider:
         if upgrade:
             return TUNNEL if self._tunnels else NO_UPGRADES
         return None
+
+    def _purge(self, view: RequestView) -> Decision:
+        """
+        @return: a L{Purge} for a client L{PurgeAccess} lets in, else the
+            L{Reject} it says (401 without credentials, 403 otherwise).
+        """
+        refused = self._purge_access.refusal(view, self.purge_token())
+        if refused is None:
+            return _purge_of(view)
+        return PURGE_UNAUTHORISED if refused == 401 else PURGE_FORBIDDEN
 
     def decide(self, view: RequestView, key: Optional[str] = None) -> Decision:
         """
@@ -324,6 +389,12 @@ class Decider:
                 refresh = verdict is Freshness.REFRESH_BEHIND and not private
                 return Stale(key, entry, self.answer(view, entry), refresh)
             stale = entry
+        ranged = False
+        if entry is None and self.http_policy and view.method == b"GET" and "range" in view.headers:
+            parted = self._from_parts(view, key, private, directives)
+            if not isinstance(parted, bool):
+                return parted
+            ranged = parted
         if directives.only_if_cached:
             return ONLY_IF_CACHED
         if self.pure_ssg:
@@ -333,7 +404,36 @@ class Decider:
         if private and self._cache.in_flight(key):
             # Another request's answer, shareable or not, is not this one's.
             return Bypass(statuses.bypass("cookie"))
-        return Fill(key, stale, directives, private)
+        return Fill(key, stale, directives, private, ranged)
+
+    def _from_parts(
+        self, view: RequestView, key: str, private: bool, directives: RequestDirectives
+    ) -> Union[PartHit, bool]:
+        """
+        A C{GET} with C{Range} for a key without a complete entry, under
+        the http policy: answered from the key's partial entry when it is
+        fresh, C{If-Range} (if any) matches it and its parts cover the
+        range; else filled with the range forwarded when it is a single
+        range.
+
+        @return: a L{PartHit}, or whether the fill forwards the range.
+        """
+        value = view.headers["range"].encode("latin-1")
+        if not single_range(value):
+            return False
+        partial = self._cache.partial(key)
+        if partial is None or (private and not partial.shareable):
+            return True
+        if_range = view.values(b"if-range")
+        if if_range and not if_range_matches(if_range[0], partial.etag, partial.last_modified):
+            return True
+        age = partial.age(self._clock.seconds())
+        if self.judge(partial, age, directives) is not Freshness.FRESH:
+            return True
+        wanted = parse_range(value, partial.length)
+        if not isinstance(wanted, tuple) or not partial.covers(*wanted):
+            return True
+        return PartHit(key, partial, wanted[0], wanted[1], statuses.hit(partial, age))
 
     def _bypass_reason(self, view: RequestView) -> Optional[str]:
         if not self.caching:
@@ -382,7 +482,7 @@ class Decider:
         allowance = max(entry.stale_if_error, directives.max_stale or 0.0)
         return allowance > 0 and staleness <= allowance
 
-    def note(self, decision: Union[Hit, Stale]) -> None:
+    def note(self, decision: Union[Hit, PartHit, Stale]) -> None:
         """
         Count an answer from a stored entry, once it is being rendered.
         """

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from twisted.web.http_headers import Headers
 
+from phantom_frame.proxy.rules import NO_RULES, HeaderRules, variables_of
 from phantom_frame.proxy.status import CacheStatus
 from phantom_frame.proxy.view import RequestView
 
@@ -23,13 +24,16 @@ class Exchange:
 
     @ivar request: the twisted.web request.
     @ivar view: what the proxy reads of it.
+    @ivar rules: the server's header rules, applied to the answer's
+        headers (L{set_status}) and to what is forwarded.
     """
 
-    __slots__ = ("request", "view", "_over")
+    __slots__ = ("request", "view", "rules", "_over")
 
-    def __init__(self, request: Any, view: Optional[RequestView] = None) -> None:
+    def __init__(self, request: Any, view: Optional[RequestView] = None, rules: HeaderRules = NO_RULES) -> None:
         self.request = request
         self.view = view
+        self.rules = rules
         self._over = False
         request.notifyFinish().addBoth(self._ended)
 
@@ -50,6 +54,9 @@ class Exchange:
         """
         if status.header:
             headers.setRawHeaders(b"cache-status", [status.header])
+        rules = self.rules
+        if (rules.response_set or rules.response_remove) and self.view is not None:
+            rules.response(headers, variables_of(self.view))
         set_status(self.request, status)
 
 

@@ -38,6 +38,7 @@ from phantom_frame.cache.policy import (
     response_bypass_reason,
     vary_names,
 )
+from phantom_frame.proxy.parts import RANGED_DROPPED, Parts
 from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.settings import CacheStrategy, CreateProxyConfig
 from phantom_frame.proxy.snapshots import SnapshotError
@@ -47,8 +48,6 @@ from phantom_frame.proxy.origin import (
     BodyRelay,
     Header,
     UpstreamError,
-    end_to_end,
-    known_length,
 )
 
 #: Logged as the server's own events (namespace C{phantom_frame.proxy}).
@@ -132,11 +131,13 @@ class Filler:
         self._runner = runner
         self._http_policy = http_policy
         self._stored_coding = STORED_CODING[config.compress_strategy]
+        self.parts = Parts(config, cache, clock, self._stored, self.set_freshness)
 
     # Fills
 
     def fill(
-        self, view: RequestView, key: str, stale: Optional[CacheEntry], body: Any = None, private: bool = False
+        self, view: RequestView, key: str, stale: Optional[CacheEntry], body: Any = None, private: bool = False,
+        ranged: bool = False,
     ):
         """
         Start (or join) the single-flight fill of C{key} for the request
@@ -146,10 +147,11 @@ class Filler:
             than GET or HEAD that an include pattern caches).
         @param private: whether the request's cookies make it private: its
             response is stored only when the origin marked it shareable.
+        @param ranged: forward C{Range} and C{If-Range}: a 206 is a part.
         @return: this caller's L{Deferred} and whether it joined a fill
             another request started (see C{ResponseCache.fill}).
         """
-        fwd = forward_headers(view, FILL_DROPPED)
+        fwd = forward_headers(view, RANGED_DROPPED if ranged else FILL_DROPPED, self._config.headers)
         authorized = "authorization" in view.headers
         method = b"GET" if view.method == b"HEAD" else view.method
         target = view.target
@@ -159,7 +161,7 @@ class Filler:
             lambda: Deferred.fromCoroutine(
                 self.fetch(
                     key, method, target, fwd, header, stale=stale, authorized=authorized,
-                    body=None if method == b"GET" else body, private=private,
+                    body=None if method == b"GET" else body, private=private, ranged=ranged,
                 )
             ),
         )
@@ -192,12 +194,14 @@ class Filler:
         authorized: bool = False,
         body=None,
         private: bool = False,
+        ranged: bool = False,
     ):
         """
         Fetch C{path_qs} from the origin for the fill of C{key}: a
         conditional request when C{stale} is given, a snapshot (stored
         whatever its media type, pinned, failing rather than answering
-        with an error page) when C{snapshot} is set.
+        with an error page) when C{snapshot} is set; a 206 to a C{ranged}
+        fill is a part (L{Parts.store}).
 
         @return: a L{Shared} stored entry, or an L{Exclusive} response for
             the one client that asked, with why it is not stored (C{cookie}
@@ -218,19 +222,21 @@ class Filler:
         request_time = self._clock.seconds()
         response = await self._origin.request(method, path_qs, headers, body)
         response_time = self._clock.seconds()
-        rheaders = end_to_end(response.headers)
+        rheaders = response.pairs
         status = response.code
         if status == 304 and stale is not None:
-            response.deliverBody(BodyRelay(self._clock, config.upstream_timeout, 0))
+            response.deliverBody(BodyRelay(self._clock, None, 0))
             self._freshen(stale, rheaders, request_time, response_time)
             return Shared(stale, 304)
+        if ranged and status == 206:
+            return await self.parts.store(key, response, rheaders, header, authorized, private, request_time, response_time)
         directives = ResponseDirectives.parse(rheaders) if self._http_policy else None
         if snapshot:
             # Snapshots are stored whatever their media type; an error
             # status is a failed snapshot, not a page.
             reason = response_bypass_reason(status, rheaders, CacheStrategy.ALL)
             if status >= 400 or reason is not None:
-                drain = BodyRelay(self._clock, config.upstream_timeout, 65536)
+                drain = BodyRelay(self._clock, None, 65536)
                 response.deliverBody(drain)
                 drain.ready().addCallbacks(lambda complete: complete or drain.abort(), lambda _: None)
                 raise SnapshotError(
@@ -255,7 +261,7 @@ class Filler:
         shareable = snapshot or marked_shareable(rheaders)
         if reason is None and private and not shareable:
             reason = "cookie"
-        length = known_length(response)
+        length = response.length
         if reason is None and length is not None and length > config.max_cacheable_bytes:
             if snapshot:
                 raise SnapshotError(f"larger than max_cacheable_bytes ({length} bytes)")
@@ -265,7 +271,7 @@ class Filler:
         # off can fall back on the stale entry.
         buffered = reason is None or (stale is not None and status < 500)
         limit = config.max_cacheable_bytes if buffered else None
-        relay = BodyRelay(self._clock, config.upstream_timeout, limit)
+        relay = BodyRelay(self._clock, None, limit)
         response.deliverBody(relay)
         if not buffered:
             return Exclusive((response, relay), reason, relay.abort)
@@ -400,7 +406,7 @@ class Filler:
         §4), when it is storable with explicit freshness and no fill of
         C{key} is running.
         """
-        rheaders = end_to_end(response.headers)
+        rheaders = response.pairs
         directives = ResponseDirectives.parse(rheaders)
         status = response.code
         reason = response_bypass_reason(

@@ -1,47 +1,56 @@
 """
-Talking to an origin: the request we send, the errors we map, and the relay
-that moves a response body to a client (streamed, with back-pressure) or into
-memory (bounded) for the cache.
+Talking to an origin: L{Origin} sends the request through the byte-level
+client, L{OriginResponse} reads its answer (errors mapped to
+L{UpstreamError}s) and hands the body to a L{BodyRelay}
+(L{phantom_frame.proxy.body}).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.error import (
-    ConnectingCancelledError,
-    ConnectionDone,
-    ConnectionLost,
-    TimeoutError,
-)
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseDone
-from twisted.web.http import PotentialDataLoss, _DataLoss, _MalformedChunkedDataError
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from phantom_frame.proxy.originpool import connection_named
+from phantom_frame.proxy.client import (
+    Framing,
+    IOriginClient,
+    IResponseReceiver,
+    OriginTimeout,
+    RequestBody,
+    ResponseHead,
+    StalledBody,
+)
+from phantom_frame.proxy.body import (
+    BodyRelay,
+    BrokenBody,
+    UpstreamError,
+    UpstreamTimeout,
+    _BytesProducer,
+    body_error,
+    known_length,
+)
+from phantom_frame.proxy.transfer import (
+    HOP_BY_HOP,
+    Inflater,
+    TransferDecodeError,
+    connection_named,
+)
 
 Header = Tuple[bytes, bytes]
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
+#: Also here (their old home) for the modules that import them from here.
+__all__ = [
+    "BodyRelay", "BrokenBody", "FILL_DROPPED", "HOP_BY_HOP", "Header", "Origin", "OriginResponse",
+    "UpstreamError", "UpstreamTimeout", "_BytesProducer", "body_error", "body_producer", "upstream_error",
+    "connection_tokens", "end_to_end", "known_length",
+]
 
 #: Request headers a cache fill never forwards: the fill wants the whole,
 #: unconditional representation, in a coding we can store.
@@ -57,54 +66,6 @@ FILL_DROPPED = frozenset(
         b"content-length",
     }
 )
-
-
-class UpstreamError(Exception):
-    """
-    The origin could not give us a response (refused, reset, unreachable).
-
-    @ivar sent: for a response body that broke off while streaming, whether
-        the client had been sent the response head.
-    """
-
-    sent = False
-
-
-class UpstreamTimeout(UpstreamError):
-    """
-    The origin did not answer within C{upstream_timeout}.
-    """
-
-
-class BrokenBody(UpstreamError):
-    """
-    The origin's body broke off: the connection closed or was lost before
-    its end, or its framing (chunks, a transfer coding) was malformed.
-
-    """
-
-
-def body_error(reason: Failure, received: int) -> UpstreamError:
-    """
-    @param reason: why a response body ended, when it did not end well.
-    @param received: how many body bytes had arrived.
-    @return: the origin failure it is: an L{UpstreamTimeout} for a stall,
-        a L{BrokenBody} with a short reason otherwise.
-    """
-    if reason.check(UpstreamError):
-        return reason.value
-    reasons = getattr(reason.value, "reasons", None) or [reason]
-    causes = [r for r in reasons if not r.check(_DataLoss)] or reasons
-    cause = causes[0]
-    if cause.check(ConnectionDone, _DataLoss):
-        text = "the origin closed the connection"
-    elif cause.check(ConnectionLost):
-        text = "the connection to the origin was lost"
-    elif cause.check(_MalformedChunkedDataError):
-        text = f"malformed chunked data ({cause.getErrorMessage()})"
-    else:
-        text = cause.getErrorMessage() or type(cause.value).__name__
-    return BrokenBody(f"body cut short after {received} bytes: {text}")
 
 
 def connection_tokens(headers: Headers) -> frozenset:
@@ -136,19 +97,20 @@ def end_to_end(headers: Headers, drop: frozenset = frozenset()) -> List[Header]:
 
 class Origin:
     """
-    One origin server (a C{proxy_url}) reached through an L{IAgent}.
+    One origin server (a C{proxy_url}) reached through an L{IOriginClient}
+    (the pooled byte-level client of L{phantom_frame.proxy.pool}).
     """
 
     def __init__(
-        self, proxy_url: str, agent: IAgent, clock: IReactorTime, timeout: float
+        self, proxy_url: str, client: IOriginClient, clock: IReactorTime, timeout: float
     ) -> None:
         """
         @param proxy_url: C{http[s]://host[:port][/base]}; the base path
             prefixes every upstream path.
-        @param agent: makes the requests (a pooled L{twisted.web.client.Agent}).
-        @param clock: schedules the timeout.
+        @param client: sends the requests.
+        @param clock: the server's clock.
         @param timeout: seconds to wait for response headers, and at most
-            between two chunks of a response body.
+            between two chunks of a response body (the client's own).
         """
         parts = urlsplit(proxy_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -158,7 +120,8 @@ class Origin:
         self.netloc = parts.netloc.encode("idna" if not parts.netloc.isascii() else "ascii")
         self.base_path = parts.path.rstrip("/").encode("utf-8")
         self._prefix = self.scheme + b"://" + self.netloc + self.base_path
-        self._agent = agent
+        self.host = (b"Host", self.netloc)
+        self.client = client
         self._clock = clock
         self.timeout = timeout
 
@@ -174,316 +137,236 @@ class Origin:
         self,
         method: bytes,
         path_and_query: bytes,
-        headers: Iterable[Header],
-        body: Optional[IBodyProducer] = None,
-    ) -> Deferred[IResponse]:
+        headers: List[Header],
+        body: Union[None, bytes, RequestBody] = None,
+    ) -> Deferred[OriginResponse]:
         """
         Send a request and wait (at most C{timeout}) for the response head.
 
-        @return: a L{Deferred} firing with the L{IResponse}, or failing with
-            L{UpstreamTimeout} or L{UpstreamError}. Cancelling it cancels the
-            request.
+        @param headers: the fields to send; C{Host} is the origin's.
+        @param body: see L{IOriginClient.request}.
+        @return: a L{Deferred} firing with the L{OriginResponse}, or failing
+            with L{UpstreamTimeout} or L{UpstreamError}. Cancelling it
+            cancels the request.
         """
-        h = Headers()
-        for name, value in headers:
-            h.addRawHeader(name, value)
-        h.setRawHeaders(b"host", [self.netloc])
-        d = self._agent.request(method, self.url_for(path_and_query), h, body)
-        timedOut = []
-
-        def onTimeout() -> None:
-            timedOut.append(True)
-            d.cancel()
-
-        delayed = self._clock.callLater(self.timeout, onTimeout)
-
-        def done(result):
-            if delayed.active():
-                delayed.cancel()
-            if isinstance(result, Failure):
-                if timedOut:
-                    raise UpstreamTimeout(
-                        f"no answer from {self.url} within {self.timeout:g}s"
-                    )
-                if _cancelled(result):
-                    # Our caller went away (the client disconnected): not
-                    # an origin failure.
-                    raise CancelledError()
-                raise UpstreamError(_describe(result))
-            return result
-
-        d.addBoth(done)
-        return d
+        response = OriginResponse(self, method)
+        headers = [self.host] + headers
+        try:
+            done = self.client.request(method, self.base_path + path_and_query, headers, response, body)
+        except ValueError as e:
+            return fail(UpstreamError(f"cannot forward the request: {e}"))
+        return response.start(done)
 
 
-def _cancelled(failure: Failure) -> bool:
+def upstream_error(failure: Failure, origin: Origin) -> Exception:
     """
-    @return: whether C{failure} is a cancellation, as such or wrapped by
-        the Agent (C{ResponseNeverReceived([CancelledError])}).
+    @param failure: why an exchange with C{origin} failed before its head.
+    @return: the L{UpstreamTimeout} or L{UpstreamError} it is, or a
+        C{CancelledError} when the caller gave up.
     """
     if failure.check(CancelledError):
-        return True
-    reasons = getattr(failure.value, "reasons", None)
-    return bool(reasons) and all(_cancelled(r) for r in reasons)
+        return CancelledError()
+    if failure.check(OriginTimeout):
+        return UpstreamTimeout(f"no answer from {origin.url} within {origin.timeout:g}s")
+    return UpstreamError(failure.getErrorMessage() or failure.type.__name__)
 
 
-def _describe(failure: Failure) -> str:
+@implementer(IResponseReceiver, IPushProducer)
+class OriginResponse:
     """
-    @return: a short reason for an upstream failure, fit for a log line.
+    An origin's answer as the proxy reads it: the final head's status and
+    end-to-end fields, and the body, handed to one L{Protocol} (a
+    L{BodyRelay}) with L{deliverBody} as an L{IResponse} does; transfer
+    codings other than C{chunked} are undone on the way.
+
+    @ivar code: the status code.
+    @ivar phrase: the reason phrase.
+    @ivar pairs: the end-to-end fields, in order; C{Content-Length} only
+        when no body follows (an answer to C{HEAD}, a 204 or 304).
+    @ivar length: the body's length, C{None} when unknown.
+    @ivar method: the request's method.
+    @ivar head: the L{ResponseHead}.
     """
-    value = failure.value
-    reasons = getattr(value, "reasons", None)
-    if reasons:
-        return "; ".join(_describe(r) for r in reasons)
-    if isinstance(value, (ConnectingCancelledError, TimeoutError)):
-        return "connection timed out"
-    text = str(value).strip() or type(value).__name__
-    return text
+
+    def __init__(self, origin: Origin, method: bytes) -> None:
+        self._origin = origin
+        self.method = method
+        self.head: Optional[ResponseHead] = None
+        self.code = 0
+        self.phrase = b""
+        self.pairs: List[Header] = []
+        self.length: Optional[int] = None
+        self._result: Deferred[OriginResponse] = Deferred(self._cancel)
+        self._waiting: Optional[Deferred[OriginResponse]] = self._result
+        self._done: Optional[Deferred[ResponseHead]] = None
+        self._producer: Any = None
+        self._protocol: Optional[Protocol] = None
+        self._pending: List[bytes] = []
+        self._end: Optional[Failure] = None
+        self._inflater: Optional[Inflater] = None
+        self._paused = False
+
+    def start(self, done: Deferred[ResponseHead]) -> Deferred[OriginResponse]:
+        """
+        @param done: the client's L{Deferred} of this exchange (the answer
+            may have come already).
+        @return: the L{Deferred} of the head (see L{Origin.request}).
+        """
+        self._done = done
+        done.addCallbacks(self._whole, self._broken)
+        return self._result
+
+    def _cancel(self, waiting: Deferred[OriginResponse]) -> None:
+        if self._done is not None:
+            self._done.cancel()
+
+    def values(self, name: bytes) -> List[bytes]:
+        """
+        @param name: a lower-case field name.
+        @return: the values of the end-to-end fields so named, in order.
+        """
+        return [v for n, v in self.pairs if n.lower() == name]
+
+    # IResponseReceiver
+
+    def interimReceived(self, head: ResponseHead) -> None:
+        """
+        Interim answers are not relayed on this path.
+        """
+
+    def headReceived(self, head: ResponseHead, producer: Any) -> None:
+        """
+        The final head: fire the head's L{Deferred}; hold the body until a
+        protocol takes it.
+        """
+        self.head = head
+        self.code = head.status
+        self.phrase = head.phrase
+        framing = head.framing
+        pairs = head.end_to_end()
+        if framing is Framing.EMPTY:
+            self.length = 0
+        else:
+            self.length = head.length if framing is Framing.LENGTH else None
+            if head.length is not None or framing is Framing.CHUNKED:
+                pairs = [(n, v) for n, v in pairs if n.lower() != b"content-length"]
+        self.pairs = pairs
+        if head.codings:
+            self._inflater = Inflater(head.codings)
+        self._producer = producer
+        waiting, self._waiting = self._waiting, None
+        waiting.callback(self)
+        if self._protocol is None and self._end is None:
+            self.pauseProducing()
+
+    def bodyReceived(self, data: bytes) -> None:
+        """
+        Body bytes: decoded, to the protocol (held until there is one).
+        """
+        if self._inflater is not None:
+            data = self._inflater.decode(data)
+            if not data:
+                return
+        if self._protocol is None:
+            self._pending.append(data)
+        else:
+            self._protocol.dataReceived(data)
+
+    # The end
+
+    def _whole(self, head: ResponseHead) -> None:
+        if self._inflater is not None:
+            try:
+                tail = self._inflater.finish()
+            except TransferDecodeError as e:
+                self._ended(Failure(e))
+                return
+            if tail:
+                self.bodyReceived(tail)
+        self._ended(Failure(ResponseDone()))
+
+    def _broken(self, failure: Failure) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            if failure.check(StalledBody):
+                failure = Failure(UpstreamTimeout("origin stalled while sending the body"))
+            self._ended(failure)
+            return
+        waiting.errback(upstream_error(failure, self._origin))
+
+    def _ended(self, reason: Failure) -> None:
+        self._end = reason
+        protocol = self._protocol
+        if protocol is not None and not self._pending:
+            protocol.connectionLost(reason)
+
+    # The body's consumer
+
+    def deliverBody(self, protocol: Protocol) -> None:
+        """
+        Hand the body to C{protocol}: what came so far, the rest as it
+        comes, then C{connectionLost} with L{ResponseDone} for a whole body,
+        or the failure that broke it. Its C{transport} is this answer: an
+        L{IPushProducer} of the body.
+        """
+        self._protocol = protocol
+        protocol.makeConnection(self)
+        pending, self._pending = self._pending, []
+        for data in pending:
+            protocol.dataReceived(data)
+        if self._end is not None:
+            protocol.connectionLost(self._end)
+        elif self._paused:
+            self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        """
+        Stop reading the body for now.
+        """
+        if not self._paused and self._end is None:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        Read the body again.
+        """
+        if self._paused:
+            self._paused = False
+            self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """
+        Abandon the body: the origin connection is closed.
+        """
+        if self._end is None and self._done is not None:
+            self._done.cancel()
 
 
-def body_producer(content, length: Optional[int]) -> Optional[IBodyProducer]:
+def body_producer(content, length: Optional[int]) -> Union[None, bytes, RequestBody]:
     """
-    The producer for a client's request body, as twisted.web stored it.
+    The body of a client's request, as twisted.web stored it, for
+    L{Origin.request}.
 
     @param content: the request's C{content} file (memory or a temp file).
     @param length: the body's length from the request head; C{None} when
         the request had no body.
+    @return: C{None} for no body, its bytes when small, else a
+        L{RequestBody} read from C{content} with back-pressure.
     """
     if not length:
-        if length == 0:
-            return _BytesProducer(b"")
-        return None
+        return None if length is None else b""
     content.seek(0, 0)
     if length <= 65536:
-        return _BytesProducer(content.read())
-    return FileBodyProducer(content)
+        return content.read()
+    body = RequestBody(length)
+    producer = FileBodyProducer(content)
+    body.registerProducer(producer, True)
 
+    def read(_: Any) -> None:
+        body.unregisterProducer()
+        body.finish()
 
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """
-    A small body written in one go.
-    """
+    producer.startProducing(body).addCallbacks(read, lambda _: None)
+    return body
 
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class BodyRelay(Protocol):
-    """
-    Receives a response body, in one of three modes: I{buffer} (collect up to
-    C{limit} bytes, for the cache), I{held} (origin paused, waiting to be
-    handed to a client) and I{stream} (written to a request as it arrives,
-    with back-pressure: the origin connection is the request's producer).
-
-    A buffering relay that overflows pauses the origin and becomes held;
-    L{stream_to} then sends what it has and the rest.
-
-    A body that breaks off (see L{body_error}) is never mistaken for a
-    whole one: L{ready} fails, and L{stream_to} fails before anything is
-    written, or cuts the client's connection short after.
-    """
-
-    _BUFFER, _HELD, _STREAM = range(3)
-
-    def __init__(
-        self, clock: IReactorTime, idleTimeout: float, limit: Optional[int] = None
-    ) -> None:
-        """
-        @param clock: for the idle timeout.
-        @param idleTimeout: seconds the origin may pause between chunks.
-        @param limit: bytes to buffer before overflowing; C{None} to hold the
-            body for L{stream_to} from the start.
-        """
-        self._clock = clock
-        self._idleTimeout = idleTimeout
-        self._limit = limit
-        self._mode = self._HELD if limit is None else self._BUFFER
-        self._chunks: List[bytes] = []
-        self._size = 0
-        self._received = 0
-        self._request = None
-        self._exchange = None
-        self._idle: Optional[IDelayedCall] = None
-        self._lost: Optional[Failure] = None
-        self._timedOut = False
-        self._ready: Deferred[bool] = Deferred(lambda d: self.abort())
-        self._streamed: Optional[Deferred[None]] = None
-        self._keep: Optional[int] = None
-        self._kept: Optional[List[bytes]] = None
-        self._whole = False
-
-    def keep(self, limit: int) -> None:
-        """
-        While streaming, also keep a copy of the body, up to C{limit} bytes
-        (see L{kept}).
-        """
-        self._keep, self._kept = limit, []
-
-    def kept(self) -> Optional[bytes]:
-        """
-        @return: the body L{stream_to} sent, when it was kept and arrived
-            whole within the limit; otherwise C{None}.
-        """
-        if self._kept is None or not self._whole:
-            return None
-        return b"".join(self._kept)
-
-    def _write(self, request, data: bytes) -> None:
-        request.write(data)
-        if self._kept is not None:
-            self._keep -= len(data)
-            if self._keep < 0:
-                self._kept = None
-            else:
-                self._kept.append(data)
-
-    def ready(self) -> Deferred[bool]:
-        """
-        In buffer mode: fires with C{True} once the whole body is buffered
-        (see L{collected}), with C{False} when it overflowed the limit (the
-        relay is then held), or fails with an L{UpstreamError} (see
-        L{body_error}) when the body broke off. Cancelling it aborts the
-        transfer.
-        """
-        return self._ready
-
-    def connectionMade(self) -> None:
-        self._idle = self._clock.callLater(self._idleTimeout, self._onIdle)
-
-    def _onIdle(self) -> None:
-        self._timedOut = True
-        self._idle = None
-        self.transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._idle is not None:
-            self._idle.reset(self._idleTimeout)
-        self._received += len(data)
-        if self._mode == self._STREAM:
-            self._write(self._request, data)
-            return
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._mode == self._BUFFER and self._size > self._limit:
-            self._mode = self._HELD
-            self.transport.pauseProducing()
-            self._ready.callback(False)
-
-    def collected(self) -> bytes:
-        """
-        @return: the buffered body.
-        """
-        return b"".join(self._chunks)
-
-    def stream_to(self, exchange) -> Deferred[None]:
-        """
-        Write what is buffered to the request of C{exchange} (a
-        L{phantom_frame.proxy.exchange.Exchange}), then stream the rest of
-        the body to it with back-pressure, and finish it. The response head
-        goes out with the first body byte (or the body's end), so a body
-        that breaks off before any byte came leaves the request unanswered.
-
-        @return: a L{Deferred} firing when the request is over (finished, or
-            its client gone), or failing with a L{BrokenBody} (or an
-            L{UpstreamTimeout}) when the body broke off: with nothing
-            written (C{sent} false: answer the request with an error), or
-            after the head was sent (C{sent} true: the client's connection
-            has been cut short).
-        """
-        streamed = self._streamed = Deferred()
-        self._exchange = exchange
-        request = exchange.request
-        chunks, self._chunks = self._chunks, []
-        if self._lost is not None and not _whole(self._lost):
-            # It broke before the client was sent anything: what arrived is
-            # not worth sending.
-            self._streamed = None
-            return fail(body_error(self._lost, self._received))
-        for chunk in chunks:
-            self._write(request, chunk)
-        if self._lost is not None:
-            self._finish(request, self._lost)
-        else:
-            self._mode = self._STREAM
-            self._request = request
-            request.registerProducer(self.transport, True)
-            self.transport.resumeProducing()
-        return streamed
-
-    def abort(self) -> None:
-        """
-        Give up on the body: close the origin connection.
-        """
-        if self._lost is None and self.transport is not None:
-            self.transport.stopProducing()
-
-    def connectionLost(self, reason: Failure) -> None:
-        if self._idle is not None:
-            if self._idle.active():
-                self._idle.cancel()
-            self._idle = None
-        if self._timedOut:
-            reason = Failure(UpstreamTimeout("origin stalled while sending the body"))
-        self._lost = reason
-        if self._mode == self._STREAM:
-            self._request.unregisterProducer()
-            self._finish(self._request, reason)
-        elif self._mode == self._BUFFER and not self._ready.called:
-            if _whole(reason):
-                self._ready.callback(True)
-            else:
-                self._ready.errback(body_error(reason, self._received))
-        # Held: stream_to (or whoever aborted) sees _lost.
-
-    def _finish(self, request, reason: Failure) -> None:
-        streamed, self._streamed = self._streamed, None
-        if not self._exchange.alive:
-            pass
-        elif _whole(reason):
-            self._whole = True
-            request.finish()
-        else:
-            error = body_error(reason, self._received)
-            if request.startedWriting:
-                # Mid-body failure: the status line is gone, so the only
-                # honest signal left is to cut the connection short.
-                error.sent = True
-                if request.channel is not None:
-                    request.channel.transport.abortConnection()
-            if streamed is not None:
-                streamed.errback(error)
-            return
-        if streamed is not None:
-            streamed.callback(None)
-
-
-def _whole(reason: Failure) -> bool:
-    """
-    @return: whether a body that ended for C{reason} arrived whole (its
-        length, its last chunk, or the end of a body delimited by the
-        connection's close).
-    """
-    return bool(reason.check(ResponseDone, PotentialDataLoss))
-
-
-def known_length(response: IResponse) -> Optional[int]:
-    """
-    @return: the response's body length, or C{None} when unknown.
-    """
-    length = response.length
-    return None if length is UNKNOWN_LENGTH else length

@@ -6,7 +6,7 @@ fails, and dropping what a successful unsafe request invalidates.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError
@@ -18,15 +18,17 @@ from phantom_frame.cache.streaming import CompressingConsumer, compressed_header
 from phantom_frame.proxy.answers import http_date, send_error
 from phantom_frame.proxy.exchange import Exchange
 from phantom_frame.proxy.origin import (
+    HOP_BY_HOP,
     BodyRelay,
     Header,
     Origin,
+    OriginResponse,
     UpstreamError,
     UpstreamTimeout,
     body_producer,
-    end_to_end,
-    known_length,
+    connection_named,
 )
+from phantom_frame.proxy.rules import NO_RULES, HeaderRules, variables_of
 from phantom_frame.proxy.status import CacheStatus, forwarded
 from phantom_frame.proxy.view import RequestView
 
@@ -35,8 +37,8 @@ log = Logger(namespace="phantom_frame.proxy")
 
 _SAFE_METHODS = (b"GET", b"HEAD", b"OPTIONS", b"TRACE")
 
-#: Request headers the proxy sets itself (the Agent sets Content-Length from
-#: the body it sends).
+#: Request headers the proxy sets itself (the origin client frames the body
+#: it sends).
 _REPLACED = frozenset(
     {b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 )
@@ -44,8 +46,8 @@ _REPLACED = frozenset(
 
 def request_body(request):
     """
-    @return: a producer of the client's request body (as twisted.web
-        spooled it), or C{None} when it sent none.
+    @return: the client's request body (as twisted.web spooled it) for
+        L{Origin.request}, or C{None} when it sent none.
     """
     rh = request.requestHeaders
     if not (rh.hasHeader(b"content-length") or rh.hasHeader(b"transfer-encoding")):
@@ -55,17 +57,19 @@ def request_body(request):
     return body_producer(content, content.tell())
 
 
-def forward_headers(view: RequestView, drop: frozenset = frozenset()) -> List[Header]:
+def forward_headers(view: RequestView, drop: frozenset = frozenset(), rules: HeaderRules = NO_RULES) -> List[Header]:
     """
     @param drop: more request headers (lower-cased) not to forward.
     @return: the request's end-to-end headers for the origin, with the
         C{X-Forwarded-For}, C{X-Forwarded-Proto} and C{X-Forwarded-Host}
-        the proxy sets.
+        the proxy sets, and the server's request header C{rules} applied.
     """
-    raw = Headers()
-    for name, value in view.pairs():
-        raw.addRawHeader(name, value)
-    pairs = end_to_end(raw, drop | _REPLACED)
+    raw = view.pairs()
+    excluded = HOP_BY_HOP | drop | _REPLACED
+    connection = view.values(b"connection")
+    if connection:
+        excluded = excluded | frozenset(connection_named(connection))
+    pairs = [(n, v) for n, v in raw if n.lower() not in excluded]
     forwarded_for = view.values(b"x-forwarded-for")
     if view.client:
         forwarded_for = forwarded_for + [view.client.encode("ascii")]
@@ -75,6 +79,8 @@ def forward_headers(view: RequestView, drop: frozenset = frozenset()) -> List[He
     host = view.values(b"host")
     if host:
         pairs.append((b"X-Forwarded-Host", host[0]))
+    if rules.request_set or rules.request_remove:
+        pairs = rules.request(pairs, variables_of(view))
     return pairs
 
 
@@ -115,18 +121,56 @@ class Passthrough:
         self._adopts = adopts
         self._keep_limit = keep_limit
 
+    @property
+    def adopts(self) -> bool:
+        """
+        Whether a C{POST} answer may be stored for C{GET}s (see
+        L{__init__}): its body is then kept as it is relayed.
+        """
+        return self._adopts is not None
+
+    def answered_unsafe(self, view: RequestView, response: Any) -> None:
+        """
+        An unsafe request was answered with C{response} (with C{code} or
+        C{status}, and C{values(name)}): drop what it invalidates when it
+        succeeded (RFC 9111 §4.4).
+        """
+        code = getattr(response, "code", None) or response.status
+        if self._invalidates is not None and view.method not in _SAFE_METHODS and 200 <= code < 400:
+            self._invalidates(view, response)
+
     def origin_failed(self, exchange: Exchange, error: UpstreamError, fwd: str) -> None:
         """
         Answer 504 for a timeout, 502 for any other origin failure, and log
         it with the server and origin.
         """
-        if isinstance(error, UpstreamTimeout):
-            code, text, detail = 504, "Gateway Timeout", "timeout"
-        else:
-            code, text, detail = 502, "Bad Gateway", "origin-error"
+        code, text, detail = self.failed(error)
         send_error(exchange, code, text, forwarded(fwd, detail))
+
+    def failed(self, error: UpstreamError) -> Tuple[int, str, str]:
+        """
+        Log an origin failure with the server and origin.
+
+        @return: the answer's status code and text, and the C{Cache-Status}
+            C{fwd} detail: 504 for a timeout, 502 for any other failure.
+        """
         log.warn(
             "server {server}: origin {origin} failed: {error}",
+            server=self._name,
+            origin=self._origin.url,
+            error=str(error),
+        )
+        if isinstance(error, UpstreamTimeout):
+            return 504, "Gateway Timeout", "timeout"
+        return 502, "Bad Gateway", "origin-error"
+
+    def failed_mid_body(self, error: UpstreamError) -> None:
+        """
+        Log an origin failure after the client was sent the answer's head.
+        """
+        log.warn(
+            "server {server}: origin {origin} failed mid-body, connection to the client"
+            " closed: {error}",
             server=self._name,
             origin=self._origin.url,
             error=str(error),
@@ -142,7 +186,7 @@ class Passthrough:
         request_time = self._clock.seconds()
         try:
             response = await self._origin.request(
-                view.method, view.target, forward_headers(view), request_body(request)
+                view.method, view.target, forward_headers(view, rules=exchange.rules), request_body(request)
             )
         except UpstreamError as e:
             self.origin_failed(exchange, e, "bypass")
@@ -154,11 +198,11 @@ class Passthrough:
             and 200 <= response.code < 400
         ):
             self._invalidates(view, response)
-        relay = BodyRelay(self._clock, self._timeout)
+        relay = BodyRelay(self._clock, None)
         adopting = (
             self._adopts is not None
             and view.method == b"POST"
-            and response.headers.hasHeader(b"content-location")
+            and bool(response.values(b"content-location"))
         )
         if adopting:
             relay.keep(self._keep_limit)
@@ -171,7 +215,7 @@ class Passthrough:
     async def relay(
         self,
         exchange: Exchange,
-        response,
+        response: OriginResponse,
         relay: BodyRelay,
         status: CacheStatus,
         fwd: str = "bypass",
@@ -197,8 +241,8 @@ class Passthrough:
             return
         request = exchange.request
         request.setResponseCode(response.code, response.phrase)
-        pairs = end_to_end(response.headers)
-        length = known_length(response)
+        pairs = response.pairs
+        length = response.length
         coding = None
         if identity:
             accept = exchange.view.values(b"accept-encoding")
@@ -223,7 +267,7 @@ class Passthrough:
             headers.setRawHeaders(b"content-length", [b"%d" % length])
         exchange.set_status(status, headers)
         request.responseHeaders = headers
-        if request.method == b"HEAD" and response.request.method != b"HEAD":
+        if request.method == b"HEAD" and response.method != b"HEAD":
             # A GET fill answering a HEAD: the headers are the answer.
             request.write(b"")
             request.finish()
@@ -239,13 +283,7 @@ class Passthrough:
             if not e.sent:
                 self.origin_failed(exchange, e, fwd)
                 return
-            log.warn(
-                "server {server}: origin {origin} failed mid-body, connection to the client"
-                " closed: {error}",
-                server=self._name,
-                origin=self._origin.url,
-                error=str(e),
-            )
+            self.failed_mid_body(e)
 
 
 def content_location_is_target(view: RequestView, response) -> bool:
@@ -254,7 +292,7 @@ def content_location_is_target(view: RequestView, response) -> bool:
         own target on this server (RFC 9110 §9.3.3: a POST answer that may
         then be stored for GETs of it).
     """
-    values = response.headers.getRawHeaders(b"content-location", ())
+    values = response.values(b"content-location")
     return len(values) == 1 and _local_target(view, values[0]) == view.target
 
 
@@ -337,7 +375,7 @@ def unsafe_targets(view: RequestView, response) -> List[bytes]:
     """
     targets = [view.target]
     for name in (b"location", b"content-location"):
-        for value in response.headers.getRawHeaders(name, ()):
+        for value in response.values(name):
             target = _local_target(view, value)
             if target is not None:
                 targets.append(target)

@@ -175,11 +175,18 @@ class OriginPool:
         self.reused = 0
         self.retries = 0
 
-    def client(self, origin: Union[str, OriginAddress], timeout: float = 30.0) -> OriginClient:
+    def client(
+        self,
+        origin: Union[str, OriginAddress],
+        timeout: float = 30.0,
+        keepalive_timeout: Optional[float] = None,
+    ) -> OriginClient:
         """
         @param origin: an L{OriginAddress} or an http(s) URL.
         @param timeout: seconds to connect and get a final head, and at most
             between two body chunks.
+        @param keepalive_timeout: seconds a connection this client used is
+            kept idle; the pool's when C{None}.
         @return: the L{IOriginClient} of C{origin}, sharing this pool.
         """
         if isinstance(origin, str):
@@ -187,13 +194,12 @@ class OriginPool:
         route = self._routes.get(origin)
         if route is None:
             route = self._routes[origin] = _Route(self, origin, self._endpoint_for(origin))
-        return OriginClient(self, route, timeout)
+        keepalive = self._keepalive if keepalive_timeout is None else max(0.0, keepalive_timeout)
+        return OriginClient(self, route, timeout, keepalive)
 
     @property
     def idle(self) -> int:
-        """
-        The idle connections, over every origin.
-        """
+        """The idle connections, over every origin."""
         return len(self._idle)
 
     def close(self) -> Deferred[None]:
@@ -228,7 +234,7 @@ class OriginPool:
         self.reused += 1
         return connection
 
-    def _release(self, connection: OriginConnection) -> None:
+    def _release(self, connection: OriginConnection, keepalive: float) -> None:
         idle = connection.route.idle
         if self._per_origin == 0 or self._max == 0:
             connection.close()
@@ -238,9 +244,12 @@ class OriginPool:
         elif len(self._idle) >= self._max:
             self._drop(next(iter(self._idle)))
         idle.append(connection)
-        self._idle[connection] = self._clock.seconds()
-        if self._sweeper is None:
-            self._sweeper = self._clock.callLater(self._keepalive, self._sweep)
+        self._idle[connection] = self._clock.seconds() + keepalive
+        sweeper = self._sweeper
+        if sweeper is None:
+            self._sweeper = self._clock.callLater(keepalive, self._sweep)
+        elif sweeper.getTime() > self._clock.seconds() + keepalive:
+            sweeper.reset(keepalive)
 
     def _forget(self, connection: OriginConnection) -> None:
         if self._idle.pop(connection, None) is not None:
@@ -253,14 +262,11 @@ class OriginPool:
     def _sweep(self) -> None:
         self._sweeper = None
         now = self._clock.seconds()
-        expired = []
-        for connection, since in self._idle.items():
-            if since + self._keepalive > now:
-                self._sweeper = self._clock.callLater(since + self._keepalive - now, self._sweep)
-                break
-            expired.append(connection)
+        expired = [connection for connection, until in self._idle.items() if until <= now]
         for connection in expired:
             self._drop(connection)
+        if self._idle:
+            self._sweeper = self._clock.callLater(min(self._idle.values()) - now, self._sweep)
 
 
 @implementer(IOriginClient)
@@ -269,13 +275,12 @@ class OriginClient:
     The L{IOriginClient} of one origin, over an L{OriginPool}.
     """
 
-    def __init__(self, pool: OriginPool, route: _Route, timeout: float) -> None:
-        """
-        Made by L{OriginPool.client}.
-        """
+    def __init__(self, pool: OriginPool, route: _Route, timeout: float, keepalive: float) -> None:
+        """Made by L{OriginPool.client}."""
         self.pool = pool
         self.route = route
         self.timeout = timeout
+        self.keepalive = keepalive
         self.address = route.address
 
     def request(
@@ -286,9 +291,7 @@ class OriginClient:
         receiver: IResponseReceiver,
         body: Union[None, bytes, RequestBody] = None,
     ) -> Deferred[ResponseHead]:
-        """
-        See L{IOriginClient.request}.
-        """
+        """See L{IOriginClient.request}."""
         if body is None:
             framing = b""
         elif isinstance(body, bytes):
@@ -404,7 +407,7 @@ class _Exchange:
         reusable = reusable and self.sent and self.persistent
         self._halt()
         if reusable:
-            self.client.pool._release(connection)
+            self.client.pool._release(connection, self.client.keepalive)
         else:
             connection.close()
         self.deferred.callback(self.head)

@@ -2,7 +2,8 @@
 Answers from a stored entry: the headers every answer from an entry
 carries (L{entry_headers}, L{not_modified_headers}), used by the fast path
 and by twisted.web alike, and L{EntryRenderer}, which writes an
-L{phantom_frame.proxy.negotiation.EntryAnswer} to a twisted.web request.
+L{phantom_frame.proxy.negotiation.EntryAnswer} to a twisted.web request
+(and a range from a partial entry's parts: L{part_headers}).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from phantom_frame.cache.alternates import Alternates
 from phantom_frame.cache.codec import Codec, varies_by_coding
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import weakened
+from phantom_frame.cache.partial import PartialEntry
 from phantom_frame.proxy.answers import http_date, send_error
 from phantom_frame.proxy.negotiation import (
     EntryAnswer,
@@ -113,6 +115,24 @@ def needs_date(entry: CacheEntry) -> bool:
     return not any(name.lower() == b"date" for name, _ in entry.headers)
 
 
+def part_headers(partial: PartialEntry, first: int, last: int, date: Optional[bytes]) -> List[Header]:
+    """
+    @param date: the C{Date} to send when the origin sent none (C{None}:
+        leave it to the caller).
+    @return: the headers of the 206 with bytes C{first} to C{last} of
+        C{partial}, but the per-request C{Age} and C{Cache-Status}: the
+        stored ones, with C{Date}, C{Accept-Ranges}, C{Content-Range} and
+        C{Content-Length}.
+    """
+    headers = list(partial.headers)
+    if date is not None and not any(name.lower() == b"date" for name, _ in headers):
+        headers.append((b"Date", date))
+    headers.append((b"Accept-Ranges", b"bytes"))
+    headers.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, partial.length)))
+    headers.append((b"Content-Length", b"%d" % (last - first + 1)))
+    return headers
+
+
 class EntryRenderer:
     """
     Writes answers from stored entries to twisted.web requests.
@@ -168,6 +188,22 @@ class EntryRenderer:
         base.append((b"Content-Length", b"%d" % len(body)))
         self._write_head(exchange, code, phrase, base, entry, now, status)
         request.write(body)
+        request.finish()
+
+    def render_part(
+        self, exchange: Exchange, partial: PartialEntry, first: int, last: int, status: CacheStatus
+    ) -> None:
+        """
+        Answer C{exchange} with a 206 of bytes C{first} to C{last} of the
+        stored parts of C{partial} (held in memory).
+        """
+        if not exchange.alive:
+            return
+        now = self._clock.seconds()
+        headers = part_headers(partial, first, last, http_date(now))
+        self._write_head(exchange, 206, b"Partial Content", headers, partial, now, status)
+        request = exchange.request
+        request.write(partial.slice(first, last))
         request.finish()
 
     def _write_head(

@@ -17,14 +17,12 @@ from twisted.web.iweb import IAgent
 from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame.cache.codec import Codec
-from phantom_frame.cache.lock import Exclusive, Shared
 from phantom_frame.cache.patterns import InvalidationPattern
 from phantom_frame.cache.redis import TieredCache
 from phantom_frame.cache.responses import ResponseCache
-from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.store import FilesystemStore, MemoryStore
 from phantom_frame.proxy import status as statuses
-from phantom_frame.proxy.answers import error_response, send_error, send_verdict
+from phantom_frame.proxy.answers import send_error, send_verdict
 from phantom_frame.proxy.decision import (
     NOT_PRE_GENERATED,
     Await,
@@ -33,14 +31,21 @@ from phantom_frame.proxy.decision import (
     Decision,
     Fill,
     Hit,
+    PartHit,
+    Purge,
     Reject,
     Stale,
     Tunnel,
 )
-from phantom_frame.proxy.exchange import Exchange, set_status
+from phantom_frame.proxy.exchange import Exchange
+from phantom_frame.proxy.receivers import FillAnswer, SnapshotAnswer, reject_now, send_reject
 from phantom_frame.proxy.fill import Filler
+from phantom_frame.proxy.client import IOriginClient
 from phantom_frame.proxy.health import health_checks
 from phantom_frame.proxy.origin import UpstreamError
+from phantom_frame.proxy.purge import purge_answer
+from phantom_frame.proxy.rules import apply_rewrite
+from phantom_frame.proxy.pool import OriginPool, endpoint_factory
 from phantom_frame.proxy.passthrough import (
     Passthrough,
     content_location_is_target,
@@ -53,7 +58,7 @@ from phantom_frame.proxy.serve import EntryRenderer
 from phantom_frame.proxy.settings import CacheStorageMode, CreateProxyConfig, ProxyMode
 from phantom_frame.proxy.snapshots import SnapshotError, Snapshots
 from phantom_frame.proxy.tunnel import start_tunnel
-from phantom_frame.proxy.upstreams import origin_for
+from phantom_frame.proxy.upstreams import UpstreamSet, origin_for
 from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.webhooks import Webhooks
 
@@ -69,6 +74,8 @@ class ProxyServer:
     @ivar cache: its stored responses.
     @ivar origin: where its requests go (an L{Origin}, or an L{UpstreamSet}).
     @ivar health: the L{HealthChecks} of its upstreams, or C{None}.
+    @ivar origin_pool: the server's own connections to its origins, or
+        C{None} when it was given a client.
     @ivar decider: decides how each request is answered.
     @ivar filler: fills the cache from the origin.
     @ivar passthrough: relays what the cache does not answer.
@@ -77,6 +84,9 @@ class ProxyServer:
         C{None}.
     @ivar webhooks: the server's webhooks.
     @ivar fast_path_ok: whether the channel's fast path may answer for it.
+    @ivar byte_path_ok: whether the channel may pass its requests through
+        at the byte level (L{phantom_frame.http.relay.ByteRelay}): not with
+        several upstreams.
     """
 
     def __init__(
@@ -86,24 +96,39 @@ class ProxyServer:
         agent: IAgent,
         reactor,
         runner: Callable,
+        client: Optional[IOriginClient] = None,
         redis: Any = None,
+        client_for: Optional[Callable[[str], IOriginClient]] = None,
     ) -> None:
         """
         @param name: the server's name (config block), used for stats and
             the filesystem bucket.
         @param config: its settings.
-        @param agent: reaches the origin.
-        @param reactor: clock and threads.
+        @param agent: makes the webhook calls.
+        @param reactor: clock, connections and threads.
         @param runner: runs blocking work (compression, file I/O) off the
             reactor thread.
+        @param client: reaches the origin (every upstream, when there are
+            several); when C{None} and without C{client_for}, the server
+            keeps its own L{OriginPool} (see L{origin_pool}).
         @param redis: the L{phantom_frame.cache.bus.RedisNode} of a
             C{redis} server.
+        @param client_for: returns the client of each upstream URL (instead
+            of C{client}).
         @raise ValueError: for a C{redis} server without one.
         """
         self.name = name
         self.config = config
         self._clock = reactor
-        self.origin: Any = origin_for(config, agent, reactor)
+        self.origin_pool: Optional[OriginPool] = None
+        if client_for is None and client is not None:
+            client_for = lambda url, given=client: given
+        if client_for is None:
+            pool = self.origin_pool = OriginPool(
+                reactor, endpoint_factory(reactor), keepalive_timeout=config.upstream_keepalive_timeout
+            )
+            client_for = lambda url: pool.client(url, config.upstream_timeout)
+        self.origin: Any = origin_for(config, client_for, reactor)
         self.health = health_checks(name, self.origin, config.health_check, reactor)
         self.tiered = config.cache_storage_mode == CacheStorageMode.REDIS
         if self.tiered:
@@ -146,6 +171,11 @@ class ProxyServer:
             and config.cache_key_fn is None
             and config.cache_storage_mode != CacheStorageMode.FILESYSTEM
         )
+        # Several upstreams: every request through UpstreamSet.request, for
+        # the balancing, the failover and the per-upstream counts.
+        self.byte_path_ok = (
+            not self.webhooks and config.cache_key_fn is None and not isinstance(self.origin, UpstreamSet)
+        )
         self.resource = ProxyResource(self)
 
     def open(self) -> None:
@@ -156,11 +186,14 @@ class ProxyServer:
 
     def close(self) -> None:
         """
-        Stop the health checks, drop the cache and close the store.
+        Stop the health checks, drop the cache and close the store, and the
+        idle connections of the server's own origin pool.
         """
         if self.health is not None:
             self.health.stopService()
         self.cache.close()
+        if self.origin_pool is not None:
+            self.origin_pool.close()
 
     # Requests
 
@@ -171,10 +204,14 @@ class ProxyServer:
         @param upgrade: whether it asks to switch protocols.
         @return: what C{render} returns: C{NOT_DONE_YET} or a body.
         """
+        if self.config.rewrite:
+            apply_rewrite(self.config.rewrite, view)
         decision = self.decider.admit(view, upgrade)
         if isinstance(decision, Reject):
-            return _reject_now(request, decision)
-        exchange = Exchange(request, view)
+            return reject_now(request, decision)
+        if isinstance(decision, Purge):
+            return purge_answer(self, request, decision.pattern)
+        exchange = Exchange(request, view, self.config.headers)
         if decision is None or self.webhooks.blocking:
             d = Deferred.fromCoroutine(self._answer(exchange, decision))
             request.notifyFinish().addErrback(lambda _: d.cancel())
@@ -247,9 +284,13 @@ class ProxyServer:
             if isinstance(decision, Stale) and decision.refresh:
                 self.filler.refresh_behind(exchange.view, decision.key, decision.entry)
             await self.entries.render(exchange, decision.entry, decision.answer, decision.status)
+        elif isinstance(decision, PartHit):
+            self.decider.note(decision)
+            self.entries.render_part(exchange, decision.partial, decision.first, decision.last, decision.status)
         elif isinstance(decision, Fill):
             waiter, collapsed = self.filler.fill(
-                exchange.view, decision.key, decision.stale, request_body(exchange.request), decision.private
+                exchange.view, decision.key, decision.stale, request_body(exchange.request), decision.private,
+                decision.ranged,
             )
             await self._answer_fill(exchange, waiter, collapsed, decision)
         elif isinstance(decision, Await):
@@ -280,7 +321,7 @@ class ProxyServer:
             # It joined a snapshot fetch that stored nothing: it asks itself.
             await self.passthrough.forward(exchange, statuses.forwarded("uri-miss", "not-shared"))
             return
-        await result.deliver(_FillAnswer(self, exchange, collapsed, fill))
+        await result.deliver(FillAnswer(self, exchange, collapsed, fill))
 
     async def _await_snapshot(self, exchange: Exchange, key: str) -> None:
         """
@@ -296,12 +337,12 @@ class ProxyServer:
         try:
             result = await waiter
         except SnapshotError:
-            _send_reject(exchange, NOT_PRE_GENERATED)
+            send_reject(exchange, NOT_PRE_GENERATED)
             return
         except UpstreamError as e:
             self.passthrough.origin_failed(exchange, e, "uri-miss")
             return
-        await result.deliver(_SnapshotAnswer(self, exchange))
+        await result.deliver(SnapshotAnswer(self, exchange))
 
     async def _serve_stale(self, exchange: Exchange, entry: Any) -> None:
         """
@@ -320,7 +361,7 @@ class ProxyServer:
         and forwarding headers, and bytes are spliced both ways.
         """
         view = exchange.view
-        headers = forward_headers(view)
+        headers = forward_headers(view, rules=self.config.headers)
         headers.append((b"Connection", b"Upgrade"))
         for value in view.values(b"upgrade"):
             headers.append((b"Upgrade", value))
@@ -400,100 +441,3 @@ class ProxyServer:
                 self.snapshots.regenerate(list(self.snapshots.matching(lambda key: True).values()))
             return count
         return self.invalidate("*", keep_snapshots=True)
-
-
-def _reject_now(request, decision: Reject) -> bytes:
-    """
-    @return: the body of a L{Reject} answered from C{render}.
-    """
-    if decision.status.header:
-        request.responseHeaders.setRawHeaders(b"cache-status", [decision.status.header])
-    set_status(request, decision.status)
-    return error_response(request, decision.code, decision.text, decision.headers)
-
-
-def _send_reject(exchange: Exchange, decision: Reject) -> None:
-    """
-    Answer C{exchange} with the short error of C{decision}.
-    """
-    send_error(exchange, decision.code, decision.text, decision.status, decision.headers)
-
-
-class _SnapshotAnswer:
-    """
-    How a client of a pure pre-generated server that waited for a snapshot
-    fetch is answered (an L{phantom_frame.cache.lock.IFillReceiver}): with
-    the snapshot, whatever its variant; with a 404 when the fetch gave
-    nothing to store.
-    """
-
-    def __init__(self, server: ProxyServer, exchange: Exchange) -> None:
-        self._server = server
-        self._exchange = exchange
-
-    async def shared(self, result: Shared) -> None:
-        server, exchange = self._server, self._exchange
-        entry = result.entry
-        answer = server.decider.answer(exchange.view, entry)
-        await server.entries.render(exchange, entry, answer, statuses.COLLAPSED)
-
-    async def exclusive(self, result: Exclusive) -> None:
-        result.release()
-        _send_reject(self._exchange, NOT_PRE_GENERATED)
-
-    async def not_shared(self, result: Any) -> None:
-        _send_reject(self._exchange, NOT_PRE_GENERATED)
-
-
-class _FillAnswer:
-    """
-    How a client is answered with its fill's result (a receiver of
-    L{phantom_frame.cache.lock.Shared}, L{Exclusive} and C{NOT_SHARED}:
-    an L{phantom_frame.cache.lock.IFillReceiver}).
-    """
-
-    def __init__(self, server: ProxyServer, exchange: Exchange, collapsed: bool, fill: Fill) -> None:
-        self._server = server
-        self._exchange = exchange
-        self._collapsed = collapsed
-        self._fill = fill
-        self._fwd = "stale" if fill.stale is not None else "uri-miss"
-
-    async def shared(self, result: Shared) -> None:
-        server, exchange = self._server, self._exchange
-        view = exchange.view
-        entry = result.entry
-        if entry.vary and entry.variant != variant_of(entry.vary, view.headers.get):
-            await server.passthrough.forward(exchange, statuses.forwarded(self._fwd, "vary"))
-            return
-        if self._fill.stale is not None:
-            status = statuses.revalidated(result.origin_status)
-        else:
-            status = statuses.COLLAPSED if self._collapsed else statuses.STORED
-        await server.entries.render(exchange, entry, server.decider.answer(view, entry), status)
-
-    async def exclusive(self, result: Exclusive) -> None:
-        server, exchange = self._server, self._exchange
-        response, relay = result.value
-        stale = self._fill.stale
-        if (
-            stale is not None
-            and response.code >= 500
-            and server.decider.may_serve_stale(stale, self._fill.directives)
-        ):
-            result.release()
-            await server._serve_stale(exchange, stale)
-            return
-        await server.passthrough.relay(
-            exchange,
-            response,
-            relay,
-            statuses.forwarded(self._fwd, result.reason),
-            self._fwd,
-            identity=True,
-        )
-
-    async def not_shared(self, result: Any) -> None:
-        await self._server.passthrough.forward(
-            self._exchange, statuses.forwarded(self._fwd, "not-shared")
-        )

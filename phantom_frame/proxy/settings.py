@@ -14,6 +14,7 @@ import attr
 from phantom_frame.cache.strategy import CacheStrategy, Choice as _Choice, CompressStrategy
 from phantom_frame.proxy.health import HealthCheck
 from phantom_frame.proxy.ratelimit import RateLimit
+from phantom_frame.proxy.rules import NO_RULES, HeaderRules, Rewrite, rewrites
 from phantom_frame.proxy.upstreams import Balancing
 
 MiB = 1024 * 1024
@@ -116,6 +117,7 @@ class CreateProxyConfig:
     cache_max_bytes: int = 256 * MiB
     max_cacheable_bytes: int = 8 * MiB
     upstream_timeout: float = 30.0
+    upstream_keepalive_timeout: float = 4.0
     cache_policy: CachePolicy = attr.ib(
         default=CachePolicy.PRERENDER, converter=CachePolicy
     )
@@ -133,6 +135,17 @@ class CreateProxyConfig:
     ignore_query_params: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
     cookie_policy: CookiePolicy = attr.ib(default=CookiePolicy.STRICT, converter=CookiePolicy)
     ignore_cookies: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    #: Accept C{PURGE PATH} on the proxy listeners (see
+    #: L{phantom_frame.proxy.decision.Purge}).
+    purge_method: bool = False
+    #: Networks (CIDR strings) whose clients may C{PURGE} without the token.
+    purge_allow: Tuple[str, ...] = attr.ib(default=(), converter=_tuple)
+    #: Rules rewriting the stripped path before keys, patterns and
+    #: forwarding: L{Rewrite}s, C{(from, to)} pairs or C{{"from", "to"}}.
+    rewrite: Tuple[Rewrite, ...] = attr.ib(default=(), converter=rewrites)
+    #: Headers set and removed on forwarded requests and on answers (see
+    #: L{HeaderRules}).
+    headers: HeaderRules = NO_RULES
 
     def _with(self, **changes) -> CreateProxyConfig:
         return attr.evolve(self, **changes)
@@ -291,3 +304,11 @@ class CreateProxyConfig:
         @param check: how the upstreams are checked, or L{None} for never.
         """
         return self._with(health_check=check)
+
+    def with_upstream_keepalive_timeout(self, seconds: float) -> CreateProxyConfig:
+        """
+        @param seconds: how long an idle connection to the origin is kept
+            for the next request (below the origin's own keep-alive
+            timeout: Node.js closes after 5 seconds).
+        """
+        return self._with(upstream_keepalive_timeout=seconds)

@@ -9,8 +9,9 @@ Each request goes to one healthy upstream, chosen by the C{load_balancing}
 policy (L{Balancing}). A request the chosen upstream refused or reset
 before answering anything (an L{UpstreamError} that is not an
 L{UpstreamTimeout}) moves to the next healthy upstream when its method is
-idempotent (RFC 9110 §9.2.2) and its body, if any, was never sent: each
-upstream is tried at most once. With no healthy upstream, a request fails
+idempotent (RFC 9110 §9.2.2) and its body, if any, is held in memory (a
+streamed L{RequestBody} serves one request only): each upstream is tried
+at most once. With no healthy upstream, a request fails
 at once with an L{UpstreamError}, which the stale-if-error paths and the
 502 answers already handle.
 
@@ -28,11 +29,10 @@ import zlib
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IConsumer, IReactorTime
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
+from twisted.internet.interfaces import IReactorTime
 
 from phantom_frame.cache.strategy import Choice
+from phantom_frame.proxy.client import IOriginClient, RequestBody
 from phantom_frame.proxy.origin import Header, Origin, UpstreamError, UpstreamTimeout
 
 __all__ = [
@@ -290,7 +290,7 @@ class UpstreamSet:
         method: bytes,
         path_and_query: bytes,
         headers: Iterable[Header],
-        body: Optional[IBodyProducer] = None,
+        body: Union[None, bytes, RequestBody] = None,
     ) -> Deferred[Any]:
         """
         Send a request to a healthy upstream, and to the next ones while
@@ -309,11 +309,8 @@ class UpstreamSet:
         first = self._pick(client, set())
         if first is None:
             return fail(UpstreamError(self._none_left(set())))
-        retry = method in IDEMPOTENT and len(self.upstreams) > 1
-        watched = _Watched(body) if retry and body is not None else None
-        return Deferred.fromCoroutine(
-            self._send(first, client, method, path_and_query, pairs, watched or body, watched, retry)
-        )
+        retry = method in IDEMPOTENT and len(self.upstreams) > 1 and not isinstance(body, RequestBody)
+        return Deferred.fromCoroutine(self._send(first, client, method, path_and_query, pairs, body, retry))
 
     async def _send(
         self,
@@ -322,8 +319,7 @@ class UpstreamSet:
         method: bytes,
         path_and_query: bytes,
         headers: List[Header],
-        body: Optional[IBodyProducer],
-        watched: Optional[_Watched],
+        body: Union[None, bytes, RequestBody],
         retry: bool,
     ) -> Any:
         tried: Set[int] = set()
@@ -346,7 +342,7 @@ class UpstreamSet:
             if error is None:
                 return response
             stats.errors += 1
-            if not retry or isinstance(error, UpstreamTimeout) or (watched is not None and watched.started):
+            if not retry or isinstance(error, UpstreamTimeout):
                 raise error
             following = self._pick(client, tried)
             if following is None:
@@ -365,44 +361,22 @@ def _client_of(headers: List[Header]) -> Optional[str]:
     return None
 
 
-@implementer(IBodyProducer)
-class _Watched:
-    """
-    A request body that tells whether it began to be sent: one that did
-    not (the connection was refused) may be sent to another upstream.
-    """
-
-    def __init__(self, body: IBodyProducer) -> None:
-        self._body = body
-        self.length = body.length
-        self.started = False
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self.started = True
-        return self._body.startProducing(consumer)
-
-    def pauseProducing(self) -> None:
-        self._body.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._body.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self._body.stopProducing()
-
-
-def origin_for(config: Any, agent: Any, clock: IReactorTime) -> Union[Origin, UpstreamSet]:
+def origin_for(
+    config: Any, client_for: Callable[[str], IOriginClient], clock: IReactorTime
+) -> Union[Origin, UpstreamSet]:
     """
     The origin side of one server.
 
     @param config: its L{phantom_frame.proxy.settings.CreateProxyConfig}.
-    @param agent: makes the requests.
+    @param client_for: returns the L{IOriginClient} that reaches an
+        upstream URL.
     @param clock: schedules timeouts and times requests.
     @return: one L{Origin} for a C{proxy_url} without health checks, else
         an L{UpstreamSet} of its C{upstreams} (or of its C{proxy_url}).
     """
     timeout = config.upstream_timeout
     if not config.upstreams and config.health_check is None:
-        return Origin(config.proxy_url, agent, clock, timeout)
+        return Origin(config.proxy_url, client_for(config.proxy_url), clock, timeout)
     urls = config.upstreams or (config.proxy_url,)
-    return UpstreamSet([Origin(url, agent, clock, timeout) for url in urls], clock, config.load_balancing)
+    origins = [Origin(url, client_for(url), clock, timeout) for url in urls]
+    return UpstreamSet(origins, clock, config.load_balancing)

@@ -210,6 +210,7 @@ class DefaultsTests(_Helpers):
                 "shutdown_grace", "max_request_body", "max_header_bytes",
                 "client_header_timeout", "allowed_hosts", "redis_url",
                 "redis_l1_bytes", "redis_prefix", "workers", "server",
+                "static", "redirect",
             },
         )
         fields = {f.name for f in attr.fields(CreateProxyConfig)}
@@ -1530,7 +1531,7 @@ class LoadConfigTests(_Helpers):
         with open(EXAMPLE, encoding="utf-8") as f:
             text = f.read()
         for key in ROOT_KEYS + SERVER_KEYS:
-            if key in ("server", "webhooks", "acme"):
+            if key in ("server", "webhooks", "acme", "static", "redirect"):
                 continue
             self.assertRegex(text, rf"(?m)^#? ?{key} = ", key)
         self.assertIn("[[server.site.webhooks]]", text)

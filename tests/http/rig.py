@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -18,6 +17,7 @@ from phantom_frame.cache.threads import runInline
 from phantom_frame.http.limits import DEFAULT_LIMITS, ClientLimits
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
+from tests.memory import MemoryOrigin
 
 PAGE = b"<html>" + b"hostile " * 50 + b"</html>"
 
@@ -111,9 +111,11 @@ class Rig:
         self.clock = Clock()
         self.clock.advance(1_000_000)
         self.origin = RecordingOrigin()
-        self.agent = RequestTraversalAgent(self.origin)
+        self.agent = MemoryOrigin(self.origin, self.clock)
         config = config or CreateProxyConfig("http://origin.test")
-        resource, self.handle = create_proxy(config, self.clock, agent=self.agent, runner=runInline)
+        resource, self.handle = create_proxy(
+            config, self.clock, agent=object(), client=self.agent.client_for(config), runner=runInline
+        )
         testcase.addCleanup(self.handle.close)
         self.site = ProxySite(
             Router([("*", resource)]), reactor=self.clock, access_log=False, fast_path=fast, limits=limits

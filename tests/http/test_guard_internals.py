@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -24,6 +23,7 @@ from phantom_frame.http.guard import GuardedHTTPChannel
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
 from tests.http.rig import RecordingOrigin, Rig, request
+from tests.memory import MemoryOrigin
 
 
 class ChannelInternalsTests(SynchronousTestCase):
@@ -168,8 +168,9 @@ class LoopbackTests(TestCase):
         from twisted.internet import reactor
 
         origin = RecordingOrigin()
+        config = CreateProxyConfig("http://origin.test")
         resource, handle = create_proxy(
-            CreateProxyConfig("http://origin.test"), reactor, agent=RequestTraversalAgent(origin), runner=runInline
+            config, reactor, agent=object(), client=MemoryOrigin(origin, reactor).client_for(config), runner=runInline
         )
         self.addCleanup(handle.close)
         site = ProxySite(Router([("*", resource)]), reactor=reactor, access_log=False)

@@ -24,7 +24,7 @@ from twisted.web.server import Site
 
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.threads import runInline
-from phantom_frame.embed import default_agent
+from phantom_frame.proxy.pool import OriginPool, endpoint_factory
 
 #: What the origin does with one request: bytes to write before closing
 #: the connection, or a function given its transport.
@@ -212,11 +212,17 @@ class RawProxy:
         port = reactor.listenTCP(0, self.origin, interface="127.0.0.1")
         testcase.addCleanup(port.stopListening)
         testcase.addCleanup(self._closeOrigin)
-        agent, pool = default_agent(reactor)
-        testcase.addCleanup(pool.closeCachedConnections)
         url = "http://127.0.0.1:%d" % (port.getHost().port,)
+        config = attr.evolve(config, proxy_url=url)
+        # The standalone server's origin client, its timeouts on the fake clock.
+        pool = OriginPool(self.clock, endpoint_factory(reactor))
+        testcase.addCleanup(pool.close)
         resource, self.handle = create_proxy(
-            attr.evolve(config, proxy_url=url), self.clock, agent=agent, runner=runInline
+            config,
+            self.clock,
+            agent=object(),
+            client=pool.client(url, config.upstream_timeout, config.upstream_keepalive_timeout),
+            runner=runInline,
         )
         testcase.addCleanup(self.handle.close)
         site = Site(resource)

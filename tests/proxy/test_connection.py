@@ -244,13 +244,28 @@ class ParseHeadTests(SynchronousTestCase):
             [b"HTTP/1.1 200 OK", b"X: a\0b"],
             [b"HTTP/1.1 200 OK", b" folded: first"],
             [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket"],
-            [b"HTTP/1.1 200 OK", b"Transfer-Encoding: gzip"],
-            [b"HTTP/1.1 200 OK", b"Transfer-Encoding: gzip, chunked"],
+            [b"HTTP/1.1 200 OK", b"Transfer-Encoding: x-magic"],
+            [b"HTTP/1.1 200 OK", b"Transfer-Encoding: x-magic, chunked"],
+            [b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked, gzip, chunked"],
             [b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"],
         ]
         for lines in cases:
             self.assertRaises(MalformedHead, parse_head, head(*lines), b"GET")
         self.assertRaises(MalformedHead, parse_head, b"HTTP/1.1 200 OK\r\nX: unterminated", b"GET")
+
+    def test_transfer_codings(self) -> None:
+        """
+        A body whose last transfer coding is C{chunked} is chunked, one whose
+        last is another coding ends with the connection (RFC 9112 §6.3);
+        either way the codings beneath are named for the receiver to undo,
+        C{identity} left out.
+        """
+        chunked = parse_head(head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: GZIP, Chunked"), b"GET")
+        self.assertEqual((chunked.framing, chunked.codings, chunked.keep_alive), (Framing.CHUNKED, ("gzip",), True))
+        close = parse_head(head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: identity, deflate"), b"GET")
+        self.assertEqual((close.framing, close.codings, close.keep_alive), (Framing.CLOSE, ("deflate",), False))
+        plain = parse_head(head(b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked"), b"GET")
+        self.assertEqual(plain.codings, ())
 
     def test_bad_length(self) -> None:
         """
@@ -345,6 +360,29 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual(receiver.body(), b"hello")
         self.assertEqual(receiver.head.headers[0], (b"Content-Type", b"text/plain"))
         self.assertEqual([c.func for c in clock.getDelayedCalls()], [pool._sweep])
+
+    def test_answer_while_completing(self) -> None:
+        """
+        A request sent on the connection from the completion of the one
+        before, whose answer arrives before that completion returns, is
+        answered (its bytes are not left behind in the connection).
+        """
+        clock, endpoint, pool, client = make(self)
+        later = []
+
+        def again(head: object) -> None:
+            receiver = Recorder()
+            later.append((receiver, client.request(b"GET", b"/2", [], receiver)))
+            wire.answer(OK)
+
+        d = client.request(b"GET", b"/1", [], Recorder())
+        d.addCallback(again)
+        [wire] = endpoint.wires
+        wire.answer(OK)
+        [(receiver, second)] = later
+        self.assertEqual(self.successResultOf(second).status, 200)
+        self.assertEqual(receiver.body(), b"hello")
+        self.assertEqual(len(endpoint.wires), 1)
 
     def test_every_split(self) -> None:
         """

@@ -12,7 +12,6 @@ import treq
 from twisted.application.service import IService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -24,7 +23,7 @@ from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.embed import default_agent
 from phantom_frame.proxy.health import HealthCheck, HealthChecks, health_checks
 from phantom_frame.proxy.upstreams import UpstreamSet
-from tests.proxy.test_upstreams import ScriptedAgent, _Answer, make_set
+from tests.proxy.test_upstreams import hosts, make_set
 
 
 class _Logged:
@@ -54,8 +53,7 @@ class HealthCheckTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.agents = [ScriptedAgent(), ScriptedAgent()]
-        self.upstreams, self.clock = make_set(self.agents)
+        self.upstreams, self.clock, self.scripted = make_set([None, None])
         self.check = HealthCheck("/healthz", interval=10.0, timeout=2.0, unhealthy_after=2, healthy_after=3)
         self.checks = HealthChecks("api", self.upstreams, self.check, self.clock)
         self.logged = _Logged(self)
@@ -65,7 +63,7 @@ class HealthCheckTests(SynchronousTestCase):
         """
         Answer the last check of upstream C{index} with C{code}.
         """
-        self.agents[index].pending[-1].callback(_Answer(code))
+        self.scripted[index].finish(code)
 
     def test_service(self) -> None:
         """
@@ -74,16 +72,17 @@ class HealthCheckTests(SynchronousTestCase):
         """
         self.assertTrue(IService.providedBy(self.checks))
         self.checks.startService()
-        self.assertEqual([len(a.requests) for a in self.agents], [1, 1])
-        method, uri, headers, _ = self.agents[0].requests[0]
-        self.assertEqual((method, uri), (b"GET", b"http://u0:8080/base/healthz"))
+        self.assertEqual(hosts(self.scripted), [1, 1])
+        method, uri, headers, _ = self.scripted[0].requests[0]
+        self.assertEqual((method, uri), (b"GET", b"/base/healthz"))
+        self.assertEqual(headers.getRawHeaders(b"host"), [b"u0:8080"])
         self.assertEqual(headers.getRawHeaders(b"user-agent"), [b"phantom-frame health check"])
         self.answer(0, 200)
         self.answer(1, 200)
         self.clock.advance(9.9)
-        self.assertEqual([len(a.requests) for a in self.agents], [1, 1])
+        self.assertEqual(hosts(self.scripted), [1, 1])
         self.clock.advance(0.1)
-        self.assertEqual([len(a.requests) for a in self.agents], [2, 2])
+        self.assertEqual(hosts(self.scripted), [2, 2])
 
     def test_down_and_up(self) -> None:
         """
@@ -92,7 +91,7 @@ class HealthCheckTests(SynchronousTestCase):
         and is healthy again after C{healthy_after} successes in a row; each
         change is logged once, a warning down and information up.
         """
-        self.agents[1].answer = 200
+        self.scripted[1].answer = 200
         self.checks.startService()
         upstream = self.upstreams.upstreams[0]
         self.answer(0, 503)
@@ -102,12 +101,14 @@ class HealthCheckTests(SynchronousTestCase):
         self.assertFalse(upstream.healthy)
         self.assertEqual(self.logged.levels(), [LogLevel.warn])
         self.assertIn("no answer within 2s", self.logged.events[0]["reason"])
-        before = len(self.agents[0].requests)
+        before = len(self.scripted[0].requests)
         for _ in range(3):
             self.successResultOf(self.upstreams.request(b"GET", b"/", []))
-        self.assertEqual(len(self.agents[0].requests), before)
-        self.clock.advance(8)
-        self.agents[0].pending[-1].errback(ConnectionRefusedError())
+        self.assertEqual(len(self.scripted[0].requests), before)
+        self.scripted[0].memory.down = True
+        self.clock.advance(8)  # the third check is refused
+        self.assertEqual(len(self.scripted[0].requests), before)
+        self.scripted[0].memory.down = False
         self.clock.advance(10)
         self.answer(0, 200)
         self.clock.advance(10)
@@ -140,7 +141,7 @@ class HealthCheckTests(SynchronousTestCase):
         slow.startService()
         self.addCleanup(slow.stopService)
         self.clock.advance(1)
-        self.assertEqual([len(a.requests) for a in self.agents], [1, 1])
+        self.assertEqual(hosts(self.scripted), [1, 1])
 
     def test_stop(self) -> None:
         """
@@ -148,9 +149,10 @@ class HealthCheckTests(SynchronousTestCase):
         not counted as failures; stopping again does nothing.
         """
         self.checks.startService()
-        pending = self.agents[0].pending[0]
+        finished = self.scripted[0].pending[0].notifyFinish()
         self.checks.stopService()
-        self.assertTrue(pending.called)
+        self.scripted[0].memory.flush()
+        self.failureResultOf(finished)
         self.assertEqual(self.checks.states["http://u0:8080/base"].failures, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.checks.stopService()
@@ -282,8 +284,7 @@ class HealthServiceTests(SynchronousTestCase):
         """
         from phantom_frame.service import HealthService
 
-        agents = [ScriptedAgent(200)]
-        upstreams, clock = make_set(agents)
+        upstreams, clock, scripted = make_set([200])
         first = HealthChecks("a", upstreams, HealthCheck(), clock)
         second = HealthChecks("b", upstreams, HealthCheck(), clock)
         service = HealthService()
@@ -294,7 +295,8 @@ class HealthServiceTests(SynchronousTestCase):
         self.assertTrue(first.running)
         service.add(_Server(second))
         self.assertTrue(second.running)
-        self.assertEqual(len(agents[0].requests), 2)
+        self.assertEqual(len(scripted[0].requests), 2)
         service.stopService()
         self.assertFalse(first.running or second.running)
+        scripted[0].memory.pool.close()  # its idle connections' timer
         self.assertEqual(clock.getDelayedCalls(), [])

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from treq.testing import RequestTraversalAgent, StubTreq
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.error import ConnectionRefusedError
+from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import datetimeToString
@@ -19,6 +17,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.threads import runInline
+from tests.memory import MemoryOrigin
 
 Answer = Tuple[int, Dict[str, str], bytes]
 
@@ -56,15 +55,6 @@ class Scripted(Resource):
         return body
 
 
-class Refusing:
-    """
-    An agent whose origin refuses connections.
-    """
-
-    def request(self, *args, **kw) -> Deferred:
-        return fail(ConnectionRefusedError("refused"))
-
-
 class Harness:
     """
     The proxy over a L{Scripted} origin, all in memory, time on a L{Clock}.
@@ -76,10 +66,14 @@ class Harness:
         self.clock = clock or Clock()
         self.clock.advance(1_700_000_000)
         self.origin = Scripted()
-        self.agent = RequestTraversalAgent(self.origin)
-        self.switch = _Switch(self.agent)
+        self.agent = MemoryOrigin(self.origin, self.clock)
+        self.switch = self.agent
         self.resource, self.handle = create_proxy(
-            config.with_compress_strategy(compress), self.clock, agent=self.switch, runner=runInline
+            config.with_compress_strategy(compress),
+            self.clock,
+            agent=object(),
+            client=self.agent.client_for(config),
+            runner=runInline,
         )
         self.client = StubTreq(self.resource)
 
@@ -106,21 +100,6 @@ class Harness:
         self.client.flush()
         status = response.headers.getRawHeaders(b"cache-status", [b""])[0].decode()
         return response, body.result, status
-
-
-class _Switch:
-    """
-    An agent that can be made to refuse connections.
-    """
-
-    def __init__(self, agent) -> None:
-        self.agent = agent
-        self.down = False
-
-    def request(self, *args, **kw):
-        if self.down:
-            return Refusing().request()
-        return self.agent.request(*args, **kw)
 
 
 def header(response, name: str) -> Optional[str]:

@@ -14,7 +14,7 @@ import zlib
 from twisted.trial.unittest import TestCase
 
 from phantom_frame import CacheStrategy, CreateProxyConfig
-from phantom_frame.proxy.originpool import connection_named, transfer_codings
+from phantom_frame.proxy.transfer import connection_named, transfer_codings
 
 from tests.proxy.raw import RawProxy, response
 

@@ -235,6 +235,27 @@ class IdleTests(SynchronousTestCase):
         clock.advance(4)
         self.assertTrue(endpoint.wires[1].transport.disconnecting)
 
+    def test_client_keepalive_timeout(self) -> None:
+        """
+        A client's own C{keepalive_timeout} bounds how long the connections
+        it used stay idle, beside another client's on the same pool: each
+        connection is closed on its own time.
+        """
+        clock, endpoint, pool, client = make(self)
+        short = pool.client("http://other.example:8080/", timeout=10, keepalive_timeout=1)
+        self.assertEqual((client.keepalive, short.keepalive), (4.0, 1))
+        answered(self, client, Next(endpoint))
+        answered(self, short, Next(endpoint))
+        long_wire, short_wire = endpoint.wires
+        clock.advance(0.99)
+        self.assertFalse(short_wire.transport.disconnecting)
+        clock.advance(0.01)
+        self.assertTrue(short_wire.transport.disconnecting)
+        self.assertFalse(long_wire.transport.disconnecting)
+        clock.advance(3)
+        self.assertTrue(long_wire.transport.disconnecting)
+        self.assertEqual((pool.idle, clock.getDelayedCalls()), (0, []))
+
     def test_staggered(self) -> None:
         """
         Connections idle since different times are each closed on time.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
-from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -23,7 +22,7 @@ from phantom_frame.cache.threads import runInline
 from phantom_frame.config.loader import parse_config
 from phantom_frame.proxy.target import TargetError, normalise_path, path_segments, remove_dots
 
-from tests.memory import Proxy
+from tests.memory import MemoryOrigin, Proxy
 from tests.origin import Origin
 
 
@@ -357,9 +356,10 @@ class LibraryMountTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.origin = Origin()
-        self.agent = RequestTraversalAgent(self.origin)
+        self.agent = MemoryOrigin(self.origin, self.clock)
+        config = CreateProxyConfig("http://origin.example/base")
         resource, handle = create_proxy(
-            CreateProxyConfig("http://origin.example/base"), self.clock, agent=self.agent, runner=runInline
+            config, self.clock, agent=object(), client=self.agent.client_for(config), runner=runInline
         )
         self.addCleanup(handle.close)
         root = Resource()

@@ -5,116 +5,143 @@ request, failing over, and the per-upstream counts.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 from io import BytesIO
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.defer import CancelledError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgent
-from twisted.web.server import Site
-from zope.interface import implementer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.embed import default_agent
+from phantom_frame.proxy.client import RequestBody
 from phantom_frame.proxy.origin import Origin, UpstreamError, UpstreamTimeout, body_producer
 from phantom_frame.proxy.upstreams import LATENCY_BUCKETS, Balancing, UpstreamSet
+from tests.memory import MemoryOrigin
 from tests.origin import Origin as TestOrigin
 
+#: What L{make_set} takes for an upstream that refuses every connection.
+REFUSE = "refuse"
 
-class _Answer:
+
+class _Answers(Resource):
     """
-    What a test origin answers: just a status code.
-    """
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-
-@implementer(IAgent)
-class ScriptedAgent:
-    """
-    An L{IAgent} for one origin that records its requests and answers each
-    with a L{Deferred} the test fires (or at once, with C{answer}).
+    A test origin that records its requests and answers each with a fixed
+    status, or holds it for the test to answer (C{answer} is C{None}).
 
     @ivar requests: C{(method, uri, headers, body)} of every request.
-    @ivar pending: the L{Deferred} of each request, in order.
+    @ivar pending: the held requests, in order.
     """
 
-    def __init__(self, answer: Optional[int] = None, refuse: bool = False) -> None:
+    isLeaf = True
+
+    def __init__(self, answer: Optional[int]) -> None:
+        super().__init__()
         self.answer = answer
-        self.refuse = refuse
-        self.requests: List[Tuple[bytes, bytes, Any, Any]] = []
-        self.pending: List[Deferred] = []
+        self.requests: List[Tuple[bytes, bytes, Any, bytes]] = []
+        self.pending: List[Request] = []
 
-    def request(self, method, uri, headers=None, bodyProducer=None) -> Deferred:
-        self.requests.append((method, uri, headers, bodyProducer))
-        if self.refuse:
-            d: Deferred = Deferred()
-            d.errback(ConnectionRefusedError("refused"))
-            return d
-        if self.answer is not None:
-            return succeed(_Answer(self.answer))
-        d = Deferred()
-        self.pending.append(d)
-        return d
+    def render(self, request: Request) -> Any:
+        """
+        Record the request; answer it, or hold it.
+        """
+        self.requests.append((request.method, request.uri, request.requestHeaders, request.content.read()))
+        if self.answer is None:
+            self.pending.append(request)
+            return NOT_DONE_YET
+        request.setResponseCode(self.answer)
+        return b""
 
 
-class _Sink:
+class Scripted:
     """
-    A consumer that keeps what a body producer writes.
-    """
+    One upstream of a test: an L{_Answers} site reached in memory through
+    a real origin pool (L{MemoryOrigin}).
 
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-
-@implementer(IAgent)
-class ReadingAgent(ScriptedAgent):
-    """
-    A L{ScriptedAgent} that starts sending the request body before it
-    fails: a connection reset mid-request.
+    @ivar memory: the in-memory origin.
     """
 
-    def request(self, method, uri, headers=None, bodyProducer=None) -> Deferred:
-        self.requests.append((method, uri, headers, bodyProducer))
-        if bodyProducer is not None:
-            bodyProducer.startProducing(_Sink())
-        d: Deferred = Deferred()
-        d.errback(ConnectionRefusedError("reset"))
-        return d
+    def __init__(self, clock: Clock, answer: Union[None, int, str]) -> None:
+        self._resource = _Answers(None if answer == REFUSE else answer)
+        self.memory = MemoryOrigin(self._resource, clock)
+        self.memory.down = answer == REFUSE
+
+    @property
+    def answer(self) -> Optional[int]:
+        """
+        The status every request gets, or C{None} to hold them.
+        """
+        return self._resource.answer
+
+    @answer.setter
+    def answer(self, code: Optional[int]) -> None:
+        self._resource.answer = code
+
+    @property
+    def requests(self) -> List[Tuple[bytes, bytes, Any, bytes]]:
+        """
+        The requests that reached the upstream.
+        """
+        return self._resource.requests
+
+    @property
+    def pending(self) -> List[Request]:
+        """
+        The held requests.
+        """
+        return self._resource.pending
+
+    def finish(self, code: int, index: int = -1) -> None:
+        """
+        Answer the held request C{index} with C{code}, and move the bytes.
+        """
+        request = self.pending[index]
+        request.setResponseCode(code)
+        request.finish()
+        self.memory.flush()
 
 
 def make_set(
-    agents: List[ScriptedAgent],
+    answers: List[Union[None, int, str]],
     balancing: Balancing = Balancing.ROUND_ROBIN,
-    clock: Optional[Clock] = None,
     random: Any = None,
-) -> Tuple[UpstreamSet, Clock]:
+) -> Tuple[UpstreamSet, Clock, List[Scripted]]:
     """
-    @return: an upstream set of real L{Origin}s over C{agents}, at
-        C{http://uN:8080} for N from 0, and its clock.
+    @param answers: for each upstream, the status it answers, C{None} to
+        hold its requests, or L{REFUSE}.
+    @return: an upstream set of real L{Origin}s at C{http://uN:8080/base}
+        for N from 0, its clock, and its L{Scripted} upstreams.
     """
-    clock = clock or Clock()
-    origins = [Origin(f"http://u{i}:8080/base", a, clock, 30.0) for i, a in enumerate(agents)]
+    clock = Clock()
+    scripted = [Scripted(clock, answer) for answer in answers]
+    origins = [
+        Origin(f"http://u{i}:8080/base", s.memory.client(f"http://u{i}:8080/base"), clock, 30.0)
+        for i, s in enumerate(scripted)
+    ]
     kwargs = {} if random is None else {"random": random}
-    return UpstreamSet(origins, clock, balancing, **kwargs), clock
+    return UpstreamSet(origins, clock, balancing, **kwargs), clock, scripted
 
 
-def hosts(agents: List[ScriptedAgent]) -> List[int]:
+def hosts(scripted: List[Scripted]) -> List[int]:
     """
-    @return: how many requests each agent got.
+    @return: how many requests reached each upstream.
     """
-    return [len(a.requests) for a in agents]
+    return [len(s.requests) for s in scripted]
+
+
+def tried(upstreams: UpstreamSet) -> List[int]:
+    """
+    @return: how many requests were sent to each upstream (refused ones
+        included).
+    """
+    return [u.stats.requests for u in upstreams.upstreams]
 
 
 class BalancingTests(SynchronousTestCase):
@@ -127,49 +154,46 @@ class BalancingTests(SynchronousTestCase):
         C{round_robin} sends requests to each upstream in turn, skipping an
         unhealthy one.
         """
-        agents = [ScriptedAgent(200) for _ in range(3)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, scripted = make_set([200, 200, 200])
         for _ in range(6):
             self.successResultOf(upstreams.request(b"GET", b"/", []))
-        self.assertEqual(hosts(agents), [2, 2, 2])
+        self.assertEqual(hosts(scripted), [2, 2, 2])
         upstreams.upstreams[1].healthy = False
         for _ in range(4):
             self.successResultOf(upstreams.request(b"GET", b"/", []))
-        self.assertEqual(hosts(agents), [4, 2, 4])
+        self.assertEqual(hosts(scripted), [4, 2, 4])
 
     def test_random(self) -> None:
         """
         C{random} picks among the healthy upstreams with the random source.
         """
-        agents = [ScriptedAgent(200) for _ in range(3)]
         draws = iter([0.0, 0.99, 0.5, 0.99])
-        upstreams, _ = make_set(agents, Balancing.RANDOM, random=lambda: next(draws))
+        upstreams, _, scripted = make_set([200, 200, 200], Balancing.RANDOM, random=lambda: next(draws))
         for _ in range(3):
             self.successResultOf(upstreams.request(b"GET", b"/", []))
-        self.assertEqual(hosts(agents), [1, 1, 1])
+        self.assertEqual(hosts(scripted), [1, 1, 1])
         upstreams.upstreams[2].healthy = False
         self.successResultOf(upstreams.request(b"GET", b"/", []))
-        self.assertEqual(hosts(agents), [1, 2, 1])
+        self.assertEqual(hosts(scripted), [1, 2, 1])
 
     def test_least_conn(self) -> None:
         """
         C{least_conn} sends a request to the upstream with the fewest
         requests waiting for their answer.
         """
-        agents = [ScriptedAgent() for _ in range(2)]
-        upstreams, _ = make_set(agents, Balancing.LEAST_CONN)
+        upstreams, _, scripted = make_set([None, None], Balancing.LEAST_CONN)
         first = upstreams.request(b"GET", b"/a", [])
         second = upstreams.request(b"GET", b"/b", [])
-        self.assertEqual(hosts(agents), [1, 1])
-        agents[0].pending[0].callback(_Answer(200))
+        self.assertEqual(hosts(scripted), [1, 1])
+        scripted[0].finish(200, 0)
         self.successResultOf(first)
         upstreams.request(b"GET", b"/c", [])
         upstreams.request(b"GET", b"/d", [])
         # /c to u0 (none waiting there, one at u1); /d: a tie, broken in
         # turn (u1); /e to u0 (one waiting there, two at u1).
-        self.assertEqual(hosts(agents), [2, 2])
+        self.assertEqual(hosts(scripted), [2, 2])
         upstreams.request(b"GET", b"/e", [])
-        self.assertEqual([a.requests[-1][1] for a in agents], [b"http://u0:8080/base/e", b"http://u1:8080/base/d"])
+        self.assertEqual([s.requests[-1][1] for s in scripted], [b"/base/e", b"/base/d"])
         self.assertEqual([u.active for u in upstreams.upstreams], [2, 2])
         self.assertNoResult(second)
 
@@ -179,14 +203,13 @@ class BalancingTests(SynchronousTestCase):
         the last C{X-Forwarded-For} address; when it is unhealthy, to
         another one, and back once it is healthy again.
         """
-        agents = [ScriptedAgent(200) for _ in range(4)]
-        upstreams, _ = make_set(agents, Balancing.IP_HASH)
+        upstreams, _, scripted = make_set([200] * 4, Balancing.IP_HASH)
 
         def target(client: str) -> int:
-            before = hosts(agents)
+            before = hosts(scripted)
             headers = [(b"X-Forwarded-For", b"203.0.113.9, " + client.encode())]
             self.successResultOf(upstreams.request(b"GET", b"/", headers))
-            return [a - b for a, b in zip(hosts(agents), before)].index(1)
+            return [a - b for a, b in zip(hosts(scripted), before)].index(1)
 
         seen = {c: target(c) for c in (f"10.0.0.{n}" for n in range(20))}
         self.assertGreater(len(set(seen.values())), 1)
@@ -206,8 +229,7 @@ class BalancingTests(SynchronousTestCase):
         set's C{url}, C{netloc}, C{base_path} and C{url_for} then are
         those of the upstream chosen last.
         """
-        agents = [ScriptedAgent(200) for _ in range(2)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, _ = make_set([200, 200])
         self.assertEqual(upstreams.url, "http://u0:8080/base")
         self.assertIs(upstreams.choose(), upstreams.upstreams[0].origin)
         chosen = upstreams.choose("10.0.0.1")
@@ -224,13 +246,13 @@ class BalancingTests(SynchronousTestCase):
         With no healthy upstream, a request fails at once with an
         L{UpstreamError} and none is sent; L{UpstreamSet.choose} raises it.
         """
-        agents = [ScriptedAgent(200) for _ in range(2)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, scripted = make_set([200, 200])
         for upstream in upstreams.upstreams:
             upstream.healthy = False
         failure = self.failureResultOf(upstreams.request(b"GET", b"/", []), UpstreamError)
         self.assertIn("no healthy upstream", str(failure.value))
-        self.assertEqual(hosts(agents), [0, 0])
+        self.assertEqual(hosts(scripted), [0, 0])
+        self.assertEqual(tried(upstreams), [0, 0])
         self.assertRaises(UpstreamError, upstreams.choose)
 
     def test_needs_origins(self) -> None:
@@ -251,91 +273,87 @@ class FailoverTests(SynchronousTestCase):
         A GET the first upstream refuses goes to the next one, which
         answers.
         """
-        agents = [ScriptedAgent(refuse=True), ScriptedAgent(200)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, scripted = make_set([REFUSE, 200])
         self.assertEqual(self.successResultOf(upstreams.request(b"GET", b"/p", [])).code, 200)
-        self.assertEqual(hosts(agents), [1, 1])
+        self.assertEqual(hosts(scripted), [0, 1])
         self.assertEqual([u.stats.errors for u in upstreams.upstreams], [1, 0])
-        self.assertEqual([u.stats.requests for u in upstreams.upstreams], [1, 1])
+        self.assertEqual(tried(upstreams), [1, 1])
 
     def test_once_per_upstream(self) -> None:
         """
         Each upstream is tried at most once; when all refuse, the last
         error is the request's.
         """
-        agents = [ScriptedAgent(refuse=True) for _ in range(3)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, _ = make_set([REFUSE] * 3)
         self.failureResultOf(upstreams.request(b"PUT", b"/p", []), UpstreamError)
-        self.assertEqual(hosts(agents), [1, 1, 1])
+        self.assertEqual(tried(upstreams), [1, 1, 1])
 
     def test_unhealthy_skipped(self) -> None:
         """
         Failover skips unhealthy upstreams.
         """
-        agents = [ScriptedAgent(refuse=True), ScriptedAgent(200), ScriptedAgent(200)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, scripted = make_set([REFUSE, 200, 200])
         upstreams.upstreams[1].healthy = False
         self.successResultOf(upstreams.request(b"GET", b"/", []))
-        self.assertEqual(hosts(agents), [1, 0, 1])
+        self.assertEqual(tried(upstreams), [1, 0, 1])
+        self.assertEqual(hosts(scripted), [0, 0, 1])
 
     def test_post_not_retried(self) -> None:
         """
         A POST (not idempotent) is not sent again.
         """
-        agents = [ScriptedAgent(refuse=True), ScriptedAgent(200)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, scripted = make_set([REFUSE, 200])
         self.failureResultOf(upstreams.request(b"POST", b"/", []), UpstreamError)
-        self.assertEqual(hosts(agents), [1, 0])
+        self.assertEqual(tried(upstreams), [1, 0])
+        self.assertEqual(hosts(scripted), [0, 0])
 
     def test_timeout_not_retried(self) -> None:
         """
         A request that timed out is not sent again: the upstream may be
         working on it.
         """
-        agents = [ScriptedAgent(), ScriptedAgent(200)]
-        upstreams, clock = make_set(agents)
+        upstreams, clock, scripted = make_set([None, 200])
         d = upstreams.request(b"GET", b"/", [])
         clock.advance(30)
         self.failureResultOf(d, UpstreamTimeout)
-        self.assertEqual(hosts(agents), [1, 0])
+        self.assertEqual(hosts(scripted), [1, 0])
         self.assertEqual(upstreams.upstreams[0].stats.errors, 1)
 
-    def test_body_not_sent_retried(self) -> None:
+    def test_body_retried(self) -> None:
         """
-        A PUT whose body was never sent (refused) goes to the next upstream
-        with its body.
+        A PUT with a body held in memory that the first upstream refused
+        goes to the next upstream with its body.
         """
-        agents = [ScriptedAgent(refuse=True), ScriptedAgent(200)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, scripted = make_set([REFUSE, 200])
         body = body_producer(BytesIO(b"data"), 4)
         self.successResultOf(upstreams.request(b"PUT", b"/", [], body))
-        sent = agents[1].requests[0][3]
-        sink = _Sink()
-        sent.startProducing(sink)
-        self.assertEqual((sent.length, sink.data), (4, b"data"))
+        self.assertEqual(tried(upstreams), [1, 1])
+        method, _, headers, sent = scripted[1].requests[0]
+        self.assertEqual((method, sent, headers.getRawHeaders(b"content-length")), (b"PUT", b"data", [b"4"]))
 
-    def test_body_sent_not_retried(self) -> None:
+    def test_streamed_body_not_retried(self) -> None:
         """
-        A PUT whose body had begun to go out when the connection broke is
-        not sent again.
+        A PUT whose body is streamed (a L{RequestBody}, which serves one
+        request) is not sent again.
         """
-        agents = [ReadingAgent(), ScriptedAgent(200)]
-        upstreams, _ = make_set(agents)
-        body = body_producer(BytesIO(b"data"), 4)
+        upstreams, _, scripted = make_set([REFUSE, 200])
+        body = RequestBody(4)
+        body.write(b"data")
+        body.finish()
         self.failureResultOf(upstreams.request(b"PUT", b"/", [], body), UpstreamError)
-        self.assertEqual(hosts(agents), [1, 0])
+        self.assertEqual(tried(upstreams), [1, 0])
+        self.assertEqual(hosts(scripted), [0, 0])
 
     def test_cancel(self) -> None:
         """
         Cancelling a request cancels it at its upstream, which is no more
         counted as busy; it is not failed over.
         """
-        agents = [ScriptedAgent(), ScriptedAgent(200)]
-        upstreams, _ = make_set(agents)
+        upstreams, _, scripted = make_set([None, 200])
         d = upstreams.request(b"GET", b"/", [])
         d.cancel()
         self.failureResultOf(d, CancelledError)
-        self.assertEqual(hosts(agents), [1, 0])
+        self.assertEqual(hosts(scripted), [1, 0])
         self.assertEqual(upstreams.upstreams[0].active, 0)
 
 
@@ -348,11 +366,10 @@ class StatsTests(SynchronousTestCase):
         """
         The time to the response head goes into the upstream's histogram.
         """
-        agents = [ScriptedAgent()]
-        upstreams, clock = make_set(agents)
+        upstreams, clock, scripted = make_set([None])
         d = upstreams.request(b"GET", b"/", [])
         clock.advance(0.3)
-        agents[0].pending[0].callback(_Answer(200))
+        scripted[0].finish(200)
         self.successResultOf(d)
         stats = upstreams.upstreams[0].stats
         self.assertEqual((stats.requests, stats.errors), (1, 0))

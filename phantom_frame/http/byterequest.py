@@ -1,0 +1,236 @@
+"""
+Fills on the HTTP/1.1 listener without twisted.web's C{Request}:
+L{ByteRequest} is the small part of a request the proxy's renderers write
+to (status, headers, body, producer, finish), writing straight to the
+channel; L{ByteFill} renders a L{phantom_frame.proxy.decision.Fill} decision
+with the server's own renderers onto one, so the answer is the stock
+path's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES, RESPONSES
+from twisted.web.http_headers import Headers
+
+from phantom_frame.http.routing import current_request
+from phantom_frame.proxy.answers import send_error
+from phantom_frame.proxy.exchange import Exchange
+from phantom_frame.proxy.status import NONE, CacheStatus
+
+log = Logger()
+
+
+class ByteRequest:
+    """
+    What the proxy's renderers use of a twisted.web request, over an
+    L{phantom_frame.http.channel.FastHTTPChannel}.
+
+    @ivar phantomStatus: the answer's L{CacheStatus} (set by the renderer).
+    @ivar phantomUpstream: seconds spent waiting for the origin, if asked.
+    """
+
+    clientproto = b"HTTP/1.1"
+    content = None
+
+    def __init__(self, channel: Any, method: bytes, uri: bytes, done: Callable[[ByteRequest], None]) -> None:
+        self.channel = channel
+        self.method = method
+        self.uri = uri
+        self.path = uri.split(b"?", 1)[0]
+        self.prepath: List[bytes] = []
+        self.postpath: List[bytes] = []
+        self.requestHeaders = Headers()
+        self.responseHeaders = Headers()
+        self.code = 200
+        self.code_message = b"OK"
+        self.startedWriting = False
+        self.finished = False
+        self.sentLength = 0
+        #: Its C{X-Request-Id}, sent with the answer.
+        self.requestId = ""
+        self.phantomStatus: CacheStatus = NONE
+        self.phantomUpstream: Optional[float] = None
+        self._chunked = False
+        self._silent = False
+        self._gone = False
+        self._done = done
+        self._finishes: List[Deferred[None]] = []
+
+    def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:
+        """
+        Set the answer's status.
+        """
+        self.code = code
+        self.code_message = message or RESPONSES.get(code, b"Unknown Status")
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        """
+        Set a response header.
+        """
+        self.responseHeaders.setRawHeaders(name, [value])
+
+    def notifyFinish(self) -> Deferred[None]:
+        """
+        @return: a L{Deferred} firing when the answer is finished, failing
+            when the client went away first.
+        """
+        d: Deferred[None] = Deferred()
+        self._finishes.append(d)
+        return d
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        Have C{producer} paused while the client is slow.
+        """
+        self.channel.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        """
+        Forget the producer.
+        """
+        self.channel.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        """
+        Write body bytes; the head, as twisted.web writes it, first.
+        """
+        if self.finished:
+            raise RuntimeError("write after finish")
+        if self._gone:
+            return
+        channel = self.channel
+        if not self.startedWriting:
+            self.startedWriting = True
+            headers = self.responseHeaders
+            if (
+                headers.getRawHeaders(b"Content-Length") is None
+                and self.method != b"HEAD"
+                and self.code not in NO_BODY_CODES
+            ):
+                headers.setRawHeaders(b"Transfer-Encoding", [b"chunked"])
+                self._chunked = True
+            if self.requestId:
+                headers.setRawHeaders(b"X-Request-Id", [self.requestId.encode("latin-1")])
+            channel.writeHeaders(self.clientproto, b"%d" % (self.code,), self.code_message, headers)
+            self._silent = self.method == b"HEAD" or self.code in NO_BODY_CODES
+        if self._silent:
+            return
+        self.sentLength += len(data)
+        if data:
+            if self._chunked:
+                channel.transport.writeSequence([b"%x\r\n" % (len(data),), data, b"\r\n"])
+            else:
+                channel.transport.write(data)
+
+    def finish(self) -> None:
+        """
+        The answer is complete.
+        """
+        if self.finished or self._gone:
+            return
+        if not self.startedWriting:
+            self.write(b"")
+        if self._chunked:
+            self.channel.transport.write(b"0\r\n\r\n")
+        self.finished = True
+        for d in self._finishes:
+            d.callback(None)
+        self._done(self)
+
+    def lost(self) -> None:
+        """
+        The client went away.
+        """
+        if not self.finished and not self._gone:
+            self._gone = True
+            for d in self._finishes:
+                d.errback(Failure(CancelledError("the client went away")))
+
+
+class ByteFill:
+    """
+    A L{phantom_frame.proxy.decision.Fill} answered on the channel through
+    a L{ByteRequest} (for L{phantom_frame.http.channel.FastHTTPChannel}, as
+    a L{phantom_frame.http.relay.ByteRelay} is).
+    """
+
+    body_left = 0
+
+    def __init__(self, channel: Any, server: Any, view: Any, decision: Any, target: bytes,
+                 headers: Any, close: bool, clock: Any) -> None:
+        self._channel = channel
+        self._clock = clock
+        self._decision = decision
+        self._close = close
+        self.server = server
+        self.view = view
+        self.method = view.method
+        self.target = target
+        self.headers = headers
+        self.request = ByteRequest(channel, view.method, target, self._finished)
+        self.request.requestId = headers.get("x-request-id", "")
+        self._started = clock.seconds()
+        self._deferred: Optional[Deferred[None]] = None
+
+    @property
+    def code(self) -> int:
+        """The answer's status."""
+        return self.request.code
+
+    @property
+    def sent(self) -> int:
+        """The body bytes written."""
+        return self.request.sentLength
+
+    @property
+    def status(self) -> CacheStatus:
+        """The answer's C{Cache-Status}."""
+        return self.request.phantomStatus
+
+    @property
+    def upstream(self) -> Optional[float]:
+        """Seconds spent waiting for the origin, if asked."""
+        return self.request.phantomUpstream
+
+    def duration(self) -> float:
+        """
+        @return: seconds since the request came.
+        """
+        return max(0.0, self._clock.seconds() - self._started)
+
+    def start(self) -> None:
+        """
+        Render the decision.
+        """
+        exchange = Exchange(self.request, self.view, self.server.config.headers)
+        token = current_request.set(self.request)
+        try:
+            d = self._deferred = Deferred.fromCoroutine(self.server.render(exchange, self._decision))
+        finally:
+            current_request.reset(token)
+        d.addErrback(self._unexpected, exchange)
+
+    def cancel(self) -> None:
+        """
+        The client went away: stop.
+        """
+        self.request.lost()
+        if self._deferred is not None:
+            self._deferred.cancel()
+
+    def _unexpected(self, failure: Failure, exchange: Exchange) -> None:
+        if failure.check(CancelledError):
+            return
+        log.failure(
+            "unexpected error answering {method} {uri} for server {server}",
+            failure, method=self.method, uri=self.target, server=self.server.name,
+        )
+        send_error(exchange, 500, "Internal Server Error")
+
+    def _finished(self, request: ByteRequest) -> None:
+        self._channel.relayDone(self, self._close or not self._channel.persistent)

@@ -1,0 +1,173 @@
+"""
+Timing origin requests: L{TimingAgent} (an L{IAgent}) and L{TimingClient}
+(an L{IOriginClient}) time the requests to one origin into the metrics'
+upstream histogram, and onto the client request being answered for the
+access log.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer
+from zope.interface import implementer
+
+from phantom_frame.http.routing import current_request
+from phantom_frame.proxy.client import IOriginClient, IResponseReceiver
+
+__all__ = ["TimingAgent", "TimingClient"]
+
+
+@implementer(IAgent)
+class TimingAgent:
+    """
+    An L{IAgent} that times the requests another one makes to one origin:
+    from the request to the response head (or the failure), into the
+    upstream histogram, and onto the client request being answered (as
+    C{request.phantomUpstream}, seconds, summed over its upstream requests)
+    for the access log.
+
+    The client request is the one L{phantom_frame.http.routing.Router} was
+    rendering when the upstream request started (see
+    L{phantom_frame.http.routing.current_request}); requests made outside any
+    (snapshot warm-up) are only counted in the histogram.
+    """
+
+    def __init__(
+        self,
+        agent: IAgent,
+        clock: IReactorTime,
+        observe: Callable[[float], None],
+        failed: Callable[[], None],
+    ) -> None:
+        """
+        @param agent: makes the requests.
+        @param clock: measures them.
+        @param observe: records a duration, in seconds.
+        @param failed: counts a request that failed (refused, reset, timed
+            out or cancelled).
+        """
+        self._agent = agent
+        self._clock = clock
+        self._observe = observe
+        self._failed = failed
+        self.prefix: Optional[bytes] = None
+
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Optional[Headers] = None,
+        bodyProducer: Optional[IBodyProducer] = None,
+    ) -> Deferred:
+        """
+        Make the request with the wrapped agent and time it. When L{prefix}
+        is set, only URIs under it (the origin's, as opposed to a webhook's)
+        are timed.
+
+        @return: the wrapped agent's L{Deferred}, unchanged.
+        """
+        d = self._agent.request(method, uri, headers, bodyProducer)
+        prefix = self.prefix
+        if prefix is not None and not (
+            uri.startswith(prefix) and uri[len(prefix) : len(prefix) + 1] in (b"/", b"?", b"")
+        ):
+            return d
+        clock = self._clock
+        started = clock.seconds()
+        client = current_request.get()
+
+        def done(result: Any) -> Any:
+            elapsed = clock.seconds() - started
+            self._observe(elapsed)
+            if isinstance(result, Failure):
+                self._failed()
+            if client is not None:
+                client.phantomUpstream = (getattr(client, "phantomUpstream", None) or 0.0) + elapsed
+            return result
+
+        d.addBoth(done)
+        return d
+
+
+@implementer(IOriginClient)
+class TimingClient:
+    """
+    An L{IOriginClient} that times the requests another one makes, as
+    L{TimingAgent} does: from the request to the final head (or the failure
+    before it), into the upstream histogram and onto the client request
+    being answered (C{request.phantomUpstream}).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        clock: IReactorTime,
+        observe: Callable[[float], None],
+        failed: Callable[[], None],
+    ) -> None:
+        """
+        @param client: makes the requests.
+        @param clock: measures them.
+        @param observe: records a duration, in seconds.
+        @param failed: counts a request that failed before its head.
+        """
+        self._client = client
+        self._clock = clock
+        self._observe = observe
+        self._failed = failed
+
+    def request(self, method: bytes, target: bytes, headers: Any, receiver: Any, body: Any = None) -> Deferred:
+        """
+        Make the request with the wrapped client and time it.
+
+        @return: the wrapped client's L{Deferred}.
+        """
+        timed = _Timed(receiver, self, self._clock.seconds(), current_request.get())
+        d = self._client.request(method, target, headers, timed, body)
+        d.addErrback(timed.failed)
+        return d
+
+    def _record(self, started: float, client: Any) -> None:
+        elapsed = self._clock.seconds() - started
+        self._observe(elapsed)
+        if client is not None:
+            client.phantomUpstream = (getattr(client, "phantomUpstream", None) or 0.0) + elapsed
+
+
+@implementer(IResponseReceiver)
+class _Timed:
+    """
+    A receiver that notes when the final head came, for a L{TimingClient}.
+    """
+
+    __slots__ = ("_receiver", "_timing", "_started", "_client", "_timed")
+
+    def __init__(self, receiver: Any, timing: TimingClient, started: float, client: Any) -> None:
+        self._receiver = receiver
+        self._timing = timing
+        self._started = started
+        self._client = client
+        self._timed = False
+
+    def interimReceived(self, head: Any) -> None:
+        self._receiver.interimReceived(head)
+
+    def headReceived(self, head: Any, producer: Any) -> None:
+        self._timed = True
+        self._timing._record(self._started, self._client)
+        self._receiver.headReceived(head, producer)
+
+    def bodyReceived(self, data: bytes) -> None:
+        self._receiver.bodyReceived(data)
+
+    def failed(self, failure: Failure) -> Failure:
+        if not self._timed:
+            self._timed = True
+            self._timing._record(self._started, self._client)
+            self._timing._failed()
+        return failure

@@ -1,0 +1,117 @@
+"""
+How a client is answered with what a fill (or a snapshot fetch it waited
+for) gave: receivers of L{phantom_frame.cache.lock.Shared}, L{Exclusive}
+and C{NOT_SHARED} (L{phantom_frame.cache.lock.IFillReceiver}) for a
+L{phantom_frame.proxy.server.ProxyServer}, and its short refusals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phantom_frame.cache.lock import Exclusive, Shared
+from phantom_frame.cache.variance import variant_of
+from phantom_frame.proxy import status as statuses
+from phantom_frame.proxy.answers import error_response, send_error
+from phantom_frame.proxy.decision import NOT_PRE_GENERATED, Fill, Reject
+from phantom_frame.proxy.exchange import Exchange, set_status
+from phantom_frame.proxy.parts import PART_STORED
+
+__all__ = ["FillAnswer", "SnapshotAnswer", "reject_now", "send_reject"]
+
+
+def reject_now(request, decision: Reject) -> bytes:
+    """
+    @return: the body of a L{Reject} answered from C{render}.
+    """
+    if decision.status.header:
+        request.responseHeaders.setRawHeaders(b"cache-status", [decision.status.header])
+    set_status(request, decision.status)
+    return error_response(request, decision.code, decision.text, decision.headers)
+
+
+def send_reject(exchange: Exchange, decision: Reject) -> None:
+    """
+    Answer C{exchange} with the short error of C{decision}.
+    """
+    send_error(exchange, decision.code, decision.text, decision.status, decision.headers)
+
+
+class SnapshotAnswer:
+    """
+    How a client of a pure pre-generated server that waited for a snapshot
+    fetch is answered (an L{phantom_frame.cache.lock.IFillReceiver}): with
+    the snapshot, whatever its variant; with a 404 when the fetch gave
+    nothing to store.
+    """
+
+    def __init__(self, server: Any, exchange: Exchange) -> None:
+        self._server = server
+        self._exchange = exchange
+
+    async def shared(self, result: Shared) -> None:
+        server, exchange = self._server, self._exchange
+        entry = result.entry
+        answer = server.decider.answer(exchange.view, entry)
+        await server.entries.render(exchange, entry, answer, statuses.COLLAPSED)
+
+    async def exclusive(self, result: Exclusive) -> None:
+        result.release()
+        send_reject(self._exchange, NOT_PRE_GENERATED)
+
+    async def not_shared(self, result: Any) -> None:
+        send_reject(self._exchange, NOT_PRE_GENERATED)
+
+
+class FillAnswer:
+    """
+    How a client is answered with its fill's result (a receiver of
+    L{phantom_frame.cache.lock.Shared}, L{Exclusive} and C{NOT_SHARED}:
+    an L{phantom_frame.cache.lock.IFillReceiver}).
+    """
+
+    def __init__(self, server: Any, exchange: Exchange, collapsed: bool, fill: Fill) -> None:
+        self._server = server
+        self._exchange = exchange
+        self._collapsed = collapsed
+        self._fill = fill
+        self._fwd = "stale" if fill.stale is not None else "uri-miss"
+
+    async def shared(self, result: Shared) -> None:
+        server, exchange = self._server, self._exchange
+        view = exchange.view
+        entry = result.entry
+        if entry.vary and entry.variant != variant_of(entry.vary, view.headers.get):
+            await server.passthrough.forward(exchange, statuses.forwarded(self._fwd, "vary"))
+            return
+        if self._fill.stale is not None:
+            status = statuses.revalidated(result.origin_status)
+        else:
+            status = statuses.COLLAPSED if self._collapsed else statuses.STORED
+        await server.entries.render(exchange, entry, server.decider.answer(view, entry), status)
+
+    async def exclusive(self, result: Exclusive) -> None:
+        server, exchange = self._server, self._exchange
+        response, relay = result.value
+        stale = self._fill.stale
+        if (
+            stale is not None
+            and response.code >= 500
+            and server.decider.may_serve_stale(stale, self._fill.directives)
+        ):
+            result.release()
+            await server._serve_stale(exchange, stale)
+            return
+        await server.passthrough.relay(
+            exchange,
+            response,
+            relay,
+            statuses.STORED if result.reason == PART_STORED else statuses.forwarded(self._fwd, result.reason),
+            self._fwd,
+            identity=True,
+        )
+
+    async def not_shared(self, result: Any) -> None:
+        await self._server.passthrough.forward(
+            self._exchange, statuses.forwarded(self._fwd, "not-shared")
+        )

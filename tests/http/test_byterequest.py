@@ -1,0 +1,146 @@
+"""
+Tests for L{phantom_frame.http.byterequest} and the request bodies of the
+byte path: fills answered on the channel are the stock path's answers, and a
+request body reaches the origin as it arrives.
+"""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any, List
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from phantom_frame import CreateProxyConfig, create_proxy
+from phantom_frame.cache.threads import runInline
+from phantom_frame.http.routing import Router
+from phantom_frame.http.site import ProxySite
+from tests.http.test_relay import PAGE, PASSTHROUGH, RelayRig, _with_url, parse, request
+
+
+class FillTests(SynchronousTestCase):
+    """
+    Fills answered on the channel (L{phantom_frame.http.byterequest}) are
+    the stock path's answers.
+    """
+
+    CACHING = CreateProxyConfig("http://origin.test")
+
+    def compare(self, data: bytes, heads: List[bool], filled: int, before: Any = None) -> List[Any]:
+        """
+        Send C{data} to a stock rig and to a byte-path rig, and compare.
+
+        @param filled: how many fills the byte path must answer.
+        @return: the byte path's answers.
+        """
+        answers = []
+        rigs = []
+        for fast in (False, True):
+            rig = RelayRig(fast, self.CACHING)
+            self.addCleanup(rig.handle.close)
+            if before is not None:
+                before(rig)
+            answers.append(parse(rig.exchange(data), heads))
+            rigs.append(rig)
+        self.assertEqual([r.filled() for r in rigs], [0, filled])
+        self.assertEqual(len(answers[0]), len(answers[1]))
+        for (c1, h1, b1), (c2, h2, b2) in zip(*answers):
+            self.assertEqual((c1, b1), (c2, b2))
+            # Each answer has its own request id.
+            self.assertEqual(len(h1.pop(b"x-request-id", [])), len(h2.pop(b"x-request-id", [])))
+            self.assertEqual(h1, h2)
+        self.assertEqual(rigs[0].scripted.seen.keys(), rigs[1].scripted.seen.keys())
+        return answers[1]
+
+    def test_stored_head_and_hit(self) -> None:
+        """
+        A miss stored, a HEAD miss, then a hit: identical answers, the
+        misses filled on the channel.
+        """
+        answers = self.compare(request("/f") + request("/g", "HEAD") + request("/f"), [False, True, False], 2)
+        self.assertEqual(
+            [a[1][b"cache-status"][0] for a in answers],
+            [b"phantom-frame; fwd=uri-miss; stored", b"phantom-frame; fwd=uri-miss; stored",
+             b"phantom-frame; hit"],
+        )
+
+    def test_not_stored_compressed(self) -> None:
+        """
+        An answer that is not stored is relayed compressed on the fly for a
+        client that accepts gzip, as the stock path does.
+        """
+        [(code, headers, body)] = self.compare(request("/cookie", accept_encoding="gzip"), [False], 1)
+        self.assertEqual(headers[b"content-encoding"], [b"gzip"])
+        self.assertEqual(gzip.decompress(body), PAGE + b"/cookie")
+
+    def test_origin_down(self) -> None:
+        """
+        A fill whose origin refuses connections: the stock path's 502.
+        """
+        def down(rig: RelayRig) -> None:
+            rig.origin.down = True
+
+        [(code, _, _)] = self.compare(request("/f"), [False], 1, before=down)
+        self.assertEqual(code, 502)
+        self.flushLoggedErrors()
+
+
+class StreamedBodyTests(TestCase):
+    """
+    Over loopback: a request body reaches the origin as it arrives.
+    """
+
+    async def test_origin_sees_body_early(self) -> None:
+        """
+        The origin receives the first body bytes while the client has not
+        sent the last; the answer comes once the body is complete.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.internet.protocol import Factory, Protocol
+
+        got_first: Deferred = Deferred()
+        answered: Deferred = Deferred()
+
+        class RawOrigin(Protocol):
+            received = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+                head, _, body = self.received.partition(b"\r\n\r\n")
+                if body == b"hello" and not got_first.called:
+                    got_first.callback(self.received)
+                if body == b"helloworld":
+                    self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        class Client(Protocol):
+            received = b""
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received += data
+                if self.received.endswith(b"\r\n\r\nok") and not answered.called:
+                    answered.callback(self.received)
+
+        origin_port = reactor.listenTCP(0, Factory.forProtocol(RawOrigin), interface="127.0.0.1")
+        self.addCleanup(origin_port.stopListening)
+        url = "http://127.0.0.1:%d" % (origin_port.getHost().port,)
+        resource, handle = create_proxy(_with_url(PASSTHROUGH, url), reactor, agent=object(), runner=runInline)
+        server = next(handle.servers())
+        site = ProxySite(Router([("*", resource)]), reactor=reactor, access_log=False)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Client())
+        client.transport.write(
+            b"POST /up HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 10\r\n\r\nhello"
+        )
+        seen = await got_first
+        self.assertTrue(seen.startswith(b"POST /up HTTP/1.1\r\n"))
+        self.assertIn(b"\r\nContent-Length: 10\r\n", seen)
+        client.transport.write(b"world")
+        answer = await answered
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(site.fastHit.relayed, 1)
+        client.transport.loseConnection()
+        handle.close()
+        await server.origin_pool.close()
