@@ -23,7 +23,9 @@ from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.embed import default_agent
 from phantom_frame.proxy.client import RequestBody
 from phantom_frame.proxy.origin import Origin, UpstreamError, UpstreamTimeout, body_producer
-from phantom_frame.proxy.upstreams import LATENCY_BUCKETS, Balancing, UpstreamSet
+from phantom_frame.cache.threads import runInline
+from phantom_frame.proxy.server import ProxyServer
+from phantom_frame.proxy.upstreams import LATENCY_BUCKETS, Balancing, UpstreamSet, origin_for
 from tests.memory import MemoryOrigin
 from tests.origin import Origin as TestOrigin
 
@@ -379,6 +381,49 @@ class StatsTests(SynchronousTestCase):
         self.assertEqual(cumulative["0.5"], 1)
         self.assertEqual(cumulative["+Inf"], 1)
         self.assertEqual(len(cumulative), len(LATENCY_BUCKETS) + 1)
+
+
+class WiringTests(SynchronousTestCase):
+    """
+    Each upstream of a server reaches its URL through a client of its own.
+    """
+
+    def test_origin_for(self) -> None:
+        """
+        L{origin_for} asks C{client_for} for the client of each upstream
+        URL, and of the C{proxy_url} of a server with one origin.
+        """
+        asked: List[str] = []
+
+        def client_for(url: str) -> Any:
+            asked.append(url)
+            return ("client", url)
+
+        config = CreateProxyConfig(upstreams=["http://a.example", "http://b.example"])
+        upstreams = origin_for(config, client_for, Clock())
+        self.assertIsInstance(upstreams, UpstreamSet)
+        self.assertEqual(asked, ["http://a.example", "http://b.example"])
+        self.assertEqual([u.origin.client for u in upstreams.upstreams], [("client", url) for url in asked])
+        one = origin_for(CreateProxyConfig(proxy_url="http://c.example"), client_for, Clock())
+        self.assertEqual((type(one), one.client), (Origin, ("client", "http://c.example")))
+
+    def test_server_clients(self) -> None:
+        """
+        A server given one client reaches every upstream with it; a server
+        with several upstreams passes no request through the byte relay,
+        one with a single origin may.
+        """
+        clock = Clock()
+        client = MemoryOrigin(TestOrigin(), clock).client("http://a.example")
+        config = CreateProxyConfig(upstreams=["http://a.example", "http://b.example"], cache_strategy="none")
+        server = ProxyServer("s", config, object(), clock, runInline, client)
+        self.addCleanup(server.close)
+        self.assertEqual([u.origin.client for u in server.origin.upstreams], [client, client])
+        self.assertFalse(server.byte_path_ok)
+        single = ProxyServer("t", CreateProxyConfig(proxy_url="http://a.example"), object(), clock, runInline, client)
+        self.addCleanup(single.close)
+        self.assertIs(single.origin.client, client)
+        self.assertTrue(single.byte_path_ok)
 
 
 class _Resets(Protocol):
