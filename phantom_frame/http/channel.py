@@ -31,7 +31,7 @@ from twisted.web.http import _GenericHTTPChannelProtocol
 from phantom_frame.http.byterequest import ByteFill
 from phantom_frame.http.fasthits import BODY_METHODS, FastHits
 from phantom_frame.http.guard import GuardedHTTPChannel
-from phantom_frame.http.optimistic import send
+from phantom_frame.proxy.optimistic import send
 from phantom_frame.http.records import FastHitRecord
 from phantom_frame.http.relay import ByteRelay
 from phantom_frame.http.wires import Wire

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from phantom_frame.http.optimistic import send
+from phantom_frame.proxy.optimistic import send
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.client import Framing, IResponseReceiver, RequestBody, ResponseHead, StalledBody
 from phantom_frame.proxy.origin import BrokenBody, UpstreamError, UpstreamTimeout, upstream_error

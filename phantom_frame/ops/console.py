@@ -35,14 +35,17 @@ def _plural(count: int, word: str, words: str = "") -> str:
 
 def _nodes(answer: Dict[str, Any]) -> str:
     """
-    @return: C{", confirmed by N nodes"} when the answer says how many
-        nodes confirmed the invalidation, else C{""}.
+    @return: C{", confirmed by N nodes"} (and workers) when the answer
+        says how many nodes (C{nodes_confirmed}, with Redis) or workers
+        (C{workers_confirmed}) confirmed the invalidation, else C{""}.
     """
-    nodes = answer.get("nodes", answer.get("confirmed"))
-    if isinstance(nodes, dict):
-        nodes = nodes.get("confirmed")
-    if isinstance(nodes, int) and not isinstance(nodes, bool):
-        return f", confirmed by {_plural(nodes, 'node')}"
+    parts = []
+    for key, what in (("nodes_confirmed", "node"), ("workers_confirmed", "worker")):
+        count = answer.get(key)
+        if isinstance(count, int) and not isinstance(count, bool):
+            parts.append(_plural(count, what))
+    if parts:
+        return ", confirmed by " + " and ".join(parts)
     return ""
 
 

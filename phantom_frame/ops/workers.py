@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
 
 from phantom_frame.config import Config, ConfigError, load_config
+from phantom_frame.ops.reload import HangupReloader
 from phantom_frame.ops.inherit import WORKER_ENV, WorkerSetup
 
 log = Logger()
@@ -282,7 +283,7 @@ class WorkerMonitor(ProcessMonitor):
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-class HangupForwarder(Service):
+class HangupForwarder(HangupReloader):
     """
     On C{SIGHUP}: check the configuration file, then forward the signal to
     every worker; a file that does not load changes nothing and is refused
@@ -304,32 +305,10 @@ class HangupForwarder(Service):
         @param install_signal: install the handler (only for the real reactor).
         @param loaded: called with the new configuration once it is valid.
         """
+        super().__init__(self.check_and_forward, reactor, install_signal)
         self._path = path
         self._forward = forward
-        self._reactor = reactor
-        self._install = install_signal
         self._loaded = loaded
-        self._previous: Any = None
-
-    def startService(self) -> None:
-        """
-        Install the C{SIGHUP} handler.
-        """
-        super().startService()
-        if self._install and hasattr(signal, "SIGHUP"):
-            self._previous = signal.signal(signal.SIGHUP, self._onSignal)
-
-    def stopService(self) -> None:
-        """
-        Put the previous C{SIGHUP} handler back.
-        """
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
-
-    def _onSignal(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self.check_and_forward)
 
     def check(self) -> Optional[List[str]]:
         """

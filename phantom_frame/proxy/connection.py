@@ -16,6 +16,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from phantom_frame.proxy.optimistic import ENABLED, send_now
 from phantom_frame.proxy.client import (
     Framing,
     Header,
@@ -206,23 +207,11 @@ class OriginConnection(Protocol):
         self._state = _HEAD
         self._started = False
         transport = self.transport
-        if (
-            type(transport) is tcp.Client
-            and not transport.TLS
-            and not transport.disconnecting
-            and not transport.dataBuffer
-            and not transport._tempDataBuffer
-        ):
-            # Send at once rather than on the reactor's next pass (see
-            # phantom_frame.http.optimistic); the rest goes the usual way.
-            try:
-                sent = transport.socket.send(data)
-            except OSError:
-                sent = 0
-            if sent >= len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        if ENABLED and type(transport) is tcp.Client and not transport.TLS:
+            # Sent at once rather than on the reactor's next pass.
+            send_now(transport, data)
+        else:
+            transport.write(data)
 
     def close(self) -> None:
         """

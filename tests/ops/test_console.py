@@ -79,7 +79,8 @@ class PurgeTests(SynchronousTestCase):
             {
                 ("POST", "/bulk_invalidate"): {
                     "requested": 3,
-                    "nodes": 3,
+                    "nodes_confirmed": 3,
+                    "workers_confirmed": 2,
                     "results": [
                         {"pattern": "/a", "ok": True, "invalidated": 2},
                         {"pattern": "[", "ok": False, "error": "unbalanced bracket"},
@@ -93,7 +94,7 @@ class PurgeTests(SynchronousTestCase):
         self.assertEqual(client.calls, [("POST", "/bulk_invalidate", {"patterns": ["/a", "[", "/b/*"], "server": "api"})])
         self.assertEqual(
             out.getvalue().splitlines(),
-            ["/a: dropped 2 entries", "/b/*: dropped 1 entry", "dropped 3 entries for 2 patterns, confirmed by 3 nodes"],
+            ["/a: dropped 2 entries", "/b/*: dropped 1 entry", "dropped 3 entries for 2 patterns, confirmed by 3 nodes and 2 workers"],
         )
         self.assertEqual(err.getvalue(), "phantom-frame: '[': unbalanced bracket\n")
 

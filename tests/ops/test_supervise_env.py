@@ -83,7 +83,7 @@ execute = "{command}"
 """
 
 #: Prints the variable the C{.env} file sets, then waits.
-PRINT = "import os, sys, time; print('secret=' + os.environ.get('PF_ORIGIN_SECRET', '-')); sys.stdout.flush(); time.sleep(60)"
+PRINT = "import os, signal, sys; print('secret=' + os.environ.get('PF_ORIGIN_SECRET', '-')); sys.stdout.flush(); signal.pause()"
 
 
 class ServiceEnvironmentTests(TestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{phantom_frame.http.optimistic}.
+Tests for L{phantom_frame.proxy.optimistic}.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from phantom_frame.http import optimistic
+from phantom_frame.proxy import optimistic
 
 
 class FakeSocket:

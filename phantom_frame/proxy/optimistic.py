@@ -1,5 +1,6 @@
 """
-Optimistic sends for the cache-hit fast path.
+Optimistic sends, for the HTTP/1.1 channel's answers and the origin
+client's requests.
 
 L{twisted.internet.abstract.FileDescriptor.write} never sends at once: it
 buffers, registers the socket for writing with the reactor, sends on the next
@@ -10,7 +11,7 @@ C{transport.write()}, so ordering and back-pressure are unchanged.
 
 This reads private C{FileDescriptor} state (C{dataBuffer},
 C{_tempDataBuffer}), pinned by C{tests/test_optimistic.py}; anything but a
-plain TCP server transport (TLS, UNIX sockets, test transports) takes the
+plain TCP transport (TLS, UNIX sockets, test transports) takes the
 ordinary path. Set C{PHANTOM_FRAME_OPTIMISTIC_SEND=0} to turn it off.
 """
 
