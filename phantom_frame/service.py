@@ -214,7 +214,7 @@ class ServerBuilder:
     Makes the L{phantom_frame.proxy.server.ProxyServer} of a C{[server.NAME]}
     block, at start and on reload: all share one origin connection pool and
     one thread pool; each reaches its origin through its own
-    L{phantom_frame.ops.metrics.TimingAgent}.
+    L{phantom_frame.ops.timing.TimingClient} per upstream URL.
     """
 
     def __init__(

@@ -36,7 +36,7 @@ class ProxyRequest(server.Request):
     @ivar phantomServer: the name of the server that took it, set by
         L{phantom_frame.http.routing.Router}.
     @ivar phantomUpstream: seconds spent waiting for origin response heads
-        on its behalf, set by L{phantom_frame.ops.metrics.TimingAgent}; L{None}
+        on its behalf, set by L{phantom_frame.ops.timing.TimingClient}; L{None}
         when the origin was not asked.
     @ivar phantomStarted: when it arrived, on the site's clock.
     @ivar phantomStatus: the cache's part in its answer, set by whoever
