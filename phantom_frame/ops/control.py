@@ -37,6 +37,7 @@ from phantom_frame.ops.control_limits import (
     json_body,
     route_path,
 )
+from phantom_frame.proxy.exchange import Exchange
 from phantom_frame.proxy.handle import CacheHandle, UnknownServer
 from phantom_frame.proxy.snapshots import NotPreGenerated, SnapshotError
 from phantom_frame.proxy.origin import UpstreamError
@@ -263,8 +264,10 @@ class ControlResource(Resource):
             code, payload = result
             return _answer(request, code, payload)
 
+        exchange = Exchange(request)
+
         def answer(outcome: Any) -> None:
-            if request.finished or getattr(request, "_disconnected", False):
+            if not exchange.alive:
                 return
             if isinstance(outcome, Failure):
                 body = self._error(request, outcome.value)
