@@ -22,6 +22,7 @@ from twisted.web.iweb import IAgent
 
 from phantom_frame._version import __version__
 from phantom_frame.proxy.status import RESULTS
+from phantom_frame.proxy.upstreams import LATENCY_BUCKETS
 from phantom_frame.ops.timing import TimingAgent, TimingClient
 
 #: Every metric name starts with this.
@@ -34,23 +35,9 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 #: The values of the C{cache} label (see L{phantom_frame.proxy.status}).
 CACHE_RESULTS = RESULTS
 
-#: Histogram buckets, in seconds, for request and upstream durations.
-DURATION_BUCKETS = (
-    0.001,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
+#: Histogram buckets, in seconds, for request and upstream durations (the
+#: per-upstream histograms use the same).
+DURATION_BUCKETS = LATENCY_BUCKETS
 
 #: The C{server} label of a request no server took (404 from routing, a
 #: malformed request target).
