@@ -9,7 +9,7 @@ import re
 from fractions import Fraction
 from typing import Callable
 
-from phantom_frame.config.values import Invalid, show
+from phantom_frame.config.values import Invalid, show, string_check
 
 __all__ = ["SIZE_FORM", "check_size", "env_size", "parse_size", "size_check"]
 
@@ -52,6 +52,9 @@ def parse_size(text: str) -> int:
     return int(Fraction(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
+_size_string = string_check(parse_size, SIZE_FORM)
+
+
 def check_size(value: object) -> int:
     """
     @return: the number of bytes C{value} gives: an integer >= 0 or a
@@ -60,12 +63,7 @@ def check_size(value: object) -> int:
     """
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value  # type: ignore[return-value]
-    if isinstance(value, str):
-        try:
-            return parse_size(value)
-        except ValueError:
-            pass
-    raise Invalid(f"expected {SIZE_FORM}, got {show(value)}")
+    return _size_string(value)
 
 
 def size_check(minimum: int) -> Callable[[object], int]:
