@@ -183,9 +183,7 @@ class OriginSupervisor(ProcessMonitor):
         return Deferred.fromCoroutine(self._stopped())
 
     async def _stopped(self) -> None:
-        deadline = self._timer.seconds() + self.killTime + 1
-        while self.protocols and self._timer.seconds() < deadline:
-            await deferLater(self._timer, 0.05, lambda: None)
+        await exited(self)
 
 
 async def _wait_for_port(reactor: Any, host: str, port: int, timeout: float, interval: float) -> bool:
@@ -325,3 +323,13 @@ class WarmUps(Service):
             server.snapshots.warm_up()
 
         d.addCallbacks(ready, lambda f: f.trap(CancelledError) and None)
+
+
+async def exited(monitor: Any) -> None:
+    """
+    Wait until the processes of a stopped L{ProcessMonitor} have exited, or
+    a second after its C{killTime}, on its clock.
+    """
+    deadline = monitor._timer.seconds() + monitor.killTime + 1
+    while monitor.protocols and monitor._timer.seconds() < deadline:
+        await deferLater(monitor._timer, 0.05, lambda: None)

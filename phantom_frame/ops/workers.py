@@ -42,6 +42,7 @@ from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
 
 from phantom_frame.config import Config, ConfigError, load_config
 from phantom_frame.ops.reload import HangupReloader
+from phantom_frame.ops.supervise import exited
 from phantom_frame.ops.inherit import WORKER_ENV, WorkerSetup
 
 log = Logger()
@@ -275,9 +276,7 @@ class WorkerMonitor(ProcessMonitor):
         return Deferred.fromCoroutine(self._stopped())
 
     async def _stopped(self) -> None:
-        deadline = self._timer.seconds() + self.killTime + 1
-        while self.protocols and self._timer.seconds() < deadline:
-            await deferLater(self._timer, 0.05, lambda: None)
+        await exited(self)
         if getattr(self._reactor, "_exitSignal", None) in _STOP_SIGNALS:
             self._reactor._exitSignal = None
         shutil.rmtree(self.directory, ignore_errors=True)
