@@ -11,6 +11,7 @@ scrape time only.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from functools import lru_cache
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from weakref import WeakKeyDictionary
@@ -38,6 +39,14 @@ CACHE_RESULTS = RESULTS
 #: Histogram buckets, in seconds, for request and upstream durations (the
 #: per-upstream histograms use the same).
 DURATION_BUCKETS = LATENCY_BUCKETS
+
+#: The upper bound of the first duration bucket: most hits take less.
+_FIRST_BOUND = DURATION_BUCKETS[0]
+
+#: How many kinds of request (server, method, status, result) the counting
+#: cells are remembered for, by their raw method and status (the labels
+#: they count under are few).
+_CHILDREN_KEPT = 4096
 
 #: The C{server} label of a request no server took (404 from routing, a
 #: malformed request target).
@@ -86,21 +95,6 @@ class Metrics:
         self.open_tunnels: Callable[[], Optional[int]] = self._site_tunnels
         self._clock = clock
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            PREFIX + "requests",
-            "Requests answered by the proxy listeners, by server, method class,"
-            " status class and cache result.",
-            ["server", "method", "status", "cache"],
-            registry=self.registry,
-        )
-        self.request_duration = Histogram(
-            PREFIX + "request_duration_seconds",
-            "Time from the request's arrival to the end of its answer, by"
-            " server and cache result.",
-            ["server", "cache"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
         self.upstream_duration = Histogram(
             PREFIX + "upstream_request_duration_seconds",
             "Time from an origin request to its response head (or failure), by"
@@ -128,11 +122,16 @@ class Metrics:
             ["server"],
             registry=self.registry,
         )
-        self._children: Dict[Tuple[Optional[str], str, str, str], Tuple[Any, Any, List[int]]] = {}
-        #: Body bytes sent, by server and cache result: one cell each,
-        #: shared by the children that count into it.
-        self.sent: Dict[Tuple[str, str], List[int]] = {}
+        #: The cells each kind of answered request counts into (see
+        #: L{observe}): plain lists of numbers, read at scrape time, since a
+        #: prometheus_client child takes a lock per update.
+        self._children: Dict[Tuple[Optional[str], str, str, str], Tuple[List[int], "_Durations"]] = {}
+        #: Requests, by (server, method class, status class, cache result).
+        self.requests: Dict[Tuple[str, str, str, str], List[int]] = {}
+        #: Durations (and body bytes sent), by (server, cache result).
+        self.durations: Dict[Tuple[str, str], "_Durations"] = {}
         self.registry.register(_StateCollector(self))
+        self.registry.register(_RequestCollector(self))
 
     def timing_agent(self, agent: IAgent, server: str) -> TimingAgent:
         """
@@ -179,19 +178,22 @@ class Metrics:
         @param duration: seconds from its arrival to the end of its answer.
         @param sent: the bytes of its answer's body.
         """
-        key = (server, method_class(method), status_class(code), result)
+        key = (server, method, code, result)
         children = self._children.get(key)
         if children is None:
             name = NO_SERVER if server is None else server
-            children = (
-                self.requests.labels(name, key[1], key[2], result),
-                self.request_duration.labels(name, result),
-                self.sent.setdefault((name, result), [0]),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(duration)
-        children[2][0] += sent
+            labels = (name, method_class(method), status_class(code), result)
+            durations = self.durations.get((name, result))
+            if durations is None:
+                durations = self.durations[(name, result)] = _Durations()
+            children = (self.requests.setdefault(labels, [0]), durations)
+            if len(self._children) < _CHILDREN_KEPT:
+                self._children[key] = children
+        children[0][0] += 1
+        durations = children[1]
+        durations.counts[0 if duration <= _FIRST_BOUND else bisect_left(DURATION_BUCKETS, duration)] += 1
+        durations.total += duration
+        durations.sent += sent
 
     def render(self) -> bytes:
         """
@@ -328,19 +330,82 @@ class _StateCollector:
         yield size
         yield limit
         yield from counters.values()
-        sent = CounterMetricFamily(
-            PREFIX + "response_bytes",
-            "Body bytes of the answers of the proxy listeners, by server and cache result.",
-            labels=["server", "cache"],
-        )
-        for (name, result), cell in list(metrics.sent.items()):
-            sent.add_metric([name, result], cell[0])
-        yield sent
         yield tracked
         yield stored
         yield complete
         yield failures
         yield from _upstream_families(metrics.handle.servers())
+
+
+class _Durations:
+    """
+    The durations of the answered requests of one server and cache
+    result, as a histogram over L{DURATION_BUCKETS}, and their body bytes.
+
+    @ivar counts: per bucket (and one more for anything slower), how many
+        requests took that long; not cumulative.
+    @ivar total: the sum of their durations, in seconds.
+    @ivar sent: the sum of their body bytes.
+    """
+
+    __slots__ = ("counts", "total", "sent")
+
+    def __init__(self) -> None:
+        self.counts: List[int] = [0] * (len(DURATION_BUCKETS) + 1)
+        self.total = 0.0
+        self.sent = 0
+
+    def cumulative(self) -> List[Tuple[str, int]]:
+        """
+        @return: C{(upper bound, count at or below it)} pairs, as Prometheus
+            histograms have them, ending with C{"+Inf"}.
+        """
+        pairs, running = [], 0
+        for bound, count in zip(DURATION_BUCKETS + (float("inf"),), self.counts):
+            running += count
+            pairs.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return pairs
+
+
+class _RequestCollector:
+    """
+    Reads, at scrape time, the counts L{Metrics.observe} keeps: requests,
+    their durations and their body bytes.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        """
+        @return: the families, freshly read.
+        """
+        metrics = self._metrics
+        requests = CounterMetricFamily(
+            PREFIX + "requests",
+            "Requests answered by the proxy listeners, by server, method class,"
+            " status class and cache result.",
+            labels=["server", "method", "status", "cache"],
+        )
+        for labels, cell in list(metrics.requests.items()):
+            requests.add_metric(list(labels), cell[0])
+        yield requests
+        durations = HistogramMetricFamily(
+            PREFIX + "request_duration_seconds",
+            "Time from the request's arrival to the end of its answer, by"
+            " server and cache result.",
+            labels=["server", "cache"],
+        )
+        sent = CounterMetricFamily(
+            PREFIX + "response_bytes",
+            "Body bytes of the answers of the proxy listeners, by server and cache result.",
+            labels=["server", "cache"],
+        )
+        for labels, cells in list(metrics.durations.items()):
+            durations.add_metric(list(labels), cells.cumulative(), cells.total)
+            sent.add_metric(list(labels), cells.sent)
+        yield durations
+        yield sent
 
 
 def _upstream_families(servers: Iterator[Any]) -> Iterator[Metric]:

@@ -14,171 +14,59 @@ is L{Decider.note}, called by whoever rendered it.
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+import math
+import weakref
+from typing import Any, Callable, Dict, Optional, Union
 
-import attr
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectives, parse_range
-from phantom_frame.cache.partial import PartialEntry, if_range_matches, single_range
+from phantom_frame.cache.partial import if_range_matches, single_range
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
 from phantom_frame.cache.topkeys import TopKeys
 from phantom_frame.proxy import status as statuses
-from phantom_frame.proxy.negotiation import GET_HEAD, EntryAnswer, Negotiator
+from phantom_frame.proxy.decisions import (
+    ALLOW_GET_HEAD,
+    Hit,
+    PartHit,
+    Stale,
+    Fill,
+    Await,
+    Bypass,
+    Reject,
+    Tunnel,
+    Purge,
+    Decision,
+    MALFORMED,
+    BAD_HOST,
+    NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    NO_UPGRADES,
+    ONLY_IF_CACHED,
+    NOT_PRE_GENERATED,
+    TUNNEL,
+    TOO_MANY_REQUESTS,
+    PURGE_UNAUTHORISED,
+    PURGE_FORBIDDEN,
+)
+from phantom_frame.proxy.negotiation import GET_HEAD, Negotiator
 from phantom_frame.proxy.purge import PurgeAccess
 from phantom_frame.proxy.ratelimit import BucketStoreFactory, MemoryBucketStore, RateLimiter
 from phantom_frame.proxy.scope import Scope
 from phantom_frame.proxy.settings import CachePolicy, CreateProxyConfig, ProxyMode
-from phantom_frame.proxy.status import CacheStatus
 from phantom_frame.proxy.view import RequestView
 
+__all__ = [
+    "ALLOW_GET_HEAD", "BAD_HOST", "Await", "Bypass", "Decider", "Decision", "Fill", "Freshness", "Hit",
+    "MALFORMED", "METHOD_NOT_ALLOWED", "NOT_FOUND", "NOT_PRE_GENERATED", "NO_UPGRADES", "ONLY_IF_CACHED",
+    "PURGE_FORBIDDEN", "PURGE_UNAUTHORISED", "PartHit", "Purge", "Reject", "Stale", "TOO_MANY_REQUESTS",
+    "TUNNEL", "Tunnel", "request_directives",
+]
+
 log = Logger(namespace="phantom_frame.proxy")
-
-
-#: Sent with a 405.
-ALLOW_GET_HEAD = ((b"allow", b"GET, HEAD"),)
-
-
-# Decisions.
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Hit:
-    """
-    Answer from a fresh stored entry.
-    """
-
-    key: str
-    entry: CacheEntry
-    answer: EntryAnswer
-    status: CacheStatus
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class PartHit:
-    """
-    Answer a range from the stored parts of C{key} (RFC 9111 §3.3): 206,
-    bytes C{first} to C{last} (inclusive) of C{partial}'s representation.
-    """
-
-    key: str
-    partial: PartialEntry
-    first: int
-    last: int
-    status: CacheStatus
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Stale:
-    """
-    Answer from a stale entry that may be served (C{max-stale}, or
-    C{stale-while-revalidate} with C{refresh}: one background refresh).
-    """
-
-    key: str
-    entry: CacheEntry
-    answer: EntryAnswer
-    refresh: bool
-    status: CacheStatus = statuses.STALE
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Fill:
-    """
-    Fetch from the origin through the single-flight fill of C{key}: a
-    revalidation of C{stale} when given. The response of a C{private}
-    request (its cookies may change it) is stored only when the origin
-    marked it shareable. A C{ranged} fill forwards the request's C{Range}
-    (and C{If-Range}): a 206 it brings may be stored as a part of C{key}'s
-    partial entry (http policy only).
-    """
-
-    key: str
-    stale: Optional[CacheEntry]
-    directives: RequestDirectives
-    private: bool = False
-    ranged: bool = False
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Await:
-    """
-    A pure pre-generated server: wait for the snapshot of C{key} being
-    fetched (there is one: anything else is a L{Reject}).
-    """
-
-    key: str
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Bypass:
-    """
-    Pass the request through to the origin, uncached.
-    """
-
-    status: CacheStatus
-
-    @property
-    def reason(self) -> str:
-        """
-        @return: why the cache was not consulted.
-        """
-        return self.status.header.rsplit(b"detail=", 1)[-1].decode("ascii")
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Reject:
-    """
-    Answer at once with a short error.
-    """
-
-    code: int
-    text: str
-    status: CacheStatus = statuses.NONE
-    headers: Tuple[Tuple[bytes, bytes], ...] = ()
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Tunnel:
-    """
-    Tunnel the protocol upgrade to the origin.
-    """
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Purge:
-    """
-    An authorised C{PURGE}: invalidate C{pattern} (the stripped path, with
-    its query when it has one) as the control site's C{/invalidate} does,
-    and answer with the count.
-    """
-
-    pattern: str
-
-
-Decision = Union[Hit, PartHit, Stale, Fill, Await, Bypass, Reject, Tunnel, Purge]
-
-MALFORMED = Reject(400, "Bad Request: malformed request target")
-BAD_HOST = Reject(400, "Bad Request: malformed Host header")
-NOT_FOUND = Reject(404, "Not Found")
-METHOD_NOT_ALLOWED = Reject(405, "Method Not Allowed", headers=ALLOW_GET_HEAD)
-NO_UPGRADES = Reject(501, "Not Implemented: protocol upgrades are not tunnelled")
-ONLY_IF_CACHED = Reject(
-    504,
-    "Gateway Timeout: not cached (only-if-cached)",
-    statuses.forwarded("uri-miss", "only-if-cached"),
-)
-NOT_PRE_GENERATED = Reject(404, "Not Found", statuses.forwarded("uri-miss", "not-pre-generated"))
-TUNNEL = Tunnel()
-#: The text of a 429.
-TOO_MANY_REQUESTS = "Too Many Requests: rate limit exceeded"
-PURGE_UNAUTHORISED = Reject(
-    401, "Unauthorized: PURGE needs a bearer token", headers=((b"www-authenticate", b"Bearer"),)
-)
-PURGE_FORBIDDEN = Reject(403, "Forbidden: PURGE refused")
 
 
 def _no_token() -> Optional[str]:
@@ -224,6 +112,56 @@ def request_directives(view: RequestView) -> RequestDirectives:
         [cc.encode("latin-1")] if cc is not None else [],
         [pragma.encode("latin-1")] if pragma is not None else [],
     )
+
+
+class _Prepared:
+    """
+    What L{Decider.decide} finds of a request before it looks at the cache,
+    and the answer it last gave for it from a fresh entry.
+
+    @ivar decider: whose it is.
+    @ivar early: the decision made without the cache (a bypass, a
+        refusal), or C{None}.
+    @ivar host: the host scoping the key.
+    @ivar key: the cache key, or C{None} when it is found per request
+        (snapshots, a custom key function).
+    @ivar private: whether the request's cookies make it private.
+    @ivar directives: the request's caching directives.
+    """
+
+    __slots__ = ("decider", "early", "host", "key", "private", "directives", "_entry", "_version", "_ttl",
+                 "_answer", "_status")
+
+    def __init__(self, decider: "Decider") -> None:
+        self.decider = decider
+        self.early: Optional[Decision] = None
+        self.host = ""
+        self.key: Optional[str] = None
+        self.private = False
+        self.directives = NO_REQUEST_DIRECTIVES
+        self._entry: Optional["weakref.ReferenceType[CacheEntry]"] = None
+        self._version = 0
+        self._ttl = -1
+        self._answer: Any = None
+        self._status: Any = None
+
+    def hit(self, decider: "Decider", view: RequestView, key: str, entry: CacheEntry, age: float) -> Hit:
+        """
+        @return: the L{Hit} of C{entry}, fresh at C{age}, with the answer
+            and status of the last one when nothing they depend on changed
+            (the same entry at the same L{CacheEntry.version}, the same
+            seconds of freshness left). The entry is held weakly: a view
+            kept for later keeps no evicted entry alive.
+        """
+        lifetime = entry.lifetime
+        ttl = -1 if lifetime == math.inf else int(lifetime - age)
+        ref = self._entry
+        if ref is not None and ref() is entry and self._version == entry.version and self._ttl == ttl:
+            return Hit(key, entry, self._answer, self._status)
+        answer, status = decider.answer(view, entry), statuses.hit(entry, age)
+        self._entry, self._version, self._ttl = weakref.ref(entry), entry.version, ttl
+        self._answer, self._status = answer, status
+        return Hit(key, entry, answer, status)
 
 
 class Decider:
@@ -335,25 +273,27 @@ class Decider:
         """
         Decide how to answer a request that L{admit} let through.
 
+        What depends on the request alone (its host, a bypass, its key, its
+        privacy, its directives) is kept on the view, so that a view decided
+        again (the HTTP/1.1 channel keeps the views of the request heads it
+        sees) is decided from the cache's state alone.
+
         @param key: the request's cache key when a webhook gave one.
         @return: the decision.
         """
-        method = view.method
-        host = self.scope.host(view)
-        if host is None:
-            return BAD_HOST
-        if self.pure_ssg:
-            # Pure SSG never reaches the origin at request time.
-            if method not in GET_HEAD:
-                return METHOD_NOT_ALLOWED
-        else:
-            reason = self._bypass_reason(view)
-            if reason is not None:
-                return Bypass(statuses.bypass(reason))
+        prepared = view.prepared
+        if prepared is None or prepared.decider is not self or key is not None:
+            prepared = self._prepare(view, key)
+            if key is None and self.scope.plain:
+                view.prepared = prepared
+        early = prepared.early
+        if early is not None:
+            return early
+        key = prepared.key
         entry = None
         if key is None:
             try:
-                key, entry = self.scope.find(view, host)
+                key, entry = self.scope.find(view, prepared.host)
             except Exception:
                 log.failure(
                     "cache key function failed for {path!r} on server {server}",
@@ -361,9 +301,8 @@ class Decider:
                     server=self._name,
                 )
                 return Bypass(statuses.bypass("key-error"))
-        # Cookies make a request private, but snapshots are for everyone.
-        private = not self.pure_ssg and self.scope.private(view)
-        directives = request_directives(view) if self.http_policy else NO_REQUEST_DIRECTIVES
+        private = prepared.private
+        directives = prepared.directives
         if entry is None:
             entry = self._cache.lookup(key, view.headers.get)
         if entry is None and self.pure_ssg:
@@ -382,7 +321,7 @@ class Decider:
             age = entry.age(now)
             verdict = self.judge(entry, age, directives)
             if verdict is Freshness.FRESH:
-                return Hit(key, entry, self.answer(view, entry), statuses.hit(entry, age))
+                return prepared.hit(self, view, key, entry, age)
             if verdict is not Freshness.REVALIDATE:
                 # A private request starts no refresh: its cookies would go
                 # into a fill other requests are answered from.
@@ -405,6 +344,36 @@ class Decider:
             # Another request's answer, shareable or not, is not this one's.
             return Bypass(statuses.bypass("cookie"))
         return Fill(key, stale, directives, private, ranged)
+
+    def _prepare(self, view: RequestView, key: Optional[str]) -> "_Prepared":
+        """
+        @param key: the request's cache key when a webhook gave one.
+        @return: what the decision of C{view} depends on that the cache
+            does not hold.
+        """
+        prepared = _Prepared(self)
+        host = self.scope.host(view)
+        if host is None:
+            prepared.early = BAD_HOST
+            return prepared
+        if self.pure_ssg:
+            # Pure SSG never reaches the origin at request time.
+            if view.method not in GET_HEAD:
+                prepared.early = METHOD_NOT_ALLOWED
+                return prepared
+        else:
+            reason = self._bypass_reason(view)
+            if reason is not None:
+                prepared.early = Bypass(statuses.bypass(reason))
+                return prepared
+        prepared.host = host
+        if key is None and self.scope.plain and not self.scope.snapshots:
+            key = self.scope.key(view.method, view.path, view.query, view.headers, host)
+        prepared.key = key
+        # Cookies make a request private, but snapshots are for everyone.
+        prepared.private = not self.pure_ssg and self.scope.private(view)
+        prepared.directives = request_directives(view) if self.http_policy else NO_REQUEST_DIRECTIVES
+        return prepared
 
     def _from_parts(
         self, view: RequestView, key: str, private: bool, directives: RequestDirectives

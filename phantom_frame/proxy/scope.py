@@ -23,6 +23,10 @@ class Scope:
     Names the requests of one server.
 
     @ivar cookies: tells private requests.
+    @ivar plain: whether keys depend on the request alone (no custom key
+        function, which may read anything).
+    @ivar snapshots: whether requests are answered from host-less
+        snapshots when one is stored (see L{find}).
     """
 
     def __init__(self, config: CreateProxyConfig, cache: Any) -> None:
@@ -34,7 +38,8 @@ class Scope:
         self._key_fn: Optional[Callable[[RequestInfo], str]] = config.cache_key_fn
         self._query = QueryFilter(config.ignore_query_params)
         self._hosts: Dict[Tuple[Optional[str], bool], Optional[str]] = {}
-        self._snapshots = config.proxy_mode == ProxyMode.PRE_GENERATE
+        self.snapshots = self._snapshots = config.proxy_mode == ProxyMode.PRE_GENERATE
+        self.plain = self._key_fn is None
         self.cookies = CookieRule(config.cookie_policy == CookiePolicy.STRICT, config.ignore_cookies)
 
     def host(self, view: RequestView) -> Optional[str]:

@@ -24,9 +24,12 @@ class RequestView:
     @ivar client: the client's IP address, when known.
     @ivar secure: whether it came over TLS.
     @ivar prefix: the C{bind_to} prefix it was routed by (C{b""} for none).
+    @ivar prepared: what the decision keeps of a view that is decided
+        again (see L{phantom_frame.proxy.decision.Decider.decide}), or
+        C{None}.
     """
 
-    __slots__ = ("method", "path", "query", "headers", "raw", "client", "secure", "prefix")
+    __slots__ = ("method", "path", "query", "headers", "raw", "client", "secure", "prefix", "prepared")
 
     def __init__(
         self,
@@ -47,6 +50,7 @@ class RequestView:
         self.client = client
         self.secure = secure
         self.prefix = prefix
+        self.prepared: object = None
 
     @property
     def target(self) -> bytes:

@@ -212,3 +212,87 @@ class DeciderTests(SynchronousTestCase):
         self.store(vary=("accept-language",), variant=("fr,en",))
         self.assertIsInstance(decider.decide(view(accept_language="fr, en")), d.Hit)
         self.assertIsInstance(decider.decide(view(accept_language="de")), d.Fill)
+
+
+class DecidedAgainTests(SynchronousTestCase):
+    """
+    A view decided again (as the HTTP/1.1 channel's kept views are) is
+    decided as a new view of the same request would be: what the decision
+    keeps on it follows the cache.
+    """
+
+    setUp = DeciderTests.setUp
+    decider = DeciderTests.decider
+    store = DeciderTests.store
+
+    def test_entry_changes(self) -> None:
+        """
+        The answer follows the entry: a new ETag (headers replaced, as a
+        revalidation does), a coding made beside it, a replaced entry.
+        """
+        decider = self.decider()
+        entry = self.store(etag=b'"a"', coding="br")
+        kept = view(if_none_match='"a"', accept_encoding="gzip")
+        self.assertEqual(decider.decide(kept).answer, n.NotModified("gzip"))
+        self.assertIsNotNone(kept.prepared)
+        entry.etag = b'"b"'
+        self.cache.update(entry, entry.headers + ((b"ETag", b'"b"'),))
+        self.assertEqual(decider.decide(kept).answer, n.Full("gzip"))
+        fresh = view(if_none_match='"a"', accept_encoding="gzip")
+        self.assertEqual(decider.decide(kept).answer, decider.decide(fresh).answer)
+        other = view(accept_encoding="gzip, deflate")
+        self.assertEqual(decider.decide(other).answer, n.Full("gzip"))
+        self.cache._keep_coding(StoredBody(7, b"deflate"), entry, "deflate")
+        self.assertEqual(decider.decide(other).answer, n.Full("deflate"))
+        replaced = self.store(etag=b'"a"')
+        hit = decider.decide(kept)
+        self.assertIs(hit.entry, replaced)
+        self.assertEqual(hit.answer, n.NotModified("identity"))
+
+    def test_status_follows_age(self) -> None:
+        """
+        The C{ttl} of a kept view's hit counts down as the entry ages, and
+        past its lifetime the view's decision is no longer a hit.
+        """
+        decider = self.decider()
+        self.store(lifetime=100)
+        kept = view()
+        self.assertEqual(decider.decide(kept).status.header, b"phantom-frame; hit; ttl=100")
+        self.clock.advance(30.5)
+        self.assertEqual(decider.decide(kept).status.header, b"phantom-frame; hit; ttl=69")
+        self.clock.advance(70)
+        self.assertNotIsInstance(decider.decide(kept), d.Hit)
+
+    def test_entry_held_weakly(self) -> None:
+        """
+        A kept view does not keep an entry the cache dropped alive.
+        """
+        import gc
+        import weakref
+
+        decider = self.decider()
+        entry = self.store()
+        kept = view()
+        decider.decide(kept)
+        alive = weakref.ref(entry)
+        del entry
+        self.cache.invalidate_all()
+        gc.collect()
+        self.assertIsNone(alive())
+        self.assertIsInstance(decider.decide(kept), d.Fill)
+
+    def test_another_decider(self) -> None:
+        """
+        A view kept by one server's decider is decided afresh by another's
+        (a reload builds new servers), and a webhook's key is never kept.
+        """
+        first = self.decider()
+        self.store()
+        kept = view()
+        self.assertIsInstance(first.decide(kept), d.Hit)
+        second = self.decider()
+        self.assertIsInstance(second.decide(kept), d.Fill)
+        self.assertIs(kept.prepared.decider, second)
+        self.store("custom")
+        self.assertEqual(second.decide(kept, key="custom").key, "custom")
+        self.assertIsInstance(second.decide(kept), d.Fill)
