@@ -109,6 +109,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     from phantom_frame.ops.inherit import WorkerSetup
+    from phantom_frame.ops.loop import lean_poll
     from phantom_frame.ops.workers import build_supervisor
     from phantom_frame.service import InOrder, build_service
     from phantom_frame.startup import cannot_start, listener, startup_hook
@@ -132,4 +133,5 @@ def makeService(options: Options, reactor=None) -> MultiService:
         raise cannot_start(e) from None
     for extra in [] if worker is None else worker.services(reactor):
         extra.setServiceParent(service)
+    lean_poll(reactor)
     return service
