@@ -16,7 +16,9 @@ before it (L{RedisBucketStore.ready}): a request of a key waits for one
 script call, and requests of that key arriving meanwhile wait together for
 the next one, which asks for all their tokens at once (so a key makes at
 most one round trip at a time, however busy). What the script gave is
-spent at once by the requests waiting; when it said "none until T", the
+spent at once by the requests waiting (a busy key's round trip also asks
+for a few tokens ahead, L{LEASE_AHEAD}, which later requests spend
+without waiting); when it said "none until T", the
 key's requests are refused here until T without asking Redis again (other
 processes can only take tokens, never add them).
 
@@ -39,7 +41,7 @@ from zope.interface import implementer
 
 from phantom_frame.cache.buckets import MAX_KEYS, ISharedBucketStore, MemoryBucketStore
 
-__all__ = ["LEASE_LIFE", "TAKE", "RedisBucketStore", "RedisBuckets"]
+__all__ = ["LEASE_AHEAD", "LEASE_LIFE", "TAKE", "RedisBucketStore", "RedisBuckets"]
 
 log = Logger()
 
@@ -74,9 +76,15 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {given, wait}
 """
 
-#: Seconds a token given by Redis and not spent (its request's client
-#: left, or a later limit refused it) stays usable by this process.
+#: Seconds a token given by Redis and not spent (asked for ahead, its
+#: request's client left, or a later limit refused it) stays usable by
+#: this process.
 LEASE_LIFE = 1.0
+
+#: Each round trip also asks for the tokens of this many seconds of
+#: traffic at the limit's rate (none below 100 a second: low limits stay
+#: exact), so that busy keys are answered at once from what is leased.
+LEASE_AHEAD = 0.01
 
 
 class _Key:
@@ -191,6 +199,7 @@ class RedisBucketStore:
         self._link = link
         self._rate = repr(float(rate))
         self._burst = burst
+        self._ahead = min(burst - 1, int(rate * LEASE_AHEAD))
         self._prefix = f"{link.node.prefix}:ratelimit:{name}:"
         self._keys: "OrderedDict[str, _Key]" = OrderedDict()
 
@@ -236,7 +245,7 @@ class RedisBucketStore:
         Ask Redis for the tokens of the requests waiting.
         """
         state.asking = True
-        want = max(1, len(state.waiting) - state.lease)
+        want = max(1, len(state.waiting) - state.lease) + self._ahead
         asked = self._link.node.call("eval", TAKE, [self._prefix + key], [self._rate, self._burst, want])
         asked.addCallbacks(self._given, self._failed, (key, state, want), None, (key, state))
 
@@ -247,7 +256,7 @@ class RedisBucketStore:
         given, wait = int(reply[0]), int(reply[1])
         state.lease = state.spendable(now) + given
         state.leased_at = now
-        if given < want:
+        if given < want - self._ahead:
             state.empty_until = now + wait / 1000.0
         self._done(key, state)
 
