@@ -12,11 +12,12 @@ import os
 import re
 from typing import Any, Dict, List
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -136,7 +137,7 @@ class ByteBoundTests(TestCase):
             # One of CONNECTIONS clients, each on its keep-alive connection.
             for page in range(first, PAGES, CONNECTIONS):
                 response = await agent.request(b"GET", b"http://127.0.0.1:%d/p/%d" % (http, page))
-                body = await readBody(response)
+                body = await treq.content(response)
                 codes.append(response.code)
                 sizes.append(len(body))
                 if page % 200 == 0:
