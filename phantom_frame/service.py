@@ -227,6 +227,7 @@ class ServerBuilder:
         health: Optional[HealthService] = None,
         control_auth: Callable[[], Optional[str]] = lambda: None,
         origins: Any = None,
+        buckets: Any = None,
     ) -> None:
         """
         @param reactor: the reactor everything runs on.
@@ -240,8 +241,12 @@ class ServerBuilder:
         @param origins: reaches every origin: an
             L{phantom_frame.proxy.pool.OriginPool} (one over the reactor
             when omitted).
+        @param buckets: makes the rate limits' bucket stores (a
+            L{phantom_frame.cache.redisbuckets.RedisBuckets} to share them
+            through Redis), or L{None} for each process's own.
         """
         self._health = health
+        self._buckets = buckets
         if origins is None:
             origins = OriginPool(reactor, endpoint_factory(reactor))
         self.origins = origins
@@ -283,6 +288,9 @@ class ServerBuilder:
         )
         built = handle.server(block.name)
         built.decider.purge_token = self._purge_token
+        limiter = built.decider.limiter
+        if limiter is not None and self._buckets is not None:
+            built.decider.limiter = limiter.with_stores(self._buckets)
         if self._health is not None:
             self._health.add(built)
         return built
@@ -337,9 +345,15 @@ def build_service(
         from phantom_frame.cache.bus import RedisNode
 
         redis = RedisNode(config.redis_url, reactor, config.redis_prefix, config.redis_l1_bytes)
+    buckets = None
+    if redis is not None and config.rate_limit_storage == "redis":
+        from phantom_frame.cache.redisbuckets import RedisBuckets
+
+        buckets = RedisBuckets(redis, reactor)
     health = HealthService()
     build = ServerBuilder(
-        reactor, agent, runner, metrics, redis, health, control_auth=lambda: config.control_auth
+        reactor, agent, runner, metrics, redis, health, control_auth=lambda: config.control_auth,
+        buckets=buckets,
     )
     supervisor = OriginSupervisor(reactor, metrics, dotenv=config.dotenv)
     warmups = WarmUps(reactor, timeout=origin_timeout)

@@ -152,6 +152,8 @@ class Config:
         L{None}.
     @ivar redis_l1_bytes: each process's memory in front of Redis.
     @ivar redis_prefix: what every Redis key and channel starts with.
+    @ivar rate_limit_storage: where rate-limit buckets live with a
+        C{redis_url}: C{"redis"} (shared) or C{"memory"} (per process).
     @ivar servers: the C{[server.NAME]} blocks, in file order.
     @ivar acme: the C{[acme]} table, when the HTTPS listener's certificate
         comes from an ACME server (then C{cert_path} and C{key_path} are
@@ -184,6 +186,7 @@ class Config:
     redis_url: Optional[str] = attr.ib(default=None, repr=False)
     redis_l1_bytes: int = 32 * 1024 * 1024
     redis_prefix: str = "phantom-frame"
+    rate_limit_storage: str = "redis"
     servers: Tuple[ServerConfig, ...] = attr.ib(default=(), converter=tuple)
     acme: Optional[AcmeConfig] = None
     statics: Tuple[StaticConfig, ...] = attr.ib(default=(), converter=tuple)

@@ -1,6 +1,6 @@
 """
-The Redis tier's configuration: checking C{redis_url} and C{redis_prefix},
-and what C{phantom-frame check} learns from the server itself
+The Redis tier's configuration: checking C{redis_url}, C{redis_prefix} and
+C{rate_limit_storage} (L{RATE_LIMIT_STORAGE}), and what C{phantom-frame check} learns from the server itself
 (L{eviction_warning}).
 """
 
@@ -11,7 +11,7 @@ import socket
 from typing import Optional
 
 from phantom_frame.cache.bus import parse_redis_url
-from phantom_frame.config.values import Invalid, show
+from phantom_frame.config.values import Invalid, choice_check, show
 
 def check_redis_url(value: object) -> str:
     """
@@ -36,6 +36,20 @@ def check_prefix(value: object) -> str:
     if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
         return value
     raise Invalid(f"expected letters, digits, _ - . and : only, got {show(value)}")
+
+
+#: Where rate-limit buckets live with a C{redis_url}: C{"redis"} (the
+#: default: shared by every process and host on that Redis) or
+#: C{"memory"} (each process its own). Without C{redis_url}, in memory.
+RATE_LIMIT_STORAGE = ("redis", "memory")
+
+
+def check_rate_limit_storage(value: object) -> str:
+    """
+    @return: C{value}, one of L{RATE_LIMIT_STORAGE}.
+    @raise Invalid: otherwise.
+    """
+    return choice_check(RATE_LIMIT_STORAGE)(value)  # type: ignore[no-any-return]
 
 
 
@@ -110,4 +124,11 @@ def eviction_warning(url: str, timeout: float = 2.0) -> Optional[str]:
     )
 
 
-__all__ = ["EVICTING", "check_prefix", "check_redis_url", "eviction_warning"]
+__all__ = [
+    "EVICTING",
+    "RATE_LIMIT_STORAGE",
+    "check_prefix",
+    "check_rate_limit_storage",
+    "check_redis_url",
+    "eviction_warning",
+]

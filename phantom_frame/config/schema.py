@@ -31,7 +31,7 @@ from phantom_frame.config.tables import (
     Unset,
     quote_key,
 )
-from phantom_frame.config.redis_tier import check_prefix, check_redis_url
+from phantom_frame.config.redis_tier import check_prefix, check_rate_limit_storage, check_redis_url
 from phantom_frame.config.upstreams import UPSTREAMS_KIND, check_health_check, check_upstream_keys
 from phantom_frame.config.values import (
     check_bind_to,
@@ -136,6 +136,7 @@ _ROOT_KINDS: Dict[str, Kind] = {
     "redis_url": _kind(check_redis_url),
     "redis_l1_bytes": _SIZE_KIND,
     "redis_prefix": _kind(check_prefix),
+    "rate_limit_storage": _kind(check_rate_limit_storage),
 }
 
 _PATTERNS = _kind(

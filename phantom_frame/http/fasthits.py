@@ -166,6 +166,8 @@ class FastHits:
             # refuses again).
             if limiter is not None and limiter.needs_client:
                 view.client = getattr(channel.transport.getPeer(), "host", None)
+            if limiter is not None and not limiter.answers_now(view):
+                return None  # the stock path waits for the shared buckets
             if decider.admit(view, False) is not None:
                 return None
         if kind is Bypass and server.byte_path_ok and not (bodied and server.passthrough.adopts):

@@ -253,7 +253,12 @@ class _StateCollector:
                 "Requests being answered by the proxy listeners.",
                 value=site.active,
             )
-        nodes = {id(n): n for n in (getattr(s.cache, "node", None) for s in metrics.handle.servers()) if n}
+        nodes = {
+            id(n): n
+            for s in metrics.handle.servers()
+            for n in (getattr(s.cache, "node", None), getattr(s.decider.limiter, "node", None))
+            if n
+        }
         if nodes:
             yield CounterMetricFamily(
                 PREFIX + "redis_errors",

@@ -11,12 +11,16 @@ nothing.
 Buckets live in an L{IBucketStore}, one per limit, made by a
 L{BucketStoreFactory}: L{MemoryBucketStore} (this process only, at most
 L{MAX_KEYS} keys, least recently used forgotten first) by default; a store
-shared between processes and hosts (Redis) provides the same two methods.
+shared between processes and hosts (L{ISharedBucketStore}: Redis, see
+L{phantom_frame.cache.redisbuckets}) may need a round trip before it can
+answer, so L{RateLimiter.ready} asks it first and the request waits, off
+the reactor's back, with L{admit_when_ready}.
 
 L{RateLimiter} applies the limits of one server; the decision
 (L{phantom_frame.proxy.decision.Decider.admit}) consults it before anything
 else, for every request: cache hits (including those the HTTP/1.1 channel
-answers itself) count as much as misses.
+answers itself, once the shared buckets are ready) count as much as
+misses.
 """
 
 from __future__ import annotations
@@ -24,29 +28,39 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import attr
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
-from zope.interface import Interface, implementer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET
 
+from phantom_frame.cache.buckets import (
+    MAX_KEYS,
+    BucketStoreFactory,
+    IBucketStore,
+    ISharedBucketStore,
+    MemoryBucketStore,
+)
 from phantom_frame.cache.globs import MAX_PATTERN, GlobSet, compile_glob
+
+log = Logger()
 
 __all__ = [
     "MAX_KEYS",
     "BucketStoreFactory",
     "IBucketStore",
+    "ISharedBucketStore",
     "MemoryBucketStore",
     "RateLimit",
     "RateLimiter",
+    "admit_when_ready",
     "check_by",
     "is_path_glob",
     "parse_rate",
 ]
-
-#: The most keys a L{MemoryBucketStore} holds by default.
-MAX_KEYS = 100_000
 
 #: Keys longer than this (a long header value) are kept as their digest.
 _LONGEST_KEY = 128
@@ -151,98 +165,6 @@ class RateLimit:
     paths: Tuple[str, ...] = attr.ib(default=(), converter=_paths)
 
 
-class IBucketStore(Interface):
-    """
-    The token buckets of one limit, by key; every bucket fills at the
-    limit's rate up to its burst, and starts full.
-    """
-
-    def take(key: str, now: float) -> float:
-        """
-        Take a token from the bucket of C{key} if there is one.
-
-        @param now: the time, in seconds (the injected clock's).
-        @return: C{0.0} when a token was taken; otherwise (nothing taken)
-            the seconds until one will be there.
-        """
-
-    def refund(key: str, now: float) -> None:
-        """
-        Give back a token taken from the bucket of C{key} (a later limit
-        refused the request).
-        """
-
-
-#: Makes the store of one limit: called with the limit's name
-#: (C{"SERVER.rate_limits[INDEX]"}, for a shared store's key space), its
-#: rate a second and its burst.
-BucketStoreFactory = Callable[[str, float, int], IBucketStore]
-
-
-@implementer(IBucketStore)
-class MemoryBucketStore:
-    """
-    Token buckets in this process's memory: at most C{capacity} keys, the
-    least recently used forgotten first (a forgotten key starts full again,
-    which is where it would most likely be anyway).
-
-    @ivar buckets: C{key: [tokens, when they were counted]}, least recently
-        used first.
-    """
-
-    def __init__(self, name: str, rate: float, burst: int, capacity: int = MAX_KEYS) -> None:
-        """
-        @param name: the limit's name.
-        @param rate: tokens added a second.
-        @param burst: the most tokens a bucket holds.
-        @param capacity: the most keys held.
-        @raise ValueError: on a rate, burst or capacity that is not above 0.
-        """
-        if not rate > 0 or burst < 1 or capacity < 1:
-            raise ValueError("rate, burst and capacity must be above 0")
-        self.name = name
-        self._rate = rate
-        self._burst = float(burst)
-        self._capacity = capacity
-        self.buckets: "OrderedDict[str, List[float]]" = OrderedDict()
-
-    def __len__(self) -> int:
-        """
-        @return: how many keys are held.
-        """
-        return len(self.buckets)
-
-    def take(self, key: str, now: float) -> float:
-        """
-        See L{IBucketStore.take}.
-        """
-        buckets = self.buckets
-        bucket = buckets.get(key)
-        if bucket is None:
-            if len(buckets) >= self._capacity:
-                buckets.popitem(last=False)
-            buckets[key] = [self._burst - 1.0, now]
-            return 0.0
-        buckets.move_to_end(key)
-        tokens, then = bucket
-        if now > then:
-            tokens = min(self._burst, tokens + (now - then) * self._rate)
-            bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return 0.0
-        bucket[0] = tokens
-        return (1.0 - tokens) / self._rate
-
-    def refund(self, key: str, now: float) -> None:
-        """
-        See L{IBucketStore.refund}.
-        """
-        bucket = self.buckets.get(key)
-        if bucket is not None:
-            bucket[0] = min(self._burst, bucket[0] + 1.0)
-
-
 def _short(key: str) -> str:
     """
     @return: C{key}, or its digest when it is long (memory stays bounded
@@ -286,6 +208,8 @@ class RateLimiter:
     The rate limits of one server.
 
     @ivar needs_client: whether a limit is keyed by the client's address.
+    @ivar node: the L{phantom_frame.cache.bus.RedisNode} its shared stores
+        use (for the Redis error count), or L{None}.
     """
 
     def __init__(
@@ -301,12 +225,64 @@ class RateLimiter:
         @param clock: tells the time buckets fill by.
         @param stores: makes each limit's bucket store.
         """
+        self._name = name
         self._clock = clock
+        self.limits = tuple(limits)
         self._limits = tuple(
             _Applied(limit, stores(f"{name}.rate_limits[{index}]", limit.rate, limit.burst))
             for index, limit in enumerate(limits)
         )
+        self._shared = tuple(a for a in self._limits if ISharedBucketStore.providedBy(a.store))
+        self.node: Any = getattr(stores, "node", None)
         self.needs_client = any(applied.by_ip for applied in self._limits)
+
+    def with_stores(self, stores: BucketStoreFactory) -> RateLimiter:
+        """
+        @return: a limiter of the same limits whose buckets come from
+            C{stores}.
+        """
+        return RateLimiter(self._name, self.limits, self._clock, stores)
+
+    def answers_now(self, view) -> bool:
+        """
+        @param view: a L{phantom_frame.proxy.view.RequestView}.
+        @return: whether L{check} can answer C{view} now, without waiting
+            for a shared store (nothing is asked or taken).
+        """
+        if not self._shared:
+            return True
+        now = self._clock.seconds()
+        for applied in self._shared:
+            key = applied.key(view)
+            if key is not None and not applied.store.answers(key, now):  # type: ignore[attr-defined]
+                return False
+        return True
+
+    def ready(self, view) -> Optional[Deferred[None]]:
+        """
+        Make sure that L{check} can answer C{view} at once: the shared
+        stores of the limits that apply to it may need a round trip first.
+
+        @param view: a L{phantom_frame.proxy.view.RequestView}.
+        @return: L{None} when L{check} can answer now; otherwise a
+            L{Deferred} that fires with L{None} (never failing) when it
+            can. Nothing is taken.
+        """
+        if not self._shared:
+            return None
+        now = self._clock.seconds()
+        waits: List[Deferred[None]] = []
+        for applied in self._shared:
+            key = applied.key(view)
+            if key is not None:
+                waiting = applied.store.ready(key, now)  # type: ignore[attr-defined]
+                if waiting is not None:
+                    waits.append(waiting)
+        if not waits:
+            return None
+        if len(waits) == 1:
+            return waits[0]
+        return gatherResults(waits).addCallback(lambda _: None)
 
     def check(self, view) -> Optional[int]:
         """
@@ -330,3 +306,38 @@ class RateLimiter:
                 return max(1, math.ceil(wait - 1e-9))
             taken.append((applied.store, key))
         return None
+
+
+def admit_when_ready(request: Any, waiting: Deferred[None], admit: Callable[[], Any]) -> Any:
+    """
+    Answer a twisted.web C{request} once the shared buckets it is counted
+    against are ready (L{RateLimiter.ready}): then C{admit()} renders it as
+    C{render} would have, and a body it returns is written. A client that
+    left meanwhile is not rendered (and takes no token).
+
+    @param waiting: what L{RateLimiter.ready} returned.
+    @param admit: renders the request: returns C{NOT_DONE_YET} or a body.
+    @return: C{NOT_DONE_YET}, for C{render}.
+    """
+    gone: List[bool] = []
+    request.notifyFinish().addBoth(lambda _: gone.append(True))
+
+    def go(_: None) -> None:
+        if gone:
+            return
+        body = admit()
+        if body is NOT_DONE_YET or gone:
+            return
+        request.setHeader(b"content-length", b"%d" % len(body))
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+    def failed(failure: Failure) -> None:
+        log.failure("cannot answer {uri} after the rate limits' round trip", failure, uri=request.uri)
+        if not gone:
+            request.setResponseCode(500)
+            request.finish()
+
+    waiting.addCallback(go).addErrback(failed)
+    return NOT_DONE_YET

@@ -44,6 +44,7 @@ from phantom_frame.proxy.client import IOriginClient
 from phantom_frame.proxy.health import health_checks
 from phantom_frame.proxy.origin import UpstreamError
 from phantom_frame.proxy.purge import purge_answer
+from phantom_frame.proxy.ratelimit import admit_when_ready
 from phantom_frame.proxy.rules import apply_rewrite
 from phantom_frame.proxy.pool import OriginPool, endpoint_factory
 from phantom_frame.proxy.passthrough import (
@@ -206,6 +207,16 @@ class ProxyServer:
         """
         if self.config.rewrite:
             apply_rewrite(self.config.rewrite, view)
+        limiter = self.decider.limiter
+        waiting = None if limiter is None else limiter.ready(view)
+        if waiting is not None:
+            return admit_when_ready(request, waiting, lambda: self._admitted(request, view, upgrade))
+        return self._admitted(request, view, upgrade)
+
+    def _admitted(self, request, view: RequestView, upgrade: bool) -> Any:
+        """
+        L{handle}, once the rate limits can answer at once.
+        """
         decision = self.decider.admit(view, upgrade)
         if isinstance(decision, Reject):
             return reject_now(request, decision)

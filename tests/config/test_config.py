@@ -209,7 +209,7 @@ class DefaultsTests(_Helpers):
                 "https_listen", "control_listen", "log_format", "access_log",
                 "shutdown_grace", "max_request_body", "max_header_bytes",
                 "client_header_timeout", "allowed_hosts", "redis_url",
-                "redis_l1_bytes", "redis_prefix", "workers", "server",
+                "redis_l1_bytes", "redis_prefix", "rate_limit_storage", "workers", "server",
                 "static", "redirect",
             },
         )
