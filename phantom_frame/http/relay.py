@@ -11,7 +11,7 @@ origin connection pauses while the client is slow).
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
@@ -42,6 +42,48 @@ def error_head(code: int, text: str, status: CacheStatus, close: bool, request_i
     if close:
         head += b"Connection: close\r\n"
     return [head, b"\r\n", body]
+
+
+#: The client heads made of origin heads (see L{_relay_head}), by the
+#: origin head's id, and how many are kept.
+_relayed: Dict[int, Tuple[ResponseHead, Any, bytes, bool, bool]] = {}
+RELAYED_HEADS_KEPT = 512
+
+
+def _relay_head(head: ResponseHead, rules: Any) -> Tuple[ResponseHead, Any, bytes, bool, bool]:
+    """
+    The part of a relayed answer's head that depends on the origin's head
+    and the server's header C{rules} alone (remembered: the origin's heads
+    are shared, see L{phantom_frame.proxy.heads.read_head}).
+
+    @return: C{(head, rules, the status line and fields, whether they
+        have a C{Date}, whether the body is re-chunked)}.
+    """
+    framing = head.framing
+    lines = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.phrase)]
+    dated = False
+    body = framing is not Framing.EMPTY
+    dropped = rules.response_dropped if rules else ()
+    for name, value in head.end_to_end():
+        n = len(name)
+        if n == 4 and name.lower() == b"date":
+            dated = True
+        elif n == 14 and body and name.lower() == b"content-length":
+            continue
+        if dropped and name.lower() in dropped:
+            continue
+        lines.append(name + b": " + value + b"\r\n")
+    chunked = False
+    if framing is Framing.LENGTH and not head.codings:
+        lines.append(b"Content-Length: %d\r\n" % (head.length,))
+    elif body:
+        chunked = True
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    known = (head, rules, b"".join(lines), dated, chunked)
+    if len(_relayed) >= RELAYED_HEADS_KEPT:
+        _relayed.clear()
+    _relayed[id(head)] = known
+    return known
 
 
 @implementer(IResponseReceiver, IPushProducer)
@@ -169,35 +211,21 @@ class ByteRelay:
         """
         self._producer = producer
         self.upstream = self.duration()
-        self.code = code = head.status
+        self.code = head.status
         if self.body is not None:
             self._server.passthrough.answered_unsafe(self._view, head)
-        framing = head.framing
-        lines = [b"HTTP/1.1 %d %s\r\n" % (code, head.phrase)]
-        dated = False
-        body = framing is not Framing.EMPTY
         rules = self._server.config.headers
-        dropped = rules.response_dropped if rules else ()
-        for name, value in head.end_to_end():
-            n = len(name)
-            if n == 4 and name.lower() == b"date":
-                dated = True
-            elif n == 14 and body and name.lower() == b"content-length":
-                continue
-            if dropped and name.lower() in dropped:
-                continue
-            lines.append(name + b": " + value + b"\r\n")
+        known = _relayed.get(id(head))
+        if known is None or known[0] is not head or known[1] is not rules:
+            known = _relay_head(head, rules)
+        lines = [known[2]]
         if rules.response_set:
             lines.append(rules.response_lines(variables_of(self._view)))
-        if not dated:
+        if not known[3]:
             lines.append(b"Date: " + http_date(self._clock.seconds()) + b"\r\n")
         if head.codings:
             self._inflater = Inflater(head.codings)
-        if framing is Framing.LENGTH and not head.codings:
-            lines.append(b"Content-Length: %d\r\n" % (head.length,))
-        elif body:
-            self._chunked = True
-            lines.append(b"Transfer-Encoding: chunked\r\n")
+        self._chunked = known[4]
         header = self._status.header
         if header:
             lines.append(b"Cache-Status: " + header + b"\r\n")

@@ -37,6 +37,7 @@ from phantom_frame.proxy.client import (
     StalledBody,
 )
 from phantom_frame.proxy.connection import OriginConnection, request_head
+from phantom_frame.proxy.deadlines import Deadlines
 
 #: Methods a client may repeat when a request may not have arrived
 #: (RFC 9110 §9.2.2).
@@ -171,6 +172,7 @@ class OriginPool:
         self._routes: Dict[OriginAddress, _Route] = {}
         self._idle: Dict[OriginConnection, float] = {}
         self._sweeper: Optional[IDelayedCall] = None
+        self._deadlines = Deadlines(clock)
         self.connections = 0
         self.reused = 0
         self.retries = 0
@@ -310,12 +312,12 @@ class OriginClient:
 @implementer(IPushProducer)
 class _Exchange:
     """
-    One request and its answer: the connection it uses, its timer, its
+    One request and its answer: the connection it uses, its deadline, its
     L{Deferred}. Given to the receiver as the producer of the body.
     """
 
     __slots__ = (
-        "client", "method", "data", "body", "receiver", "persistent", "deferred", "timer",
+        "client", "method", "data", "body", "receiver", "persistent", "deferred", "deadlines",
         "connection", "connecting", "head", "reused", "retried", "done", "sent", "paused",
     )
 
@@ -335,7 +337,8 @@ class _Exchange:
         self.receiver = receiver
         self.persistent = persistent
         self.deferred: Deferred[ResponseHead] = Deferred(self._cancel)
-        self.timer: Optional[IDelayedCall] = client.pool._clock.callLater(client.timeout, self._expire)
+        self.deadlines = client.pool._deadlines
+        self.deadlines.watch(self, client.timeout)
         self.connection: Optional[OriginConnection] = None
         self.connecting: Optional[Deferred[OriginConnection]] = None
         self.head: Optional[ResponseHead] = None
@@ -387,16 +390,16 @@ class _Exchange:
         body chunks.
         """
         self.head = head
-        if self.timer is not None:
-            self.timer.reset(self.client.timeout)
+        if not self.paused and not self.done:
+            self.deadlines.watch(self, self.client.timeout)
         self.receiver.headReceived(head, self)
 
     def progress(self) -> None:
         """
         Bytes moved: restart the timeout.
         """
-        if self.timer is not None:
-            self.timer.reset(self.client.timeout)
+        if not self.paused and not self.done:
+            self.deadlines.watch(self, self.client.timeout)
 
     def completed(self, connection: OriginConnection, reusable: bool) -> None:
         """
@@ -436,9 +439,7 @@ class _Exchange:
 
     def _halt(self) -> None:
         self.done = True
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self.deadlines.forget(self)
         connection, self.connection = self.connection, None
         if connection is not None:
             connection.abort()
@@ -452,8 +453,11 @@ class _Exchange:
         self._halt()
         self.deferred.errback(error if isinstance(error, Failure) else Failure(error))
 
-    def _expire(self) -> None:
-        self.timer = None
+    def expired(self) -> None:
+        """
+        The timeout ran out: fail with L{OriginTimeout} before the final
+        head, L{StalledBody} after it.
+        """
         address = self.client.address
         if self.head is None:
             error: OriginError = OriginTimeout(
@@ -475,9 +479,7 @@ class _Exchange:
         if connection is None or self.paused:
             return
         self.paused = True
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self.deadlines.forget(self)
         connection.pause()
 
     def resumeProducing(self) -> None:
@@ -488,7 +490,7 @@ class _Exchange:
         if connection is None or not self.paused:
             return
         self.paused = False
-        self.timer = self.client.pool._clock.callLater(self.client.timeout, self._expire)
+        self.deadlines.watch(self, self.client.timeout)
         connection.resume()
 
     def stopProducing(self) -> None:
