@@ -169,7 +169,7 @@ class FastHits:
             if decider.admit(view, False) is not None:
                 return None
         if kind is Bypass and server.byte_path_ok and not (bodied and server.passthrough.adopts):
-            return self._relay(channel, server, self._own(channel, view), decision, target, close, length)
+            return self._relay(channel, server, view, decision, target, close, length)
         if kind is Fill and not bodied and decision.stale is None and server.fast_path_ok and not server.tiered:
             # (A Redis tier is read before deciding a fill: the stock path.)
             view = self._own(channel, view)
@@ -313,12 +313,14 @@ class FastHits:
     def _relay(self, channel: Any, server: Any, view: RequestView, decision: Bypass, target: bytes,
                close: bool, length: Optional[int]) -> ByteRelay:
         """
+        @param view: the view remembered for the request's head.
         @param length: the request body's length, or C{None} for none.
         @return: the L{ByteRelay} that passes the request through.
         """
         transport = channel.transport
         self.relayed += 1
-        relay = ByteRelay(channel, server, view, decision.status, close, self._clock)
+        relay = ByteRelay(channel, server, self._own(channel, view), decision.status, close, self._clock)
+        relay.shared = view
         relay.target = target
         if length is not None:
             relay.take_body(length)

@@ -1,13 +1,15 @@
 """
-Heads on the wire to an origin: L{request_head} (a request head as bytes),
-L{parse_head} (a response head from bytes) and L{read_head}, which
-remembers the heads it parsed.
+Heads on the wire to an origin: L{request_head} (a request head as bytes,
+from pairs or from L{Fields} serialised once), L{parse_head} (a response
+head from bytes) and L{read_head}, which remembers the heads it parsed.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Dict, FrozenSet, List, Tuple
+from typing import Dict, FrozenSet, List, Tuple, Union
+
+import attr
 
 from phantom_frame.proxy.client import Framing, Header, MalformedHead, ResponseHead
 from phantom_frame.proxy.transfer import applied_codings
@@ -27,16 +29,11 @@ PARSED_HEAD_BYTES = 4096
 _parsed: Dict[bytes, ResponseHead] = {}
 
 
-def request_head(
-    method: bytes, target: bytes, host: bytes, headers: List[Header], framing: bytes = b""
-) -> Tuple[bytes, bool]:
+def _scan(headers: List[Header]) -> Tuple[bool, bool]:
     """
-    @param host: the C{Host} to send unless C{headers} has one.
-    @param framing: the body's framing field line(s), with CRLF.
-    @return: the request head, and whether it lets the connection persist
-        (no C{Connection: close}).
-    @raise ValueError: see
-        L{phantom_frame.proxy.client.IOriginClient.request}.
+    @return: whether C{headers} name C{Host}, and whether they let the
+        connection persist.
+    @raise ValueError: for a framing field.
     """
     named_host = False
     persistent = True
@@ -51,6 +48,74 @@ def request_head(
                     persistent = False
             elif lower in _FRAMING_NAMES:
                 raise ValueError(f"the client frames the body itself: {name!r}")
+    return named_host, persistent
+
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class Fields:
+    """
+    Request header fields serialised and checked once, for the requests
+    that send the same ones (see L{request_head}).
+
+    @ivar data: the field lines, each with its CRLF.
+    @ivar host: whether they name C{Host}.
+    @ivar persistent: whether they let the connection persist (no
+        C{Connection: close}).
+    """
+
+    data: bytes
+    host: bool
+    persistent: bool
+
+    @classmethod
+    def of(cls, headers: List[Header]) -> Fields:
+        """
+        @param headers: C{(name, value)} pairs, in order.
+        @raise ValueError: see
+            L{phantom_frame.proxy.client.IOriginClient.request}.
+        """
+        named, persistent = _scan(headers)
+        data = b"\r\n".join(map(b": ".join, headers)) + b"\r\n" if headers else b""
+        if data.count(b"\n") != len(headers) or data.count(b"\r") != len(headers):
+            raise ValueError("CR, LF or a space where none may be: request line or field")
+        return cls(data, named, persistent)
+
+    def plus(self, name: bytes, value: bytes) -> Fields:
+        """
+        @return: these fields and one more, after them.
+        @raise ValueError: see
+            L{phantom_frame.proxy.client.IOriginClient.request}.
+        """
+        n = len(name)
+        line = b"".join((name, b": ", value, b"\r\n"))
+        if n == 4 or n == 10 or n == 14 or n == 17 or line.count(b"\r") != 1 or line.count(b"\n") != 1:
+            more = Fields.of([(name, value)])
+            return Fields(self.data + more.data, self.host or more.host, self.persistent and more.persistent)
+        return Fields(self.data + line, self.host, self.persistent)
+
+
+def request_head(
+    method: bytes, target: bytes, host: bytes, headers: Union[List[Header], Fields], framing: bytes = b""
+) -> Tuple[bytes, bool]:
+    """
+    @param host: the C{Host} to send unless C{headers} has one.
+    @param headers: the fields, as pairs or L{Fields}.
+    @param framing: the body's framing field line(s), with CRLF.
+    @return: the request head, and whether it lets the connection persist
+        (no C{Connection: close}).
+    @raise ValueError: see
+        L{phantom_frame.proxy.client.IOriginClient.request}.
+    """
+    if headers.__class__ is Fields:
+        line = b"".join((method, b" ", target, b" HTTP/1.1\r\n"))
+        if line.count(b" ") != 2 or line.count(b"\r") != 1 or line.count(b"\n") != 1:
+            raise ValueError("CR, LF or a space where none may be: request line")
+        if headers.host:
+            return b"".join((line, headers.data, framing, b"\r\n")), headers.persistent
+        if b"\r" in host or b"\n" in host:
+            raise ValueError("CR or LF where none may be: Host")
+        return b"".join((line, b"Host: ", host, b"\r\n", headers.data, framing, b"\r\n")), headers.persistent
+    named_host, persistent = _scan(headers)
     lines = len(headers) + 2 + framing.count(b"\n")
     fields = b"\r\n".join(map(b": ".join, headers)) + b"\r\n" if headers else b""
     if named_host:
