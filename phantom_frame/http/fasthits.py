@@ -72,6 +72,9 @@ def _render_part(decision: PartHit):
     return 206, wire, b"", partial.slice(first, last)
 
 
+#: A client address not asked for yet (see L{FastHits._own}).
+_UNKNOWN = object()
+
 #: What L{FastHits} remembers of a request head it cannot answer.
 _NOT_FAST = object()
 #: Request heads remembered, parsed and routed (the same clients send the
@@ -300,15 +303,15 @@ class FastHits:
             with the client's address, and its request id (the client's, or
             a new one) among its headers.
         """
-        transport = channel.transport
-        headers = dict(view.headers)
+        peer = getattr(channel, "_phantomPeer", _UNKNOWN)
+        if peer is _UNKNOWN:
+            # The client's address, asked of the transport once.
+            peer = channel._phantomPeer = getattr(channel.transport.getPeer(), "host", None)
+        headers = view.headers.copy()
         rid = headers.get("x-request-id")
         if rid is None or not acceptable(rid):
             headers["x-request-id"] = new_request_id()
-        return RequestView(
-            view.method, view.path, view.query, headers, None,
-            getattr(transport.getPeer(), "host", None), view.secure, view.prefix,
-        )
+        return RequestView(view.method, view.path, view.query, headers, None, peer, view.secure, view.prefix)
 
     def _relay(self, channel: Any, server: Any, view: RequestView, decision: Bypass, target: bytes,
                close: bool, length: Optional[int]) -> ByteRelay:
