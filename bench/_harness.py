@@ -52,10 +52,14 @@ def rss_kb(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def origin_and_proxy(origin_source: str, origin_args: List[str] = ()) -> Iterator[Tuple[int, subprocess.Popen]]:
+def origin_and_proxy(
+    origin_source: str, origin_args: List[str] = (), root_config: str = ""
+) -> Iterator[Tuple[int, subprocess.Popen]]:
     """
     Run C{origin_source} (a Python program whose first argument is its
     port) and phantom-frame in front of it, access log off.
+
+    @param root_config: more root keys of its configuration, as TOML lines.
 
     @return: a context manager giving the proxy's port and process.
     """
@@ -64,7 +68,7 @@ def origin_and_proxy(origin_source: str, origin_args: List[str] = ()) -> Iterato
     with open(config, "w") as f:
         f.write(
             f'http_port = {proxy_port}\ncontrol_port = {control_port}\nbind_address = "127.0.0.1"\n'
-            f'access_log = false\n[server.bench]\nproxy_url = "http://127.0.0.1:{origin_port}"\n'
+            f'access_log = false\n{root_config}[server.bench]\nproxy_url = "http://127.0.0.1:{origin_port}"\n'
         )
     origin = subprocess.Popen([sys.executable, "-c", origin_source, str(origin_port), *origin_args])
     proxy = subprocess.Popen(

@@ -1,17 +1,26 @@
 """
 Peak RSS growth of phantom-frame while a large body streams through it.
 
-    python bench/stream_rss.py [SIZE_MB]
+    python bench/stream_rss.py [SIZE_MB] [--post]
 
 Starts a local origin that produces SIZE_MB (default 1024) of bytes, runs
 phantom-frame (twistd) in front of it, downloads the body through the proxy
 with curl, and reports the proxy's RSS before and at its peak.
+
+With C{--post}, the body goes the other way: a client sends a SIZE_MB
+C{POST} body through the proxy to an origin that reads it as it comes; the
+report adds whether the origin saw the first body byte before the client
+sent the last (the body streams rather than being buffered).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 from _harness import origin_and_proxy, rss_kb
@@ -57,8 +66,101 @@ reactor.run()
 '''
 
 
+#: The C{--post} origin: reads a request body with C{Content-Length},
+#: noting when its first byte came (in the file C{sys.argv[2]}), and
+#: answers once it is whole.
+POST_ORIGIN = r'''
+import sys, time
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+
+class Sink(Protocol):
+    head = b""
+    left = None
+    noted = False
+
+    def dataReceived(self, data):
+        if self.left is None:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            for line in self.head[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    self.left = int(value)
+            data = self.head[end + 4:]
+        if data and self.left and not self.noted:
+            self.noted = True
+            with open(sys.argv[2], "a") as f:
+                f.write("%f\n" % time.time())
+        if data and self.left:
+            self.left -= len(data)
+            if self.left <= 0:
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                self.left = None
+                self.head = b""
+
+reactor.listenTCP(int(sys.argv[1]), Factory.forProtocol(Sink), interface="127.0.0.1")
+reactor.run()
+'''
+
+
+def post(size_mb: int) -> None:
+    """
+    Send a C{size_mb} MiB POST body through the proxy and report the
+    proxy's RSS growth and when the origin saw the body begin.
+    """
+    notes = os.path.join(tempfile.mkdtemp(), "first")
+    limit = f'max_request_body = "{size_mb + 1}MB"\n'
+    with origin_and_proxy(POST_ORIGIN, [notes], limit) as (proxy_port, proxy):
+        before = rss_kb(proxy.pid)
+        peak = [before]
+        sending = threading.Event()
+        sending.set()
+
+        def watch() -> None:
+            while sending.is_set():
+                peak[0] = max(peak[0], rss_kb(proxy.pid))
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        size = size_mb * 1048576
+        chunk = b"x" * 65536
+        started = time.time()
+        with socket.create_connection(("127.0.0.1", proxy_port)) as client:
+            client.sendall(
+                b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: %d\r\n\r\n" % (size,)
+            )
+            for _ in range(size // len(chunk)):
+                client.sendall(chunk)
+            last_sent = time.time()
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                data = client.recv(65536)
+                if not data:
+                    break
+                answer += data
+        elapsed = time.time() - started
+        sending.clear()
+        watcher.join()
+        with open(notes) as f:
+            first_seen = float(f.readline())
+        status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        print(f"posted {size_mb} MiB in {elapsed:.1f}s ({size_mb / elapsed:.0f} MiB/s), answer "
+              f"{status!r}; proxy RSS {before / 1024:.1f} MiB -> "
+              f"peak {peak[0] / 1024:.1f} MiB (growth {(peak[0] - before) / 1024:.1f} MiB); the origin saw "
+              f"the first body byte {last_sent - first_seen:.2f}s before the client sent the last")
+
+
 def main() -> None:
-    size_mb = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+    args = [a for a in sys.argv[1:] if a != "--post"]
+    size_mb = int(args[0]) if args else 1024
+    if "--post" in sys.argv[1:]:
+        post(size_mb)
+        return
     with origin_and_proxy(ORIGIN, [str(size_mb)]) as (proxy_port, proxy):
         before = rss_kb(proxy.pid)
         peak = before

@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.defer import Deferred
 
+from phantom_frame.cache import brotli_native
 from phantom_frame.cache.threads import runInline
 from phantom_frame.cache.strategy import CompressStrategy
 
@@ -58,7 +59,7 @@ def encode(body: bytes, coding: str) -> bytes:
     @raise ValueError: for another coding.
     """
     if coding == "br":
-        return brotli.compress(body, quality=BROTLI_QUALITY)
+        return brotli_native.compress(body, BROTLI_QUALITY)
     if coding == "gzip":
         return gzip.compress(body, compresslevel=ZLIB_LEVEL, mtime=0)
     if coding == "deflate":
@@ -97,7 +98,7 @@ def decode(body: bytes, coding: str) -> bytes:
     coding = coding.strip().lower()
     try:
         if coding == "br":
-            return brotli.decompress(body)
+            return brotli_native.decompress(body)
         if coding in ("gzip", "x-gzip"):
             return gzip.decompress(body)
         if coding == "deflate":

@@ -24,6 +24,7 @@ from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
+from phantom_frame.cache import brotli_native
 from phantom_frame.cache.codec import BROTLI_QUALITY, ZLIB_LEVEL, preferred_coding
 from phantom_frame.cache.freshness import weakened
 from phantom_frame.cache.policy import header_values, media_type, parse_cache_control
@@ -202,8 +203,21 @@ class StreamEncoder:
         @return: the end of the compressed stream.
         """
         if self._brotli is not None:
-            return self._brotli.finish()
+            compressor, self._brotli = self._brotli, None
+            try:
+                return compressor.finish()
+            finally:
+                brotli_native.release(compressor)
         return self._zlib.flush(zlib.Z_FINISH)
+
+    def close(self) -> None:
+        """
+        Drop the compressor's state now (the stream is abandoned or
+        finished; see L{phantom_frame.cache.brotli_native}).
+        """
+        compressor, self._brotli = self._brotli, None
+        if compressor is not None:
+            brotli_native.release(compressor)
 
 
 @implementer(IConsumer, IPushProducer)
@@ -402,6 +416,7 @@ class CompressingConsumer:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        self._encoder.close()
 
     def _throttle(self, writing: bool = False) -> None:
         """

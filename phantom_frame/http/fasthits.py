@@ -72,6 +72,9 @@ def _render_part(decision: PartHit):
     return 206, wire, b"", partial.slice(first, last)
 
 
+#: A client address not asked for yet (see L{FastHits._own}).
+_UNKNOWN = object()
+
 #: What L{FastHits} remembers of a request head it cannot answer.
 _NOT_FAST = object()
 #: Request heads remembered, parsed and routed (the same clients send the
@@ -171,7 +174,7 @@ class FastHits:
             if decider.admit(view, False) is not None:
                 return None
         if kind is Bypass and server.byte_path_ok and not (bodied and server.passthrough.adopts):
-            return self._relay(channel, server, self._own(channel, view), decision, target, close, length)
+            return self._relay(channel, server, view, decision, target, close, length)
         if kind is Fill and not bodied and decision.stale is None and server.fast_path_ok and not server.tiered:
             # (A Redis tier is read before deciding a fill: the stock path.)
             view = self._own(channel, view)
@@ -302,25 +305,27 @@ class FastHits:
             with the client's address, and its request id (the client's, or
             a new one) among its headers.
         """
-        transport = channel.transport
-        headers = dict(view.headers)
+        peer = getattr(channel, "_phantomPeer", _UNKNOWN)
+        if peer is _UNKNOWN:
+            # The client's address, asked of the transport once.
+            peer = channel._phantomPeer = getattr(channel.transport.getPeer(), "host", None)
+        headers = view.headers.copy()
         rid = headers.get("x-request-id")
         if rid is None or not acceptable(rid):
             headers["x-request-id"] = new_request_id()
-        return RequestView(
-            view.method, view.path, view.query, headers, None,
-            getattr(transport.getPeer(), "host", None), view.secure, view.prefix,
-        )
+        return RequestView(view.method, view.path, view.query, headers, None, peer, view.secure, view.prefix)
 
     def _relay(self, channel: Any, server: Any, view: RequestView, decision: Bypass, target: bytes,
                close: bool, length: Optional[int]) -> ByteRelay:
         """
+        @param view: the view remembered for the request's head.
         @param length: the request body's length, or C{None} for none.
         @return: the L{ByteRelay} that passes the request through.
         """
         transport = channel.transport
         self.relayed += 1
-        relay = ByteRelay(channel, server, view, decision.status, close, self._clock)
+        relay = ByteRelay(channel, server, self._own(channel, view), decision.status, close, self._clock)
+        relay.shared = view
         relay.target = target
         if length is not None:
             relay.take_body(length)

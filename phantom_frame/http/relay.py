@@ -11,7 +11,7 @@ origin connection pauses while the client is slow).
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
@@ -19,12 +19,16 @@ from zope.interface import implementer
 
 from phantom_frame.proxy.optimistic import send
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.client import Framing, IResponseReceiver, RequestBody, ResponseHead, StalledBody
+from phantom_frame.proxy.client import (
+    Framing, Header, IResponseReceiver, RequestBody, ResponseHead, StalledBody,
+)
+from phantom_frame.proxy.heads import Fields
 from phantom_frame.proxy.origin import BrokenBody, UpstreamError, UpstreamTimeout, upstream_error
 from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.rules import variables_of
 from phantom_frame.proxy.status import CacheStatus, forwarded
 from phantom_frame.proxy.transfer import Inflater, TransferDecodeError
+from phantom_frame.proxy.view import RequestView
 
 
 def error_head(code: int, text: str, status: CacheStatus, close: bool, request_id: str = "") -> List[bytes]:
@@ -42,6 +46,96 @@ def error_head(code: int, text: str, status: CacheStatus, close: bool, request_i
     if close:
         head += b"Connection: close\r\n"
     return [head, b"\r\n", body]
+
+
+#: The fields forwarded for a remembered request head and a client (see
+#: L{forwarded_fields}), and how many are kept.
+_forwarded: Dict[Tuple[int, Optional[str]], Tuple[Any, Any, Any, Fields]] = {}
+FORWARDED_KEPT = 1024
+
+
+def forwarded_fields(shared: Any, view: Any, origin: Any, rules: Any) -> Union[Fields, List[Header]]:
+    """
+    The header fields that pass C{view} through to C{origin}: those of
+    L{forward_headers} after the origin's C{Host}.
+
+    @param shared: the view remembered for the request's head, that every
+        request with the same head bytes shares (C{view} is its copy with
+        the client's address and request id), or C{None}.
+    @return: L{Fields} serialised once per remembered head and client
+        (header rules with request headers to set or remove are applied
+        anew each time, as pairs).
+    @raise ValueError: for fields that cannot be sent.
+    """
+    if shared is None or rules.request_set or rules.request_remove:
+        headers = forward_headers(view, rules=rules)
+        headers.insert(0, origin.host)
+        return headers
+    rid = view.headers.get("x-request-id")
+    known_rid = shared.headers.get("x-request-id")
+    if known_rid is not None and known_rid != rid:
+        # The client's id was refused: it is not forwarded.
+        headers = forward_headers(view, rules=rules)
+        headers.insert(0, origin.host)
+        return headers
+    key = (id(shared), view.client)
+    known = _forwarded.get(key)
+    if known is None or known[0] is not shared or known[1] is not origin or known[2] is not rules:
+        base = RequestView(
+            shared.method, shared.path, shared.query, shared.headers, None, view.client, shared.secure,
+            shared.prefix,
+        )
+        headers = forward_headers(base, rules=rules)
+        headers.insert(0, origin.host)
+        known = (shared, origin, rules, Fields.of(headers))
+        if len(_forwarded) >= FORWARDED_KEPT:
+            _forwarded.clear()
+        _forwarded[key] = known
+    if known_rid is None and rid is not None:
+        return known[3].plus(b"x-request-id", rid.encode("latin-1"))
+    return known[3]
+
+
+#: The client heads made of origin heads (see L{_relay_head}), by the
+#: origin head's id, and how many are kept.
+_relayed: Dict[int, Tuple[ResponseHead, Any, bytes, bool, bool]] = {}
+RELAYED_HEADS_KEPT = 512
+
+
+def _relay_head(head: ResponseHead, rules: Any) -> Tuple[ResponseHead, Any, bytes, bool, bool]:
+    """
+    The part of a relayed answer's head that depends on the origin's head
+    and the server's header C{rules} alone (remembered: the origin's heads
+    are shared, see L{phantom_frame.proxy.heads.read_head}).
+
+    @return: C{(head, rules, the status line and fields, whether they
+        have a C{Date}, whether the body is re-chunked)}.
+    """
+    framing = head.framing
+    lines = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.phrase)]
+    dated = False
+    body = framing is not Framing.EMPTY
+    dropped = rules.response_dropped if rules else ()
+    for name, value in head.end_to_end():
+        n = len(name)
+        if n == 4 and name.lower() == b"date":
+            dated = True
+        elif n == 14 and body and name.lower() == b"content-length":
+            continue
+        if dropped and name.lower() in dropped:
+            continue
+        lines.append(name + b": " + value + b"\r\n")
+    chunked = False
+    if framing is Framing.LENGTH and not head.codings:
+        lines.append(b"Content-Length: %d\r\n" % (head.length,))
+    elif body:
+        chunked = True
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    known = (head, rules, b"".join(lines), dated, chunked)
+    if len(_relayed) >= RELAYED_HEADS_KEPT:
+        _relayed.clear()
+    _relayed[id(head)] = known
+    return known
 
 
 @implementer(IResponseReceiver, IPushProducer)
@@ -95,6 +189,9 @@ class ByteRelay:
         self.upstream: Optional[float] = None
         self.body: Optional[RequestBody] = None
         self.body_left = 0
+        #: The view remembered for the request's head, of which C{view} is
+        #: a copy (see L{forwarded_fields}), or C{None}.
+        self.shared: Any = None
 
     def take_body(self, length: int) -> None:
         """
@@ -126,12 +223,11 @@ class ByteRelay:
         """
         view = self._view
         origin = self._server.origin
-        headers = forward_headers(view, rules=self._server.config.headers)
-        headers.insert(0, origin.host)
         body = self.body
         if body is not None and not self.body_left:
             body = b""
         try:
+            headers = forwarded_fields(self.shared, view, origin, self._server.config.headers)
             d = origin.client.request(view.method, origin.base_path + view.target, headers, self, body)
         except ValueError as e:
             self._failed(Failure(UpstreamError(f"cannot forward the request: {e}")))
@@ -169,35 +265,21 @@ class ByteRelay:
         """
         self._producer = producer
         self.upstream = self.duration()
-        self.code = code = head.status
+        self.code = head.status
         if self.body is not None:
             self._server.passthrough.answered_unsafe(self._view, head)
-        framing = head.framing
-        lines = [b"HTTP/1.1 %d %s\r\n" % (code, head.phrase)]
-        dated = False
-        body = framing is not Framing.EMPTY
         rules = self._server.config.headers
-        dropped = rules.response_dropped if rules else ()
-        for name, value in head.end_to_end():
-            n = len(name)
-            if n == 4 and name.lower() == b"date":
-                dated = True
-            elif n == 14 and body and name.lower() == b"content-length":
-                continue
-            if dropped and name.lower() in dropped:
-                continue
-            lines.append(name + b": " + value + b"\r\n")
+        known = _relayed.get(id(head))
+        if known is None or known[0] is not head or known[1] is not rules:
+            known = _relay_head(head, rules)
+        lines = [known[2]]
         if rules.response_set:
             lines.append(rules.response_lines(variables_of(self._view)))
-        if not dated:
+        if not known[3]:
             lines.append(b"Date: " + http_date(self._clock.seconds()) + b"\r\n")
         if head.codings:
             self._inflater = Inflater(head.codings)
-        if framing is Framing.LENGTH and not head.codings:
-            lines.append(b"Content-Length: %d\r\n" % (head.length,))
-        elif body:
-            self._chunked = True
-            lines.append(b"Transfer-Encoding: chunked\r\n")
+        self._chunked = known[4]
         header = self._status.header
         if header:
             lines.append(b"Cache-Status: " + header + b"\r\n")

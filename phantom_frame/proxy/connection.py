@@ -1,14 +1,13 @@
 """
-The wire to an origin: L{request_head} (a request head as bytes),
-L{parse_head} (a response head from bytes) and L{OriginConnection}, one
-connection parsing its answers and delivering them to the exchange in
-flight, with back-pressure.
+The wire to an origin: L{OriginConnection}, one connection parsing its
+answers and delivering them to the exchange in flight, with back-pressure.
+The heads themselves are L{phantom_frame.proxy.heads}' (L{request_head} and
+L{parse_head} are named here too).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet import tcp
@@ -19,7 +18,6 @@ from twisted.python.failure import Failure
 from phantom_frame.proxy.optimistic import ENABLED, send_now
 from phantom_frame.proxy.client import (
     Framing,
-    Header,
     LengthMismatch,
     MalformedBody,
     MalformedHead,
@@ -29,7 +27,9 @@ from phantom_frame.proxy.client import (
     ResponseHead,
     TruncatedBody,
 )
-from phantom_frame.proxy.transfer import applied_codings
+from phantom_frame.proxy.heads import parse_head, read_head, request_head
+
+__all__ = ["CHUNK_LINE_LIMIT", "HEAD_LIMIT", "OriginConnection", "parse_head", "request_head"]
 
 #: The largest response head (status line and fields) accepted, in bytes;
 #: trailers of a chunked body share the bound.
@@ -38,126 +38,7 @@ HEAD_LIMIT = 65536
 #: The longest chunk-size line (size and extensions) accepted, in bytes.
 CHUNK_LINE_LIMIT = 4096
 
-_STATUS = re.compile(rb"HTTP/1\.([0-9]) ([1-9][0-9][0-9])(?: ([^\r\n\0]*))?(?=\r\n)")
-#: A field line, from the CRLF before it: it cannot match inside a line.
-_FIELD = re.compile(rb"\r\n([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n\0]*)(?=\r\n)")
-_FOLD = re.compile(rb"\r\n[ \t]+")
 _HEXDIG = b"0123456789abcdefABCDEF"
-_FRAMING_NAMES = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-
-
-def request_head(
-    method: bytes, target: bytes, host: bytes, headers: List[Header], framing: bytes = b""
-) -> Tuple[bytes, bool]:
-    """
-    @param host: the C{Host} to send unless C{headers} has one.
-    @param framing: the body's framing field line(s), with CRLF.
-    @return: the request head, and whether it lets the connection persist
-        (no C{Connection: close}).
-    @raise ValueError: see
-        L{phantom_frame.proxy.client.IOriginClient.request}.
-    """
-    named_host = False
-    persistent = True
-    for name, value in headers:
-        n = len(name)
-        if n == 4 or n == 10 or n == 14 or n == 17:
-            lower = name.lower()
-            if lower == b"host":
-                named_host = True
-            elif lower == b"connection":
-                if b"close" in value.lower():
-                    persistent = False
-            elif lower in _FRAMING_NAMES:
-                raise ValueError(f"the client frames the body itself: {name!r}")
-    lines = len(headers) + 2 + framing.count(b"\n")
-    fields = b"\r\n".join(map(b": ".join, headers)) + b"\r\n" if headers else b""
-    if named_host:
-        data = b"".join((method, b" ", target, b" HTTP/1.1\r\n", fields, framing, b"\r\n"))
-    else:
-        lines += 1
-        data = b"".join(
-            (method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n", fields, framing, b"\r\n")
-        )
-    if data.count(b"\n") != lines or data.count(b"\r") != lines or b" " in target:
-        raise ValueError("CR, LF or a space where none may be: request line or field")
-    return data, persistent
-
-
-def parse_head(data: bytes, method: bytes) -> ResponseHead:
-    """
-    Parse a response head.
-
-    @param data: the head up to the empty line that ends it (its last line's
-        CRLF included).
-    @param method: the request's method (an answer to C{HEAD} has no body).
-    @raise MalformedHead: when C{data} is not an HTTP/1.x response head.
-    """
-    status_line = _STATUS.match(data)
-    if status_line is None or not data.endswith(b"\r\n"):
-        raise MalformedHead(f"not an HTTP/1.x status line: {data[:80]!r}")
-    start = status_line.end()
-    pairs = _FIELD.findall(data, start)
-    if len(pairs) + 1 != data.count(b"\n"):
-        if (b"\r\n " in data or b"\r\n\t" in data) and data[start + 2:start + 3] not in (b" ", b"\t"):
-            # obs-fold: RFC 9112 §5.2 has a user agent read it as a space.
-            return parse_head(_FOLD.sub(b" ", data), method)
-        raise MalformedHead("a line that is no field, or a bare CR, LF or NUL")
-    if b" \r\n" in data or b"\t\r\n" in data:
-        pairs = [(name, value.rstrip(b" \t")) for name, value in pairs]
-    length = None
-    coding = None
-    codings: Tuple[str, ...] = ()
-    tokens: FrozenSet[bytes] = frozenset()
-    for name, value in pairs:
-        n = len(name)
-        if n != 10 and n != 14 and n != 17:
-            continue
-        lower = name.lower()
-        if lower == b"content-length":
-            for item in value.split(b","):
-                item = item.strip(b" \t")
-                if not item.isdigit() or len(item) > 18:
-                    raise MalformedHead(f"Content-Length not a decimal length: {value[:40]!r}")
-                if length is not None and int(item) != length:
-                    raise MalformedHead("conflicting Content-Length values")
-                length = int(item)
-        elif lower == b"transfer-encoding":
-            coding = value if coding is None else coding + b"," + value
-        elif lower == b"connection":
-            tokens = tokens | {t.strip(b" \t").lower() for t in value.split(b",")} - {b""}
-    status = int(status_line.group(2))
-    length_sent = False
-    if status < 200 or status == 204 or status == 304 or method == b"HEAD":
-        if status == 101:
-            raise MalformedHead("101 Switching Protocols to a request that did not ask")
-        framing = Framing.EMPTY
-    elif coding is not None:
-        if coding.strip(b" \t").lower() != b"chunked":
-            try:
-                chunked, codings = applied_codings(coding)
-            except ValueError as e:
-                raise MalformedHead(str(e))
-        else:
-            chunked, codings = True, ()
-        framing = Framing.CHUNKED if chunked else Framing.CLOSE
-        length_sent = length is not None
-        length = None
-    elif length is not None:
-        framing = Framing.LENGTH
-    else:
-        framing = Framing.CLOSE
-    if framing is Framing.CLOSE or length_sent:
-        # Both framings at once smell of smuggling (RFC 9112 §6.3): this
-        # answer is read as chunked, and the connection not trusted again.
-        keep_alive = False
-    elif status_line.group(1) == b"0":
-        keep_alive = b"keep-alive" in tokens
-    else:
-        keep_alive = b"close" not in tokens
-    return ResponseHead(
-        data[:8], status, status_line.group(3) or b"", pairs, framing, length, tokens, keep_alive, codings
-    )
 
 
 # Connection states.
@@ -315,7 +196,7 @@ class OriginConnection(Protocol):
         self._scanned = 0
         ex = self.exchange
         try:
-            head = parse_head(data[:end + 2], ex.method)
+            head = read_head(data[:end + 2], ex.method)
         except MalformedHead as e:
             self._fail(e)
             return b""

@@ -9,17 +9,8 @@ that a reused connection lost before any answer.
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Union
-from urllib.parse import urlsplit
 
-import attr
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
@@ -36,78 +27,15 @@ from phantom_frame.proxy.client import (
     ResponseHead,
     StalledBody,
 )
+from phantom_frame.proxy.address import OriginAddress, endpoint_factory
 from phantom_frame.proxy.connection import OriginConnection, request_head
+from phantom_frame.proxy.deadlines import Deadlines
+
+__all__ = ["IDEMPOTENT", "OriginAddress", "OriginClient", "OriginPool", "endpoint_factory"]
 
 #: Methods a client may repeat when a request may not have arrived
 #: (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-@attr.s(auto_attribs=True, frozen=True, slots=True, cache_hash=True)
-class OriginAddress:
-    """
-    Where an origin is: the key of its connections in a pool.
-
-    @ivar scheme: C{"http"} or C{"https"}.
-    @ivar host: a host name or an IP address (IPv6 without brackets).
-    @ivar port: the TCP port.
-    """
-
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def from_url(cls, url: str) -> OriginAddress:
-        """
-        @param url: C{http[s]://host[:port][/path]}; the path is ignored.
-        @raise ValueError: when C{url} is not an http(s) URL with a host.
-        """
-        parts = urlsplit(url)
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"expected an http(s) URL with a host, got {url!r}")
-        return cls(parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme])
-
-    @property
-    def authority(self) -> bytes:
-        """
-        The C{Host} to send: the host, and the port unless the scheme's.
-        """
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.port != _DEFAULT_PORTS[self.scheme]:
-            host = f"{host}:{self.port}"
-        return host.encode("idna")
-
-
-def endpoint_factory(reactor: Any, trustRoot: Any = None) -> Callable[[OriginAddress], IStreamClientEndpoint]:
-    """
-    @param reactor: connects (and resolves names).
-    @param trustRoot: for C{https} origins, the certificate authorities to
-        trust (L{twisted.internet.ssl.optionsForClientTLS}); the platform's
-        when C{None}.
-    @return: a function giving the endpoint of an L{OriginAddress}: TCP to an
-        IP address, L{HostnameEndpoint} to a name, wrapped in TLS verifying
-        the host name for C{https}.
-    """
-
-    def endpoint_for(address: OriginAddress) -> IStreamClientEndpoint:
-        host = address.host
-        endpoint: IStreamClientEndpoint
-        if isIPAddress(host):
-            endpoint = TCP4ClientEndpoint(reactor, host, address.port)
-        elif isIPv6Address(host):
-            endpoint = TCP6ClientEndpoint(reactor, host, address.port)
-        else:
-            endpoint = HostnameEndpoint(reactor, host, address.port)
-        if address.scheme == "https":
-            from twisted.internet.ssl import optionsForClientTLS
-
-            endpoint = wrapClientTLS(optionsForClientTLS(host, trustRoot=trustRoot), endpoint)
-        return endpoint
-
-    return endpoint_for
 
 
 class _Route(Factory):
@@ -171,6 +99,8 @@ class OriginPool:
         self._routes: Dict[OriginAddress, _Route] = {}
         self._idle: Dict[OriginConnection, float] = {}
         self._sweeper: Optional[IDelayedCall] = None
+        self._sweep_at = 0.0
+        self._deadlines = Deadlines(clock)
         self.connections = 0
         self.reused = 0
         self.retries = 0
@@ -244,12 +174,14 @@ class OriginPool:
         elif len(self._idle) >= self._max:
             self._drop(next(iter(self._idle)))
         idle.append(connection)
-        self._idle[connection] = self._clock.seconds() + keepalive
+        until = self._idle[connection] = self._clock.seconds() + keepalive
         sweeper = self._sweeper
         if sweeper is None:
             self._sweeper = self._clock.callLater(keepalive, self._sweep)
-        elif sweeper.getTime() > self._clock.seconds() + keepalive:
+            self._sweep_at = until
+        elif self._sweep_at > until:
             sweeper.reset(keepalive)
+            self._sweep_at = until
 
     def _forget(self, connection: OriginConnection) -> None:
         if self._idle.pop(connection, None) is not None:
@@ -266,7 +198,8 @@ class OriginPool:
         for connection in expired:
             self._drop(connection)
         if self._idle:
-            self._sweeper = self._clock.callLater(min(self._idle.values()) - now, self._sweep)
+            self._sweep_at = min(self._idle.values())
+            self._sweeper = self._clock.callLater(self._sweep_at - now, self._sweep)
 
 
 @implementer(IOriginClient)
@@ -310,12 +243,12 @@ class OriginClient:
 @implementer(IPushProducer)
 class _Exchange:
     """
-    One request and its answer: the connection it uses, its timer, its
+    One request and its answer: the connection it uses, its deadline, its
     L{Deferred}. Given to the receiver as the producer of the body.
     """
 
     __slots__ = (
-        "client", "method", "data", "body", "receiver", "persistent", "deferred", "timer",
+        "client", "method", "data", "body", "receiver", "persistent", "deferred", "deadlines",
         "connection", "connecting", "head", "reused", "retried", "done", "sent", "paused",
     )
 
@@ -335,7 +268,8 @@ class _Exchange:
         self.receiver = receiver
         self.persistent = persistent
         self.deferred: Deferred[ResponseHead] = Deferred(self._cancel)
-        self.timer: Optional[IDelayedCall] = client.pool._clock.callLater(client.timeout, self._expire)
+        self.deadlines = client.pool._deadlines
+        self.deadlines.watch(self, client.timeout)
         self.connection: Optional[OriginConnection] = None
         self.connecting: Optional[Deferred[OriginConnection]] = None
         self.head: Optional[ResponseHead] = None
@@ -387,16 +321,16 @@ class _Exchange:
         body chunks.
         """
         self.head = head
-        if self.timer is not None:
-            self.timer.reset(self.client.timeout)
+        if not self.paused and not self.done:
+            self.deadlines.watch(self, self.client.timeout)
         self.receiver.headReceived(head, self)
 
     def progress(self) -> None:
         """
         Bytes moved: restart the timeout.
         """
-        if self.timer is not None:
-            self.timer.reset(self.client.timeout)
+        if not self.paused and not self.done:
+            self.deadlines.watch(self, self.client.timeout)
 
     def completed(self, connection: OriginConnection, reusable: bool) -> None:
         """
@@ -436,9 +370,7 @@ class _Exchange:
 
     def _halt(self) -> None:
         self.done = True
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self.deadlines.forget(self)
         connection, self.connection = self.connection, None
         if connection is not None:
             connection.abort()
@@ -452,8 +384,11 @@ class _Exchange:
         self._halt()
         self.deferred.errback(error if isinstance(error, Failure) else Failure(error))
 
-    def _expire(self) -> None:
-        self.timer = None
+    def expired(self) -> None:
+        """
+        The timeout ran out: fail with L{OriginTimeout} before the final
+        head, L{StalledBody} after it.
+        """
         address = self.client.address
         if self.head is None:
             error: OriginError = OriginTimeout(
@@ -475,9 +410,7 @@ class _Exchange:
         if connection is None or self.paused:
             return
         self.paused = True
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self.deadlines.forget(self)
         connection.pause()
 
     def resumeProducing(self) -> None:
@@ -488,7 +421,7 @@ class _Exchange:
         if connection is None or not self.paused:
             return
         self.paused = False
-        self.timer = self.client.pool._clock.callLater(self.client.timeout, self._expire)
+        self.deadlines.watch(self, self.client.timeout)
         connection.resume()
 
     def stopProducing(self) -> None:

@@ -1,0 +1,141 @@
+"""
+Tests for L{phantom_frame.http.relay.forwarded_fields}: the fields a
+pass-through forwards, serialised once per remembered head and client.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from phantom_frame.http import relay
+from phantom_frame.http.relay import forwarded_fields
+from phantom_frame.proxy.heads import Fields, read_head, request_head
+from phantom_frame.proxy.passthrough import forward_headers
+from phantom_frame.proxy.rules import NO_RULES, HeaderRules
+from phantom_frame.proxy.view import RequestView
+
+
+class FakeOrigin:
+    """
+    What L{forwarded_fields} reads of an origin: its C{Host} field.
+    """
+
+    host = (b"Host", b"origin:3000")
+
+
+def view(headers: Dict[str, str], client: Optional[str] = None) -> RequestView:
+    """
+    @return: a view of C{GET /page?q=1} with C{headers}.
+    """
+    return RequestView(b"GET", b"/page", b"q=1", headers, None, client, False, b"")
+
+
+class ForwardedFieldsTests(SynchronousTestCase):
+    """
+    The fields are those of L{forward_headers} with the origin's C{Host}
+    first, made once per remembered head and client.
+    """
+
+    def setUp(self) -> None:
+        """
+        Start with nothing remembered.
+        """
+        relay._forwarded.clear()
+        self.addCleanup(relay._forwarded.clear)
+        self.origin = FakeOrigin()
+
+    def expected(self, own: RequestView, rules: HeaderRules = NO_RULES) -> bytes:
+        """
+        @return: the request head that pairs give for C{own}.
+        """
+        headers = forward_headers(own, rules=rules)
+        headers.insert(0, self.origin.host)
+        return request_head(b"GET", b"/page?q=1", b"unused", headers)[0]
+
+    def test_remembered(self) -> None:
+        """
+        A client's own request id is forwarded; the same head from the same
+        client gets the very same L{Fields}, another client its own.
+        """
+        shared = view({"host": "example.com", "accept": "*/*", "x-request-id": "client-1"})
+        own = view(dict(shared.headers), "10.0.0.1")
+        fields = forwarded_fields(shared, own, self.origin, NO_RULES)
+        self.assertIsInstance(fields, Fields)
+        self.assertEqual(request_head(b"GET", b"/page?q=1", b"unused", fields)[0], self.expected(own))
+        again = view(dict(shared.headers), "10.0.0.1")
+        self.assertIs(forwarded_fields(shared, again, self.origin, NO_RULES), fields)
+        other = view(dict(shared.headers), "10.0.0.2")
+        data = request_head(b"GET", b"/", b"o", forwarded_fields(shared, other, self.origin, NO_RULES))[0]
+        self.assertIn(b"X-Forwarded-For: 10.0.0.2\r\n", data)
+        self.assertEqual(len(relay._forwarded), 2)
+
+    def test_newRequestId(self) -> None:
+        """
+        An id the proxy made for a request without one is forwarded after
+        the remembered fields, a new one for each request.
+        """
+        shared = view({"host": "example.com"})
+        heads = []
+        for rid in ("made-1", "made-2"):
+            own = view({"host": "example.com", "x-request-id": rid}, "10.0.0.1")
+            heads.append(request_head(b"GET", b"/", b"o", forwarded_fields(shared, own, self.origin, NO_RULES))[0])
+        self.assertIn(b"x-request-id: made-1\r\n", heads[0])
+        self.assertIn(b"x-request-id: made-2\r\n", heads[1])
+        self.assertEqual(heads[0].count(b"x-request-id"), 1)
+        self.assertEqual(len(relay._forwarded), 1)
+
+    def test_refusedRequestId(self) -> None:
+        """
+        A client id that was refused (and replaced) is not forwarded: the
+        fields are made from the request's own view, as pairs.
+        """
+        shared = view({"host": "example.com", "x-request-id": "bad id"})
+        own = view({"host": "example.com", "x-request-id": "made-1"}, "10.0.0.1")
+        fields = forwarded_fields(shared, own, self.origin, NO_RULES)
+        self.assertIsInstance(fields, list)
+        data = request_head(b"GET", b"/page?q=1", b"unused", fields)[0]
+        self.assertEqual(data, self.expected(own))
+        self.assertNotIn(b"bad id", data)
+
+    def test_rules(self) -> None:
+        """
+        Header rules that set or remove request headers are applied anew
+        for each request, and nothing is remembered.
+        """
+        rules = HeaderRules(request_remove=frozenset({b"accept"}))
+        shared = view({"host": "example.com", "accept": "*/*", "x-request-id": "c"})
+        own = view(dict(shared.headers), "10.0.0.1")
+        fields = forwarded_fields(shared, own, self.origin, rules)
+        self.assertIsInstance(fields, list)
+        self.assertNotIn(b"accept", request_head(b"GET", b"/", b"o", fields)[0].lower())
+        self.assertEqual(relay._forwarded, {})
+
+
+class RelayHeadTests(SynchronousTestCase):
+    """
+    The part of a relayed head made of the origin's head is made once per
+    head and header rules.
+    """
+
+    def setUp(self) -> None:
+        """
+        Start with nothing remembered.
+        """
+        relay._relayed.clear()
+        self.addCleanup(relay._relayed.clear)
+
+    def test_remembered(self) -> None:
+        """
+        The same head and rules give the same bytes, made once; other rules
+        make them again.
+        """
+        head = read_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nConnection: x-a\r\n", b"GET")
+        known = relay._relay_head(head, NO_RULES)
+        self.assertEqual(known[2:], (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", False, False))
+        self.assertIs(relay._relayed[id(head)], known)
+        rules = HeaderRules(response_remove=frozenset({b"content-length"}))
+        other = relay._relay_head(head, rules)
+        self.assertIs(relay._relayed[id(head)], other)
+        self.assertIs(other[1], rules)
