@@ -31,7 +31,7 @@ from twisted.web.http import _GenericHTTPChannelProtocol
 from phantom_frame.http.byterequest import ByteFill
 from phantom_frame.http.fasthits import BODY_METHODS, FastHits
 from phantom_frame.http.guard import GuardedHTTPChannel
-from phantom_frame.proxy.optimistic import send
+from phantom_frame.proxy.optimistic import send_parts
 from phantom_frame.http.records import FastHitRecord
 from phantom_frame.http.relay import ByteRelay
 from phantom_frame.http.wires import Wire
@@ -160,7 +160,7 @@ class FastHTTPChannel(GuardedHTTPChannel):
                 if self._closing:
                     break
                 continue
-            send(self.transport, b"".join(answer[0]))
+            send_parts(self.transport, answer[0])
             position = end + 4
             if answer[1]:
                 self._closing = True

@@ -154,10 +154,9 @@ class FastHits:
                 self._heads[memo] = parsed
         if parsed is _NOT_FAST:
             return None
-        server, view, close, length = parsed
+        server, view, close, length, target = parsed
         method = view.method
         headers = view.headers
-        target = view.target if not view.prefix else view.prefix + view.target
         decider = server.decider
         decision = decider.decide(view)
         kind = type(decision)
@@ -230,7 +229,7 @@ class FastHits:
         Parse, normalise and route one request head (C{data[start:end]}),
         received over TLS when C{secure}.
 
-        @return: C{(server, view, close, body length or None)} for a
+        @return: C{(server, view, close, body length or None, target)} for a
             request the channel may answer, else L{_NOT_FAST}. It depends on nothing but the head's
             bytes, the site's resource and its limits, so L{__call__}
             remembers it for heads that come again.
@@ -295,7 +294,7 @@ class FastHits:
         view = RequestView(method, path, query, headers, None, None, secure, prefix)
         if server.config.rewrite:
             apply_rewrite(server.config.rewrite, view)
-        return server, view, close, length
+        return server, view, close, length, view.target if not view.prefix else view.prefix + view.target
 
     @staticmethod
     def _own(channel: Any, view: RequestView) -> RequestView:

@@ -18,7 +18,7 @@ ordinary path. Set C{PHANTOM_FRAME_OPTIMISTIC_SEND=0} to turn it off.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, List
 
 from twisted.internet import tcp
 
@@ -34,6 +34,39 @@ def send(transport: Any, data: bytes) -> None:
         send_now(transport, data)
     else:
         transport.write(data)
+
+
+def send_parts(transport: Any, parts: List[bytes]) -> None:
+    """
+    Write the concatenation of C{parts} to C{transport}, sending it at once
+    when that is safe (L{send_parts_now}).
+    """
+    if ENABLED and type(transport) is tcp.Server and not transport.TLS:
+        send_parts_now(transport, parts)
+    else:
+        transport.write(b"".join(parts))
+
+
+def send_parts_now(transport: Any, parts: List[bytes]) -> None:
+    """
+    As L{send_now}, for data in parts: the kernel gathers them
+    (C{sendmsg}), so a large body is not copied into one string first.
+    """
+    if (
+        transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+    ):
+        try:
+            sent = transport.socket.sendmsg(parts)
+        except OSError:
+            sent = 0
+        if sent >= sum(map(len, parts)):
+            return
+        transport.write(b"".join(parts)[sent:])
+        return
+    transport.write(b"".join(parts))
 
 
 def send_now(transport: Any, data: bytes) -> None:

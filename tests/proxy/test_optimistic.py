@@ -32,6 +32,9 @@ class FakeSocket:
         self.sent.append(taken)
         return len(taken)
 
+    def sendmsg(self, buffers: List[bytes]) -> int:
+        return self.send(b"".join(buffers))
+
 
 class FakeTCP(StringTransport):
     """
@@ -114,6 +117,52 @@ class SendNowTests(SynchronousTestCase):
         self.assertFalse(tcp.Server.TLS)
 
 
+class SendPartsNowTests(SynchronousTestCase):
+    """
+    L{optimistic.send_parts_now}: as L{optimistic.send_now}, for data in
+    parts.
+    """
+
+    def test_all_at_once(self) -> None:
+        """
+        With nothing buffered, the socket gets every part in one call.
+        """
+        transport = FakeTCP(FakeSocket(1000))
+        optimistic.send_parts_now(transport, [b"he", b"", b"llo"])
+        self.assertEqual((transport.socket.sent, transport.value()), ([b"hello"], b""))
+
+    def test_partial(self) -> None:
+        """
+        What the socket does not take (across parts) is written the
+        ordinary way.
+        """
+        transport = FakeTCP(FakeSocket(3))
+        optimistic.send_parts_now(transport, [b"he", b"llo"])
+        self.assertEqual((transport.socket.sent, transport.value()), ([b"hel"], b"lo"))
+
+    def test_buffered_or_failing(self) -> None:
+        """
+        With data already waiting, the connection closing, or a socket
+        error, the ordinary write gets all of it.
+        """
+        for attribute, value in (("dataBuffer", b"x"), ("_tempDataBuffer", [b"x"]), ("disconnecting", True)):
+            transport = FakeTCP(FakeSocket(1000))
+            setattr(transport, attribute, value)
+            optimistic.send_parts_now(transport, [b"he", b"llo"])
+            self.assertEqual((transport.socket.sent, transport.value()), ([], b"hello"), attribute)
+        transport = FakeTCP(FakeSocket(1000, BlockingIOError()))
+        optimistic.send_parts_now(transport, [b"he", b"llo"])
+        self.assertEqual(transport.value(), b"hello")
+
+    def test_other_transports(self) -> None:
+        """
+        Anything but a plain TCP server transport is written to normally.
+        """
+        transport = FakeTCP(FakeSocket(1000))
+        optimistic.send_parts(transport, [b"he", b"llo"])
+        self.assertEqual((transport.socket.sent, transport.value()), ([], b"hello"))
+
+
 class LoopbackTests(TestCase):
     """
     On a real TCP connection the data arrives whole and in order.
@@ -130,9 +179,11 @@ class LoopbackTests(TestCase):
         class Server(Protocol):
             def connectionMade(self) -> None:
                 server_side.append(self)
+                optimistic.send_parts(self.transport, [b"zero", b" "])
                 optimistic.send(self.transport, b"one ")
                 self.transport.write(b"two " * 100000)
                 optimistic.send(self.transport, b"three")
+                optimistic.send_parts(self.transport, [b" four", b" five"])
                 self.transport.loseConnection()
 
         class Client(Protocol):
@@ -147,4 +198,4 @@ class LoopbackTests(TestCase):
         reactor.connectTCP("127.0.0.1", port.getHost().port, ClientFactory.forProtocol(Client))
         await done
         self.assertIs(type(server_side[0].transport), tcp.Server)
-        self.assertEqual(b"".join(received), b"one " + b"two " * 100000 + b"three")
+        self.assertEqual(b"".join(received), b"zero one " + b"two " * 100000 + b"three four five")
