@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from weakref import WeakKeyDictionary
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
@@ -95,21 +95,6 @@ class Metrics:
         self.open_tunnels: Callable[[], Optional[int]] = self._site_tunnels
         self._clock = clock
         self.registry = CollectorRegistry()
-        self.upstream_duration = Histogram(
-            PREFIX + "upstream_request_duration_seconds",
-            "Time from an origin request to its response head (or failure), by"
-            " server.",
-            ["server"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self.upstream_errors = Counter(
-            PREFIX + "upstream_errors",
-            "Origin requests that failed (refused, reset, timed out, cancelled),"
-            " by server.",
-            ["server"],
-            registry=self.registry,
-        )
         self.reloads = Counter(
             PREFIX + "config_reloads",
             "Configuration reloads, by outcome (ok or error).",
@@ -130,6 +115,9 @@ class Metrics:
         self.requests: Dict[Tuple[str, str, str, str], List[int]] = {}
         #: Durations (and body bytes sent), by (server, cache result).
         self.durations: Dict[Tuple[str, str], "_Durations"] = {}
+        #: Origin requests' times to their heads, and their failures, by
+        #: server.
+        self.upstream: Dict[str, "_Durations"] = {}
         self.registry.register(_StateCollector(self))
         self.registry.register(_RequestCollector(self))
 
@@ -139,12 +127,8 @@ class Metrics:
         @param server: the server's name, the C{server} label.
         @return: C{agent}, timed into the upstream histogram.
         """
-        return TimingAgent(
-            agent,
-            self._clock,
-            self.upstream_duration.labels(server).observe,
-            self.upstream_errors.labels(server).inc,
-        )
+        cells = self._upstream(server)
+        return TimingAgent(agent, self._clock, cells.observe, cells.failed)
 
     def timing_client(self, client: Any, server: str) -> TimingClient:
         """
@@ -152,12 +136,17 @@ class Metrics:
         @param server: the server's name, the C{server} label.
         @return: C{client}, timed into the upstream histogram.
         """
-        return TimingClient(
-            client,
-            self._clock,
-            self.upstream_duration.labels(server).observe,
-            self.upstream_errors.labels(server).inc,
-        )
+        cells = self._upstream(server)
+        return TimingClient(client, self._clock, cells.observe, cells.failed)
+
+    def _upstream(self, server: str) -> "_Durations":
+        """
+        @return: the cells the origin requests of C{server} count into.
+        """
+        cells = self.upstream.get(server)
+        if cells is None:
+            cells = self.upstream[server] = _Durations()
+        return cells
 
     def observe(
         self,
@@ -191,8 +180,7 @@ class Metrics:
                 self._children[key] = children
         children[0][0] += 1
         durations = children[1]
-        durations.counts[0 if duration <= _FIRST_BOUND else bisect_left(DURATION_BUCKETS, duration)] += 1
-        durations.total += duration
+        durations.observe(duration)
         durations.sent += sent
 
     def render(self) -> bytes:
@@ -351,14 +339,29 @@ class _Durations:
         requests took that long; not cumulative.
     @ivar total: the sum of their durations, in seconds.
     @ivar sent: the sum of their body bytes.
+    @ivar errors: how many failed (for origin requests).
     """
 
-    __slots__ = ("counts", "total", "sent")
+    __slots__ = ("counts", "total", "sent", "errors")
 
     def __init__(self) -> None:
         self.counts: List[int] = [0] * (len(DURATION_BUCKETS) + 1)
         self.total = 0.0
         self.sent = 0
+        self.errors = 0
+
+    def observe(self, seconds: float) -> None:
+        """
+        Count one duration.
+        """
+        self.counts[0 if seconds <= _FIRST_BOUND else bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def failed(self) -> None:
+        """
+        Count one failure.
+        """
+        self.errors += 1
 
     def cumulative(self) -> List[Tuple[str, int]]:
         """
@@ -411,6 +414,21 @@ class _RequestCollector:
             sent.add_metric(list(labels), cells.sent)
         yield durations
         yield sent
+        upstream = HistogramMetricFamily(
+            PREFIX + "upstream_request_duration_seconds",
+            "Time from an origin request to its response head (or failure), by server.",
+            labels=["server"],
+        )
+        errors = CounterMetricFamily(
+            PREFIX + "upstream_errors",
+            "Origin requests that failed (refused, reset, timed out, cancelled), by server.",
+            labels=["server"],
+        )
+        for server, cells in list(metrics.upstream.items()):
+            upstream.add_metric([server], cells.cumulative(), cells.total)
+            errors.add_metric([server], cells.errors)
+        yield upstream
+        yield errors
 
 
 def _upstream_families(servers: Iterator[Any]) -> Iterator[Metric]:
