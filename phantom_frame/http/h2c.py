@@ -59,8 +59,20 @@ class PriorKnowledgeChannel(_GenericHTTPChannelProtocol):
         super().__init__(channel)
         self.http2 = h2_available() if http2 is None else http2
         self._head = b""
+        # Set now, so the instance's attributes keep their layout when it
+        # is replaced by the chosen channel's own (see _chosen).
+        self.dataReceived = self._sniff
 
-    def dataReceived(self, data: bytes) -> None:
+    def _chosen(self) -> None:
+        """
+        Once the protocol is known and the chosen channel has had its first
+        bytes, later bytes go straight to it: nothing is left to decide
+        here (the channel is never swapped again).
+        """
+        if self._negotiatedProtocol is not None:
+            self.dataReceived = self._channel.dataReceived
+
+    def _sniff(self, data: bytes) -> None:
         """
         While the protocol is still unknown on a cleartext connection, hold
         bytes that may still become the preface; then hand them all to the
@@ -68,10 +80,12 @@ class PriorKnowledgeChannel(_GenericHTTPChannelProtocol):
         else).
         """
         if self._negotiatedProtocol is not None or not self.http2:
-            return super().dataReceived(data)
+            _GenericHTTPChannelProtocol.dataReceived(self, data)
+            return self._chosen()
         transport = self._channel.transport
         if ISSLTransport.providedBy(transport):
-            return super().dataReceived(data)
+            _GenericHTTPChannelProtocol.dataReceived(self, data)
+            return self._chosen()
         head = self._head + data
         if len(head) < len(PREFACE) and PREFACE.startswith(head):
             self._head = head
@@ -79,7 +93,8 @@ class PriorKnowledgeChannel(_GenericHTTPChannelProtocol):
         self._head = b""
         if head.startswith(PREFACE):
             self._speakHTTP2(transport)
-        return super().dataReceived(head)
+        _GenericHTTPChannelProtocol.dataReceived(self, head)
+        return self._chosen()
 
     def _speakHTTP2(self, transport: Any) -> None:
         """

@@ -281,6 +281,23 @@ class HTTP11Tests(SynchronousTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"), transport.value()[:80])
         self.assertIsInstance(server._channel, FastHTTPChannel)
 
+    def test_chosen(self) -> None:
+        """
+        While the first bytes could still be the preface, they are held;
+        once the protocol is chosen, later bytes go straight to the chosen
+        channel, and the next request is answered by it.
+        """
+        server = self.proxy.site.buildProtocol(IPv4Address("TCP", "203.0.113.9", 50000))
+        request = b"POST /page/c HTTP/1.1\r\nHost: proxy.example\r\nContent-Length: 0\r\n\r\n"
+        transport = self.exchange(server, [request[:2]])
+        self.assertNotEqual(server.dataReceived, server._channel.dataReceived)
+        server.dataReceived(request[2:])
+        self.proxy.settle()
+        self.assertEqual(server.dataReceived, server._channel.dataReceived)
+        server.dataReceived(request)
+        self.proxy.settle()
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK\r\n"), 2)
+
     def test_prefaceWithoutHTTP2(self) -> None:
         """
         With HTTP/2 off, a preface gets the HTTP/1.1 channel's answer: 400,
