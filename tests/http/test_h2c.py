@@ -289,9 +289,9 @@ class HTTP11Tests(SynchronousTestCase):
         """
         server = self.proxy.site.buildProtocol(IPv4Address("TCP", "203.0.113.9", 50000))
         request = b"POST /page/c HTTP/1.1\r\nHost: proxy.example\r\nContent-Length: 0\r\n\r\n"
-        transport = self.exchange(server, [request[:2]])
+        transport = self.exchange(server, [request[:1]])
         self.assertNotEqual(server.dataReceived, server._channel.dataReceived)
-        server.dataReceived(request[2:])
+        server.dataReceived(request[1:])
         self.proxy.settle()
         self.assertEqual(server.dataReceived, server._channel.dataReceived)
         server.dataReceived(request)
