@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
-from urllib.parse import parse_qs, unquote, urlsplit
 
-import attr
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from phantom_frame.cache.redisurl import RedisAddress, parse_redis_url
 
 log = Logger()
 
@@ -47,59 +47,6 @@ class RedisUnavailable(Exception):
     """
     Redis could not be reached, or did not answer in time.
     """
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class RedisAddress:
-    """
-    Where Redis listens, from a C{redis_url}.
-
-    @ivar host: the TCP host, or L{None} for a UNIX socket.
-    @ivar port: the TCP port.
-    @ivar path: the UNIX socket's path, or L{None}.
-    @ivar db: the database number.
-    @ivar password: the password, or L{None}.
-    """
-
-    host: Optional[str] = None
-    port: int = 6379
-    path: Optional[str] = None
-    db: int = 0
-    password: Optional[str] = attr.ib(default=None, repr=False)
-
-
-def parse_redis_url(url: str) -> RedisAddress:
-    """
-    Read C{redis://[:password@]host[:port][/db]} or
-    C{unix:///path[?db=N][&password=P]}.
-
-    @return: the address.
-    @raise ValueError: on anything else.
-    """
-    if not isinstance(url, str):
-        raise ValueError(f"expected a redis:// or unix:// URL, got {url!r}")
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    password = unquote(parts.password) if parts.password else None
-    password = query.get("password", [password])[0]
-    try:
-        if parts.scheme == "redis":
-            if not parts.hostname:
-                raise ValueError("no host")
-            db = parts.path.strip("/")
-            return RedisAddress(
-                host=parts.hostname,
-                port=parts.port or 6379,
-                db=int(db) if db else int(query.get("db", ["0"])[0]),
-                password=password,
-            )
-        if parts.scheme == "unix":
-            if not parts.path.startswith("/") or parts.netloc:
-                raise ValueError("expected unix:///absolute/path")
-            return RedisAddress(path=parts.path, db=int(query.get("db", ["0"])[0]), password=password)
-    except ValueError as e:
-        raise ValueError(f"bad Redis URL {url!r}: {e}") from None
-    raise ValueError(f"expected a redis:// or unix:// URL, got {url!r}")
 
 
 def _subscriber() -> Any:
