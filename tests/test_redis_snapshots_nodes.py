@@ -95,6 +95,9 @@ class SnapshotNodesTests(TestCase):
         self.assertEqual(warmed, [{path: None for path in PATHS}] * count)
 
     async def get(self, node: Node, path: str) -> Tuple[int, bytes, bytes]:
+        """
+        @return: the code, C{Cache-Status} and body of C{GET path} on C{node}.
+        """
         response = await self.client.request(
             b"GET", (node.base + path).encode(), headers=Headers({b"host": [b"www.example.com"]})
         )
@@ -102,6 +105,10 @@ class SnapshotNodesTests(TestCase):
         return response.code, response.headers.getRawHeaders(b"cache-status", [b""])[0], body
 
     async def control(self, node: Node, route: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """
+        @return: the JSON answer (a 200) of C{POST route} on C{node}'s
+            control site.
+        """
         response = await treq.post(
             node.control + route, json.dumps(body).encode(), pool=self.pool,
             headers={b"content-type": [b"application/json"]},

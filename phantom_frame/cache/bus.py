@@ -218,12 +218,12 @@ class RedisNode(FillLock):
         return Deferred.fromCoroutine(self._ready(within, interval))
 
     async def _ready(self, within: float, interval: float) -> bool:
-        waited = 0.0
+        deadline = self._reactor.seconds() + within
         while not (self.connected and self.listening):
-            if waited >= within:
+            left = deadline - self._reactor.seconds()
+            if left <= 0:
                 return False
-            await deferLater(self._reactor, interval, lambda: None)
-            waited += interval
+            await deferLater(self._reactor, min(interval, left), lambda: None)
         return True
 
     def register(self, name: str, cache: Any) -> None:

@@ -474,6 +474,8 @@ class TieredCache(ResponseCache):
         Drop L1 (Redis keeps the entries) and stop taking bus messages.
         """
         self.node.unregister(self.name, self)
+        if self._waiting is not None and not self._waiting.called:
+            self._waiting.cancel()
         ResponseCache.invalidate_all(self)
         self.store.close()
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any, List, Optional, Tuple
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from phantom_frame.cache.bus import RedisNode
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.lock import Shared
-from phantom_frame.cache.redis import TieredCache, decode_entry, encode_entry
+from phantom_frame.cache.redis import READY_WITHIN, TieredCache, decode_entry, encode_entry
 from phantom_frame.cache.store import StoredBody
 from tests.redis_server import NO_REDIS, RedisServer
 
@@ -50,12 +50,21 @@ class Listener:
         self.calls: List[Tuple[str, Any]] = []
 
     def followed_add(self, path: str) -> None:
+        """
+        Record an addition.
+        """
         self.calls.append(("add", path))
 
     def followed_remove(self, path: str) -> None:
+        """
+        Record a removal.
+        """
         self.calls.append(("remove", path))
 
     def followed_purge(self, keys: Tuple[str, ...]) -> None:
+        """
+        Record a purge that keeps the snapshots of C{keys}.
+        """
         self.calls.append(("purge", tuple(keys)))
 
 
@@ -69,9 +78,15 @@ class Recorder:
         self.dropped: List[Tuple[Optional[str], Tuple[str, ...]]] = []
 
     def filled_elsewhere(self, key: str, variant: bytes) -> None:
+        """
+        Record another node's fill.
+        """
         self.filled.append((key, variant))
 
     def drop_local(self, pattern: Optional[str], keep: Tuple[str, ...] = ()) -> None:
+        """
+        Record another node's purge.
+        """
         self.dropped.append((pattern, keep))
 
 
@@ -139,6 +154,46 @@ class MessageTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(ready), False)
 
 
+class UnreachableTests(SynchronousTestCase):
+    """
+    Snapshot fills while Redis cannot be reached.
+    """
+
+    def test_firstFillsWaitForRedis(self) -> None:
+        """
+        The first snapshot fills of a node wait (at most C{READY_WITHIN}
+        seconds) for Redis, registered at once (requests wait for them), then
+        fetch; later ones do not wait.
+        """
+        clock = Clock()
+        node = RedisNode("unix:///nonexistent.sock", clock, prefix="t")
+        cache = TieredCache("site", node, clock, 10, 1.0)
+        fetched: List[str] = []
+
+        def fetch(key: str) -> Any:
+            def fetch() -> Deferred:
+                fetched.append(key)
+                return succeed(Shared(_entry(key, b"page")))
+
+            return fetch
+
+        first, _ = cache.fill_snapshot("GET:/a", fetch("GET:/a"))
+        second, _ = cache.fill_snapshot("GET:/b", fetch("GET:/b"))
+        self.assertTrue(cache.in_flight("GET:/a"))
+        clock.advance(READY_WITHIN - 0.1)
+        self.assertEqual(fetched, [])
+        for _ in range(10):
+            clock.advance(0.05)
+        self.assertEqual(sorted(fetched), ["GET:/a", "GET:/b"])
+        self.assertEqual(self.successResultOf(first).entry.body.data, b"page")
+        self.successResultOf(second)
+        third, _ = cache.fill_snapshot("GET:/c", fetch("GET:/c"))
+        self.successResultOf(third)
+        self.assertEqual(fetched[-1], "GET:/c")
+        self.assertTrue(cache.lookup("GET:/c", _no_header).pinned)
+        cache.close()
+
+
 class SharedTests(TestCase):
     """
     Two nodes on a real redis-server.
@@ -164,6 +219,11 @@ class SharedTests(TestCase):
         return caches[0], caches[1]
 
     def _fetcher(self, fetched: List[str], key: str, body: bytes, delay: float = 0.0) -> Any:
+        """
+        @return: a fetch of C{key} answering a snapshot of C{body} after
+            C{delay} seconds, noted in C{fetched}.
+        """
+
         def fetch() -> Deferred:
             fetched.append(key)
             return deferLater(reactor, delay, lambda: Shared(_entry(key, body, stored_at=reactor.seconds())))
