@@ -151,6 +151,31 @@ class SnapshotNodesTests(TestCase):
 
         return Deferred.fromCoroutine(run())
 
+    def test_laterNodeFollowsChanges(self) -> Any:
+        """
+        A node that starts after snapshots were added and removed on
+        another tracks the same paths: the added one read from Redis, the
+        removed one dropped.
+        """
+
+        async def run() -> None:
+            await self._start(nodes=1)
+            a = self.nodes[0]
+            await self.control(a, "/add_snapshot", {"path": "/page/new"})
+            await self.control(a, "/remove_snapshot", {"path": "/page/c"})
+            await self._add(1)
+            late = self.nodes[1]
+            for _ in range(100):
+                if late.handle.snapshots() == a.handle.snapshots() and late.server.snapshots.has("/page/new"):
+                    break
+                await deferLater(reactor, 0.01, lambda: None)
+            self.assertEqual(late.handle.snapshots(), {"api": ["/versioned/a", "/versioned/b", "/page/new"]})
+            self.assertEqual((await self.get(late, "/page/new"))[0], 200)
+            self.assertEqual((await self.get(late, "/page/c"))[0], 404)
+            self.assertEqual(self.origin.hits["/page/new"], 1)
+
+        return Deferred.fromCoroutine(run())
+
     def test_noGapAfterPurge(self) -> Any:
         """
         A purge of a tracked page on one node: every node keeps answering

@@ -380,6 +380,34 @@ class RedisNode(FillLock):
             if int(cursor) == 0:
                 return
 
+    async def delete_entries(self, server: str, key: str) -> None:
+        """
+        Delete every entry of C{key} (each variant) of server C{server}
+        from Redis, and its C{Vary} names.
+        """
+        ns = self.namespace(server)
+        glob = "".join("\\" + c if c in "*?[]\\" else c for c in f"{ns}e:{key}\x1f") + "*"
+        doomed = [f"{ns}v:{key}"]
+        cursor: Any = 0
+        while True:
+            cursor, names = await self.call("scan", cursor, glob, 500)
+            doomed.extend(names)
+            if int(cursor) == 0:
+                break
+        await self.call("delete", doomed)
+
+    async def recorded_snapshots(self, server: str) -> Dict[str, bool]:
+        """
+        @return: C{{path: whether it was added (else removed) last}} for
+            the snapshot changes recorded for server C{server}; empty when
+            Redis cannot be reached.
+        """
+        try:
+            recorded = await self.call("hgetall", self.namespace(server) + "tracked")
+        except RedisUnavailable:
+            return {}
+        return {_text(path): _text(added) == "1" for path, added in (recorded or {}).items()}
+
     # The bus
 
     def received(self, channel: Any, message: Any) -> None:

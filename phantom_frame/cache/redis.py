@@ -10,7 +10,9 @@ L{phantom_frame.cache.bus.RedisNode.namespace}):
     one), with the TTL of its useful life (none for an entry fresh until
     invalidated);
   - C{v:KEY}: the C{Vary} names of KEY's entries (a JSON list);
-  - C{lock:KEY}: the node filling KEY (C{SET NX PX}).
+  - C{lock:KEY}: the node filling KEY (C{SET NX PX});
+  - C{tracked}: the snapshot paths added (C{1}) or removed (C{0}) on any
+    node, for the nodes that start later.
 
 Reads go to L1 first; an L1 miss reads Redis before deciding
 (L{TieredCache.prefetch}). Stores write through. Fills of one key are
@@ -451,23 +453,30 @@ class TieredCache(ResponseCache):
         @return: a L{Deferred} (also in L{purges}) with how many nodes
             confirmed, or L{None} when Redis could not be reached.
         """
-        meanwhile = None if op != "remove" else lambda: self._delete(key)
-        body = {"op": op, "path": path, "key": key}
-        return self._under_way(self.node.broadcast(self.name, "snapshots", body, meanwhile))
+        node = self.node
 
-    async def _delete(self, key: str) -> None:
+        async def record() -> None:
+            await node.call("hset", f"{self._ns}tracked", path, "1" if op == "add" else "0")
+            if op == "remove":
+                await node.delete_entries(self.name, key)
+
+        body = {"op": op, "path": path, "key": key}
+        return self._under_way(node.broadcast(self.name, "snapshots", body, record))
+
+    def recorded_snapshots(self) -> Deferred[Dict[str, bool]]:
         """
-        Delete every entry of C{key} from Redis, and its C{Vary} names.
+        The snapshot changes made on any node (recorded in Redis), for a
+        node that starts after them (once Redis is reached, or given up).
+
+        @return: a L{Deferred} with C{{path: whether it was added (else
+            removed) last}}; empty when Redis cannot be reached.
         """
-        glob = "".join("\\" + c if c in "*?[]\\" else c for c in f"{self._ns}e:{key}\x1f") + "*"
-        doomed = [f"{self._ns}v:{key}"]
-        cursor: Any = 0
-        while True:
-            cursor, names = await self.node.call("scan", cursor, glob, 500)
-            doomed.extend(names)
-            if int(cursor) == 0:
-                break
-        await self.node.call("delete", doomed)
+
+        async def read() -> Dict[str, bool]:
+            await self._reached()
+            return await self.node.recorded_snapshots(self.name)
+
+        return Deferred.fromCoroutine(read())
 
     def close(self) -> None:
         """

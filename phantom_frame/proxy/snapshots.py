@@ -212,11 +212,34 @@ class Snapshots:
         """
         Fetch every tracked path at start; L{warmed} fires with the results
         (C{{path: None or the failure's reason}}). On a shared cache, the
-        snapshots already in Redis are read rather than fetched.
+        snapshots already in Redis are read rather than fetched, and the
+        additions and removals other nodes made before this one started are
+        followed (L{follow_recorded}).
         """
         d = self.fetch_all(reuse=True)
         d.addCallback(self._warmed)
+        if self.shared:
+            self._cache.recorded_snapshots().addCallback(self.follow_recorded)
         return d
+
+    def follow_recorded(self, recorded: Dict[str, bool]) -> None:
+        """
+        Follow the snapshot changes made on any node (C{{path: added, else
+        removed}}): track and read the added paths; drop the removed ones,
+        once the warm-up that fetched them is over.
+        """
+        for path, added in recorded.items():
+            if added:
+                self.followed_add(path)
+        removed = [path for path, added in recorded.items() if not added and path in self.tracked]
+
+        def drop(results: Any) -> Any:
+            for path in removed:
+                self.remove(path)
+            return results
+
+        if removed:
+            self.warmed.addCallback(drop)
 
     def _warmed(self, results: Dict[str, Optional[str]]) -> Dict[str, Optional[str]]:
         if not self.warmed.called:
