@@ -20,6 +20,10 @@ single-flight across nodes: the node that takes the lock fetches, writes and
 announces; the others wait for the announcement (at most the lock's life:
 a holder that died lets a waiter take over) and read the entry. Redis
 failing never fails a request: L1 and the origin answer meanwhile.
+
+Snapshots are shared (L{TieredCache.fill_snapshot}): read from Redis rather
+than fetched, kept in Redis and on every node through an invalidation, and
+replaced when the new version is announced (L{TieredCache.filled_elsewhere}).
 """
 
 from __future__ import annotations
@@ -72,8 +76,9 @@ class TieredCache(ResponseCache):
     process's L{ResponseCache}, bounded by the node's C{l1_bytes}).
 
     @ivar node: the link to Redis.
-    @ivar purges: the cross-node invalidations under way (L{Deferred}s with
-        the number of nodes that confirmed, or L{None}).
+    @ivar purges: the cross-node invalidations and snapshot changes under
+        way (L{Deferred}s with the number of nodes that confirmed, or
+        L{None}).
     """
 
     def __init__(
