@@ -11,12 +11,20 @@ the outage.
 
 The bus is one pattern subscription on C{PREFIX:*}:
 
-  - C{PREFIX:SERVER:filled} carries C{KEY} and the stored variant (a JSON
-    line) when a node stored a fill, or nothing after it when it stored
-    nothing: nodes waiting for that key read the entry from Redis;
+  - C{PREFIX:SERVER:filled} carries the sending node, C{KEY} and the
+    stored variant (a JSON line) when a node stored a fill, or nothing
+    after it when it stored nothing: nodes waiting for that key read the
+    entry from Redis, and the other nodes holding a snapshot of that key
+    read its new version (L{TieredCache.filled_elsewhere});
   - C{PREFIX:SERVER:purge} carries an invalidation (its id, the sending
-    node, the pattern or C{None} for all): every node drops its L1 copies
-    and answers on C{PREFIX:reply:NODE}.
+    node, the pattern or C{None} for all, the keys whose snapshots stay
+    until replaced): every node drops its L1 copies and answers on
+    C{PREFIX:reply:NODE};
+  - C{PREFIX:SERVER:snapshots} carries a change of the tracked snapshots
+    (its id, the sending node, C{"op"}: C{"add"} or C{"remove"}, the
+    path and its key): every node follows it and answers as for a purge.
+
+@see: L{phantom_frame.cache.redis.TieredCache}
 """
 
 from __future__ import annotations
@@ -24,82 +32,24 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
-from urllib.parse import parse_qs, unquote, urlsplit
 
-import attr
 from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from phantom_frame.cache.redislock import FillLock
+from phantom_frame.cache.redisurl import RedisAddress, parse_redis_url
 
 log = Logger()
 
 MiB = 1024 * 1024
 
-#: Deletes a lock only if this node still holds it.
-_UNLOCK = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('del', KEYS[1]) else return 0 end"
-)
-
-
 class RedisUnavailable(Exception):
     """
     Redis could not be reached, or did not answer in time.
     """
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class RedisAddress:
-    """
-    Where Redis listens, from a C{redis_url}.
-
-    @ivar host: the TCP host, or L{None} for a UNIX socket.
-    @ivar port: the TCP port.
-    @ivar path: the UNIX socket's path, or L{None}.
-    @ivar db: the database number.
-    @ivar password: the password, or L{None}.
-    """
-
-    host: Optional[str] = None
-    port: int = 6379
-    path: Optional[str] = None
-    db: int = 0
-    password: Optional[str] = attr.ib(default=None, repr=False)
-
-
-def parse_redis_url(url: str) -> RedisAddress:
-    """
-    Read C{redis://[:password@]host[:port][/db]} or
-    C{unix:///path[?db=N][&password=P]}.
-
-    @return: the address.
-    @raise ValueError: on anything else.
-    """
-    if not isinstance(url, str):
-        raise ValueError(f"expected a redis:// or unix:// URL, got {url!r}")
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    password = unquote(parts.password) if parts.password else None
-    password = query.get("password", [password])[0]
-    try:
-        if parts.scheme == "redis":
-            if not parts.hostname:
-                raise ValueError("no host")
-            db = parts.path.strip("/")
-            return RedisAddress(
-                host=parts.hostname,
-                port=parts.port or 6379,
-                db=int(db) if db else int(query.get("db", ["0"])[0]),
-                password=password,
-            )
-        if parts.scheme == "unix":
-            if not parts.path.startswith("/") or parts.netloc:
-                raise ValueError("expected unix:///absolute/path")
-            return RedisAddress(path=parts.path, db=int(query.get("db", ["0"])[0]), password=password)
-    except ValueError as e:
-        raise ValueError(f"bad Redis URL {url!r}: {e}") from None
-    raise ValueError(f"expected a redis:// or unix:// URL, got {url!r}")
 
 
 def _subscriber() -> Any:
@@ -147,7 +97,8 @@ def _subscriber() -> Any:
 
 class _Purge:
     """
-    One invalidation this node sent: who confirmed it.
+    One broadcast this node sent (an invalidation, a snapshot change): who
+    confirmed it.
     """
 
     def __init__(self, expected: int) -> None:
@@ -161,7 +112,7 @@ class _Purge:
             self.done.callback(len(self.confirmed))
 
 
-class RedisNode:
+class RedisNode(FillLock):
     """
     This process's link to Redis: shared by every C{redis} server it runs.
 
@@ -256,6 +207,25 @@ class RedisNode:
         """
         return self._commands is not None and bool(self._commands.pool)
 
+    def ready(self, within: float, interval: float = 0.05) -> Deferred[bool]:
+        """
+        Wait until the command connection and the bus are both up.
+
+        @param within: seconds to wait at most.
+        @param interval: seconds between two looks.
+        @return: a L{Deferred} firing with whether they came up in time.
+        """
+        return Deferred.fromCoroutine(self._ready(within, interval))
+
+    async def _ready(self, within: float, interval: float) -> bool:
+        deadline = self._reactor.seconds() + within
+        while not (self.connected and self.listening):
+            left = deadline - self._reactor.seconds()
+            if left <= 0:
+                return False
+            await deferLater(self._reactor, min(interval, left), lambda: None)
+        return True
+
     def register(self, name: str, cache: Any) -> None:
         """
         Route the bus messages of server C{name} to C{cache} (the newest
@@ -325,86 +295,60 @@ class RedisNode:
             )
         return fail(RedisUnavailable(failure.getErrorMessage()))
 
-    # The fill lock
-
-    def acquire(self, lock: str, ttl: float) -> Deferred[Optional[str]]:
-        """
-        Take C{lock} for C{ttl} seconds unless another node holds it.
-
-        @return: a L{Deferred} with this holder's token, or L{None} when
-            another holds it.
-        """
-        token = os.urandom(8).hex()
-        return self.call("set", lock, token, None, max(1, int(ttl * 1000)), True).addCallback(
-            lambda reply: token if reply in (b"OK", "OK", True) else None
-        )
-
-    def release(self, lock: str, token: str) -> Deferred[Any]:
-        """
-        Let go of C{lock} if this holder (C{token}) still holds it.
-        """
-        return self.call("eval", _UNLOCK, [lock], [token]).addErrback(lambda _: None)
-
-    def expect_filled(self, server: str, key: str) -> Deferred[Optional[bytes]]:
-        """
-        Wait for the next C{filled} message of C{key} (register before
-        asking for the lock, so that none is missed).
-
-        @return: a cancellable L{Deferred} with the variant line the filler
-            stored, or L{None} when it stored nothing.
-        """
-        slot = (server, key)
-
-        def cancel(d: Deferred[Optional[bytes]]) -> None:
-            waiting = self._filled.get(slot, [])
-            if d in waiting:
-                waiting.remove(d)
-                if not waiting:
-                    del self._filled[slot]
-
-        waiter: Deferred[Optional[bytes]] = Deferred(cancel)
-        self._filled.setdefault(slot, []).append(waiter)
-        return waiter
-
-    def announce(self, server: str, key: str, variant: Optional[bytes]) -> None:
-        """
-        Tell every node that the fill of C{key} landed: stored as
-        C{variant} (a JSON line), or nothing stored (L{None}).
-        """
-        stored = b"0" if variant is None else b"1" + variant
-        message = key.encode("utf-8", "surrogatepass") + b"\n" + stored
-        self.call("publish", self.namespace(server) + "filled", message).addErrback(lambda _: None)
-
     # Invalidation
 
-    def purge(self, server: str, pattern: Optional[str], matches: Callable[[str], bool]) -> Deferred[Optional[int]]:
+    def purge(
+        self, server: str, pattern: Optional[str], matches: Callable[[str], bool], keep: Tuple[str, ...] = ()
+    ) -> Deferred[Optional[int]]:
         """
         Invalidate C{pattern} (L{None}: everything) of server C{server} on
         every node: publish it, delete the matching Redis keys once, then
         wait (at most the confirmation window) for the nodes' answers.
 
         @param matches: whether a cache key matches C{pattern}.
+        @param keep: the Redis keys (snapshot entries and their C{Vary}
+            names) that stay until their new versions replace them; every
+            node keeps its snapshots of their cache keys.
         @return: a L{Deferred} with how many nodes confirmed (this one
             included), or L{None} when Redis could not be reached.
         """
-        return Deferred.fromCoroutine(self._purge(server, pattern, matches))
+        kept = set(keep)
+        keys = sorted({_cache_key_of(name, self.namespace(server).encode("utf-8")) for name in keep} - {None})
+        body = {"pattern": pattern, "keep": keys}
+        return self.broadcast(server, "purge", body, lambda: self._delete_matching(server, matches, kept))
 
-    async def _purge(self, server: str, pattern: Optional[str], matches: Callable[[str], bool]) -> Optional[int]:
+    def broadcast(
+        self, server: str, kind: str, body: Dict[str, Any], meanwhile: Optional[Callable[[], Any]] = None
+    ) -> Deferred[Optional[int]]:
+        """
+        Publish C{body} on the C{kind} channel of server C{server}, run
+        C{meanwhile} (a coroutine function: Redis work of the sender), then
+        wait (at most the confirmation window) for the nodes' answers.
+
+        @return: a L{Deferred} with how many nodes confirmed (this one
+            included), or L{None} when Redis could not be reached.
+        """
+        return Deferred.fromCoroutine(self._broadcast(server, kind, body, meanwhile))
+
+    async def _broadcast(
+        self, server: str, kind: str, body: Dict[str, Any], meanwhile: Optional[Callable[[], Any]]
+    ) -> Optional[int]:
         purge_id = os.urandom(8).hex()
-        message = json.dumps({"id": purge_id, "from": self.node_id, "pattern": pattern})
+        message = json.dumps({**body, "id": purge_id, "from": self.node_id})
         purge = _Purge(1 << 30)
         self._purges[purge_id] = purge
         timer = None
         try:
             try:
-                receivers = await self.call("publish", self.namespace(server) + "purge", message)
+                receivers = await self.call("publish", self.namespace(server) + kind, message)
             except RedisUnavailable:
                 return None
             purge.expected = int(receivers)
             if len(purge.confirmed) >= purge.expected:
                 purge.done.callback(len(purge.confirmed))
             try:
-                await self._delete_matching(server, matches)
+                if meanwhile is not None:
+                    await meanwhile()
             except RedisUnavailable:
                 pass
             if not purge.done.called:
@@ -417,20 +361,52 @@ class RedisNode:
             if timer is not None and timer.active():
                 timer.cancel()
 
-    async def _delete_matching(self, server: str, matches: Callable[[str], bool]) -> None:
+    async def _delete_matching(self, server: str, matches: Callable[[str], bool], keep: Set[str] = frozenset()) -> None:  # type: ignore[assignment]
         """
         SCAN the server's namespace and delete the entries (and their
-        C{Vary} names) whose cache key C{matches}.
+        C{Vary} names) whose cache key C{matches}, but for the Redis keys
+        in C{keep}.
         """
         namespace = self.namespace(server).encode("utf-8")
         cursor: Any = 0
         while True:
             cursor, names = await self.call("scan", cursor, self.namespace(server).replace("*", "\\*") + "*", 500)
-            doomed = [name for name in names if _cache_key(name, namespace, matches)]
+            doomed = [
+                name for name in names
+                if _cache_key(name, namespace, matches) and _text(name) not in keep
+            ]
             if doomed:
                 await self.call("delete", doomed)
             if int(cursor) == 0:
                 return
+
+    async def delete_entries(self, server: str, key: str) -> None:
+        """
+        Delete every entry of C{key} (each variant) of server C{server}
+        from Redis, and its C{Vary} names.
+        """
+        ns = self.namespace(server)
+        glob = "".join("\\" + c if c in "*?[]\\" else c for c in f"{ns}e:{key}\x1f") + "*"
+        doomed = [f"{ns}v:{key}"]
+        cursor: Any = 0
+        while True:
+            cursor, names = await self.call("scan", cursor, glob, 500)
+            doomed.extend(names)
+            if int(cursor) == 0:
+                break
+        await self.call("delete", doomed)
+
+    async def recorded_snapshots(self, server: str) -> Dict[str, bool]:
+        """
+        @return: C{{path: whether it was added (else removed) last}} for
+            the snapshot changes recorded for server C{server}; empty when
+            Redis cannot be reached.
+        """
+        try:
+            recorded = await self.call("hgetall", self.namespace(server) + "tracked")
+        except RedisUnavailable:
+            return {}
+        return {_text(path): _text(added) == "1" for path, added in (recorded or {}).items()}
 
     # The bus
 
@@ -446,8 +422,8 @@ class RedisNode:
         try:
             if kind == "filled":
                 self._on_filled(head[len(self.prefix) + 1 :], message)
-            elif kind == "purge":
-                self._on_purge(head[len(self.prefix) + 1 :], json.loads(message))
+            elif kind in ("purge", "snapshots"):
+                self._on_broadcast(head[len(self.prefix) + 1 :], kind, json.loads(message))
             elif head == f"{self.prefix}:reply" and kind == self.node_id:
                 answer = json.loads(message)
                 purge = self._purges.get(answer["id"])
@@ -456,26 +432,29 @@ class RedisNode:
         except Exception:
             log.failure("cannot handle the Redis bus message on {channel}", channel=channel)
 
-    def _on_filled(self, server: str, message: bytes) -> None:
-        key, _, stored = message.rpartition(b"\n")
-        variant = stored[1:] if stored[:1] == b"1" else None
-        waiters = self._filled.pop((server, key.decode("utf-8", "surrogatepass")), [])
-        for waiter in waiters:
-            waiter.callback(variant)
-
-    def _on_purge(self, server: str, purge: Dict[str, Any]) -> None:
+    def _on_broadcast(self, server: str, kind: str, purge: Dict[str, Any]) -> None:
         cache = self._caches.get(server)
         if cache is not None and purge["from"] != self.node_id:
-            cache.drop_local(purge["pattern"])
+            if kind == "purge":
+                cache.drop_local(purge["pattern"], tuple(purge.get("keep", ())))
+            else:
+                cache.snapshots_changed(purge["op"], purge["path"], purge["key"])
         reply = json.dumps({"id": purge["id"], "node": self.node_id})
         self.call("publish", f"{self.prefix}:reply:{purge['from']}", reply).addErrback(lambda _: None)
 
 
-def _cache_key(name: Any, namespace: bytes, matches: Callable[[str], bool]) -> bool:
+def _text(name: Any) -> str:
+    """
+    @return: a Redis key as text.
+    """
+    return name.decode("utf-8", "surrogatepass") if isinstance(name, bytes) else name
+
+
+def _cache_key_of(name: Any, namespace: bytes) -> Optional[str]:
     """
     @param name: a Redis key of the namespace: C{NS e:KEY\\x1fVARIANT} or
         C{NS v:KEY}.
-    @return: whether its cache key C{matches}.
+    @return: its cache key, or L{None} for another kind of key.
     """
     if isinstance(name, str):
         name = name.encode("utf-8", "surrogatepass")
@@ -484,8 +463,17 @@ def _cache_key(name: Any, namespace: bytes, matches: Callable[[str], bool]) -> b
     if kind == b"e":
         rest = rest.partition(b"\x1f")[0]
     elif kind != b"v":
-        return False
-    return matches(rest.decode("utf-8", "surrogatepass"))
+        return None
+    return rest.decode("utf-8", "surrogatepass")
+
+
+def _cache_key(name: Any, namespace: bytes, matches: Callable[[str], bool]) -> bool:
+    """
+    @param name: a Redis key of the namespace (see L{_cache_key_of}).
+    @return: whether its cache key C{matches}.
+    """
+    key = _cache_key_of(name, namespace)
+    return key is not None and matches(key)
 
 
 __all__ = ["RedisAddress", "RedisNode", "RedisUnavailable", "parse_redis_url"]

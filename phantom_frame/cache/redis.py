@@ -6,10 +6,13 @@ memory as a bounded L1 in front.
 Layout, under the server's namespace C{PREFIX:SERVER:} (see
 L{phantom_frame.cache.bus.RedisNode.namespace}):
 
-  - C{e:KEY\\x1fVARIANT}: one entry (L{encode_entry}), with the TTL of its
-    useful life (none for an entry fresh until invalidated);
+  - C{e:KEY\\x1fVARIANT}: one entry (L{encode_entry}: a snapshot says it is
+    one), with the TTL of its useful life (none for an entry fresh until
+    invalidated);
   - C{v:KEY}: the C{Vary} names of KEY's entries (a JSON list);
-  - C{lock:KEY}: the node filling KEY (C{SET NX PX}).
+  - C{lock:KEY}: the node filling KEY (C{SET NX PX});
+  - C{tracked}: the snapshot paths added (C{1}) or removed (C{0}) on any
+    node, for the nodes that start later.
 
 Reads go to L1 first; an L1 miss reads Redis before deciding
 (L{TieredCache.prefetch}). Stores write through. Fills of one key are
@@ -17,12 +20,15 @@ single-flight across nodes: the node that takes the lock fetches, writes and
 announces; the others wait for the announcement (at most the lock's life:
 a holder that died lets a waiter take over) and read the entry. Redis
 failing never fails a request: L1 and the origin answer meanwhile.
+
+Snapshots are shared (L{TieredCache.fill_snapshot}): read from Redis rather
+than fetched, kept in Redis and on every node through an invalidation, and
+replaced when the new version is announced (L{TieredCache.filled_elsewhere}).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -32,104 +38,28 @@ from phantom_frame.cache.bus import RedisNode, RedisUnavailable
 from phantom_frame.cache.entry import CacheEntry, Variant
 from phantom_frame.cache.lock import FillResult, Shared
 from phantom_frame.cache.patterns import InvalidationPattern
+from phantom_frame.cache.redisentry import (
+    REVALIDATION_GRACE,
+    decode_entry,
+    encode_entry,
+    encode_variant,
+    time_to_live,
+)
 from phantom_frame.cache.responses import ResponseCache
-from phantom_frame.cache.store import MemoryStore, StoredBody
+from phantom_frame.cache.store import MemoryStore
 from phantom_frame.cache.variance import variant_of
 
 log = Logger()
 
-#: How long past its stale windows an entry with validators stays in Redis
-#: (so that it can be revalidated rather than fetched again), at least.
-REVALIDATION_GRACE = 60.0
+#: How long the first snapshot fills of a node wait for Redis to be reached.
+READY_WITHIN = 5.0
 
 
-def _text(value: Optional[bytes]) -> Optional[str]:
-    return None if value is None else value.decode("latin-1")
-
-
-def _bytes(value: Optional[str]) -> Optional[bytes]:
-    return None if value is None else value.encode("latin-1")
-
-
-def encode_variant(variant: Variant) -> bytes:
+def _no_header(name: str) -> Optional[str]:
     """
-    @return: C{variant} as the JSON line that names its Redis key.
+    A request without headers (snapshots are fetched so).
     """
-    return json.dumps(list(variant), separators=(",", ":")).encode("utf-8", "surrogatepass")
-
-
-def encode_entry(entry: CacheEntry, body: bytes) -> bytes:
-    """
-    @param body: the entry's stored (coded) body.
-    @return: the entry as stored in Redis: a JSON head line, then the body.
-    """
-    head = {
-        "key": entry.key,
-        "status": entry.status,
-        "phrase": _text(entry.phrase),
-        "headers": [[_text(n), _text(v)] for n, v in entry.headers],
-        "coding": entry.coding,
-        "length": entry.identity_length,
-        "stored_at": entry.stored_at,
-        "vary": list(entry.vary),
-        "vary_header": _text(entry.vary_header),
-        "variant": list(entry.variant),
-        "not_found": entry.not_found,
-        "lifetime": None if math.isinf(entry.lifetime) else entry.lifetime,
-        "initial_age": entry.initial_age,
-        "swr": entry.stale_while_revalidate,
-        "sie": entry.stale_if_error,
-        "must_revalidate": entry.must_revalidate,
-        "etag": _text(entry.etag),
-        "last_modified": _text(entry.last_modified),
-    }
-    return json.dumps(head, separators=(",", ":")).encode("utf-8", "surrogatepass") + b"\n" + body
-
-
-def decode_entry(data: bytes) -> CacheEntry:
-    """
-    @return: the entry L{encode_entry} made C{data} of (its body in memory).
-    @raise ValueError: when C{data} is not such an entry.
-    """
-    line, newline, body = data.partition(b"\n")
-    if not newline:
-        raise ValueError("not a stored entry")
-    h = json.loads(line.decode("utf-8", "surrogatepass"))
-    return CacheEntry(
-        key=h["key"],
-        status=h["status"],
-        phrase=_bytes(h["phrase"]),
-        headers=tuple((_bytes(n), _bytes(v)) for n, v in h["headers"]),
-        coding=h["coding"],
-        body=StoredBody(len(body), body, None),
-        identity_length=h["length"],
-        stored_at=h["stored_at"],
-        vary=tuple(h["vary"]),
-        vary_header=_bytes(h["vary_header"]),
-        variant=tuple(h["variant"]),
-        not_found=h["not_found"],
-        lifetime=math.inf if h["lifetime"] is None else h["lifetime"],
-        initial_age=h["initial_age"],
-        stale_while_revalidate=h["swr"],
-        stale_if_error=h["sie"],
-        must_revalidate=h["must_revalidate"],
-        etag=_bytes(h["etag"]),
-        last_modified=_bytes(h["last_modified"]),
-    )
-
-
-def time_to_live(entry: CacheEntry, now: float) -> Optional[float]:
-    """
-    @return: the seconds C{entry} is of use in Redis from C{now}: its
-        freshness and stale windows (plus a revalidation grace when it has
-        validators); L{None} for an entry fresh until invalidated.
-    """
-    if math.isinf(entry.lifetime):
-        return None
-    useful = entry.lifetime + max(entry.stale_while_revalidate, entry.stale_if_error)
-    if entry.etag is not None or entry.last_modified is not None:
-        useful += max(entry.lifetime, REVALIDATION_GRACE)
-    return useful - entry.age(now)
+    return None
 
 
 def _forget(waiting: Deferred[Any]) -> None:
@@ -146,8 +76,9 @@ class TieredCache(ResponseCache):
     process's L{ResponseCache}, bounded by the node's C{l1_bytes}).
 
     @ivar node: the link to Redis.
-    @ivar purges: the cross-node invalidations under way (L{Deferred}s with
-        the number of nodes that confirmed, or L{None}).
+    @ivar purges: the cross-node invalidations and snapshot changes under
+        way (L{Deferred}s with the number of nodes that confirmed, or
+        L{None}).
     """
 
     def __init__(
@@ -176,6 +107,11 @@ class TieredCache(ResponseCache):
         self._fromRedis: Dict[int, CacheEntry] = {}
         self._generation = 0
         self.purges: Set[Deferred[Optional[int]]] = set()
+        #: Follows the snapshot changes other nodes make (set by the
+        #: server's snapshots): C{followed_add(path)},
+        #: C{followed_remove(path)}, C{followed_purge(keys)}.
+        self.snapshot_listener: Any = None
+        self._waiting: Optional[Deferred[Any]] = None
         node.register(name, self)
 
     def _entry_key(self, key: str, variant: Variant) -> str:
@@ -197,15 +133,24 @@ class TieredCache(ResponseCache):
 
     async def _prefetch(self, key: str, header: Callable[[str], Optional[str]]) -> None:
         generation = self._generation
+        plain = await self._current(key, header)
+        if plain and generation == self._generation:
+            self._adopt(plain)
+
+    async def _current(self, key: str, header: Callable[[str], Optional[str]]) -> Optional[bytes]:
+        """
+        @return: what Redis holds for C{key} in the variant C{header}
+            selects (as L{encode_entry} made it), or L{None} (nothing, or
+            Redis failing).
+        """
         try:
             names, plain = await self.node.call("mget", [f"{self._ns}v:{key}", self._entry_key(key, ())])
             if names:
                 vary = tuple(json.loads(names))
                 plain = await self.node.call("get", self._entry_key(key, variant_of(vary, header)))
         except RedisUnavailable:
-            return
-        if plain and generation == self._generation:
-            self._adopt(plain)
+            return None
+        return plain or None
 
     def _adopt(self, data: bytes) -> Optional[CacheEntry]:
         """
@@ -263,18 +208,44 @@ class TieredCache(ResponseCache):
 
     # Filling across nodes
 
-    def fill(self, key: str, fetch: Callable[[], Deferred[FillResult]]) -> Tuple[Deferred[FillResult], bool]:
+    def fill(
+        self, key: str, fetch: Callable[[], Deferred[FillResult]], usable: Optional[Callable[[CacheEntry], bool]] = None
+    ) -> Tuple[Deferred[FillResult], bool]:
         """
         As L{ResponseCache.fill}, single-flight across every node on the
         same Redis as well.
-        """
-        return super().fill(key, lambda: Deferred.fromCoroutine(self._fill_across(key, fetch)))
 
-    async def _fill_across(self, key: str, fetch: Callable[[], Deferred[FillResult]]) -> FillResult:
+        @param usable: says whether an entry of C{key} already in Redis
+            answers this fill (then nothing is fetched); without it, the
+            fill fetches unless another node's fill of C{key} is under way.
+        """
+        return super().fill(key, lambda: Deferred.fromCoroutine(self._fill_across(key, fetch, usable)))
+
+    def fill_snapshot(
+        self, key: str, fetch: Callable[[], Deferred[FillResult]], since: Optional[float] = None
+    ) -> Tuple[Deferred[FillResult], bool]:
+        """
+        Fill the snapshot of C{key} once for every node: a snapshot already
+        in Redis, stored at C{since} or later (any, when L{None}), is read
+        instead of fetched; otherwise the node holding the fill lock fetches
+        and the others read what it stored. The first snapshot fills wait
+        (a few seconds at most) for Redis to be reached, so that the nodes
+        starting together share their warm-up.
+        """
+        return self.fill(key, fetch, lambda entry: entry.pinned and (since is None or entry.stored_at >= since))
+
+    async def _fill_across(
+        self, key: str, fetch: Callable[[], Deferred[FillResult]], usable: Optional[Callable[[CacheEntry], bool]] = None
+    ) -> FillResult:
         node = self.node
         lock = f"{self._ns}lock:{key}"
         lifetime = self._fillTimeout + 1
+        if usable is not None:
+            await self._reached()
         for _ in range(3):
+            found = None if usable is None else await self._usable(key, usable)
+            if found is not None:
+                return found
             announced = node.expect_filled(self.name, key)
             try:
                 token = await node.acquire(lock, lifetime)
@@ -283,6 +254,13 @@ class TieredCache(ResponseCache):
                 return await fetch()
             if token is not None:
                 _forget(announced)
+                # Another node may have stored it between the look above
+                # and the lock: read, not fetch, then.
+                found = None if usable is None else await self._usable(key, usable)
+                if found is not None:
+                    node.release(lock, token)
+                    node.announce(self.name, key, encode_variant(found.entry.variant))
+                    return found
                 return await self._fill_holding(key, fetch, lock, token)
             timer = self._clock.callLater(lifetime, announced.cancel)
             try:
@@ -300,6 +278,37 @@ class TieredCache(ResponseCache):
                     return Shared(entry)
             break
         return await fetch()
+
+    async def _reached(self) -> None:
+        """
+        Wait, once, for Redis to be reached (at most L{READY_WITHIN}
+        seconds): the first snapshot fills of a starting node.
+        """
+        if self._waiting is None:
+            self._waiting = self.node.ready(READY_WITHIN)
+            self._waiting.addErrback(lambda _: False)
+        if not self._waiting.called:
+            waiting: Deferred[Any] = Deferred()
+            self._waiting.addBoth(lambda result: waiting.callback(None) or result)
+            await waiting
+
+    async def _usable(self, key: str, usable: Callable[[CacheEntry], bool]) -> Optional[Shared]:
+        """
+        @return: the entry of C{key} Redis holds for a request without
+            headers, when C{usable} accepts it, as a fill's result; else
+            L{None}.
+        """
+        data = await self._current(key, _no_header)
+        if data is None:
+            return None
+        try:
+            entry = decode_entry(data)
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not usable(entry):
+            return None
+        self._fromRedis[id(entry)] = entry
+        return Shared(entry)
 
     async def _read(self, key: str, variant: bytes) -> Optional[CacheEntry]:
         """
@@ -346,18 +355,23 @@ class TieredCache(ResponseCache):
 
     # Invalidation
 
-    def _purge(self, pattern: Optional[str], matches: Callable[[str], bool]) -> None:
+    def _purge(self, pattern: Optional[str], matches: Callable[[str], bool], keep: Tuple[str, ...] = ()) -> None:
         self._generation += 1
         # Fills the invalidation doomed are never stored.
         self._fromRedis.clear()
-        purge = self.node.purge(self.name, pattern, matches)
-        self.purges.add(purge)
+        self._under_way(self.node.purge(self.name, pattern, matches, keep))
+
+    def _under_way(self, broadcast: Deferred[Optional[int]]) -> Deferred[Optional[int]]:
+        """
+        Count C{broadcast} among L{purges} until the nodes confirmed it.
+        """
+        self.purges.add(broadcast)
 
         def done(result: Any) -> Any:
-            self.purges.discard(purge)
+            self.purges.discard(broadcast)
             return result
 
-        purge.addBoth(done)
+        return broadcast.addBoth(done)
 
     def invalidate_all(self) -> int:
         """
@@ -372,26 +386,115 @@ class TieredCache(ResponseCache):
         Forget the entries matching C{pattern} here, in Redis and on every
         node (see L{ResponseCache.invalidate}).
         """
+        matches = InvalidationPattern(pattern).matches
+        kept: Tuple[str, ...] = ()
+        if keep_pinned is not None:
+            # The snapshots that stay (here, in Redis and on every node)
+            # until their new versions replace them.
+            slots = [slot for slot in self._pinned if matches(slot[0]) and keep_pinned(slot[0])]
+            kept = tuple(self._entry_key(*slot) for slot in slots)
+            kept += tuple(sorted({f"{self._ns}v:{key}" for key, _ in slots}))
         count = super().invalidate(pattern, keep_pinned)
-        self._purge(pattern, InvalidationPattern(pattern).matches)
+        self._purge(pattern, matches, kept)
         return count
 
-    def drop_local(self, pattern: Optional[str]) -> None:
+    def drop_local(self, pattern: Optional[str], keep: Tuple[str, ...] = ()) -> None:
         """
         Another node invalidated C{pattern} (L{None}: everything): forget
-        the matching L1 copies.
+        the matching L1 copies, but for the snapshots of the keys in
+        C{keep}, served until their new versions replace them (and fetched
+        again, once for every node, by the snapshots listening).
         """
         self._generation += 1
         self._fromRedis.clear()
         if pattern is None:
             super().invalidate_all()
         else:
-            super().invalidate(pattern)
+            super().invalidate(pattern, set(keep).__contains__ if keep else None)
+        if keep and self.snapshot_listener is not None:
+            self.snapshot_listener.followed_purge(keep)
+
+    # Snapshots shared by every node
+
+    def filled_elsewhere(self, key: str, variant: bytes) -> None:
+        """
+        Another node stored a fill of C{key} as C{variant} (a JSON line):
+        a snapshot of it held here is replaced by that version once it is
+        read from Redis (until then, and if that fails, the held one is
+        served).
+        """
+        slot = (key, tuple(json.loads(variant)))
+        held = self._pinned.get(slot)
+        if held is None:
+            return
+        generation = self._generation
+
+        def read(entry: Optional[CacheEntry]) -> None:
+            if entry is None or not entry.pinned or generation != self._generation:
+                return
+            if self._pinned.get(slot) is held:
+                self._fromRedis[id(entry)] = entry
+                self._store(entry)
+
+        Deferred.fromCoroutine(self._read(key, variant)).addCallback(read)
+
+    def snapshots_changed(self, op: str, path: str, key: str) -> None:
+        """
+        Another node added or removed (C{op}: C{"add"}, C{"remove"}) the
+        snapshot of C{path} (cached as C{key}): follow it.
+        """
+        if op == "remove":
+            self.drop(key)
+        listener = self.snapshot_listener
+        if listener is not None:
+            (listener.followed_add if op == "add" else listener.followed_remove)(path)
+
+    def share_snapshots_change(self, op: str, path: str, key: str) -> Deferred[Optional[int]]:
+        """
+        Tell every node that this one added or removed (C{op}: C{"add"},
+        C{"remove"}) the snapshot of C{path}; a removed one is deleted
+        from Redis as well.
+
+        @return: a L{Deferred} (also in L{purges}) with how many nodes
+            confirmed, or L{None} when Redis could not be reached.
+        """
+        node = self.node
+
+        async def record() -> None:
+            await node.call("hset", f"{self._ns}tracked", path, "1" if op == "add" else "0")
+            if op == "remove":
+                await node.delete_entries(self.name, key)
+
+        body = {"op": op, "path": path, "key": key}
+        return self._under_way(node.broadcast(self.name, "snapshots", body, record))
+
+    def recorded_snapshots(self) -> Deferred[Dict[str, bool]]:
+        """
+        The snapshot changes made on any node (recorded in Redis), for a
+        node that starts after them (once Redis is reached, or given up).
+
+        @return: a L{Deferred} with C{{path: whether it was added (else
+            removed) last}}; empty when Redis cannot be reached.
+        """
+
+        async def read() -> Dict[str, bool]:
+            await self._reached()
+            return await self.node.recorded_snapshots(self.name)
+
+        return Deferred.fromCoroutine(read())
 
     def close(self) -> None:
         """
         Drop L1 (Redis keeps the entries) and stop taking bus messages.
         """
         self.node.unregister(self.name, self)
+        if self._waiting is not None and not self._waiting.called:
+            self._waiting.cancel()
         ResponseCache.invalidate_all(self)
         self.store.close()
+
+
+__all__ = [
+    "READY_WITHIN", "REVALIDATION_GRACE", "TieredCache", "decode_entry", "encode_entry", "encode_variant",
+    "time_to_live",
+]

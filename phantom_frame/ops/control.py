@@ -346,8 +346,8 @@ class ControlResource(Resource):
     def _confirmed(self, body: Dict[str, Any]) -> Any:
         """
         @return: C{(200, body)}, once the nodes sharing a Redis tier have
-            confirmed the invalidation (C{nodes_confirmed} then says how
-            many did within a second).
+            confirmed the invalidation or snapshot change (C{nodes_confirmed}
+            then says how many did within a second).
         """
         waiting = self._handle.confirmations()
         if waiting is None:
@@ -413,7 +413,7 @@ class ControlResource(Resource):
             path = self._path(body)
             server = self._server(body)
             d = getattr(self._handle, operation)(path, server)
-            return d.addCallback(lambda _: (200, {"ok": True, "path": path}))
+            return d.addCallback(lambda _: self._confirmed({"ok": True, "path": path}))
 
         return route
 
@@ -425,7 +425,7 @@ class ControlResource(Resource):
             call = getattr(self._handle, operation)
             started = self._one_per_turn(paths, lambda path: call(path, server))
             started.addCallback(lambda ds: DeferredList(ds, consumeErrors=True))
-            return started.addCallback(lambda outcomes: (200, _summary(paths, outcomes)))
+            return started.addCallback(lambda outcomes: self._confirmed(_summary(paths, outcomes)))
 
         return route
 

@@ -436,7 +436,7 @@ class Filler:
 
     # Snapshots
 
-    def fetch_snapshot(self, key: str, target: bytes, limiter) -> Deferred[None]:
+    def fetch_snapshot(self, key: str, target: bytes, limiter, since: Optional[float] = None) -> Deferred[None]:
         """
         Fetch C{target} (through the single-flight fills, so requests for it
         wait for this fetch) and keep it as the snapshot of C{key}; the
@@ -444,6 +444,7 @@ class Filler:
 
         @param limiter: a L{DeferredSemaphore} bounding concurrent fetches;
             the fill is registered at once, the fetch runs when allowed.
+        @param since: for a cache shared by nodes (C{fill_snapshot}).
         @return: a L{Deferred} firing when stored, failing with
             L{SnapshotError} or L{UpstreamError} otherwise.
         """
@@ -455,7 +456,8 @@ class Filler:
                 )
             )
 
-        waiter, _ = self._cache.fill(key, fetch)
+        shared = getattr(self._cache, "fill_snapshot", None)
+        waiter, _ = self._cache.fill(key, fetch) if shared is None else shared(key, fetch, since)
         return waiter.addCallback(lambda result: result.deliver(_SnapshotLanded(self._cache)))
 
 
