@@ -64,7 +64,7 @@ class WorkerSockets:
 def _sum_invalidated(payloads: List[Any]) -> Any:
     merged = dict(payloads[0])
     merged["invalidated"] = sum(p.get("invalidated", 0) for p in payloads)
-    return merged
+    return _nodes(merged, payloads)
 
 
 def _bulk(payloads: List[Any]) -> Any:
@@ -83,8 +83,21 @@ def _bulk(payloads: List[Any]) -> Any:
             item["error"] = errors[0]
         results.append(item)
     succeeded = sum(1 for item in results if item["ok"])
-    return {"requested": len(results), "succeeded": succeeded, "failed": len(results) - succeeded,
-            "results": results}
+    merged = {"requested": len(results), "succeeded": succeeded, "failed": len(results) - succeeded,
+              "results": results}
+    return _nodes(merged, payloads)
+
+
+def _nodes(merged: Dict[str, Any], payloads: List[Any]) -> Dict[str, Any]:
+    """
+    @return: C{merged}, with the C{nodes_confirmed} of the Redis bus when
+        the workers report it: the fewest nodes that confirmed any worker's
+        change (every one of them confirmed every change).
+    """
+    counts = [p["nodes_confirmed"] for p in payloads if isinstance(p.get("nodes_confirmed"), int)]
+    if counts:
+        merged["nodes_confirmed"] = min(counts)
+    return merged
 
 
 def _stats(payloads: List[Any]) -> Any:
