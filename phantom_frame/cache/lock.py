@@ -100,10 +100,15 @@ class Shared(FillResult):
     @ivar entry: the response (stored unless an invalidation overtook it).
     @ivar origin_status: what the origin answered (304 when it revalidated
         a stored entry, which is then C{entry}, freshened in place).
+    @ivar identity: the decoded body, when the fill had it and stored
+        another coding: the answers of this fill in identity are made from
+        it, not by decoding the stored body again (it lives as long as the
+        result).
     """
 
     entry: CacheEntry
     origin_status: int = 200
+    identity: Optional[bytes] = attr.ib(default=None, repr=False, eq=False)
 
     @property
     def to_store(self) -> Optional[CacheEntry]:

@@ -357,7 +357,7 @@ class Filler:
         )
         if not snapshot:
             self.set_freshness(entry, rheaders, directives, request_time, response_time)
-        return Shared(entry, status)
+        return Shared(entry, status, identity if coding != "identity" else None)
 
     def set_freshness(self, entry: CacheEntry, rheaders, directives, request_time: float, response_time: float) -> None:
         """

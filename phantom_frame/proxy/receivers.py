@@ -88,7 +88,7 @@ class FillAnswer:
             status = statuses.revalidated(result.origin_status)
         else:
             status = statuses.COLLAPSED if self._collapsed else statuses.STORED
-        await server.entries.render(exchange, entry, server.decider.answer(view, entry), status)
+        await server.entries.render(exchange, entry, server.decider.answer(view, entry), status, result.identity)
 
     async def exclusive(self, result: Exclusive) -> None:
         server, exchange = self._server, self._exchange

@@ -152,10 +152,14 @@ class EntryRenderer:
         self.alternates = Alternates(cache, codec)
 
     async def render(
-        self, exchange: Exchange, entry: CacheEntry, answer: EntryAnswer, status: CacheStatus
+        self, exchange: Exchange, entry: CacheEntry, answer: EntryAnswer, status: CacheStatus,
+        identity: Optional[bytes] = None,
     ) -> None:
         """
         Answer C{exchange} from C{entry} as C{answer} says.
+
+        @param identity: C{entry}'s decoded body when the caller has it (the
+            fill that stored it), for an answer in identity.
         """
         if isinstance(answer, NotAcceptable):
             send_error(exchange, 406, "Not Acceptable: no acceptable content-coding", status)
@@ -176,9 +180,12 @@ class EntryRenderer:
             base = [(n, v) for n, v in base if n.lower() != b"content-type"]
             base.append((b"Content-Range", b"bytes */%d" % entry.identity_length))
         else:
-            body = await self.alternates.body(entry, answer.coding)
-            if not exchange.alive:
-                return
+            if identity is not None and answer.coding == "identity":
+                body = identity
+            else:
+                body = await self.alternates.body(entry, answer.coding)
+                if not exchange.alive:
+                    return
             if isinstance(answer, Partial):
                 code, phrase = 206, b"Partial Content"
                 base.append(

@@ -217,6 +217,31 @@ class OtherCodingTests(SynchronousTestCase):
         self.assertEqual(self.server.entries.alternates.made, 1)
         self.assertEqual(self.h.origin.hits("/p"), 1)
 
+    def test_fill_answers_identity(self) -> None:
+        """
+        The fill that stores a brotli body answers an identity client (and
+        the identity clients waiting for it) from the body it decoded, not
+        by decoding the stored one; a later hit decodes it.
+        """
+        codec = self.server.entries.alternates._codec
+        decoded: List[bytes] = []
+        decode = codec.decode
+
+        def counting(body: bytes, coding: Optional[bytes]) -> Any:
+            if coding is not None:
+                # (The fill's own decoding of the origin's body has none.)
+                decoded.append(coding)
+            return decode(body, coding)
+
+        self.patch(codec, "decode", counting)
+        response, body, status = self.c.get("/p")
+        self.assertEqual((status, body), ("phantom-frame; fwd=uri-miss; stored", PAGE))
+        self.assertEqual(decoded, [])
+        self.assertEqual([entry.coding for entry in self.server.cache.entries()], ["br"])
+        response, body, status = self.c.get("/p")
+        self.assertEqual((status, body), ("phantom-frame; hit", PAGE))
+        self.assertEqual(decoded, [b"br"])
+
     def test_miss(self) -> None:
         """
         The miss of a gzip-only client is answered in gzip too.
