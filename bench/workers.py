@@ -17,7 +17,8 @@ the CPU time the workers spent per request, and how the requests spread
 socket). wrk opens its connections once, so the spread is decided when they
 connect; C{--connections} should be a few dozen.
 
-C{--accepts} sets how many connections a worker accepts per wake-up
+C{--close} makes every request a new connection (C{Connection: close}),
+where the accept loop is busiest. C{--accepts} sets how many connections a worker accepts per wake-up
 (L{phantom_frame.ops.inherit.ACCEPTS_PER_WAKEUP}, 1 in the product; 100 is
 Twisted's own accept loop, the behaviour before the limit), so that both
 are measured in the same run. Every combination is measured once per
@@ -106,7 +107,7 @@ def _workers(config: str, port: int, reuseport: bool, directory: str,
 
 
 def measure(config: str, port: int, reuseport: bool, seconds: float, connections: int,
-            accepts: int) -> Tuple[float, float, float]:
+            accepts: int, close: bool = False) -> Tuple[float, float, float]:
     """
     @return: requests per second, CPU per request (µs) and the larger
         worker's share of the hits.
@@ -129,7 +130,8 @@ def measure(config: str, port: int, reuseport: bool, seconds: float, connections
         before = [_cpu_seconds(c.pid) for c in children]
         hits_before = [_control(s, "/stats")["servers"]["bench"]["hits"] for s in sockets]
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url], capture_output=True, text=True
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s",
+             *(["-H", "Connection: close"] if close else []), url], capture_output=True, text=True
         ).stdout
         cpu = sum(_cpu_seconds(c.pid) - b for c, b in zip(children, before))
         hits = [_control(s, "/stats")["servers"]["bench"]["hits"] - h for s, h in zip(sockets, hits_before)]
@@ -153,6 +155,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--accepts", default="1,100")
     parser.add_argument("--ways", default="shared,reuseport")
+    parser.add_argument("--close", action="store_true",
+                        help="a new connection per request (Connection: close)")
     args = parser.parse_args()
     combos = [(way, int(c), int(a)) for way in args.ways.split(",")
               for c in args.connections.split(",") for a in args.accepts.split(",")]
@@ -170,7 +174,7 @@ def main() -> None:
         for number in range(args.rounds):
             for way, connections, accepts in combos[number % len(combos):] + combos[:number % len(combos)]:
                 rate, cpu, top = measure(config, free_port(), way == "reuseport", args.seconds,
-                                         connections, accepts)
+                                         connections, accepts, args.close)
                 results.setdefault((way, connections, accepts), []).append((rate, cpu, top))
                 print(f"round {number + 1}: {way:<10} {connections:>3} conns, {accepts:>3} accepts/wake-up: "
                       f"{rate:>7.0f} req/s {cpu:>6.1f} us CPU/request, busier worker {top:.0%}", flush=True)

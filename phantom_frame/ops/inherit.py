@@ -32,11 +32,11 @@ WORKER_ENV = "PHANTOM_FRAME_WORKER"
 #: How many connections a worker accepts from a shared listener each time
 #: it wakes up. Every worker waits on the same socket, and a Twisted port
 #: accepts up to 100 waiting connections per wake-up (more under load): the
-#: first worker awake would take a whole burst. One at a time (as nginx
-#: does without C{multi_accept}), yielding the CPU in between, the workers
-#: take turns; measured with
-#: C{bench/workers.py} (README, "Scale-out").
-ACCEPTS_PER_WAKEUP = 1
+#: first worker awake would take a whole burst. A few at a time, yielding
+#: the CPU in between, the workers take turns; fewer costs CPU when every
+#: request is a new connection. Measured with C{bench/workers.py} (README,
+#: "Scale-out").
+ACCEPTS_PER_WAKEUP = 8
 
 
 def limit_accepts(port: Any, most: int) -> Any:
