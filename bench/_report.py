@@ -9,11 +9,14 @@ import argparse
 import statistics
 from typing import Dict, List, Optional
 
+from scale import report_lines
+
 SCENARIOS = (
     "nginx", "nginx-pass", "ceiling", "data", "rpr",
     "hit", "hit-br", "hit-vary", "hit-304", "hit-range", "hit-head",
     "pass", "pass-post", "fill",
     "misses", "stream", "entries", "compress", "ws",
+    "workers", "redis-l1",
 )
 #: The scenarios measured with wrk, in interleaved rounds.
 RATE_SCENARIOS = SCENARIOS[:14]
@@ -70,6 +73,12 @@ LABELS = {
     "pass": "phantom-frame pass-through (`cache_strategy = \"none\"`) → origin",
     "pass-post": "phantom-frame pass-through, 1 MB POST",
     "fill": "phantom-frame fill (a new key every request)",
+}
+
+#: The scale-out scenarios (C{bench/scale.py}), in the report.
+SCALE_LABELS = {
+    "workers": "hits with `workers = 1` and `workers = 2`",
+    "redis-l1": "hits read from Redis (L1 misses) next to memory hits",
 }
 
 #: What each row's CPU is compared with (the reference's CPU ÷ the row's).
@@ -168,10 +177,17 @@ def report(args: argparse.Namespace, selected: List[str], results: Results, head
                            f"| {v['alone_p99']:.2f} ms / {v['busy_p99']:.2f} ms, ratio **{v['ratio']:.2f}** "
                            f"({v['alone_rps']:,.0f} / {v['busy_rps']:,.0f} req/s; {v['fills']} fills, "
                            f"median {v['fill_ms']:.0f} ms each) |")
+            elif name in ("workers", "redis-l1"):
+                out.append(f"| {number} | {name}: {SCALE_LABELS[name]} | in the table below |")
             elif name == "ws":
                 out.append(f"| {number} | WebSocket echo, {v['clients']} clients, {v['seconds']:g} s "
                            f"| tunnel {v['tunnel']:,.0f} msg/s, direct {v['direct']:,.0f} msg/s, "
                            f"ratio **{v['tunnel'] / v['direct']:.2f}** |")
+
+    for name in ("workers", "redis-l1"):
+        if name in selected and name in results.values:
+            out += ["", f"{SCALE_LABELS[name][0].upper()}{SCALE_LABELS[name][1:]}:", ""]
+            out += report_lines(name, results.values[name])
 
     if results.background:
         other = [r["other"] for r in results.background]

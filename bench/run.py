@@ -54,6 +54,10 @@ Scenarios (C{--only} takes these names, or their numbers):
     with Brotli.
 19. C{ws}: WebSocket echo through the tunnel and directly
     (C{bench/ws_echo.py}).
+20. C{workers}: hits with C{workers = 1} and C{workers = 2}, CPU summed
+    over the supervisor and the workers (C{bench/scale.py}).
+21. C{redis-l1}: hits that miss the memory L1 and are read from a real
+    redis-server, next to memory hits (C{bench/scale.py}).
 
 Compare the rows by CPU per request, not by req/s: C{wrk -t1} has one core
 and saturates before nginx does, so a req/s ratio against nginx is the
@@ -87,6 +91,7 @@ if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 
 import compress_latency  # noqa: E402
+import scale  # noqa: E402
 import stream_rss  # noqa: E402
 from _harness import free_port, rss_kb  # noqa: E402
 from _programs import NGINX_CONF, ORIGIN, PROXY_CONF, REFERENCE  # noqa: E402
@@ -899,7 +904,7 @@ def _main(argv: Optional[Sequence[str]]) -> None:
         raise SystemExit(f"{ROOT} does not look like the phantom-frame project root")
     args.targets = PYPY_TARGETS if interpreter(args.python).startswith("PyPy") else DEFAULT_TARGETS
     args.wrk = shutil.which("wrk")
-    if args.wrk is None and (set(RATE_SCENARIOS) | {"compress"}) & set(selected):
+    if args.wrk is None and (set(RATE_SCENARIOS) | {"compress", "workers", "redis-l1"}) & set(selected):
         raise SystemExit("wrk is not installed (on Debian or Ubuntu: apt-get install wrk); "
                          "it drives the request-rate and latency scenarios")
     args.nginx = shutil.which("nginx") or next(
@@ -928,6 +933,8 @@ def _main(argv: Optional[Sequence[str]]) -> None:
     started = time.monotonic()
     steps: List[Tuple[str, Callable[[argparse.Namespace, Results], None]]] = [
         ("stream", run_stream), ("entries", run_entries), ("compress", run_compress), ("ws", run_ws),
+        ("workers", lambda a, r: scale.run_workers(a, r, sys.modules[__name__])),
+        ("redis-l1", lambda a, r: scale.run_redis(a, r, sys.modules[__name__])),
     ]
     try:
         if set(HTTP_SCENARIOS) & set(selected):

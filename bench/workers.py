@@ -6,7 +6,8 @@ Two ways for two worker processes to share one port, measured with wrk:
 - C{reuseport}: each worker its own socket bound with C{SO_REUSEPORT} to the
   same port; the kernel spreads new connections between the sockets.
 
-    python bench/workers.py [SECONDS] [CONNECTIONS]
+    python bench/workers.py [--seconds S] [--connections 32,64] [--rounds N]
+                            [--accepts 1,100] [--ways shared,reuseport]
 
 Both run the very same worker (C{twistd -n phantom-frame} in worker mode,
 handed its socket as an inherited descriptor) in front of the bench origin, and wrk
@@ -14,15 +15,24 @@ asks for one cached page. For each way it prints the requests per second,
 the CPU time the workers spent per request, and how the requests spread
 (each worker's share of the cache hits, read from its private control
 socket). wrk opens its connections once, so the spread is decided when they
-connect; C{CONNECTIONS} should be a few dozen.
+connect; C{--connections} should be a few dozen.
+
+C{--close} makes every request a new connection (C{Connection: close}),
+where the accept loop is busiest. C{--accepts} sets how many connections a worker accepts per wake-up
+(L{phantom_frame.ops.inherit.ACCEPTS_PER_WAKEUP}, 1 in the product; 100 is
+Twisted's own accept loop, the behaviour before the limit), so that both
+are measured in the same run. Every combination is measured once per
+round, the rounds interleaved.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,7 +76,15 @@ def _listening_socket(port: int, reuseport: bool) -> socket.socket:
     return sock
 
 
-def _workers(config: str, port: int, reuseport: bool, directory: str) -> Tuple[List[subprocess.Popen], List[str]]:
+#: A worker: C{twistd -n phantom-frame} with C{ACCEPTS_PER_WAKEUP} set from
+#: its first argument.
+LAUNCH = ("import sys, phantom_frame.ops.inherit as inherit; "
+          "inherit.ACCEPTS_PER_WAKEUP = int(sys.argv.pop(1)); "
+          "from twisted.scripts.twistd import run; run()")
+
+
+def _workers(config: str, port: int, reuseport: bool, directory: str,
+             accepts: int) -> Tuple[List[subprocess.Popen], List[str]]:
     shared = None if reuseport else _listening_socket(port, False)
     children, sockets = [], []
     for index in range(2):
@@ -75,7 +93,7 @@ def _workers(config: str, port: int, reuseport: bool, directory: str) -> Tuple[L
         fd = sock.fileno()
         setup = {"index": index, "listeners": {"http_port": [fd, socket.AF_INET]}, "control": control}
         children.append(subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            [sys.executable, "-c", LAUNCH, str(accepts),
              "-n", "--pidfile=", "phantom-frame", "--config", config],
             env=dict(os.environ, **{WORKER: json.dumps(setup)}),
             pass_fds=(fd,), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -88,13 +106,14 @@ def _workers(config: str, port: int, reuseport: bool, directory: str) -> Tuple[L
     return children, sockets
 
 
-def measure(config: str, port: int, reuseport: bool, seconds: float, connections: int) -> str:
+def measure(config: str, port: int, reuseport: bool, seconds: float, connections: int,
+            accepts: int, close: bool = False) -> Tuple[float, float, float]:
     """
-    @return: one line: the way, requests per second, CPU per request and
-        each worker's share of the hits.
+    @return: requests per second, CPU per request (µs) and the larger
+        worker's share of the hits.
     """
     directory = tempfile.mkdtemp()
-    children, sockets = _workers(config, port, reuseport, directory)
+    children, sockets = _workers(config, port, reuseport, directory, accepts)
     try:
         for path in sockets:
             deadline = time.time() + 30
@@ -111,7 +130,8 @@ def measure(config: str, port: int, reuseport: bool, seconds: float, connections
         before = [_cpu_seconds(c.pid) for c in children]
         hits_before = [_control(s, "/stats")["servers"]["bench"]["hits"] for s in sockets]
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url], capture_output=True, text=True
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s",
+             *(["-H", "Connection: close"] if close else []), url], capture_output=True, text=True
         ).stdout
         cpu = sum(_cpu_seconds(c.pid) - b for c, b in zip(children, before))
         hits = [_control(s, "/stats")["servers"]["bench"]["hits"] - h for s, h in zip(sockets, hits_before)]
@@ -121,14 +141,26 @@ def measure(config: str, port: int, reuseport: bool, seconds: float, connections
             child.wait()
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = sum(hits) or 1
-    shares = " / ".join(f"{100 * h / total:.0f}%" for h in hits)
-    way = "reuseport" if reuseport else "shared"
-    return f"{way:<10} {rate:>9.0f} req/s  {1e6 * cpu / total:>6.1f} us CPU/request  spread {shares}"
+    return rate, 1e6 * cpu / total, max(hits) / total
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
-    connections = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+    """
+    Measure every way, number of connections and accept limit, in
+    interleaved rounds; print each run, then the medians.
+    """
+    parser = argparse.ArgumentParser(prog="python bench/workers.py")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", default="32,64")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--accepts", default="1,100")
+    parser.add_argument("--ways", default="shared,reuseport")
+    parser.add_argument("--close", action="store_true",
+                        help="a new connection per request (Connection: close)")
+    args = parser.parse_args()
+    combos = [(way, int(c), int(a)) for way in args.ways.split(",")
+              for c in args.connections.split(",") for a in args.accepts.split(",")]
+    results: Dict[Tuple[str, int, int], List[Tuple[float, float, float]]] = {}
     origin_port, control_port = free_port(), free_port()
     config = os.path.join(tempfile.mkdtemp(), "config.toml")
     with open(config, "w") as f:
@@ -139,11 +171,26 @@ def main() -> None:
     origin = subprocess.Popen([sys.executable, "-c", ORIGIN, str(origin_port), "0"])
     try:
         wait_port(origin_port)
-        for reuseport in (False, True):
-            print(measure(config, free_port(), reuseport, seconds, connections), flush=True)
+        for number in range(args.rounds):
+            for way, connections, accepts in combos[number % len(combos):] + combos[:number % len(combos)]:
+                rate, cpu, top = measure(config, free_port(), way == "reuseport", args.seconds,
+                                         connections, accepts, args.close)
+                results.setdefault((way, connections, accepts), []).append((rate, cpu, top))
+                print(f"round {number + 1}: {way:<10} {connections:>3} conns, {accepts:>3} accepts/wake-up: "
+                      f"{rate:>7.0f} req/s {cpu:>6.1f} us CPU/request, busier worker {top:.0%}", flush=True)
     finally:
         origin.terminate()
         origin.wait()
+    print()
+    print("| way | connections | accepts per wake-up | req/s | CPU µs/request | busier worker's share, each round |")
+    print("|---|---:|---:|---:|---:|---|")
+    for key in combos:
+        runs = results.get(key, [])
+        if runs:
+            way, connections, accepts = key
+            print(f"| {way} | {connections} | {accepts} | {statistics.median(r[0] for r in runs):,.0f} "
+                  f"| {statistics.median(r[1] for r in runs):.1f} | "
+                  + ", ".join(f"{r[2]:.0%}" for r in runs) + " |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ What a worker process inherits from its supervisor (see
 L{phantom_frame.ops.workers}): the listening sockets, as descriptors, and
 the path of its private control socket, in the C{PHANTOM_FRAME_WORKER}
 environment variable (L{WorkerSetup}); and a pipe on its stdin whose end
-tells it that the supervisor is gone (L{ParentWatch}).
+tells it that the supervisor is gone (L{ParentWatch}). A worker accepts
+few connections from an inherited listener each time it wakes up
+(L{limit_accepts}), so that a burst of connections is shared between the
+workers rather than taken by the first one awake.
 """
 
 from __future__ import annotations
@@ -25,6 +28,50 @@ log = Logger()
 
 #: The environment variable that makes C{twistd phantom-frame} a worker.
 WORKER_ENV = "PHANTOM_FRAME_WORKER"
+
+#: How many connections a worker accepts from a shared listener each time
+#: it wakes up. Every worker waits on the same socket, and a Twisted port
+#: accepts up to 100 waiting connections per wake-up (more under load): the
+#: first worker awake would take a whole burst. A few at a time, yielding
+#: the CPU in between, the workers take turns; fewer costs CPU when every
+#: request is a new connection. Measured with C{bench/workers.py} (README,
+#: "Scale-out").
+ACCEPTS_PER_WAKEUP = 8
+
+
+def limit_accepts(port: Any, most: int) -> Any:
+    """
+    Make a listening port accept at most C{most} connections each time the
+    reactor finds it readable. Twisted's L{tcp.Port} (and L{unix.Port})
+    size their accept loop by themselves, C{numberAccepts}, raising it by
+    20 whenever it was reached: it is brought back under C{most} before
+    every read. A read that reached C{most} (more connections may wait)
+    gives the CPU to the processes waiting for it (C{sched_yield}): another
+    worker woken on the same CPU takes its turn at once rather than after
+    this one's time slice. A port of another kind is left as it is.
+
+    @param port: a listening port.
+    @param most: the most connections accepted per wake-up, at least 1.
+    @return: C{port}.
+    @raise ValueError: when C{most} is below 1.
+    """
+    if most < 1:
+        raise ValueError(f"accepts per wake-up must be at least 1, not {most!r}")
+    if not isinstance(port, tcp.Port):
+        return port
+    read = port.doRead
+
+    def doRead() -> Any:
+        port.numberAccepts = min(port.numberAccepts, most)
+        before = port.sessionno
+        result = read()
+        if port.sessionno - before >= most:
+            os.sched_yield()
+        return result
+
+    port.numberAccepts = min(port.numberAccepts, most)
+    port.doRead = doRead  # type: ignore[method-assign]
+    return port
 
 
 @attr.s(auto_attribs=True, frozen=True)
@@ -95,7 +142,8 @@ class WorkerSetup:
 @implementer(IStreamServerEndpoint)
 class _Adopted:
     """
-    Listens on an inherited socket. A UNIX socket's path belongs to the
+    Listens on an inherited socket, accepting L{ACCEPTS_PER_WAKEUP}
+    connections per wake-up. A UNIX socket's path belongs to the
     supervisor, which removes it when it stops: a worker that stops (or is
     restarted) must leave it to the others.
     """
@@ -113,7 +161,7 @@ class _Adopted:
                 # unix.Port.connectionLost unlinks the path; skip to the
                 # TCP port's (tests/ops/test_workers.py pins it).
                 port.connectionLost = lambda reason: tcp.Port.connectionLost(port, reason)
-            return port
+            return limit_accepts(port, ACCEPTS_PER_WAKEUP)
 
         return self._endpoint.listen(factory).addCallback(keep_path)
 
