@@ -1,7 +1,7 @@
 """
 Peak RSS growth of phantom-frame while a large body streams through it.
 
-    python bench/stream_rss.py [SIZE_MB] [--post]
+    python bench/stream_rss.py [SIZE_MB] [--post [--chunked]]
 
 Starts a local origin that produces SIZE_MB (default 1024) of bytes, runs
 phantom-frame (twistd) in front of it, downloads the body through the proxy
@@ -10,7 +10,8 @@ with curl, and reports the proxy's RSS before and at its peak.
 With C{--post}, the body goes the other way: a client sends a SIZE_MB
 C{POST} body through the proxy to an origin that reads it as it comes; the
 report adds whether the origin saw the first body byte before the client
-sent the last (the body streams rather than being buffered).
+sent the last (the body streams rather than being buffered). With
+C{--chunked} too, the body is sent with C{Transfer-Encoding: chunked}.
 """
 
 from __future__ import annotations
@@ -106,13 +107,17 @@ reactor.run()
 '''
 
 
-def post(size_mb: int) -> None:
+def post(size_mb: int, chunked: bool = False) -> None:
     """
     Send a C{size_mb} MiB POST body through the proxy and report the
     proxy's RSS growth and when the origin saw the body begin.
+
+    @param chunked: send the body with C{Transfer-Encoding: chunked}
+        rather than C{Content-Length}.
     """
     notes = os.path.join(tempfile.mkdtemp(), "first")
-    limit = f'max_request_body = "{size_mb + 1}MB"\n'
+    # MiB: "MB" is powers of 1000, below a body of as many MiB.
+    limit = f'max_request_body = "{size_mb + 1}MiB"\n'
     with origin_and_proxy(POST_ORIGIN, [notes], limit) as (proxy_port, proxy):
         before = rss_kb(proxy.pid)
         peak = [before]
@@ -121,45 +126,68 @@ def post(size_mb: int) -> None:
 
         def watch() -> None:
             while sending.is_set():
-                peak[0] = max(peak[0], rss_kb(proxy.pid))
+                try:
+                    peak[0] = max(peak[0], rss_kb(proxy.pid))
+                except OSError:
+                    return
                 time.sleep(0.05)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         size = size_mb * 1048576
         chunk = b"x" * 65536
+        if chunked:
+            framing, piece = b"Transfer-Encoding: chunked", b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        else:
+            framing, piece = b"Content-Length: %d" % (size,), chunk
         started = time.time()
+        sent = 0
         with socket.create_connection(("127.0.0.1", proxy_port)) as client:
             client.sendall(
                 b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
-                b"Content-Length: %d\r\n\r\n" % (size,)
+                + framing + b"\r\n\r\n"
             )
-            for _ in range(size // len(chunk)):
-                client.sendall(chunk)
+            try:
+                for _ in range(size // len(chunk)):
+                    client.sendall(piece)
+                    sent += len(chunk)
+                if chunked:
+                    client.sendall(b"0\r\n\r\n")
+            except OSError as e:
+                print(f"the proxy closed the connection after {sent / 1048576:.1f} of {size_mb} MiB: {e}")
             last_sent = time.time()
             answer = b""
-            while b"\r\n\r\n" not in answer:
-                data = client.recv(65536)
-                if not data:
-                    break
-                answer += data
+            try:
+                while b"\r\n\r\n" not in answer:
+                    data = client.recv(65536)
+                    if not data:
+                        break
+                    answer += data
+            except OSError:
+                pass
         elapsed = time.time() - started
         sending.clear()
         watcher.join()
-        with open(notes) as f:
-            first_seen = float(f.readline())
         status = answer.split(b"\r\n", 1)[0].decode("latin-1")
-        print(f"posted {size_mb} MiB in {elapsed:.1f}s ({size_mb / elapsed:.0f} MiB/s), answer "
+        try:
+            with open(notes) as f:
+                first_seen = float(f.readline())
+        except (OSError, ValueError):
+            seen = "the origin saw no body"
+        else:
+            seen = f"the origin saw the first body byte {last_sent - first_seen:.2f}s before the client sent the last"
+        print(f"posted {sent / 1048576:.0f} MiB{' chunked' if chunked else ''} in {elapsed:.1f}s "
+              f"({sent / 1048576 / elapsed:.0f} MiB/s), answer "
               f"{status!r}; proxy RSS {before / 1024:.1f} MiB -> "
-              f"peak {peak[0] / 1024:.1f} MiB (growth {(peak[0] - before) / 1024:.1f} MiB); the origin saw "
-              f"the first body byte {last_sent - first_seen:.2f}s before the client sent the last")
+              f"peak {peak[0] / 1024:.1f} MiB (growth {(peak[0] - before) / 1024:.1f} MiB); {seen}")
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--post"]
+    flags = {a for a in sys.argv[1:] if a.startswith("--")}
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     size_mb = int(args[0]) if args else 1024
-    if "--post" in sys.argv[1:]:
-        post(size_mb)
+    if "--post" in flags:
+        post(size_mb, "--chunked" in flags)
         return
     with origin_and_proxy(ORIGIN, [str(size_mb)]) as (proxy_port, proxy):
         before = rss_kb(proxy.pid)

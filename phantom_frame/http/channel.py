@@ -73,9 +73,14 @@ class FastHTTPChannel(GuardedHTTPChannel):
         if relay is not None:
             left = relay.body_left
             if left:
-                # The request body, streamed to the origin as it comes.
+                # The request body, streamed to the origin as it comes: the
+                # idle timeout counts from its last bytes, as on the stock
+                # path, until it is whole.
                 chunk = data[:left] if len(data) > left else data
+                self.resetTimeout()
                 relay.feed(chunk)
+                if not relay.body_left and self._relay is relay:
+                    self._suspendIdle()
                 data = data[len(chunk):]
                 if not data:
                     return
@@ -113,6 +118,8 @@ class FastHTTPChannel(GuardedHTTPChannel):
     _heldPaused = False
     _starting = False
     _discard = 0
+    _bodyHeld = False
+    _idleSaved: Any = None
 
     def _fastHits(self, data: bytes) -> int:
         """
@@ -155,6 +162,10 @@ class FastHTTPChannel(GuardedHTTPChannel):
                         # It ended before its body came: drop the body.
                         self._discard -= len(chunk)
                 if self._relay is not None:
+                    if not answer.body_left:
+                        # Nothing more to read of this request: the answer
+                        # may take as long as the origin allows.
+                        self._suspendIdle()
                     self._held = data[position:]
                     return size
                 if self._closing:
@@ -167,6 +178,63 @@ class FastHTTPChannel(GuardedHTTPChannel):
                 self.transport.loseConnection()
                 break
         return position
+
+    def _suspendIdle(self) -> None:
+        """
+        Stop the idle timeout while a request passed through waits for
+        nothing from the client (its body is whole, or the origin takes no
+        more of it), as the stock path does while it answers a request.
+        """
+        if self._idleSaved is None and self.timeOut is not None:
+            self._idleSaved = self.setTimeout(None)
+
+    def _restoreIdle(self) -> None:
+        """
+        Start the idle timeout again (from now), if it was stopped.
+        """
+        saved, self._idleSaved = self._idleSaved, None
+        if saved is not None and not self._closing:
+            self.setTimeout(saved)
+
+    def holdBody(self) -> None:
+        """
+        The origin takes no more of the request body being passed through
+        for now: stop reading the client, and stop its idle timeout (the
+        client is not the one that is slow).
+        """
+        if not self._bodyHeld:
+            self._bodyHeld = True
+            self._suspendIdle()
+            if self.transport is not None:
+                self.transport.pauseProducing()
+
+    def releaseBody(self) -> None:
+        """
+        The origin takes more of the request body: read the client again
+        (unless its transport is full or later requests wait), the idle
+        timeout running again while body bytes are awaited.
+        """
+        if not self._bodyHeld:
+            return
+        self._bodyHeld = False
+        relay = self._relay
+        if relay is not None and relay.body_left:
+            self._restoreIdle()
+        if self.transport is not None and not self._waitingForTransport and not self._heldPaused:
+            self.transport.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        The client's transport takes more: as usual, but the client is not
+        read again while the origin holds the request body back or later
+        requests wait (see L{holdBody}).
+        """
+        if self._relay is not None and (self._bodyHeld or self._heldPaused):
+            self._waitingForTransport = False
+            if self._requestProducer is not None:
+                self._requestProducer.resumeProducing()
+            return
+        GuardedHTTPChannel.resumeProducing(self)
 
     @property
     def relaying(self) -> bool:
@@ -195,6 +263,10 @@ class FastHTTPChannel(GuardedHTTPChannel):
             # The rest of an abandoned request body is read and dropped.
             self._discard = relay.body_left
             relay.body_left = 0
+        if self._bodyHeld:
+            self._bodyHeld = False
+            if not close and self.transport is not None and not self._waitingForTransport:
+                self.transport.resumeProducing()
         if recorded:
             record = getattr(self.site, "recordFastHit", None)
             if record is not None:
@@ -210,6 +282,7 @@ class FastHTTPChannel(GuardedHTTPChannel):
                 self.transport.loseConnection()
             self._byteRequestDone()
             return
+        self._restoreIdle()
         self.resetTimeout()
         if self._starting:
             self._byteRequestDone()
@@ -221,7 +294,8 @@ class FastHTTPChannel(GuardedHTTPChannel):
             held = held[len(dropped):]
         if self._heldPaused:
             self._heldPaused = False
-            self.transport.resumeProducing()
+            if not self._waitingForTransport:
+                self.transport.resumeProducing()
         if held:
             self.dataReceived(held)
         self._byteRequestDone()

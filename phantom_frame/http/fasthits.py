@@ -321,15 +321,12 @@ class FastHits:
         @param length: the request body's length, or C{None} for none.
         @return: the L{ByteRelay} that passes the request through.
         """
-        transport = channel.transport
         self.relayed += 1
         relay = ByteRelay(channel, server, self._own(channel, view), decision.status, close, self._clock)
         relay.shared = view
         relay.target = target
         if length is not None:
             relay.take_body(length)
-            if length:
-                relay.body.registerProducer(transport, True)
         return relay
 
     def _limits(self) -> Any:

@@ -138,6 +138,42 @@ def _relay_head(head: ResponseHead, rules: Any) -> Tuple[ResponseHead, Any, byte
     return known
 
 
+@implementer(IPushProducer)
+class ClientBodyReads:
+    """
+    The client's side of a request body passed through: the producer of
+    its L{RequestBody}, paused while the origin takes no more. Pausing and
+    resuming go through the channel (its C{holdBody} and C{releaseBody}),
+    which also pauses its transport for a full write buffer and for
+    pipelined requests, and stops its idle timeout while the client is not
+    the one that is slow.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        """
+        @param channel: the client's connection.
+        """
+        self._channel = channel
+
+    def pauseProducing(self) -> None:
+        """
+        Stop reading the client.
+        """
+        self._channel.holdBody()
+
+    def resumeProducing(self) -> None:
+        """
+        Read the client again.
+        """
+        self._channel.releaseBody()
+
+    def stopProducing(self) -> None:
+        """
+        Nothing: the exchange's end lets the body go (see
+        L{ByteRelay._let_go}).
+        """
+
+
 @implementer(IResponseReceiver, IPushProducer)
 class ByteRelay:
     """
@@ -196,10 +232,14 @@ class ByteRelay:
     def take_body(self, length: int) -> None:
         """
         The request has a body of C{length} bytes, to be streamed to the
-        origin as the channel reads it (see L{feed}).
+        origin as the channel reads it (see L{feed}); while the origin takes
+        no more of it, the channel stops reading the client (see
+        L{ClientBodyReads}).
         """
         self.body = RequestBody(length)
         self.body_left = length
+        if length:
+            self.body.registerProducer(ClientBodyReads(self._channel), True)
 
     def feed(self, data: bytes) -> None:
         """
