@@ -330,7 +330,20 @@ class Supervised:
         paths: List[str] = []
         for number in range(limit):
             path = f"/page/{number}"
-            code, _ = await self.get(path)
+            served = self.served()
+            winners = set(served.values())
+            if number >= 20 and len(winners) == 1 and set(paths) <= set(served):
+                # One worker won every accept so far (a busy machine may
+                # run it first each time): stopped, it leaves this
+                # connection to the other.
+                pid = self.pids()[winners.pop()][-1]
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    code, _ = await self.get(path)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+            else:
+                code, _ = await self.get(path)
             self.testcase.assertEqual(code, 200)
             paths.append(path)
             if len(set(self.served().values())) == 2 and set(paths) <= set(self.served()):
