@@ -172,4 +172,9 @@ compress_strategy = "brotli"
 bind_to = "/pass"
 proxy_url = "http://127.0.0.1:{origin}"
 cache_strategy = "none"
+
+[server.plain]
+bind_to = "/plain"
+proxy_url = "http://127.0.0.1:{origin}"
+compress_strategy = "none"
 """

@@ -14,14 +14,14 @@ from scale import report_lines
 SCENARIOS = (
     "nginx", "nginx-pass", "ceiling", "data", "rpr",
     "hit", "hit-br", "hit-vary", "hit-304", "hit-range", "hit-head",
-    "pass", "pass-post", "fill",
+    "pass", "pass-post", "fill", "fill-plain",
     "misses", "stream", "entries", "compress", "ws",
     "workers", "redis-l1",
 )
 #: The scenarios measured with wrk, in interleaved rounds.
-RATE_SCENARIOS = SCENARIOS[:14]
+RATE_SCENARIOS = SCENARIOS[:SCENARIOS.index("misses")]
 #: The scenarios of the HTTP run (rates and concurrent misses).
-HTTP_SCENARIOS = SCENARIOS[:15]
+HTTP_SCENARIOS = SCENARIOS[:SCENARIOS.index("misses") + 1]
 #: The hit kinds whose cost is compared with the plain hit's.
 HIT_KINDS = ("hit-br", "hit-vary", "hit-304", "hit-range", "hit-head")
 
@@ -73,6 +73,7 @@ LABELS = {
     "pass": "phantom-frame pass-through (`cache_strategy = \"none\"`) → origin",
     "pass-post": "phantom-frame pass-through, 1 MB POST",
     "fill": "phantom-frame fill (a new key every request)",
+    "fill-plain": "phantom-frame fill, stored uncompressed (`compress_strategy = \"none\"`)",
 }
 
 #: The scale-out scenarios (C{bench/scale.py}), in the report.
@@ -85,7 +86,7 @@ SCALE_LABELS = {
 REFERENCES = {
     "hit": "nginx", "hit-br": "nginx", "hit-vary": "nginx", "hit-304": "nginx",
     "hit-range": "nginx", "hit-head": "nginx", "ceiling": "nginx", "data": "nginx",
-    "pass": "nginx-pass", "pass-post": "nginx-pass", "fill": "nginx-pass", "rpr": "nginx-pass",
+    "pass": "nginx-pass", "pass-post": "nginx-pass", "fill": "nginx-pass", "fill-plain": "nginx-pass", "rpr": "nginx-pass",
 }
 
 
@@ -144,7 +145,7 @@ def report(args: argparse.Namespace, selected: List[str], results: Results, head
                    "`proxy_pass` for the rows that reach the origin): the share of nginx's "
                    "efficiency the row reaches. req/s is given beside it, not compared: `wrk -t1` "
                    "saturates before nginx does.")
-        for name in ("rpr", "pass", "pass-post", "fill"):
+        for name in ("rpr", "pass", "pass-post", "fill", "fill-plain"):
             if name in results.rounds:
                 out.append(f"In row {SCENARIOS.index(name) + 1} the origin used "
                            f"{_fmt(results.median(name, 'origin_us'), 1)} µs/req "
@@ -237,6 +238,7 @@ def targets(args: argparse.Namespace, selected: List[str], results: Results) -> 
                f"pass-through ≥ {limits['pass']} × nginx `proxy_pass` (CPU)")
     cpu_target("pass", "rpr", 5.0, "pass-through ≥ 5 × `ReverseProxyResource` (CPU)")
     cpu_target("fill", "pass", 3.0, "fill ≤ 3 × pass-through (CPU)", lower=False)
+    cpu_target("fill-plain", "pass", 3.0, "fill stored uncompressed ≤ 3 × pass-through (CPU)", lower=False)
     if "misses" in selected:
         v = results.values.get("misses")
         if v:

@@ -45,18 +45,20 @@ Scenarios (C{--only} takes these names, or their numbers):
 12. C{pass}: phantom-frame pass-through (C{cache_strategy = "none"}).
 13. C{pass-post}: pass-through of 1 MB POST bodies.
 14. C{fill}: every request a new key: fetched, compressed and stored.
-15. C{misses}: concurrent misses of one new key, with the origin counting
+15. C{fill-plain}: the same on a server that stores bodies as they are
+    (C{compress_strategy = "none"}): the fill without Brotli's cost.
+16. C{misses}: concurrent misses of one new key, with the origin counting
     the requests it gets for it (its answer takes 200 ms).
-16. C{stream}: RSS growth while a large body streams through the proxy.
-17. C{entries}: memory per cached entry beyond the body
+17. C{stream}: RSS growth while a large body streams through the proxy.
+18. C{entries}: memory per cached entry beyond the body
     (C{bench/entry_memory.py}).
-18. C{compress}: hit latency alone and while 5 MB pages are compressed
+19. C{compress}: hit latency alone and while 5 MB pages are compressed
     with Brotli.
-19. C{ws}: WebSocket echo through the tunnel and directly
+20. C{ws}: WebSocket echo through the tunnel and directly
     (C{bench/ws_echo.py}).
-20. C{workers}: hits with C{workers = 1} and C{workers = 2}, CPU summed
+21. C{workers}: hits with C{workers = 1} and C{workers = 2}, CPU summed
     over the supervisor and the workers (C{bench/scale.py}).
-21. C{redis-l1}: hits that miss the memory L1 and are read from a real
+22. C{redis-l1}: hits that miss the memory L1 and are read from a real
     redis-server, next to memory hits (C{bench/scale.py}).
 
 Compare the rows by CPU per request, not by req/s: C{wrk -t1} has one core
@@ -541,6 +543,7 @@ PROXY_TARGETS: Dict[str, Tuple[str, Tuple[str, ...], Optional[str]]] = {
     "pass": ("/pass/page/pass", (), None),
     "pass-post": ("/pass/post", ("Content-Type: application/octet-stream",), "post"),
     "fill": ("/fill/", (), "fill"),
+    "fill-plain": ("/plain/fill/", (), "fill"),
 }
 PROXY_SCENARIOS = tuple(PROXY_TARGETS)
 
