@@ -11,7 +11,6 @@ scrape time only.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from functools import lru_cache
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from weakref import WeakKeyDictionary
@@ -23,7 +22,7 @@ from twisted.web.iweb import IAgent
 
 from phantom_frame._version import __version__
 from phantom_frame.proxy.status import RESULTS
-from phantom_frame.proxy.upstreams import LATENCY_BUCKETS
+from phantom_frame.proxy.upstreams import LATENCY_BUCKETS, UpstreamStats
 from phantom_frame.ops.timing import TimingAgent, TimingClient
 
 #: Every metric name starts with this.
@@ -39,9 +38,6 @@ CACHE_RESULTS = RESULTS
 #: Histogram buckets, in seconds, for request and upstream durations (the
 #: per-upstream histograms use the same).
 DURATION_BUCKETS = LATENCY_BUCKETS
-
-#: The upper bound of the first duration bucket: most hits take less.
-_FIRST_BOUND = DURATION_BUCKETS[0]
 
 #: How many kinds of request (server, method, status, result) the counting
 #: cells are remembered for, by their raw method and status (the labels
@@ -330,49 +326,25 @@ class _StateCollector:
         yield from _upstream_families(metrics.handle.servers())
 
 
-class _Durations:
+class _Durations(UpstreamStats):
     """
-    The durations of the answered requests of one server and cache
-    result, as a histogram over L{DURATION_BUCKETS}, and their body bytes.
+    The durations of answered requests (of one server and cache result, or
+    the origin requests of one server), as a histogram over
+    L{DURATION_BUCKETS} (the upstreams' own buckets), their body bytes and
+    failures.
 
-    @ivar counts: per bucket (and one more for anything slower), how many
-        requests took that long; not cumulative.
-    @ivar total: the sum of their durations, in seconds.
     @ivar sent: the sum of their body bytes.
-    @ivar errors: how many failed (for origin requests).
     """
-
-    __slots__ = ("counts", "total", "sent", "errors")
 
     def __init__(self) -> None:
-        self.counts: List[int] = [0] * (len(DURATION_BUCKETS) + 1)
-        self.total = 0.0
+        super().__init__()
         self.sent = 0
-        self.errors = 0
-
-    def observe(self, seconds: float) -> None:
-        """
-        Count one duration.
-        """
-        self.counts[0 if seconds <= _FIRST_BOUND else bisect_left(DURATION_BUCKETS, seconds)] += 1
-        self.total += seconds
 
     def failed(self) -> None:
         """
         Count one failure.
         """
         self.errors += 1
-
-    def cumulative(self) -> List[Tuple[str, int]]:
-        """
-        @return: C{(upper bound, count at or below it)} pairs, as Prometheus
-            histograms have them, ending with C{"+Inf"}.
-        """
-        pairs, running = [], 0
-        for bound, count in zip(DURATION_BUCKETS + (float("inf"),), self.counts):
-            running += count
-            pairs.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return pairs
 
 
 class _RequestCollector:

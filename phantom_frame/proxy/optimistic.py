@@ -47,17 +47,25 @@ def send_parts(transport: Any, parts: List[bytes]) -> None:
         transport.write(b"".join(parts))
 
 
+def _clear(transport: Any) -> bool:
+    """
+    @return: whether nothing waits to be written before new data on
+        C{transport}, which is connected and not closing.
+    """
+    return (
+        transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+    )
+
+
 def send_parts_now(transport: Any, parts: List[bytes]) -> None:
     """
     As L{send_now}, for data in parts: the kernel gathers them
     (C{sendmsg}), so a large body is not copied into one string first.
     """
-    if (
-        transport.connected
-        and not transport.disconnecting
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-    ):
+    if _clear(transport):
         try:
             sent = transport.socket.sendmsg(parts)
         except OSError:
@@ -74,12 +82,7 @@ def send_now(transport: Any, data: bytes) -> None:
     Send what the socket takes now if nothing is waiting before it, and
     write the rest the ordinary way.
     """
-    if (
-        transport.connected
-        and not transport.disconnecting
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-    ):
+    if _clear(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:

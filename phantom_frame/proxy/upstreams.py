@@ -83,6 +83,10 @@ class Balancing(Choice):
     IP_HASH = "ip_hash"
 
 
+#: The first bucket's bound: most requests answer within it.
+_FIRST_BOUND = LATENCY_BUCKETS[0]
+
+
 class UpstreamStats:
     """
     The counts of one upstream.
@@ -107,7 +111,7 @@ class UpstreamStats:
         Count one request that took C{seconds} to its response head or its
         failure.
         """
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.counts[0 if seconds <= _FIRST_BOUND else bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
 
     def cumulative(self) -> List[Tuple[str, int]]:
