@@ -20,7 +20,7 @@ from zope.interface import implementer
 from phantom_frame.proxy.optimistic import send
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.client import (
-    Framing, Header, IResponseReceiver, RequestBody, ResponseHead, StalledBody,
+    Framing, Header, IRelayReceiver, RequestBody, ResponseHead, StalledBody,
 )
 from phantom_frame.proxy.heads import Fields
 from phantom_frame.proxy.origin import BrokenBody, UpstreamError, UpstreamTimeout, upstream_error
@@ -138,16 +138,22 @@ def _relay_head(head: ResponseHead, rules: Any) -> Tuple[ResponseHead, Any, byte
     return known
 
 
-@implementer(IResponseReceiver, IPushProducer)
+@implementer(IRelayReceiver, IPushProducer)
 class ByteRelay:
     """
     One request passed through at the byte level, and its answer.
 
     The channel provides C{transport}, C{registerProducer},
-    C{unregisterProducer} and C{relayDone(relay, close)}.
+    C{unregisterProducer} and C{relayDone(relay, close)}. The origin's
+    client tells it of the end (L{responseDone}, L{responseFailed}) when it
+    is an L{phantom_frame.proxy.client.IRelayingClient}; else the end is
+    the request's L{Deferred}.
 
     @ivar code: the answer's status, once known.
     @ivar sent: the body bytes written to the client.
+    @ivar upstream: seconds from the request to the origin's final head
+        (or its failure before it), once known.
+    @ivar timing: see L{IRelayReceiver.timing}.
     """
 
     def __init__(
@@ -177,7 +183,7 @@ class ByteRelay:
         self._pending: Optional[List[bytes]] = None
         self._chunked = False
         self._inflater: Optional[Inflater] = None
-        self._deferred: Any = None
+        self._request: Any = None
         self._over = False
         self._started = clock.seconds()
         self.code = 0
@@ -187,6 +193,7 @@ class ByteRelay:
         self.target = view.target
         self.headers = view.headers
         self.upstream: Optional[float] = None
+        self.timing: Any = None
         self.body: Optional[RequestBody] = None
         self.body_left = 0
         #: The view remembered for the request's head, of which C{view} is
@@ -215,7 +222,8 @@ class ByteRelay:
         """
         @return: seconds since the request was forwarded.
         """
-        return max(0.0, self._clock.seconds() - self._started)
+        elapsed = self._clock.seconds() - self._started
+        return elapsed if elapsed > 0.0 else 0.0
 
     def start(self) -> None:
         """
@@ -226,14 +234,22 @@ class ByteRelay:
         body = self.body
         if body is not None and not self.body_left:
             body = b""
+        client = origin.client
+        relay = getattr(client, "relay", None)
         try:
             headers = forwarded_fields(self.shared, view, origin, self._server.config.headers)
-            d = origin.client.request(view.method, origin.base_path + view.target, headers, self, body)
+            target = origin.base_path + view.target
+            if relay is not None:
+                self._request = relay(view.method, target, headers, self, body)
+                return
+            d = client.request(view.method, target, headers, self, body)
         except ValueError as e:
-            self._failed(Failure(UpstreamError(f"cannot forward the request: {e}")))
+            # Never sent: not an origin request to time.
+            self.timing = None
+            self.responseFailed(Failure(UpstreamError(f"cannot forward the request: {e}")))
             return
-        self._deferred = d
-        d.addCallbacks(self._whole, self._failed)
+        self._request = d
+        d.addCallbacks(self.responseDone, self.responseFailed)
 
     def cancel(self) -> None:
         """
@@ -241,8 +257,26 @@ class ByteRelay:
         """
         if not self._over:
             self._over = True
-            if self._deferred is not None:
-                self._deferred.cancel()
+            if self._producer is None:
+                self._timed(True)
+            if self._request is not None:
+                self._request.cancel()
+
+    def _timed(self, failed: bool) -> float:
+        """
+        Note the time to the final head (or to the failure before it), and
+        tell the timing client once.
+
+        @return: the time noted, in seconds.
+        """
+        now = self._clock.seconds()
+        upstream = now - self._started
+        self.upstream = upstream = upstream if upstream > 0.0 else 0.0
+        timing = self.timing
+        if timing is not None:
+            self.timing = None
+            timing.timed(upstream, failed)
+        return now
 
     # IResponseReceiver
 
@@ -264,7 +298,7 @@ class ByteRelay:
         answered as an origin failure.
         """
         self._producer = producer
-        self.upstream = self.duration()
+        now = self._timed(False)
         self.code = head.status
         if self.body is not None:
             self._server.passthrough.answered_unsafe(self._view, head)
@@ -276,7 +310,7 @@ class ByteRelay:
         if rules.response_set:
             lines.append(rules.response_lines(variables_of(self._view)))
         if not known[3]:
-            lines.append(b"Date: " + http_date(self._clock.seconds()) + b"\r\n")
+            lines.append(b"Date: " + http_date(now) + b"\r\n")
         if head.codings:
             self._inflater = Inflater(head.codings)
         self._chunked = known[4]
@@ -341,7 +375,10 @@ class ByteRelay:
 
     # The end
 
-    def _whole(self, head: ResponseHead) -> None:
+    def responseDone(self, head: ResponseHead) -> None:
+        """
+        The whole answer came: write what is left of it and end.
+        """
         if self._over:
             return
         tail: List[bytes] = []
@@ -349,7 +386,7 @@ class ByteRelay:
             try:
                 rest = self._inflater.finish()
             except TransferDecodeError as e:
-                self._failed(Failure(e))
+                self.responseFailed(Failure(e))
                 return
             if rest:
                 self.sent += len(rest)
@@ -363,14 +400,18 @@ class ByteRelay:
             send(self._channel.transport, b"".join(tail))
         self._end(self._close)
 
-    def _failed(self, failure: Failure) -> None:
+    def responseFailed(self, failure: Failure) -> None:
+        """
+        The request failed: answer as an origin that failed when nothing
+        was sent yet, else cut the answer short.
+        """
         if self._over:
             return
         passthrough = self._server.passthrough
         if self._producer is None or self._pending is not None:
             # Nothing was sent: answer as an origin that failed.
             if self._producer is None:
-                self.upstream = self.duration()
+                self._timed(True)
                 error = upstream_error(failure, self._server.origin)
             elif failure.check(UpstreamError):
                 error = failure.value
