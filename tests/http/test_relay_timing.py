@@ -113,8 +113,10 @@ class RelayTimingTests(SynchronousTestCase):
         """
         rig = TimedRig(self)
         rig.send("/slow")
+        relay = rig.relay()
         rig.clock.advance(2)
         rig.protocol.connectionLost(None)
+        self.assertIsNone(relay.timing)
         self.assertEqual((rig.observed, rig.failed), ([2.0], 1))
         rig.origin.flush()
         self.assertEqual((rig.observed, rig.failed), ([2.0], 1))
