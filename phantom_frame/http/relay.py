@@ -98,18 +98,24 @@ def forwarded_fields(shared: Any, view: Any, origin: Any, rules: Any) -> Union[F
 
 #: The client heads made of origin heads (see L{_relay_head}), by the
 #: origin head's id, and how many are kept.
-_relayed: Dict[int, Tuple[ResponseHead, Any, bytes, bool, bool]] = {}
+_relayed: Dict[int, Tuple[ResponseHead, Any, bytes, bool, bool, Dict[bytes, bytes]]] = {}
 RELAYED_HEADS_KEPT = 512
 
+#: How many C{Cache-Status} values a remembered head keeps its start with.
+_STARTS_KEPT = 16
 
-def _relay_head(head: ResponseHead, rules: Any) -> Tuple[ResponseHead, Any, bytes, bool, bool]:
+
+def _relay_head(head: ResponseHead, rules: Any) -> Tuple[ResponseHead, Any, bytes, bool, bool, Dict[bytes, bytes]]:
     """
     The part of a relayed answer's head that depends on the origin's head
     and the server's header C{rules} alone (remembered: the origin's heads
     are shared, see L{phantom_frame.proxy.heads.read_head}).
 
     @return: C{(head, rules, the status line and fields, whether they
-        have a C{Date}, whether the body is re-chunked)}.
+        have a C{Date}, whether the body is re-chunked, the heads' starts
+        with their C{Cache-Status} by its value)}: the starts are kept by
+        L{ByteRelay.headReceived} when nothing comes between the fields
+        and C{Cache-Status}.
     """
     framing = head.framing
     lines = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.phrase)]
@@ -131,7 +137,7 @@ def _relay_head(head: ResponseHead, rules: Any) -> Tuple[ResponseHead, Any, byte
     elif body:
         chunked = True
         lines.append(b"Transfer-Encoding: chunked\r\n")
-    known = (head, rules, b"".join(lines), dated, chunked)
+    known = (head, rules, b"".join(lines), dated, chunked, {})
     if len(_relayed) >= RELAYED_HEADS_KEPT:
         _relayed.clear()
     _relayed[id(head)] = known
@@ -164,6 +170,7 @@ class ByteRelay:
         status: CacheStatus,
         close: bool,
         clock: Any,
+        target: Optional[bytes] = None,
     ) -> None:
         """
         @param channel: the client's connection.
@@ -172,6 +179,8 @@ class ByteRelay:
         @param status: the C{Cache-Status} of the answer (a bypass).
         @param close: whether the client asked to close after this answer.
         @param clock: gives the C{Date}.
+        @param target: the request's target as the client sent it (its
+            view's, under the server's prefix); the view's when C{None}.
         """
         self._channel = channel
         self._server = server
@@ -190,7 +199,7 @@ class ByteRelay:
         self.sent = 0
         self.server = server
         self.method = view.method
-        self.target = view.target
+        self.target = view.target if target is None else target
         self.headers = view.headers
         self.upstream: Optional[float] = None
         self.timing: Any = None
@@ -306,17 +315,29 @@ class ByteRelay:
         known = _relayed.get(id(head))
         if known is None or known[0] is not head or known[1] is not rules:
             known = _relay_head(head, rules)
-        lines = [known[2]]
-        if rules.response_set:
-            lines.append(rules.response_lines(variables_of(self._view)))
-        if not known[3]:
-            lines.append(b"Date: " + http_date(now) + b"\r\n")
+        header = self._status.header
+        if known[3] and not rules.response_set:
+            # Nothing of this request before Cache-Status: the start is
+            # the same for every answer with this head.
+            starts = known[5]
+            start = starts.get(header)
+            if start is None:
+                start = known[2] + b"Cache-Status: " + header + b"\r\n" if header else known[2]
+                if len(starts) >= _STARTS_KEPT:
+                    starts.clear()
+                starts[header] = start
+            lines = [start]
+        else:
+            lines = [known[2]]
+            if rules.response_set:
+                lines.append(rules.response_lines(variables_of(self._view)))
+            if not known[3]:
+                lines.append(b"Date: " + http_date(now) + b"\r\n")
+            if header:
+                lines.append(b"Cache-Status: " + header + b"\r\n")
         if head.codings:
             self._inflater = Inflater(head.codings)
         self._chunked = known[4]
-        header = self._status.header
-        if header:
-            lines.append(b"Cache-Status: " + header + b"\r\n")
         rid = self.headers.get("x-request-id")
         if rid:
             lines.append(b"X-Request-Id: " + rid.encode("latin-1") + b"\r\n")
@@ -448,7 +469,8 @@ class ByteRelay:
 
     def _end(self, close: bool) -> None:
         self._over = True
-        self._let_go()
+        if self.body is not None:
+            self._let_go()
         self._channel.unregisterProducer()
         self._channel.relayDone(self, close)
 

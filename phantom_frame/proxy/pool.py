@@ -263,7 +263,13 @@ class OriginClient:
             data += body
             body = None
         exchange = _Exchange(self, method, data, body, receiver, persistent, deferred)
-        exchange.start()
+        # Sent on an idle connection, or on a new one.
+        connection = self.pool._take(self.route)
+        if connection is None:
+            exchange._connect()
+        else:
+            exchange.reused = True
+            exchange._send(connection)
         return exchange
 
 
@@ -308,17 +314,6 @@ class _Exchange:
         self.done = False
         self.sent = False
         self.paused = False
-
-    def start(self) -> None:
-        """
-        Send the request on an idle connection, or on a new one.
-        """
-        connection = self.client.pool._take(self.client.route)
-        if connection is None:
-            self._connect()
-        else:
-            self.reused = True
-            self._send(connection)
 
     def _connect(self) -> None:
         d = self.connecting = self.client.pool._connect(self.client.route)

@@ -15,6 +15,7 @@ from phantom_frame.proxy.heads import Fields, read_head, request_head
 from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.rules import NO_RULES, HeaderRules
 from phantom_frame.proxy.view import RequestView
+from tests.http.test_relay import RelayRig, request
 
 
 class FakeOrigin:
@@ -133,9 +134,27 @@ class RelayHeadTests(SynchronousTestCase):
         """
         head = read_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nConnection: x-a\r\n", b"GET")
         known = relay._relay_head(head, NO_RULES)
-        self.assertEqual(known[2:], (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", False, False))
+        self.assertEqual(known[2:], (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", False, False, {}))
         self.assertIs(relay._relayed[id(head)], known)
         rules = HeaderRules(response_remove=frozenset({b"content-length"}))
         other = relay._relay_head(head, rules)
         self.assertIs(relay._relayed[id(head)], other)
         self.assertIs(other[1], rules)
+
+    def test_start_remembered(self) -> None:
+        """
+        Relayed answers with the same origin head and C{Cache-Status} start
+        with the same bytes, made once: the head's fields and
+        C{Cache-Status}.
+        """
+        rig = RelayRig(True)
+        self.addCleanup(rig.handle.close)
+        answers = [rig.exchange(request("/a")) for _ in range(2)]
+        self.assertEqual(rig.relayed(), 2)
+        starts = [known[5] for known in relay._relayed.values()]
+        self.assertEqual(len(starts), 1)
+        [(header, start)] = starts[0].items()
+        self.assertTrue(start.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(start.endswith(b"\r\nCache-Status: " + header + b"\r\n"))
+        for answer in answers:
+            self.assertTrue(answer.startswith(start))
