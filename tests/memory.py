@@ -146,6 +146,16 @@ class _Flushing:
         self._origin.flush()
         return d
 
+    def relay(self, *args: Any, **kw: Any) -> Any:
+        """
+        Send a request whose receiver is told of its end (see
+        L{phantom_frame.proxy.client.IRelayingClient.relay}), and move its
+        bytes.
+        """
+        request = self._client.relay(*args, **kw)
+        self._origin.flush()
+        return request
+
 
 class MemoryOrigin:
     """

@@ -322,9 +322,8 @@ class FastHits:
         @return: the L{ByteRelay} that passes the request through.
         """
         self.relayed += 1
-        relay = ByteRelay(channel, server, self._own(channel, view), decision.status, close, self._clock)
+        relay = ByteRelay(channel, server, self._own(channel, view), decision.status, close, self._clock, target)
         relay.shared = view
-        relay.target = target
         if length is not None:
             relay.take_body(length)
         return relay

@@ -25,7 +25,7 @@ C{tests/http/test_guard_internals.py}.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.web.http import HTTPChannel, _IdentityTransferDecoder
@@ -55,6 +55,11 @@ def _percent(match: "re.Match[bytes]") -> bytes:
     return b"%%%02X" % match.group(0)[0]
 
 
+#: How close to the end of its idle period a connection times out: the
+#: timer's own time is the clock's sum, which may differ in the last bits.
+_IDLE_SLACK = 1e-6
+
+
 class GuardedHTTPChannel(HTTPChannel):
     """
     An L{HTTPChannel} that refuses malformed, oversized, slow and
@@ -71,6 +76,10 @@ class GuardedHTTPChannel(HTTPChannel):
     _rejected = False
     _unknownCoding = False
     _headTimer: Optional[IDelayedCall] = None
+    #: When the connection was last active (see L{resetTimeout}), by the
+    #: site's clock, whose C{seconds} is kept once asked.
+    _lastActive = float("-inf")
+    _seconds: Optional[Callable[[], float]] = None
 
     @property
     def limits(self) -> ClientLimits:
@@ -120,6 +129,39 @@ class GuardedHTTPChannel(HTTPChannel):
         if period is None:
             self._cancelHeadTimer()
         return super().setTimeout(period)
+
+    # The idle timeout, kept lazily.
+
+    def resetTimeout(self) -> None:
+        """
+        Note that the connection is active, without moving the idle timer
+        (a L{DelayedCall.reset} per request): when the timer fires,
+        L{timeoutConnection} waits for what is left of the idle period since
+        the last activity. Without a site's clock, as usual.
+        """
+        seconds = self._seconds
+        if seconds is None:
+            clock = getattr(getattr(self, "site", None), "reactor", None)
+            if clock is None:
+                super().resetTimeout()
+                return
+            seconds = self._seconds = clock.seconds
+        self._lastActive = seconds()
+
+    def timeoutConnection(self) -> None:
+        """
+        The idle timer fired: if the connection was active since, wait for
+        the rest of the idle period from then; else time out as usual.
+        """
+        period = self.timeOut
+        seconds = self._seconds
+        if period is not None and seconds is not None:
+            left = self._lastActive + period - seconds()
+            if left > _IDLE_SLACK:
+                self.setTimeout(left)
+                self.timeOut = period
+                return
+        super().timeoutConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """

@@ -11,131 +11,20 @@ origin connection pauses while the client is slow).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from phantom_frame.http.relayheads import error_head, forwarded_fields, relay_head, relay_start
 from phantom_frame.proxy.optimistic import send
 from phantom_frame.proxy.answers import http_date
-from phantom_frame.proxy.client import (
-    Framing, Header, IResponseReceiver, RequestBody, ResponseHead, StalledBody,
-)
-from phantom_frame.proxy.heads import Fields
+from phantom_frame.proxy.client import IRelayReceiver, RequestBody, ResponseHead, StalledBody
 from phantom_frame.proxy.origin import BrokenBody, UpstreamError, UpstreamTimeout, upstream_error
-from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.rules import variables_of
 from phantom_frame.proxy.status import CacheStatus, forwarded
 from phantom_frame.proxy.transfer import Inflater, TransferDecodeError
-from phantom_frame.proxy.view import RequestView
-
-
-def error_head(code: int, text: str, status: CacheStatus, close: bool, request_id: str = "") -> List[bytes]:
-    """
-    @return: the short plain-text error answer the stock path writes (see
-        L{phantom_frame.proxy.answers.send_error}), as bytes to send.
-    """
-    body = (text + "\n").encode("utf-8")
-    head = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % (
-        code, text.encode("ascii"), len(body))
-    if status.header:
-        head += b"Cache-Status: " + status.header + b"\r\n"
-    if request_id:
-        head += b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n"
-    if close:
-        head += b"Connection: close\r\n"
-    return [head, b"\r\n", body]
-
-
-#: The fields forwarded for a remembered request head and a client (see
-#: L{forwarded_fields}), and how many are kept.
-_forwarded: Dict[Tuple[int, Optional[str]], Tuple[Any, Any, Any, Fields]] = {}
-FORWARDED_KEPT = 1024
-
-
-def forwarded_fields(shared: Any, view: Any, origin: Any, rules: Any) -> Union[Fields, List[Header]]:
-    """
-    The header fields that pass C{view} through to C{origin}: those of
-    L{forward_headers} after the origin's C{Host}.
-
-    @param shared: the view remembered for the request's head, that every
-        request with the same head bytes shares (C{view} is its copy with
-        the client's address and request id), or C{None}.
-    @return: L{Fields} serialised once per remembered head and client
-        (header rules with request headers to set or remove are applied
-        anew each time, as pairs).
-    @raise ValueError: for fields that cannot be sent.
-    """
-    if shared is None or rules.request_set or rules.request_remove:
-        headers = forward_headers(view, rules=rules)
-        headers.insert(0, origin.host)
-        return headers
-    rid = view.headers.get("x-request-id")
-    known_rid = shared.headers.get("x-request-id")
-    if known_rid is not None and known_rid != rid:
-        # The client's id was refused: it is not forwarded.
-        headers = forward_headers(view, rules=rules)
-        headers.insert(0, origin.host)
-        return headers
-    key = (id(shared), view.client)
-    known = _forwarded.get(key)
-    if known is None or known[0] is not shared or known[1] is not origin or known[2] is not rules:
-        base = RequestView(
-            shared.method, shared.path, shared.query, shared.headers, None, view.client, shared.secure,
-            shared.prefix,
-        )
-        headers = forward_headers(base, rules=rules)
-        headers.insert(0, origin.host)
-        known = (shared, origin, rules, Fields.of(headers))
-        if len(_forwarded) >= FORWARDED_KEPT:
-            _forwarded.clear()
-        _forwarded[key] = known
-    if known_rid is None and rid is not None:
-        return known[3].plus(b"x-request-id", rid.encode("latin-1"))
-    return known[3]
-
-
-#: The client heads made of origin heads (see L{_relay_head}), by the
-#: origin head's id, and how many are kept.
-_relayed: Dict[int, Tuple[ResponseHead, Any, bytes, bool, bool]] = {}
-RELAYED_HEADS_KEPT = 512
-
-
-def _relay_head(head: ResponseHead, rules: Any) -> Tuple[ResponseHead, Any, bytes, bool, bool]:
-    """
-    The part of a relayed answer's head that depends on the origin's head
-    and the server's header C{rules} alone (remembered: the origin's heads
-    are shared, see L{phantom_frame.proxy.heads.read_head}).
-
-    @return: C{(head, rules, the status line and fields, whether they
-        have a C{Date}, whether the body is re-chunked)}.
-    """
-    framing = head.framing
-    lines = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.phrase)]
-    dated = False
-    body = framing is not Framing.EMPTY
-    dropped = rules.response_dropped if rules else ()
-    for name, value in head.end_to_end():
-        n = len(name)
-        if n == 4 and name.lower() == b"date":
-            dated = True
-        elif n == 14 and body and name.lower() == b"content-length":
-            continue
-        if dropped and name.lower() in dropped:
-            continue
-        lines.append(name + b": " + value + b"\r\n")
-    chunked = False
-    if framing is Framing.LENGTH and not head.codings:
-        lines.append(b"Content-Length: %d\r\n" % (head.length,))
-    elif body:
-        chunked = True
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    known = (head, rules, b"".join(lines), dated, chunked)
-    if len(_relayed) >= RELAYED_HEADS_KEPT:
-        _relayed.clear()
-    _relayed[id(head)] = known
-    return known
 
 
 @implementer(IPushProducer)
@@ -174,16 +63,22 @@ class ClientBodyReads:
         """
 
 
-@implementer(IResponseReceiver, IPushProducer)
+@implementer(IRelayReceiver, IPushProducer)
 class ByteRelay:
     """
     One request passed through at the byte level, and its answer.
 
     The channel provides C{transport}, C{registerProducer},
-    C{unregisterProducer} and C{relayDone(relay, close)}.
+    C{unregisterProducer} and C{relayDone(relay, close)}. The origin's
+    client tells it of the end (L{responseDone}, L{responseFailed}) when it
+    is an L{phantom_frame.proxy.client.IRelayingClient}; else the end is
+    the request's L{Deferred}.
 
     @ivar code: the answer's status, once known.
     @ivar sent: the body bytes written to the client.
+    @ivar upstream: seconds from the request to the origin's final head
+        (or its failure before it), once known.
+    @ivar timing: see L{IRelayReceiver.timing}.
     """
 
     def __init__(
@@ -194,6 +89,7 @@ class ByteRelay:
         status: CacheStatus,
         close: bool,
         clock: Any,
+        target: Optional[bytes] = None,
     ) -> None:
         """
         @param channel: the client's connection.
@@ -202,6 +98,8 @@ class ByteRelay:
         @param status: the C{Cache-Status} of the answer (a bypass).
         @param close: whether the client asked to close after this answer.
         @param clock: gives the C{Date}.
+        @param target: the request's target as the client sent it (its
+            view's, under the server's prefix); the view's when C{None}.
         """
         self._channel = channel
         self._server = server
@@ -213,16 +111,17 @@ class ByteRelay:
         self._pending: Optional[List[bytes]] = None
         self._chunked = False
         self._inflater: Optional[Inflater] = None
-        self._deferred: Any = None
+        self._request: Any = None
         self._over = False
         self._started = clock.seconds()
         self.code = 0
         self.sent = 0
         self.server = server
         self.method = view.method
-        self.target = view.target
+        self.target = view.target if target is None else target
         self.headers = view.headers
         self.upstream: Optional[float] = None
+        self.timing: Any = None
         self.body: Optional[RequestBody] = None
         self.body_left = 0
         #: The view remembered for the request's head, of which C{view} is
@@ -255,7 +154,8 @@ class ByteRelay:
         """
         @return: seconds since the request was forwarded.
         """
-        return max(0.0, self._clock.seconds() - self._started)
+        elapsed = self._clock.seconds() - self._started
+        return elapsed if elapsed > 0.0 else 0.0
 
     def start(self) -> None:
         """
@@ -266,14 +166,22 @@ class ByteRelay:
         body = self.body
         if body is not None and not self.body_left:
             body = b""
+        client = origin.client
+        relay = getattr(client, "relay", None)
         try:
             headers = forwarded_fields(self.shared, view, origin, self._server.config.headers)
-            d = origin.client.request(view.method, origin.base_path + view.target, headers, self, body)
+            target = origin.base_path + view.target
+            if relay is not None:
+                self._request = relay(view.method, target, headers, self, body)
+                return
+            d = client.request(view.method, target, headers, self, body)
         except ValueError as e:
-            self._failed(Failure(UpstreamError(f"cannot forward the request: {e}")))
+            # Never sent: not an origin request to time.
+            self.timing = None
+            self.responseFailed(Failure(UpstreamError(f"cannot forward the request: {e}")))
             return
-        self._deferred = d
-        d.addCallbacks(self._whole, self._failed)
+        self._request = d
+        d.addCallbacks(self.responseDone, self.responseFailed)
 
     def cancel(self) -> None:
         """
@@ -281,8 +189,26 @@ class ByteRelay:
         """
         if not self._over:
             self._over = True
-            if self._deferred is not None:
-                self._deferred.cancel()
+            if self._producer is None:
+                self._timed(True)
+            if self._request is not None:
+                self._request.cancel()
+
+    def _timed(self, failed: bool) -> float:
+        """
+        Note the time to the final head (or to the failure before it), and
+        tell the timing client once.
+
+        @return: the time noted, in seconds.
+        """
+        now = self._clock.seconds()
+        upstream = now - self._started
+        self.upstream = upstream = upstream if upstream > 0.0 else 0.0
+        timing = self.timing
+        if timing is not None:
+            self.timing = None
+            timing.timed(upstream, failed)
+        return now
 
     # IResponseReceiver
 
@@ -304,25 +230,28 @@ class ByteRelay:
         answered as an origin failure.
         """
         self._producer = producer
-        self.upstream = self.duration()
+        now = self._timed(False)
         self.code = head.status
         if self.body is not None:
             self._server.passthrough.answered_unsafe(self._view, head)
         rules = self._server.config.headers
-        known = _relayed.get(id(head))
-        if known is None or known[0] is not head or known[1] is not rules:
-            known = _relay_head(head, rules)
-        lines = [known[2]]
-        if rules.response_set:
-            lines.append(rules.response_lines(variables_of(self._view)))
-        if not known[3]:
-            lines.append(b"Date: " + http_date(self._clock.seconds()) + b"\r\n")
+        known = relay_head(head, rules)
+        header = self._status.header
+        if known[3] and not rules.response_set:
+            # Nothing of this request before Cache-Status: the start is
+            # the same for every answer with this head.
+            lines = [relay_start(known, header)]
+        else:
+            lines = [known[2]]
+            if rules.response_set:
+                lines.append(rules.response_lines(variables_of(self._view)))
+            if not known[3]:
+                lines.append(b"Date: " + http_date(now) + b"\r\n")
+            if header:
+                lines.append(b"Cache-Status: " + header + b"\r\n")
         if head.codings:
             self._inflater = Inflater(head.codings)
         self._chunked = known[4]
-        header = self._status.header
-        if header:
-            lines.append(b"Cache-Status: " + header + b"\r\n")
         rid = self.headers.get("x-request-id")
         if rid:
             lines.append(b"X-Request-Id: " + rid.encode("latin-1") + b"\r\n")
@@ -381,7 +310,10 @@ class ByteRelay:
 
     # The end
 
-    def _whole(self, head: ResponseHead) -> None:
+    def responseDone(self, head: ResponseHead) -> None:
+        """
+        The whole answer came: write what is left of it and end.
+        """
         if self._over:
             return
         tail: List[bytes] = []
@@ -389,7 +321,7 @@ class ByteRelay:
             try:
                 rest = self._inflater.finish()
             except TransferDecodeError as e:
-                self._failed(Failure(e))
+                self.responseFailed(Failure(e))
                 return
             if rest:
                 self.sent += len(rest)
@@ -403,14 +335,18 @@ class ByteRelay:
             send(self._channel.transport, b"".join(tail))
         self._end(self._close)
 
-    def _failed(self, failure: Failure) -> None:
+    def responseFailed(self, failure: Failure) -> None:
+        """
+        The request failed: answer as an origin that failed when nothing
+        was sent yet, else cut the answer short.
+        """
         if self._over:
             return
         passthrough = self._server.passthrough
         if self._producer is None or self._pending is not None:
             # Nothing was sent: answer as an origin that failed.
             if self._producer is None:
-                self.upstream = self.duration()
+                self._timed(True)
                 error = upstream_error(failure, self._server.origin)
             elif failure.check(UpstreamError):
                 error = failure.value
@@ -447,7 +383,8 @@ class ByteRelay:
 
     def _end(self, close: bool) -> None:
         self._over = True
-        self._let_go()
+        if self.body is not None:
+            self._let_go()
         self._channel.unregisterProducer()
         self._channel.relayDone(self, close)
 

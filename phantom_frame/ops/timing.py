@@ -17,7 +17,7 @@ from twisted.web.iweb import IAgent, IBodyProducer
 from zope.interface import implementer
 
 from phantom_frame.http.routing import current_request
-from phantom_frame.proxy.client import IOriginClient, IResponseReceiver
+from phantom_frame.proxy.client import IRelayingClient, IResponseReceiver
 
 __all__ = ["TimingAgent", "TimingClient"]
 
@@ -94,13 +94,17 @@ class TimingAgent:
         return d
 
 
-@implementer(IOriginClient)
+@implementer(IRelayingClient)
 class TimingClient:
     """
     An L{IOriginClient} that times the requests another one makes, as
     L{TimingAgent} does: from the request to the final head (or the failure
     before it), into the upstream histogram and onto the client request
     being answered (C{request.phantomUpstream}).
+
+    Its L{relay} leaves the timing to the receiver, which knows when the
+    head came (see L{phantom_frame.proxy.client.IRelayReceiver.timing}):
+    nothing stands between the client and the receiver.
     """
 
     def __init__(
@@ -131,6 +135,35 @@ class TimingClient:
         d = self._client.request(method, target, headers, timed, body)
         d.addErrback(timed.failed)
         return d
+
+    def relay(self, method: bytes, target: bytes, headers: Any, receiver: Any, body: Any = None) -> Any:
+        """
+        Make the request with the wrapped client, the receiver timing it
+        (as its C{timing}, this client's L{timed} is called). A wrapped
+        client that is no L{IRelayingClient} is asked with C{request}, its
+        L{Deferred} ending the receiver's answer.
+
+        @return: what cancels the request.
+        """
+        receiver.timing = self
+        relay = getattr(self._client, "relay", None)
+        if relay is not None:
+            return relay(method, target, headers, receiver, body)
+        d = self._client.request(method, target, headers, receiver, body)
+        d.addCallbacks(receiver.responseDone, receiver.responseFailed)
+        return d
+
+    def timed(self, seconds: float, failed: bool) -> None:
+        """
+        Record a request a receiver timed (see L{relay}).
+
+        @param seconds: from the request to its final head, or to its
+            failure before it.
+        @param failed: whether it failed before its final head.
+        """
+        self._observe(seconds)
+        if failed:
+            self._failed()
 
     def _record(self, started: float, client: Any) -> None:
         elapsed = self._clock.seconds() - started

@@ -17,7 +17,7 @@ from typing import Any, FrozenSet, List, Optional, Tuple
 
 import attr
 from twisted.internet.interfaces import IConsumer, IPushProducer
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from phantom_frame.proxy.transfer import HOP_BY_HOP
 
@@ -228,6 +228,57 @@ class IOriginClient(Interface):
             final head, L{BrokenAnswer} after it), or with what the receiver
             raised. Cancelling it closes the connection.
         @raise ValueError: for a field with CR or LF, or a framing field.
+        """
+
+
+class IRelayReceiver(IResponseReceiver):
+    """
+    An L{IResponseReceiver} told of the end of the answer itself (see
+    L{IRelayingClient.relay}): no L{Deferred} per request.
+    """
+
+    timing = Attribute(
+        """C{None}, or what a timing client set before the request went out:
+        the receiver calls its C{timed(seconds, failed)} once, with the seconds
+        since the request was made, when the final head came (C{failed}
+        false) or the request failed or was abandoned before it."""
+    )
+
+    def responseDone(head: ResponseHead) -> None:
+        """
+        The whole answer was delivered; C{head} is its final head.
+        """
+
+    def responseFailed(failure: Any) -> None:
+        """
+        The request failed: a L{Failure} of an L{OriginError} (as
+        L{IOriginClient.request}'s L{Deferred} would fail), of what the
+        receiver raised, or of C{CancelledError} once the request was
+        cancelled or its body producer stopped.
+        """
+
+
+class IRelayingClient(IOriginClient):
+    """
+    An L{IOriginClient} that can also tell the end of an answer to its
+    receiver, for callers that pass answers through at a high rate.
+    """
+
+    def relay(
+        method: bytes,
+        target: bytes,
+        headers: List[Header],
+        receiver: IRelayReceiver,
+        body: Any = None,
+    ) -> Any:
+        """
+        As L{IOriginClient.request}, but the end is told to C{receiver}:
+        exactly one of C{responseDone} and C{responseFailed} is called
+        (possibly before this returns).
+
+        @return: an object whose C{cancel()} abandons the request (closing
+            its connection); the receiver is then told C{responseFailed}.
+        @raise ValueError: as L{IOriginClient.request}.
         """
 
 

@@ -51,8 +51,9 @@ class OriginConnection(Protocol):
     and delivers it to the current exchange, one exchange at a time.
 
     The exchange (L{phantom_frame.proxy.pool}) provides C{method},
-    C{receiver}, C{answered(head)}, C{progress()}, C{completed(connection,
-    reusable)} and C{lost(connection, error, untouched)}.
+    C{receiver}, C{answered(head, waits)} (C{waits}: whether more of the
+    answer is to come), C{progress()}, C{completed(connection, reusable)}
+    and C{lost(connection, error, untouched)}.
 
     @ivar served: answers completed on this connection.
     @ivar route: set by the pool: where the connection goes back to.
@@ -207,16 +208,20 @@ class OriginConnection(Protocol):
         self._head = head
         framing = head.framing
         if framing is Framing.LENGTH:
-            self._remaining = head.length
+            length = self._remaining = head.length
             self._state = _LENGTH
-        elif framing is Framing.CHUNKED:
+            # The whole body came with the head: nothing to wait for.
+            ex.answered(head, len(rest) < length)
+            if not length and self.exchange is ex:
+                self._complete(rest)
+                return b""
+            return rest
+        if framing is Framing.CHUNKED:
             self._state = _SIZE
         elif framing is Framing.CLOSE:
             self._state = _CLOSE
-        ex.answered(head)
-        if self.exchange is ex and (
-            framing is Framing.EMPTY or (framing is Framing.LENGTH and self._remaining == 0)
-        ):
+        ex.answered(head, framing is not Framing.EMPTY)
+        if framing is Framing.EMPTY and self.exchange is ex:
             self._complete(rest)
             return b""
         return rest

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from phantom_frame.proxy.client import (
     Header,
-    IOriginClient,
+    IRelayingClient,
+    IRelayReceiver,
     IResponseReceiver,
     OriginError,
     OriginTimeout,
@@ -36,6 +38,8 @@ __all__ = ["IDEMPOTENT", "OriginAddress", "OriginClient", "OriginPool", "endpoin
 #: Methods a client may repeat when a request may not have arrived
 #: (RFC 9110 §9.2.2).
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+log = Logger()
 
 
 class _Route(Factory):
@@ -202,10 +206,11 @@ class OriginPool:
             self._sweeper = self._clock.callLater(self._sweep_at - now, self._sweep)
 
 
-@implementer(IOriginClient)
+@implementer(IRelayingClient)
 class OriginClient:
     """
-    The L{IOriginClient} of one origin, over an L{OriginPool}.
+    The L{IOriginClient} of one origin, over an L{OriginPool}; an
+    L{IRelayingClient}, for receivers told of the end themselves.
     """
 
     def __init__(self, pool: OriginPool, route: _Route, timeout: float, keepalive: float) -> None:
@@ -225,6 +230,28 @@ class OriginClient:
         body: Union[None, bytes, RequestBody] = None,
     ) -> Deferred[ResponseHead]:
         """See L{IOriginClient.request}."""
+        return self._start(method, target, headers, receiver, body, True).deferred
+
+    def relay(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: List[Header],
+        receiver: IRelayReceiver,
+        body: Union[None, bytes, RequestBody] = None,
+    ) -> _Exchange:
+        """See L{IRelayingClient.relay}."""
+        return self._start(method, target, headers, receiver, body, False)
+
+    def _start(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: List[Header],
+        receiver: Any,
+        body: Union[None, bytes, RequestBody],
+        deferred: bool,
+    ) -> _Exchange:
         if body is None:
             framing = b""
         elif isinstance(body, bytes):
@@ -235,16 +262,24 @@ class OriginClient:
         if isinstance(body, bytes):
             data += body
             body = None
-        exchange = _Exchange(self, method, data, body, receiver, persistent)
-        exchange.start()
-        return exchange.deferred
+        exchange = _Exchange(self, method, data, body, receiver, persistent, deferred)
+        # Sent on an idle connection, or on a new one.
+        connection = self.pool._take(self.route)
+        if connection is None:
+            exchange._connect()
+        else:
+            exchange.reused = True
+            exchange._send(connection)
+        return exchange
 
 
 @implementer(IPushProducer)
 class _Exchange:
     """
-    One request and its answer: the connection it uses, its deadline, its
-    L{Deferred}. Given to the receiver as the producer of the body.
+    One request and its answer: the connection it uses, its deadline, and
+    its L{Deferred}, or none when the receiver is told of the end itself
+    (L{OriginClient.relay}). Given to the receiver as the producer of the
+    body.
     """
 
     __slots__ = (
@@ -260,6 +295,7 @@ class _Exchange:
         body: Optional[RequestBody],
         receiver: IResponseReceiver,
         persistent: bool,
+        deferred: bool = True,
     ) -> None:
         self.client = client
         self.method = method
@@ -267,7 +303,7 @@ class _Exchange:
         self.body = body
         self.receiver = receiver
         self.persistent = persistent
-        self.deferred: Deferred[ResponseHead] = Deferred(self._cancel)
+        self.deferred: Optional[Deferred[ResponseHead]] = Deferred(self._cancel) if deferred else None
         self.deadlines = client.pool._deadlines
         self.deadlines.watch(self, client.timeout)
         self.connection: Optional[OriginConnection] = None
@@ -278,17 +314,6 @@ class _Exchange:
         self.done = False
         self.sent = False
         self.paused = False
-
-    def start(self) -> None:
-        """
-        Send the request on an idle connection, or on a new one.
-        """
-        connection = self.client.pool._take(self.client.route)
-        if connection is None:
-            self._connect()
-        else:
-            self.reused = True
-            self._send(connection)
 
     def _connect(self) -> None:
         d = self.connecting = self.client.pool._connect(self.client.route)
@@ -315,13 +340,16 @@ class _Exchange:
         else:
             self.body.attach(self, connection.transport)
 
-    def answered(self, head: ResponseHead) -> None:
+    def answered(self, head: ResponseHead, waits: bool = True) -> None:
         """
         The final head came: deliver it; the timeout now runs between
         body chunks.
+
+        @param waits: whether more of the answer is to come (C{False} when
+            its whole body came with the head: no body timeout is needed).
         """
         self.head = head
-        if not self.paused and not self.done:
+        if waits and not self.paused and not self.done:
             self.deadlines.watch(self, self.client.timeout)
         self.receiver.headReceived(head, self)
 
@@ -335,7 +363,8 @@ class _Exchange:
     def completed(self, connection: OriginConnection, reusable: bool) -> None:
         """
         The answer is complete: keep C{connection} if both sides allow and
-        the request went out whole, else close it; fire the L{Deferred}.
+        the request went out whole, else close it; fire the L{Deferred}, or
+        tell the receiver.
         """
         self.connection = None
         reusable = reusable and self.sent and self.persistent
@@ -344,7 +373,14 @@ class _Exchange:
             self.client.pool._release(connection, self.client.keepalive)
         else:
             connection.close()
-        self.deferred.callback(self.head)
+        d = self.deferred
+        if d is not None:
+            d.callback(self.head)
+            return
+        try:
+            self.receiver.responseDone(self.head)
+        except Exception:
+            log.failure("the receiver of a complete answer failed", Failure())
 
     def lost(self, connection: OriginConnection, error: Union[OriginError, Failure], untouched: bool) -> None:
         """
@@ -382,7 +418,15 @@ class _Exchange:
 
     def _error(self, error: Union[OriginError, Failure]) -> None:
         self._halt()
-        self.deferred.errback(error if isinstance(error, Failure) else Failure(error))
+        failure = error if isinstance(error, Failure) else Failure(error)
+        d = self.deferred
+        if d is not None:
+            d.errback(failure)
+            return
+        try:
+            self.receiver.responseFailed(failure)
+        except Exception:
+            log.failure("the receiver of a failed answer failed", Failure())
 
     def expired(self) -> None:
         """
@@ -397,6 +441,17 @@ class _Exchange:
         else:
             error = StalledBody(f"no body bytes within {self.client.timeout:g}s")
         self._error(error)
+
+    def cancel(self) -> None:
+        """
+        Abandon the request: its connection is closed; its L{Deferred}
+        fails, or the receiver is told, with C{CancelledError}.
+        """
+        d = self.deferred
+        if d is not None:
+            d.cancel()
+        elif not self.done:
+            self._error(CancelledError())
 
     def _cancel(self, deferred: Deferred[ResponseHead]) -> None:
         if not self.done:
@@ -428,4 +483,4 @@ class _Exchange:
         """
         Abandon the answer: as cancelling the request.
         """
-        self.deferred.cancel()
+        self.cancel()

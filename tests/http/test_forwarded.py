@@ -1,5 +1,5 @@
 """
-Tests for L{phantom_frame.http.relay.forwarded_fields}: the fields a
+Tests for L{phantom_frame.http.relayheads.forwarded_fields}: the fields a
 pass-through forwards, serialised once per remembered head and client.
 """
 
@@ -9,12 +9,13 @@ from typing import Dict, Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from phantom_frame.http import relay
-from phantom_frame.http.relay import forwarded_fields
+from phantom_frame.http import relayheads
+from phantom_frame.http.relayheads import forwarded_fields
 from phantom_frame.proxy.heads import Fields, read_head, request_head
 from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.rules import NO_RULES, HeaderRules
 from phantom_frame.proxy.view import RequestView
+from tests.http.test_relay import RelayRig, request
 
 
 class FakeOrigin:
@@ -42,8 +43,8 @@ class ForwardedFieldsTests(SynchronousTestCase):
         """
         Start with nothing remembered.
         """
-        relay._forwarded.clear()
-        self.addCleanup(relay._forwarded.clear)
+        relayheads._forwarded.clear()
+        self.addCleanup(relayheads._forwarded.clear)
         self.origin = FakeOrigin()
 
     def expected(self, own: RequestView, rules: HeaderRules = NO_RULES) -> bytes:
@@ -69,7 +70,7 @@ class ForwardedFieldsTests(SynchronousTestCase):
         other = view(dict(shared.headers), "10.0.0.2")
         data = request_head(b"GET", b"/", b"o", forwarded_fields(shared, other, self.origin, NO_RULES))[0]
         self.assertIn(b"X-Forwarded-For: 10.0.0.2\r\n", data)
-        self.assertEqual(len(relay._forwarded), 2)
+        self.assertEqual(len(relayheads._forwarded), 2)
 
     def test_newRequestId(self) -> None:
         """
@@ -84,7 +85,7 @@ class ForwardedFieldsTests(SynchronousTestCase):
         self.assertIn(b"x-request-id: made-1\r\n", heads[0])
         self.assertIn(b"x-request-id: made-2\r\n", heads[1])
         self.assertEqual(heads[0].count(b"x-request-id"), 1)
-        self.assertEqual(len(relay._forwarded), 1)
+        self.assertEqual(len(relayheads._forwarded), 1)
 
     def test_refusedRequestId(self) -> None:
         """
@@ -110,7 +111,7 @@ class ForwardedFieldsTests(SynchronousTestCase):
         fields = forwarded_fields(shared, own, self.origin, rules)
         self.assertIsInstance(fields, list)
         self.assertNotIn(b"accept", request_head(b"GET", b"/", b"o", fields)[0].lower())
-        self.assertEqual(relay._forwarded, {})
+        self.assertEqual(relayheads._forwarded, {})
 
 
 class RelayHeadTests(SynchronousTestCase):
@@ -123,8 +124,8 @@ class RelayHeadTests(SynchronousTestCase):
         """
         Start with nothing remembered.
         """
-        relay._relayed.clear()
-        self.addCleanup(relay._relayed.clear)
+        relayheads._relayed.clear()
+        self.addCleanup(relayheads._relayed.clear)
 
     def test_remembered(self) -> None:
         """
@@ -132,10 +133,28 @@ class RelayHeadTests(SynchronousTestCase):
         make them again.
         """
         head = read_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nConnection: x-a\r\n", b"GET")
-        known = relay._relay_head(head, NO_RULES)
-        self.assertEqual(known[2:], (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", False, False))
-        self.assertIs(relay._relayed[id(head)], known)
+        known = relayheads.relay_head(head, NO_RULES)
+        self.assertEqual(known[2:], (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", False, False, {}))
+        self.assertIs(relayheads._relayed[id(head)], known)
         rules = HeaderRules(response_remove=frozenset({b"content-length"}))
-        other = relay._relay_head(head, rules)
-        self.assertIs(relay._relayed[id(head)], other)
+        other = relayheads.relay_head(head, rules)
+        self.assertIs(relayheads._relayed[id(head)], other)
         self.assertIs(other[1], rules)
+
+    def test_start_remembered(self) -> None:
+        """
+        Relayed answers with the same origin head and C{Cache-Status} start
+        with the same bytes, made once: the head's fields and
+        C{Cache-Status}.
+        """
+        rig = RelayRig(True)
+        self.addCleanup(rig.handle.close)
+        answers = [rig.exchange(request("/a")) for _ in range(2)]
+        self.assertEqual(rig.relayed(), 2)
+        starts = [known[5] for known in relayheads._relayed.values()]
+        self.assertEqual(len(starts), 1)
+        [(header, start)] = starts[0].items()
+        self.assertTrue(start.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(start.endswith(b"\r\nCache-Status: " + header + b"\r\n"))
+        for answer in answers:
+            self.assertTrue(answer.startswith(start))
