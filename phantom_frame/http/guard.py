@@ -80,6 +80,7 @@ class GuardedHTTPChannel(HTTPChannel):
     #: site's clock, whose C{seconds} is kept once asked.
     _lastActive = float("-inf")
     _seconds: Optional[Callable[[], float]] = None
+    _idleSuspended = False
 
     @property
     def limits(self) -> ClientLimits:
@@ -139,14 +140,45 @@ class GuardedHTTPChannel(HTTPChannel):
         L{timeoutConnection} waits for what is left of the idle period since
         the last activity. Without a site's clock, as usual.
         """
+        seconds = self._idleClock()
+        if seconds is None:
+            super().resetTimeout()
+            return
+        self._lastActive = seconds()
+
+    def _idleClock(self) -> Optional[Callable[[], float]]:
+        """
+        @return: the site's clock's C{seconds}, by which the idle timeout is
+            kept lazily, or C{None} (then it is kept as usual).
+        """
         seconds = self._seconds
         if seconds is None:
             clock = getattr(getattr(self, "site", None), "reactor", None)
             if clock is None:
-                super().resetTimeout()
-                return
+                return None
             seconds = self._seconds = clock.seconds
-        self._lastActive = seconds()
+        return seconds
+
+    def suspendIdle(self) -> bool:
+        """
+        Stop the idle timeout counting (while the connection waits for
+        nothing from the client), without touching the timer: when it
+        fires meanwhile, it waits a whole period again.
+
+        @return: whether it was stopped so; C{False} without a site's clock
+            (the caller cancels the timer instead).
+        """
+        if self._idleClock() is None:
+            return False
+        self._idleSuspended = True
+        return True
+
+    def resumeIdle(self) -> None:
+        """
+        Let the idle timeout count again, from now (see L{suspendIdle}).
+        """
+        self._idleSuspended = False
+        self.resetTimeout()
 
     def timeoutConnection(self) -> None:
         """
@@ -156,6 +188,9 @@ class GuardedHTTPChannel(HTTPChannel):
         period = self.timeOut
         seconds = self._seconds
         if period is not None and seconds is not None:
+            if self._idleSuspended:
+                self.setTimeout(period)
+                return
             left = self._lastActive + period - seconds()
             if left > _IDLE_SLACK:
                 self.setTimeout(left)

@@ -109,3 +109,46 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertEqual(self.timers(rig), before)
         rig.clock.advance(period * 3)
         self.assertFalse(transport.disconnecting)
+
+
+class SuspendedIdleTests(SynchronousTestCase):
+    """
+    While a request passed through waits for nothing from the client, its
+    idle timeout is suspended without touching the timer.
+    """
+
+    def test_suspended(self) -> None:
+        """
+        Suspending and resuming make no timer; a timer firing while
+        suspended waits a whole period again; once resumed the period
+        counts from then.
+        """
+        rig = RelayRig(True)
+        self.addCleanup(rig.handle.close)
+        protocol, transport = rig.connect()
+        channel = getattr(protocol, "_channel", protocol)
+        protocol.dataReceived(request("/a"))
+        rig.settle()
+        self.assertEqual(parse(transport.value(), [False])[0][0], 200)
+        period = channel.timeOut
+        start = rig.clock.seconds()
+
+        def idle_timers() -> List[Any]:
+            return [c for c in rig.clock.getDelayedCalls() if getattr(c.func, "__name__", "") == "__timedOut"]
+
+        [timer] = idle_timers()
+        channel._suspendIdle()
+        channel._suspendIdle()
+        channel._restoreIdle()
+        channel._suspendIdle()
+        self.assertEqual(idle_timers(), [timer])
+        rig.clock.advance(period * 2.5)
+        self.assertFalse(transport.disconnecting)
+        resumed = rig.clock.seconds()
+        channel._restoreIdle()
+        rig.clock.advance(start + 3 * period - resumed)
+        self.assertFalse(transport.disconnecting)
+        rig.clock.advance(resumed + period - rig.clock.seconds() - 0.01)
+        self.assertFalse(transport.disconnecting)
+        rig.clock.advance(0.02)
+        self.assertTrue(transport.disconnecting)
