@@ -9,7 +9,7 @@ any case, repeated names allowed.
 from __future__ import annotations
 
 import re
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from phantom_frame.cache.strategy import CacheStrategy
 
@@ -52,16 +52,31 @@ _KNOWN_CODINGS = frozenset({"identity", "br", "gzip", "x-gzip", "deflate"})
 _SOFT_404_WINDOW = 64 * 1024
 
 
+#: The last tuple of headers read by L{header_values}, and its values by
+#: lower-cased name: a response's headers are asked for a dozen names in a
+#: row while it is stored.
+_indexed: Tuple[Any, Dict[bytes, List[bytes]]] = ((), {})
+
+
 def header_values(headers: Headers, name: bytes) -> List[bytes]:
     """
     Every value of a header.
 
-    @param headers: C{(name, value)} pairs.
-    @param name: the header name, in any case.
+    @param headers: C{(name, value)} pairs; a tuple of them is indexed
+        once for the calls that follow with the same tuple.
     @return: the values in order; empty when the header is absent.
     """
     wanted = name.lower()
-    return [value for key, value in headers if key.lower() == wanted]
+    if headers.__class__ is not tuple:
+        return [value for key, value in headers if key.lower() == wanted]
+    global _indexed
+    last = _indexed
+    if last[0] is not headers:
+        index: Dict[bytes, List[bytes]] = {}
+        for key, value in headers:
+            index.setdefault(key.lower(), []).append(value)
+        last = _indexed = (headers, index)
+    return list(last[1].get(wanted, ()))
 
 
 def header_value(headers: Headers, name: bytes) -> Optional[bytes]:

@@ -222,7 +222,7 @@ class Filler:
         request_time = self._clock.seconds()
         response = await self._origin.request(method, path_qs, headers, body)
         response_time = self._clock.seconds()
-        rheaders = response.pairs
+        rheaders = tuple(response.pairs)
         status = response.code
         if status == 304 and stale is not None:
             response.deliverBody(BodyRelay(self._clock, None, 0))

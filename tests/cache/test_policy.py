@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from phantom_frame.cache import policy
 from phantom_frame.cache.policy import (
     MAIN_STATUSES,
     NOT_FOUND_STATUSES,
@@ -480,3 +481,33 @@ class SoftNotFoundTests(SynchronousTestCase):
         """
         body = b"<meta phantom-404 " * 200000
         self.assertFalse(is_soft_404(body))
+
+
+class HeaderValuesTests(SynchronousTestCase):
+    """
+    L{policy.header_values} reads lists as they are and indexes a tuple
+    once for the calls that follow with it.
+    """
+
+    def test_values(self) -> None:
+        """
+        Values come in order, whatever the case of the name, from lists and
+        tuples alike; what is returned is the caller's own.
+        """
+        pairs = [(b"Vary", b"a"), (b"ETag", b'"e"'), (b"vary", b"b")]
+        for headers in (pairs, tuple(pairs)):
+            self.assertEqual(policy.header_values(headers, b"VARY"), [b"a", b"b"])
+            self.assertEqual(policy.header_values(headers, b"etag"), [b'"e"'])
+            self.assertEqual(policy.header_values(headers, b"age"), [])
+            policy.header_values(headers, b"vary").append(b"c")
+            self.assertEqual(policy.header_values(headers, b"vary"), [b"a", b"b"])
+
+    def test_other_tuple(self) -> None:
+        """
+        Another tuple is read anew, even one equal to the last.
+        """
+        first = ((b"ETag", b'"1"'),)
+        self.assertEqual(policy.header_values(first, b"etag"), [b'"1"'])
+        second = ((b"ETag", b'"2"'),)
+        self.assertEqual(policy.header_values(second, b"etag"), [b'"2"'])
+        self.assertEqual(policy.header_values(tuple(list(first)), b"etag"), [b'"1"'])
