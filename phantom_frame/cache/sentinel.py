@@ -116,16 +116,17 @@ class _Replies(Protocol):
 
     _buffer = b""
 
-    def _replies(self, data: bytes) -> List[Any]:
+    def _replies(self, data: bytes, limit: Optional[int] = None) -> List[Any]:
         self._buffer += data
-        out = []
-        while True:
+        out: List[Any] = []
+        while limit is None or len(out) < limit:
             parsed = parse_reply(self._buffer)
             if parsed is None:
                 return out
             value, end = parsed
             self._buffer = self._buffer[end:]
             out.append(value)
+        return out
 
 
 class _Exchange(_Replies):
@@ -212,7 +213,7 @@ class _Checked(_Replies):
             self.wrapped.dataReceived(data)
             return
         try:
-            self._got.extend(self._replies(data))
+            self._got.extend(self._replies(data, self._expected - len(self._got)))
         except ValueError:
             return self._refuse("an answer that is not RESP")
         if len(self._got) < self._expected:
