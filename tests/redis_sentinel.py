@@ -160,7 +160,7 @@ class SentinelGroup:
         return [
             REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "no",
             "--save", "", "--appendonly", "no", "--dir", home, "--logfile", os.path.join(home, "log"),
-            "--maxmemory-policy", self._policy,
+            "--maxmemory-policy", self._policy, "--repl-diskless-sync-delay", "0",
         ]
 
     def _sentinel(self, port: int, home: str) -> List[str]:

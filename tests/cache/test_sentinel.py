@@ -539,3 +539,39 @@ class SentinelTests(TestCase):
         out, err = io.StringIO(), io.StringIO()
         self.assertEqual(check(path, out, err), 0, err.getvalue())
         self.assertIn("maxmemory-policy is 'noeviction'", out.getvalue())
+
+    async def test_switchover(self) -> None:
+        """
+        A failover asked of the Sentinel (the old master lives on): once
+        the Sentinel names the new master, the nodes' command and bus
+        connections follow it at once (the Sentinel publishes
+        C{+switch-master}; the old master is still a writable master then,
+        until the Sentinel turns it into a replica some 8 s later), and
+        sharing goes on there.
+        """
+        await self._start()
+        origin = self._origin()
+        nodes = [self._node(), self._node()]
+        self.assertTrue(all([await node.ready(10) for node in nodes]))
+        a, b = (self._proxy(node, origin) for node in nodes)
+        old, new = self.group.master.port, self.group.replica.port
+        self.assertEqual(await command(self.group.sentinel.port, "SENTINEL", "FAILOVER", SERVICE), "OK")
+
+        async def followed() -> bool:
+            listening = [(await command(port, "CLIENT", "LIST")).count(b"cmd=psubscribe") for port in (old, new)]
+            return listening == [0, 2] and all(node.connected and node.listening for node in nodes)
+
+        async def switched() -> bool:
+            return await self.group.named() == ("127.0.0.1", new)
+
+        await eventually(switched, 30, "the Sentinel names the new master", interval=0.05)
+        await eventually(followed, 6, "the bus connections moved to the new master", interval=0.1)
+
+        async def shared() -> bool:
+            path = f"/page/after-{os.urandom(4).hex()}"
+            code, status = await self.get(a, path)
+            self.assertEqual(code, 200)
+            code, status = await self.get(b, path)
+            return b"hit" in status
+
+        await eventually(shared, 10, "sharing goes on on the new master", interval=0.1)
