@@ -159,11 +159,19 @@ class RedisNode(FillLock):
         self._purges: Dict[str, _Purge] = {}
         self._commands: Any = None
         self._bus: Any = None
+        self._connector: Any = None
 
     # Connecting
 
     def _endpoint(self) -> Any:
         address = self.address
+        if address.sentinels:
+            from phantom_frame.cache.sentinel import SentinelEndpoint
+
+            return SentinelEndpoint(
+                self._reactor, address.sentinels, address.service or "", address.password,
+                address.sentinel_password, timeout=self.timeout,
+            )
         if address.path is not None:
             return UNIXClientEndpoint(self._reactor, address.path, timeout=self.timeout)
         return HostnameEndpoint(self._reactor, address.host, address.port, timeout=self.timeout)
@@ -189,15 +197,18 @@ class RedisNode(FillLock):
         bus.maxDelay = 5
         bus.node = self
         self._commands, self._bus = commands, bus
-        commands.startConnecting(self._endpoint())
-        bus.startConnecting(self._endpoint())
+        self._connector = self._endpoint()
+        commands.startConnecting(self._connector)
+        bus.startConnecting(self._connector)
 
     def stop(self) -> Deferred[Any]:
         """
         Close both connections and stop reconnecting.
         """
         stopping = [f.disconnect() for f in (self._commands, self._bus) if f is not None]
-        self._commands = self._bus = None
+        if hasattr(self._connector, "stop"):
+            stopping.append(self._connector.stop())
+        self._commands = self._bus = self._connector = None
         return gatherResults(stopping, consumeErrors=True)
 
     @property
@@ -287,6 +298,9 @@ class RedisNode(FillLock):
 
     def _failed(self, failure: Failure) -> Deferred[Any]:
         self.errors += 1
+        if failure.getErrorMessage().startswith("READONLY") and hasattr(self._connector, "reset"):
+            # A replica now (a failover): reconnect to the master named now.
+            self._connector.reset()
         if not self._down:
             self._down = True
             log.warn(

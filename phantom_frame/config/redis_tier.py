@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Optional
+from typing import Any, List, Optional
 
-from phantom_frame.cache.bus import parse_redis_url
+import attr
+
+from phantom_frame.cache.redisurl import RedisAddress, parse_redis_url
+from phantom_frame.cache.sentinel import ReplyError, encode, parse_reply
 from phantom_frame.config.values import Invalid, choice_check, show
 
 def check_redis_url(value: object) -> str:
     """
-    @return: C{value}, a C{redis://} or C{unix://} URL.
-    @raise Invalid: otherwise.
+    @return: C{value}, a C{redis://}, C{redis+sentinel://} or C{unix://}
+        URL.
+    @raise Invalid: otherwise, saying what is wrong with it.
     """
     try:
         parse_redis_url(value)  # type: ignore[arg-type]
-    except ValueError:
+    except ValueError as e:
+        why = str(e).partition(f"{value!r}: ")[2] if isinstance(value, str) and value.startswith("redis+sentinel:") else None
         raise Invalid(
-            "expected redis://[:password@]host:port/db or unix:///path?db=N,"
-            f" got {show(value)}"
+            "expected redis://[:password@]host:port/db,"
+            " redis+sentinel://[:password@]host:26379,host:26379/SERVICE[/db] or unix:///path?db=N,"
+            f" got {show(value)}" + (f" ({why})" if why else "")
         ) from None
     return value  # type: ignore[return-value]
 
@@ -57,26 +63,15 @@ def check_rate_limit_storage(value: object) -> str:
 EVICTING = frozenset({"allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu"})
 
 
-def _command(*args: str) -> bytes:
+def _exchange(address: RedisAddress, commands: List[bytes], timeout: float) -> Optional[List[Any]]:
     """
-    @return: C{args} as one RESP command.
-    """
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode("utf-8")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+    Send C{commands} to the server at C{address} (its UNIX socket, or its
+    host and port) and read their replies, over a blocking socket:
+    C{phantom-frame check} runs no reactor.
 
-
-def _ask_policy(url: str, timeout: float) -> Optional[str]:
+    @return: one reply per command, or L{None} when the server cannot be
+        reached or does not answer them all in time.
     """
-    Ask the Redis of C{url} for its C{maxmemory-policy} (a blocking socket:
-    C{phantom-frame check} runs no reactor).
-
-    @return: the policy, or L{None} when the server cannot be reached or
-        will not say (C{CONFIG} renamed, authentication refused).
-    """
-    address = parse_redis_url(url)
     try:
         if address.path is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -87,25 +82,59 @@ def _ask_policy(url: str, timeout: float) -> Optional[str]:
         with sock:
             sock.settimeout(timeout)
             sock.connect(target)  # type: ignore[arg-type]
-            if address.password is not None:
-                sock.sendall(_command("AUTH", address.password))
-            sock.sendall(_command("CONFIG", "GET", "maxmemory-policy"))
-            reply = b""
-            while reply.count(b"\r\n") < (7 if address.password is not None else 5):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-    except OSError:
+            sock.sendall(b"".join(commands))
+            data, replies, at = b"", [], 0
+            while len(replies) < len(commands):
+                parsed = parse_reply(data, at)
+                if parsed is None:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return None
+                    data += chunk
+                    continue
+                reply, at = parsed
+                replies.append(reply)
+            return replies
+    except (OSError, ValueError):
         return None
-    lines = reply.split(b"\r\n")
-    if address.password is not None:
-        if not lines or not lines[0].startswith(b"+"):
-            return None
-        lines = lines[1:]
-    if len(lines) < 5 or not lines[0].startswith(b"*2"):
+
+
+def _master(address: RedisAddress, timeout: float) -> Optional[RedisAddress]:
+    """
+    @return: C{address}, or for Sentinels the address of the master the
+        first of them to answer names; L{None} when none does.
+    """
+    if not address.sentinels:
+        return address
+    auth = [encode("AUTH", address.sentinel_password)] if address.sentinel_password is not None else []
+    for host, port in address.sentinels:
+        sentinel = RedisAddress(host=host, port=port)
+        replies = _exchange(sentinel, auth + [encode("SENTINEL", "get-master-addr-by-name", address.service or "")], timeout)
+        named = replies[-1] if replies else None
+        if isinstance(named, list) and len(named) == 2 and all(isinstance(n, bytes) for n in named):
+            return attr.evolve(address, host=named[0].decode("utf-8"), port=int(named[1]), sentinels=())
+    return None
+
+
+def _ask_policy(url: str, timeout: float) -> Optional[str]:
+    """
+    Ask the Redis of C{url} (through its Sentinels, for a
+    C{redis+sentinel://} URL) for its C{maxmemory-policy}.
+
+    @return: the policy, or L{None} when the server cannot be reached or
+        will not say (C{CONFIG} renamed, authentication refused).
+    """
+    address = _master(parse_redis_url(url), timeout)
+    if address is None:
         return None
-    return lines[4].decode("utf-8", "replace")
+    auth = [encode("AUTH", address.password)] if address.password is not None else []
+    replies = _exchange(address, auth + [encode("CONFIG", "GET", "maxmemory-policy")], timeout)
+    if not replies or any(isinstance(reply, ReplyError) for reply in replies):
+        return None
+    policy = replies[-1]
+    if not isinstance(policy, list) or len(policy) != 2 or not isinstance(policy[1], bytes):
+        return None
+    return policy[1].decode("utf-8", "replace")
 
 
 def eviction_warning(url: str, timeout: float = 2.0) -> Optional[str]:
