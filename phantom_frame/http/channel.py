@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.web.http import _GenericHTTPChannelProtocol
+from twisted.web.http_headers import Headers
 
 from phantom_frame.http.byterequest import ByteFill
 from phantom_frame.http.fasthits import BODY_METHODS, FastHits
@@ -241,6 +242,21 @@ class FastHTTPChannel(GuardedHTTPChannel):
                 self._requestProducer.resumeProducing()
             return
         GuardedHTTPChannel.resumeProducing(self)
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """
+        Write an answer head as twisted.web does, as one string: the same
+        bytes, without a check of every fragment of every line.
+        """
+        if not isinstance(headers, Headers):
+            GuardedHTTPChannel.writeHeaders(self, version, code, reason, headers)
+            return
+        lines = [version + b" " + code + b" " + reason + b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"\r\n")
+        self.transport.write(b"".join(lines))
 
     @property
     def relaying(self) -> bool:
