@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence, Tuple
 
 from phantom_frame.cache.globs import Glob, GlobSet
-from phantom_frame.cache.policy import header_values, parse_cache_control
+from phantom_frame.cache.policy import as_pairs, header_values, parse_cache_control
 
 __all__ = ["CookieRule", "marked_shareable"]
 
@@ -45,7 +45,7 @@ def marked_shareable(headers: Iterable[Tuple[bytes, bytes]]) -> bool:
         C{CDN-Cache-Control} or C{Surrogate-Control} lifetime
         (C{max-age=N}, C{s-maxage=N}).
     """
-    headers = list(headers)
+    headers = as_pairs(headers)
     directives = parse_cache_control(header_values(headers, b"cache-control"))
     if "public" in directives or _seconds(directives.get("s-maxage")):
         return True

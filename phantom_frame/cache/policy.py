@@ -79,6 +79,14 @@ def header_values(headers: Headers, name: bytes) -> List[bytes]:
     return list(last[1].get(wanted, ()))
 
 
+def as_pairs(headers: Iterable[Tuple[bytes, bytes]]) -> Tuple[Tuple[bytes, bytes], ...]:
+    """
+    @return: C{headers} as a tuple (itself when it is one), which
+        L{header_values} reads once for every name asked of it.
+    """
+    return headers if headers.__class__ is tuple else tuple(headers)  # type: ignore[return-value]
+
+
 def header_value(headers: Headers, name: bytes) -> Optional[bytes]:
     """
     A header's values joined as one.
@@ -227,7 +235,7 @@ def cache_control_values(headers: Headers) -> Tuple[List[bytes], bool]:
     @param headers: the response headers.
     @return: the values to parse, and whether they are C{CDN-Cache-Control}'s.
     """
-    headers = list(headers)
+    headers = as_pairs(headers)
     cdn = header_values(headers, b"cdn-cache-control")
     if cdn and parse_cache_control(cdn):
         return cdn, True
@@ -293,7 +301,7 @@ def response_bypass_reason(
         L{cache_control_values}). A C{Content-Encoding} phantom-frame
         cannot undo does not prevent storing (see L{opaque_coding}).
     """
-    headers = list(headers)
+    headers = as_pairs(headers)
     if check_status and status not in MAIN_STATUSES and status not in NOT_FOUND_STATUSES:
         return "status"
     if header_values(headers, b"set-cookie"):
