@@ -25,6 +25,12 @@ from phantom_frame.proxy.status import NONE, CacheStatus
 log = Logger()
 
 
+def _finished(request: "ByteRequest") -> None:
+    """
+    What a finished L{ByteRequest} calls instead of its owner.
+    """
+
+
 class ByteRequest:
     """
     What the proxy's renderers use of a twisted.web request, over an
@@ -138,9 +144,12 @@ class ByteRequest:
         if self._chunked:
             self.channel.transport.write(b"0\r\n\r\n")
         self.finished = True
-        for d in self._finishes:
+        finishes, self._finishes = self._finishes, []
+        for d in finishes:
             d.callback(None)
-        self._done(self)
+        # (Dropped once called: it refers back to this request's owner.)
+        done, self._done = self._done, _finished
+        done(self)
 
     def lost(self) -> None:
         """

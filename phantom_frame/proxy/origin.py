@@ -299,6 +299,19 @@ class OriginResponse:
         protocol = self._protocol
         if protocol is not None and not self._pending:
             protocol.connectionLost(reason)
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """
+        The body was handed over whole (or broke): drop what refers back
+        to this answer (its protocol, the exchange producing it, the
+        head's L{Deferred} and its canceller), so that nothing of it waits
+        for the cycle collector.
+        """
+        self._protocol = None
+        self._producer = None
+        self._result = None
+        self._done = None
 
     # The body's consumer
 
@@ -316,6 +329,7 @@ class OriginResponse:
             protocol.dataReceived(data)
         if self._end is not None:
             protocol.connectionLost(self._end)
+            self._let_go()
         elif self._paused:
             self.resumeProducing()
 
@@ -333,7 +347,8 @@ class OriginResponse:
         """
         if self._paused:
             self._paused = False
-            self._producer.resumeProducing()
+            if self._producer is not None:
+                self._producer.resumeProducing()
 
     def stopProducing(self) -> None:
         """
