@@ -172,7 +172,10 @@ class ByteRelay:
             headers = forwarded_fields(self.shared, view, origin, self._server.config.headers)
             target = origin.base_path + view.target
             if relay is not None:
-                self._request = relay(view.method, target, headers, self, body)
+                exchange = relay(view.method, target, headers, self, body)
+                if not self._over:
+                    # (An answer that came at once has ended the relay.)
+                    self._request = exchange
                 return
             d = client.request(view.method, target, headers, self, body)
         except ValueError as e:
@@ -368,6 +371,7 @@ class ByteRelay:
         passthrough.failed_mid_body(_body_error(failure))
         self._over = True
         self._let_go()
+        self._producer = self._request = None
         self._channel.unregisterProducer()
         self._channel.transport.abortConnection()
         self._channel.relayDone(self, True, recorded=False)
@@ -385,6 +389,9 @@ class ByteRelay:
         self._over = True
         if self.body is not None:
             self._let_go()
+        # The exchange with the origin refers back to this relay: let go of
+        # it, so that nothing waits for the cycle collector.
+        self._producer = self._request = None
         self._channel.unregisterProducer()
         self._channel.relayDone(self, close)
 

@@ -176,3 +176,25 @@ class NoCycleTests(SynchronousTestCase):
         gc.collect()
         names = {type(o).__name__ for o in gc.garbage}
         self.assertEqual(names & {"ByteFill", "ByteRequest", "OriginResponse", "BodyRelay", "Fill"}, set())
+
+    def test_pass_through(self) -> None:
+        """
+        Requests passed through on one connection leave no relay or origin
+        exchange in a cycle either.
+        """
+        import gc
+
+        rig = RelayRig(True, PASSTHROUGH)
+        self.addCleanup(rig.handle.close)
+        rig.exchange(request("/warm"))
+        gc.collect()
+        flags = gc.get_debug()
+        self.addCleanup(gc.set_debug, flags)
+        self.addCleanup(gc.garbage.clear)
+        gc.set_debug(flags | gc.DEBUG_SAVEALL)
+        answers = parse(rig.exchange(request("/a") + request("/b")), [False] * 2)
+        self.assertEqual([code for code, _, _ in answers], [200] * 2)
+        self.assertEqual(rig.relayed(), 3)
+        gc.collect()
+        names = {type(o).__name__ for o in gc.garbage}
+        self.assertEqual(names & {"ByteRelay", "_Exchange", "RequestView"}, set())
