@@ -68,9 +68,6 @@ class CacheEntry:
         whenever the headers change).
     @ivar size: the bytes it is accounted for: body, alternates, headers,
         key and L{ENTRY_OVERHEAD} (see L{resize}).
-    @ivar version: counts the changes of its headers and alternates (each
-        ends with L{resize}): what was derived from it (an answer, a
-        serialised head) holds while the version is the same.
     """
 
     key: str
@@ -97,7 +94,6 @@ class CacheEntry:
     shareable: bool = False
     wire: Optional[Dict[str, Any]] = None
     size: int = 0
-    version: int = 0
 
     def age(self, now: float) -> float:
         """
@@ -119,7 +115,6 @@ class CacheEntry:
         Account the entry's size again (after its headers or alternates
         changed).
         """
-        self.version += 1
         alternates = self.alternates
         self.size = (
             self.body.size

@@ -82,6 +82,10 @@ class ResponseCache:
         self.coalesced = 0
         self.evictions = 0
         self.invalidations = 0
+        #: Counts the changes of stored entries in place (their headers,
+        #: their codings): what was derived from an entry holds while this
+        #: is the same.
+        self.changes = 0
 
     # Reading
 
@@ -339,6 +343,7 @@ class ResponseCache:
         entry.headers = headers
         entry.wire = None
         entry.resize()
+        self.changes += 1
         delta = entry.size - before
         if self._pinned.get((entry.key, entry.variant)) is entry:
             self._pinnedBytes += delta
@@ -375,6 +380,7 @@ class ResponseCache:
         before = entry.size
         entry.alternates = {**kept, coding: stored}
         entry.resize()
+        self.changes += 1
         delta = entry.size - before
         if pinned:
             self._pinnedBytes += delta

@@ -149,17 +149,19 @@ class _Prepared:
         """
         @return: the L{Hit} of C{entry}, fresh at C{age}, with the answer
             and status of the last one when nothing they depend on changed
-            (the same entry at the same L{CacheEntry.version}, the same
+            (the same entry, no entry changed in place since --
+            L{phantom_frame.cache.responses.ResponseCache.changes} -- the same
             seconds of freshness left). The entry is held weakly: a view
             kept for later keeps no evicted entry alive.
         """
         lifetime = entry.lifetime
         ttl = -1 if lifetime == math.inf else int(lifetime - age)
         ref = self._entry
-        if ref is not None and ref() is entry and self._version == entry.version and self._ttl == ttl:
+        changes = decider._cache.changes
+        if ref is not None and ref() is entry and self._version == changes and self._ttl == ttl:
             return Hit(key, entry, self._answer, self._status)
         answer, status = decider.answer(view, entry), statuses.hit(entry, age)
-        self._entry, self._version, self._ttl = weakref.ref(entry), entry.version, ttl
+        self._entry, self._version, self._ttl = weakref.ref(entry), changes, ttl
         self._answer, self._status = answer, status
         return Hit(key, entry, answer, status)
 
