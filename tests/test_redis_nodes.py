@@ -20,6 +20,7 @@ from twisted.web.server import Site
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.bus import RedisNode
 from phantom_frame.embed import default_agent
+from phantom_frame.http.site import ProxySite
 from phantom_frame.ops.control import ControlResource
 from phantom_frame.ops.metrics import Metrics
 from tests.origin import Origin
@@ -32,7 +33,11 @@ class Node:
     control site.
     """
 
-    def __init__(self, testcase: TestCase, url: str, origin: str, l1_bytes: int) -> None:
+    def __init__(self, testcase: TestCase, url: str, origin: str, l1_bytes: int, channel: bool = False) -> None:
+        """
+        @param channel: whether its site is the proxy's own (whose HTTP/1.1
+            channel answers requests itself), rather than a plain one.
+        """
         self.redis = RedisNode(url, reactor, prefix="test", l1_bytes=l1_bytes)
         self.redis.start()
         testcase.addCleanup(self.redis.stop)
@@ -42,7 +47,8 @@ class Node:
         resource, self.handle = create_proxy(config, reactor, agent=agent, name="api", redis=self.redis)
         testcase.addCleanup(self.handle.close)
         self.server = self.handle.server("api")
-        site = Site(resource)
+        site = ProxySite(resource, reactor=reactor, access_log=False) if channel else Site(resource)
+        self.site = site
         site.noisy = False
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         testcase.addCleanup(port.stopListening)
@@ -70,7 +76,7 @@ class NodesTests(TestCase):
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.addCleanup(self._release_origin)
-        url = "http://127.0.0.1:%d" % port.getHost().port
+        url = self.originURL = "http://127.0.0.1:%d" % port.getHost().port
         self.nodes = [Node(self, self.redisServer.url, url, l1_bytes) for _ in range(2)]
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)
@@ -117,6 +123,37 @@ class NodesTests(TestCase):
             self.assertIn(b"hit", again[1])
             self.assertEqual(self.origin.hits["/page/one"], 1)
             self.assertEqual(b.server.cache.entry_count, 1)
+
+        return self.ensure(run())
+
+    def test_channelReadsRedis(self) -> Any:
+        """
+        On the proxy's own site, a request that misses the L1 is answered
+        by the HTTP/1.1 channel itself, which reads Redis before it fills:
+        a hit of what another node stored, without an origin request.
+        """
+
+        async def run() -> None:
+            await self._start()
+            a = self.nodes[0]
+            b = Node(self, self.redisServer.url, self.originURL, 32 * 1024 * 1024, channel=True)
+            await self._connected()
+            for _ in range(400):
+                if b.redis.connected and b.redis.listening:
+                    break
+                await deferLater(reactor, 0.025, lambda: None)
+            code, status, body = await self.get(a, "/page/two")
+            self.assertEqual((code, self.origin.hits["/page/two"]), (200, 1))
+            await deferLater(reactor, 0.05, lambda: None)
+            again = await self.get(b, "/page/two")
+            self.assertEqual((again[0], again[2]), (200, body))
+            self.assertIn(b"hit", again[1])
+            self.assertEqual(self.origin.hits["/page/two"], 1)
+            self.assertEqual(b.site.fastHit.filled, 1)
+            third = await self.get(b, "/page/three")
+            self.assertEqual((third[0], self.origin.hits["/page/three"]), (200, 1))
+            self.assertIn(b"stored", third[1])
+            self.assertEqual(b.site.fastHit.filled, 2)
 
         return self.ensure(run())
 

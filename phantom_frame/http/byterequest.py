@@ -219,7 +219,7 @@ class ByteFill:
         exchange = Exchange(self.request, self.view, self.server.config.headers)
         token = current_request.set(self.request)
         try:
-            d = self._deferred = Deferred.fromCoroutine(self.server.render(exchange, self._decision))
+            d = self._deferred = Deferred.fromCoroutine(self.server.render_fill(exchange, self._decision))
         finally:
             current_request.reset(token)
         d.addErrback(self._unexpected, exchange)

@@ -174,8 +174,8 @@ class FastHits:
                 return None
         if kind is Bypass and server.byte_path_ok and not (bodied and server.passthrough.adopts):
             return self._relay(channel, server, view, decision, target, close, length)
-        if kind is Fill and not bodied and decision.stale is None and server.fast_path_ok and not server.tiered:
-            # (A Redis tier is read before deciding a fill: the stock path.)
+        if kind is Fill and not bodied and decision.stale is None and server.fast_path_ok:
+            # (On a Redis tier, the fill reads Redis first: ByteFill.)
             view = self._own(channel, view)
             self.filled += 1
             return ByteFill(channel, server, view, decision, target, view.headers, close, self._clock)

@@ -286,6 +286,17 @@ class ProxyServer:
             return  # the decision logs it and bypasses
         await self.cache.prefetch(key, view.headers.get)
 
+    async def render_fill(self, exchange: Exchange, fill: Decision) -> None:
+        """
+        Answer C{exchange}, decided a L{Fill} from L1 alone (by the HTTP/1.1
+        channel): a C{redis} server reads Redis first and decides again.
+        """
+        if self.tiered:
+            view = exchange.view
+            await self._prefetch(view, None)
+            fill = self.decider.decide(view)
+        await self.render(exchange, fill)
+
     async def render(self, exchange: Exchange, decision: Decision) -> None:
         """
         Answer C{exchange} as C{decision} says.
