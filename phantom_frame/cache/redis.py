@@ -389,13 +389,13 @@ class TieredCache(ResponseCache):
         matches = InvalidationPattern(pattern).matches
         kept: Tuple[str, ...] = ()
         if keep_pinned is not None:
-            # The snapshots that stay (here, in Redis and on every node)
-            # until their new versions replace them.
+            # The snapshots that stay until their new versions replace them:
+            # here and on every node those held here; in Redis, every one.
             slots = [slot for slot in self._pinned if matches(slot[0]) and keep_pinned(slot[0])]
             kept = tuple(self._entry_key(*slot) for slot in slots)
             kept += tuple(sorted({f"{self._ns}v:{key}" for key, _ in slots}))
         count = super().invalidate(pattern, keep_pinned)
-        self._purge(pattern, matches, kept)
+        self._purge(pattern, matches if keep_pinned is None else (lambda k: matches(k) and not keep_pinned(k)), kept)
         return count
 
     def drop_local(self, pattern: Optional[str], keep: Tuple[str, ...] = ()) -> None:

@@ -342,6 +342,30 @@ class SharedTests(TestCase):
 
         return Deferred.fromCoroutine(run())
 
+    def test_invalidationKeepsSnapshotsHeldElsewhere(self) -> Any:
+        """
+        A snapshot the invalidating node does not hold itself (its own
+        fetch failed, say) stays in Redis too: another node serves it from
+        there, without fetching it.
+        """
+
+        async def run() -> None:
+            a, b = await self._nodes()
+            fetched: List[str] = []
+            waiter, _ = b.fill_snapshot("GET:/p", self._fetcher(fetched, "GET:/p", b"v1"))
+            await waiter
+            self.assertIsNone(a.lookup("GET:/p", _no_header))
+            a.invalidate("*", lambda key: key == "GET:/p")
+            await gatherResults(list(a.purges))
+            self.assertIsNotNone(await a._current("GET:/p", _no_header))
+            # The other node, told to drop it, reads it back from Redis
+            # before its next request is decided.
+            await b.prefetch("GET:/p", _no_header)
+            self.assertEqual(b.lookup("GET:/p", _no_header).body.data, b"v1")
+            self.assertEqual(fetched, ["GET:/p"])
+
+        return Deferred.fromCoroutine(run())
+
     def test_changesConfirmed(self) -> Any:
         """
         An added or removed snapshot is told to every node, which confirm
