@@ -6,7 +6,7 @@ one purge for all, and Redis failures that never reach a client.
 from __future__ import annotations
 
 import json
-from typing import Any, List
+from typing import Any, List, Optional
 
 import treq
 from twisted.web.http_headers import Headers
@@ -33,17 +33,23 @@ class Node:
     control site.
     """
 
-    def __init__(self, testcase: TestCase, url: str, origin: str, l1_bytes: int, channel: bool = False) -> None:
+    def __init__(
+        self, testcase: TestCase, url: str, origin: str, l1_bytes: int = 32 * 1024 * 1024,
+        channel: bool = False, config: Optional[CreateProxyConfig] = None,
+    ) -> None:
         """
         @param channel: whether its site is the proxy's own (whose HTTP/1.1
             channel answers requests itself), rather than a plain one.
+        @param config: the server's settings (by default, a C{redis} server
+            of C{origin}).
         """
         self.redis = RedisNode(url, reactor, prefix="test", l1_bytes=l1_bytes)
         self.redis.start()
         testcase.addCleanup(self.redis.stop)
         agent, pool = default_agent(reactor)
         testcase.addCleanup(pool.closeCachedConnections)
-        config = CreateProxyConfig(origin).with_cache_storage_mode("redis").with_upstream_timeout(5)
+        if config is None:
+            config = CreateProxyConfig(origin).with_cache_storage_mode("redis").with_upstream_timeout(5)
         resource, self.handle = create_proxy(config, reactor, agent=agent, name="api", redis=self.redis)
         testcase.addCleanup(self.handle.close)
         self.server = self.handle.server("api")

@@ -19,48 +19,27 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.server import Site
 
-from phantom_frame import CreateProxyConfig, create_proxy
-from phantom_frame.cache.bus import RedisNode
-from phantom_frame.embed import default_agent
-from phantom_frame.ops.control import ControlResource
+from phantom_frame import CreateProxyConfig
 from tests.origin import Origin
+from tests.test_redis_nodes import Node as SharedNode
 from tests.redis_server import NO_REDIS, RedisServer
 
 PATHS = ["/versioned/a", "/versioned/b", "/page/c"]
 
 
-class Node:
+def Node(testcase: TestCase, url: str, origin: str) -> SharedNode:
     """
-    One phantom-frame node with a pure pre_generate server: its Redis
-    link, its proxy on loopback, its control site.
+    @return: one phantom-frame node with a pure pre_generate server of
+        C{origin}: its Redis link, its proxy on loopback, its control site.
     """
-
-    def __init__(self, testcase: TestCase, url: str, origin: str) -> None:
-        self.redis = RedisNode(url, reactor, prefix="test")
-        self.redis.start()
-        testcase.addCleanup(self.redis.stop)
-        agent, pool = default_agent(reactor)
-        testcase.addCleanup(pool.closeCachedConnections)
-        config = (
-            CreateProxyConfig(origin)
-            .with_cache_storage_mode("redis")
-            .with_proxy_mode("pre_generate")
-            .with_pre_generate_paths(PATHS)
-            .with_upstream_timeout(5)
-        )
-        resource, self.handle = create_proxy(config, reactor, agent=agent, name="api", redis=self.redis)
-        testcase.addCleanup(self.handle.close)
-        self.server = self.handle.server("api")
-        site = Site(resource)
-        site.noisy = False
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        testcase.addCleanup(port.stopListening)
-        self.base = "http://127.0.0.1:%d" % port.getHost().port
-        control = Site(ControlResource(self.handle))
-        control.noisy = False
-        port = reactor.listenTCP(0, control, interface="127.0.0.1")
-        testcase.addCleanup(port.stopListening)
-        self.control = "http://127.0.0.1:%d" % port.getHost().port
+    config = (
+        CreateProxyConfig(origin)
+        .with_cache_storage_mode("redis")
+        .with_proxy_mode("pre_generate")
+        .with_pre_generate_paths(PATHS)
+        .with_upstream_timeout(5)
+    )
+    return SharedNode(testcase, url, origin, config=config)
 
 
 class SnapshotNodesTests(TestCase):
