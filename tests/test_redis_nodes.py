@@ -6,7 +6,7 @@ one purge for all, and Redis failures that never reach a client.
 from __future__ import annotations
 
 import json
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import treq
 from twisted.web.http_headers import Headers
@@ -278,6 +278,29 @@ cache_storage_mode = "redis"
 """
 
 
+async def two_hosts(testcase: TestCase, template: str, origin: Origin) -> Tuple[List[Tuple[int, int]], Agent, Any]:
+    """
+    Start a real redis-server, C{origin} on loopback and two C{twistd}
+    processes of C{template} (formatted with C{redis} and C{origin}) on
+    them.
+
+    @return: the proxy and control ports of each process, an agent to ask
+        them with, and its connection pool.
+    """
+    from tests.test_plugin import spawn_twistd
+
+    redis = RedisServer(testcase)
+    await redis.start()
+    port = reactor.listenTCP(0, Site(origin), interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    config = template.format(redis=redis.url, origin=port.getHost().port)
+    children = [spawn_twistd(testcase, config) for _ in range(2)]
+    ports = [await child.ports() for child in children]
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    testcase.addCleanup(pool.closeCachedConnections)
+    return ports, Agent(reactor, pool=pool), pool
+
+
 class TwoProcessesTests(TestCase):
     """
     Two real C{twistd} processes pointed at one Redis form one cache.
@@ -290,19 +313,8 @@ class TwoProcessesTests(TestCase):
         A page one process stored is a hit on the other; an invalidation on
         the second is confirmed by both and drops the entry everywhere.
         """
-        from tests.test_plugin import spawn_twistd
-
-        redis = RedisServer(self)
-        await redis.start()
         origin = Origin()
-        port = reactor.listenTCP(0, Site(origin), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        config = TWISTD_REDIS.format(redis=redis.url, origin=port.getHost().port)
-        children = [spawn_twistd(self, config) for _ in range(2)]
-        ports = [await child.ports() for child in children]
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        agent = Agent(reactor, pool=pool)
+        ports, agent, pool = await two_hosts(self, TWISTD_REDIS, origin)
 
         async def get(http: int, path: bytes) -> Any:
             response = await agent.request(

@@ -21,7 +21,7 @@ from twisted.web.server import Site
 
 from phantom_frame import CreateProxyConfig
 from tests.origin import Origin
-from tests.test_redis_nodes import Node as SharedNode
+from tests.test_redis_nodes import TWISTD_REDIS, two_hosts, Node as SharedNode
 from tests.redis_server import NO_REDIS, RedisServer
 
 PATHS = ["/versioned/a", "/versioned/b", "/page/c"]
@@ -219,16 +219,7 @@ class SnapshotNodesTests(TestCase):
 
 #: Two C{twistd} processes ("two hosts") with one pre_generate server on
 #: one Redis.
-TWISTD_SNAPSHOTS = """
-http_listen = "tcp:0:interface=127.0.0.1"
-control_listen = "tcp:0:interface=127.0.0.1"
-shutdown_grace = 2
-redis_url = "{redis}"
-redis_prefix = "hosts"
-
-[server.site]
-proxy_url = "http://127.0.0.1:{origin}"
-cache_storage_mode = "redis"
+TWISTD_SNAPSHOTS = TWISTD_REDIS + """\
 proxy_mode = "pre_generate"
 pre_generate_paths = ["/versioned/a", "/versioned/b"]
 """
@@ -248,20 +239,9 @@ class TwoProcessesTests(TestCase):
         answering 200 (the old page) while the refresh is slow; then both
         answer the new page.
         """
-        from tests.test_plugin import spawn_twistd
-
-        redis = RedisServer(self)
-        await redis.start()
         origin = Origin()
-        port = reactor.listenTCP(0, Site(origin), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
+        ports, agent, pool = await two_hosts(self, TWISTD_SNAPSHOTS, origin)
         self.addCleanup(lambda: origin.gate is None or origin.gate.called or origin.gate.callback(None))
-        config = TWISTD_SNAPSHOTS.format(redis=redis.url, origin=port.getHost().port)
-        children = [spawn_twistd(self, config) for _ in range(2)]
-        ports = [await child.ports() for child in children]
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.addCleanup(pool.closeCachedConnections)
-        agent = Agent(reactor, pool=pool)
 
         async def get(http: int, path: bytes) -> Tuple[int, bytes]:
             response = await agent.request(
