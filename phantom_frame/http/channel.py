@@ -120,7 +120,6 @@ class FastHTTPChannel(GuardedHTTPChannel):
     _starting = False
     _discard = 0
     _bodyHeld = False
-    _idleSaved: Any = None
 
     def _fastHits(self, data: bytes) -> int:
         """
@@ -186,22 +185,16 @@ class FastHTTPChannel(GuardedHTTPChannel):
         nothing from the client (its body is whole, or the origin takes no
         more of it), as the stock path does while it answers a request.
         """
-        if self._idleSaved is None and not self._idleSuspended and self.timeOut is not None:
-            if not self.suspendIdle():
-                self._idleSaved = self.setTimeout(None)
+        self.suspendIdle()
 
     def _restoreIdle(self) -> None:
         """
         Start the idle timeout again (from now), if it was stopped.
         """
-        if self._idleSuspended:
-            self._idleSuspended = False
-            if not self._closing:
-                self.resumeIdle()
-            return
-        saved, self._idleSaved = self._idleSaved, None
-        if saved is not None and not self._closing:
-            self.setTimeout(saved)
+        if self._closing:
+            self._idleSuspended, self._idleSaved = False, None
+        else:
+            self.resumeIdle()
 
     def holdBody(self) -> None:
         """

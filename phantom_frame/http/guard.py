@@ -81,6 +81,7 @@ class GuardedHTTPChannel(HTTPChannel):
     _lastActive = float("-inf")
     _seconds: Optional[Callable[[], float]] = None
     _idleSuspended = False
+    _idleSaved: Optional[float] = None
 
     @property
     def limits(self) -> ClientLimits:
@@ -159,26 +160,31 @@ class GuardedHTTPChannel(HTTPChannel):
             seconds = self._seconds = clock.seconds
         return seconds
 
-    def suspendIdle(self) -> bool:
+    def suspendIdle(self) -> None:
         """
         Stop the idle timeout counting (while the connection waits for
-        nothing from the client), without touching the timer: when it
-        fires meanwhile, it waits a whole period again.
-
-        @return: whether it was stopped so; C{False} without a site's clock
-            (the caller cancels the timer instead).
+        nothing from the client). Kept by the site's clock, the timer is
+        left alone (when it fires meanwhile, it waits a whole period again);
+        without one, it is stopped.
         """
+        if self._idleSuspended or self._idleSaved is not None or self.timeOut is None:
+            return
         if self._idleClock() is None:
-            return False
-        self._idleSuspended = True
-        return True
+            self._idleSaved = self.setTimeout(None)
+        else:
+            self._idleSuspended = True
 
     def resumeIdle(self) -> None:
         """
         Let the idle timeout count again, from now (see L{suspendIdle}).
         """
-        self._idleSuspended = False
-        self.resetTimeout()
+        if self._idleSuspended:
+            self._idleSuspended = False
+            self.resetTimeout()
+            return
+        saved, self._idleSaved = self._idleSaved, None
+        if saved is not None:
+            self.setTimeout(saved)
 
     def timeoutConnection(self) -> None:
         """
