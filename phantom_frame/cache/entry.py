@@ -9,7 +9,8 @@ is L{phantom_frame.cache.responses.ResponseCache}'s business.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import attr
 
@@ -25,6 +26,13 @@ Variant = Tuple[Optional[str], ...]
 #: Bookkeeping bytes charged to every entry on top of its body and headers,
 #: so that many tiny entries still count against C{cache_max_bytes}.
 ENTRY_OVERHEAD = 512
+
+#: The C{alternates} of an entry stored in identity while its server
+#: stores compressed bodies: its body is compressed once it is served again
+#: (L{phantom_frame.cache.recoding.Recoder}), so a page asked for once never
+#: costs a compression. Empty, like an entry's alternates before any is
+#: made, and shared by every such entry, so it costs no memory.
+NOT_YET_COMPRESSED: Mapping[str, StoredBody] = MappingProxyType({})
 
 
 @attr.s(slots=True, eq=False, auto_attribs=True)
@@ -58,7 +66,8 @@ class CacheEntry:
     @ivar alternates: the body in other codings, made from the stored one
         for clients that do not accept C{coding}, by coding (see
         L{phantom_frame.cache.responses.ResponseCache.add_coding}); L{None}
-        when none was made.
+        when none was made; L{NOT_YET_COMPRESSED} for an identity body
+        that is to be compressed (see L{compress_pending}).
     @ivar shareable: whether the origin marked it as one for everybody
         (C{public}, C{s-maxage}, a C{CDN-Cache-Control} or
         C{Surrogate-Control} lifetime; snapshots, fetched without any
@@ -90,7 +99,7 @@ class CacheEntry:
     must_revalidate: bool = False
     etag: Optional[bytes] = None
     last_modified: Optional[bytes] = None
-    alternates: Optional[Dict[str, StoredBody]] = None
+    alternates: Optional[Mapping[str, StoredBody]] = None
     shareable: bool = False
     wire: Optional[Dict[str, Any]] = None
     size: int = 0
@@ -103,6 +112,16 @@ class CacheEntry:
         """
         resident = now - self.stored_at
         return self.initial_age + (resident if resident > 0 else 0.0)
+
+    @property
+    def compress_pending(self) -> bool:
+        """
+        Whether the body, stored in identity, is to be compressed in its
+        server's coding when it is served again (L{NOT_YET_COMPRESSED}).
+        Until then it is sent as it is, but with C{Accept-Encoding} in its
+        C{Vary}: later answers may be compressed.
+        """
+        return self.alternates is NOT_YET_COMPRESSED
 
     def __attrs_post_init__(self) -> None:
         """

@@ -22,7 +22,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from phantom_frame.cache.entry import CacheEntry, Header, Variant
+from phantom_frame.cache.entry import CacheEntry, Variant
+from phantom_frame.cache.inplace import InPlace
 from phantom_frame.cache.lock import FillLock, FillResult
 from phantom_frame.cache.lru import LRU, Slot
 from phantom_frame.cache.partial import PartialEntry, merge
@@ -31,7 +32,7 @@ from phantom_frame.cache.store import StoredBody
 from phantom_frame.cache.variance import Variance
 
 
-class ResponseCache:
+class ResponseCache(InPlace):
     """
     The stored responses of one origin.
 
@@ -43,6 +44,7 @@ class ResponseCache:
     @ivar coalesced: requests that waited for a fill another one started.
     @ivar evictions: entries the bounds pushed out.
     @ivar invalidations: invalidations run.
+    @ivar compressions: stored bodies compressed after their fill.
     """
 
     def __init__(
@@ -82,6 +84,8 @@ class ResponseCache:
         self.coalesced = 0
         self.evictions = 0
         self.invalidations = 0
+        #: Stored bodies compressed after their fill (L{recode}).
+        self.compressions = 0
         #: Counts the changes of stored entries in place (their headers,
         #: their codings): what was derived from an entry holds while this
         #: is the same.
@@ -333,79 +337,6 @@ class ResponseCache:
         self._lock.doom_matching(matcher.matches)
         self.invalidations += 1
         return count
-
-    def update(self, entry: CacheEntry, headers: Tuple[Header, ...]) -> None:
-        """
-        Replace a stored entry's headers in place, keeping the size
-        accounting right (the entry may or may not still be held).
-        """
-        before = entry.size
-        entry.headers = headers
-        entry.wire = None
-        entry.resize()
-        self.changes += 1
-        delta = entry.size - before
-        if self._pinned.get((entry.key, entry.variant)) is entry:
-            self._pinnedBytes += delta
-        self._main.resized(entry, delta)
-        self._notFound.resized(entry, delta)
-
-    def add_coding(self, entry: CacheEntry, coding: str, body: builtins.bytes) -> Deferred[bool]:
-        """
-        Keep C{body}, the body of C{entry} made in C{coding}, beside it. It
-        is counted in the entry's size, so within C{max_bytes}: the least
-        recently used entries make room. It is kept only while C{entry}
-        itself is held, without a body in that coding yet, and when the
-        grown entry still fits its bound.
-
-        @return: a L{Deferred} firing with whether it is kept (when it is
-            not, its stored body is deleted at once).
-        """
-        return self.put_body(entry.key, body).addCallback(self._keep_coding, entry, coding)
-
-    def _keep_coding(self, stored: StoredBody, entry: CacheEntry, coding: str) -> bool:
-        """
-        Attach C{stored} to C{entry} in C{coding} if L{add_coding} allows.
-        """
-        pinned = self._pinned.get((entry.key, entry.variant)) is entry
-        lru = self._notFound if entry.not_found else self._main
-        kept = entry.alternates or {}
-        if (
-            not (pinned or lru.holds(entry))
-            or coding in kept
-            or (not pinned and entry.size + stored.size > lru.max_bytes)
-        ):
-            self.store.delete(stored)
-            return False
-        before = entry.size
-        entry.alternates = {**kept, coding: stored}
-        entry.resize()
-        self.changes += 1
-        delta = entry.size - before
-        if pinned:
-            self._pinnedBytes += delta
-            return True
-        lru.resized(entry, delta)
-        dropped = lru.trim(lru.max_bytes) if entry.not_found else []
-        dropped += self._main.trim(self._maxBytes - self._notFound.bytes - self._partialBytes)
-        for victim in dropped:
-            self.evictions += 1
-            self._variance.untrack(victim.key, victim.variant)
-            self._forget(victim)
-        return lru.holds(entry)
-
-    def pin(self, entry: CacheEntry) -> None:
-        """
-        Make a stored entry a snapshot (kept until removed or invalidated);
-        an entry no longer held is left alone.
-        """
-        for lru in (self._main, self._notFound):
-            if lru.holds(entry):
-                lru.pop((entry.key, entry.variant))
-                entry.pinned = True
-                self._pinned[(entry.key, entry.variant)] = entry
-                self._pinnedBytes += entry.size
-                return
 
     def drop(self, key: str) -> None:
         """

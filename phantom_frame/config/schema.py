@@ -171,6 +171,7 @@ _SERVER_KINDS: Dict[str, Kind] = {
     "forward_get_only": _BOOL,
     "cache_strategy": _enum(CacheStrategy),
     "compress_strategy": _enum(CompressStrategy),
+    "compress_on_fill": _BOOL,
     "cache_storage_mode": _enum(CacheStorageMode),
     "cache_directory": _PATH,
     "cache_404_capacity": _kind(integer_check(0), env_int),

@@ -276,6 +276,7 @@ class _StateCollector:
                 ("coalesced", "Requests that waited for another request's fill, by server."),
                 ("evictions", "Entries evicted to stay within cache_max_bytes, by server."),
                 ("invalidations", "Invalidations (all, or by pattern), by server."),
+                ("compressions", "Stored bodies compressed once served again, by server."),
             )
         }
         tracked = GaugeMetricFamily(

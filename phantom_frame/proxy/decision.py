@@ -212,6 +212,9 @@ class Decider:
         #: C{coding_for(accept, stored, made=())}: see L{Negotiator.coding_for}.
         self.coding_for = self.negotiator.coding_for
         self.top_keys = TopKeys()
+        #: Compresses the entries stored in identity once they are served
+        #: again (a L{phantom_frame.cache.recoding.Recoder}), or C{None}.
+        self.recoder: Any = None
         self._purge_access = PurgeAccess(config.purge_allow)
         #: Returns the bearer token a C{PURGE} may carry (the control
         #: site's C{control_auth}, read at each request so that a reload's
@@ -455,10 +458,15 @@ class Decider:
 
     def note(self, decision: Union[Hit, PartHit, Stale]) -> None:
         """
-        Count an answer from a stored entry, once it is being rendered.
+        Count an answer from a stored entry, once it is being rendered;
+        an entry stored in identity to be compressed once served again is
+        compressed now (see L{recoder}).
         """
         cache = self._cache
         cache.hits += 1
         self.top_keys.hit(decision.key)
         if decision.status.result == "stale":
             cache.stale += 1
+        recoder = self.recoder
+        if recoder is not None and type(decision) is not PartHit:
+            recoder.served(decision.entry)

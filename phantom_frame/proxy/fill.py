@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from phantom_frame.cache.codec import STORED_CODING, Codec, DecodeError
 from phantom_frame.cache.cookies import marked_shareable
-from phantom_frame.cache.entry import CacheEntry
+from phantom_frame.cache.entry import NOT_YET_COMPRESSED, CacheEntry
 from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared
 from phantom_frame.cache.variance import variant_of
 from phantom_frame.cache.freshness import (
@@ -39,6 +39,7 @@ from phantom_frame.cache.policy import (
     vary_names,
 )
 from phantom_frame.proxy.parts import RANGED_DROPPED, Parts
+from phantom_frame.proxy.receivers import SnapshotLanded, release
 from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.settings import CacheStrategy, CreateProxyConfig
 from phantom_frame.proxy.snapshots import SnapshotError
@@ -109,6 +110,7 @@ class Filler:
         clock: IReactorTime,
         runner: Callable,
         http_policy: bool,
+        compress_later: bool = False,
     ) -> None:
         """
         @param name: the server's name, for logs.
@@ -121,6 +123,10 @@ class Filler:
         @param clock: gives entries their times.
         @param runner: runs blocking work off the reactor thread.
         @param http_policy: whether RFC 9111 decides what is stored.
+        @param compress_later: store bodies in identity, to be compressed
+            once served again (L{phantom_frame.cache.recoding.Recoder}),
+            rather than compress them before storing them; snapshots are
+            compressed at once.
         """
         self._name = name
         self._config = config
@@ -130,6 +136,7 @@ class Filler:
         self._clock = clock
         self._runner = runner
         self._http_policy = http_policy
+        self._compress_later = compress_later
         self._stored_coding = STORED_CODING[config.compress_strategy]
         self.parts = Parts(config, cache, clock, self._stored, self.set_freshness)
 
@@ -172,7 +179,7 @@ class Filler:
         clients ask); a refresh that fails keeps the stale entry.
         """
         waiter, _ = self.fill(view, key, entry)
-        waiter.addCallbacks(_release, self._refresh_failed, errbackArgs=(key,))
+        waiter.addCallbacks(release, self._refresh_failed, errbackArgs=(key,))
 
     def _refresh_failed(self, failure: Failure, key: str) -> None:
         log.warn(
@@ -325,7 +332,11 @@ class Filler:
         if coding != "identity" and (opaque or len(identity) < 128 or media.startswith(_PRECOMPRESSED)):
             coding = "identity"
         encoded = identity
-        if coding != "identity":
+        pending = coding != "identity" and self._compress_later and not snapshot
+        if pending:
+            # Compressed once it is served again (Recoder).
+            coding = "identity"
+        elif coding != "identity":
             encoded = await self._codec.encode(identity, coding)
             if len(encoded) >= len(identity):
                 coding, encoded = "identity", identity
@@ -354,6 +365,7 @@ class Filler:
             etag=etag,
             last_modified=header_value(rheaders, b"last-modified"),
             shareable=snapshot or marked_shareable(rheaders),
+            alternates=NOT_YET_COMPRESSED if pending else None,
         )
         if not snapshot:
             self.set_freshness(entry, rheaders, directives, request_time, response_time)
@@ -424,7 +436,7 @@ class Filler:
             return stored or NOT_SHARED
 
         waiter, _ = self._cache.fill(key, lambda: Deferred.fromCoroutine(store()))
-        waiter.addCallbacks(_release, self._adopt_failed, errbackArgs=(key,))
+        waiter.addCallbacks(release, self._adopt_failed, errbackArgs=(key,))
 
     def _adopt_failed(self, failure: Failure, key: str) -> None:
         log.warn(
@@ -458,43 +470,4 @@ class Filler:
 
         shared = getattr(self._cache, "fill_snapshot", None)
         waiter, _ = self._cache.fill(key, fetch) if shared is None else shared(key, fetch, since)
-        return waiter.addCallback(lambda result: result.deliver(_SnapshotLanded(self._cache)))
-
-
-class _Discard:
-    """
-    Lets go of a fill result nobody answers a client with.
-    """
-
-    def shared(self, result: Shared) -> None:
-        pass
-
-    def exclusive(self, result: Exclusive) -> None:
-        result.release()
-
-    def not_shared(self, result: Any) -> None:
-        pass
-
-
-def _release(result: Any) -> None:
-    result.deliver(_Discard())
-
-
-class _SnapshotLanded:
-    """
-    What a snapshot fetch's fill result means: pinned, or a failure.
-    """
-
-    def __init__(self, cache: Any) -> None:
-        self._cache = cache
-
-    def shared(self, result: Shared) -> None:
-        if not result.entry.pinned:
-            self._cache.pin(result.entry)
-
-    def exclusive(self, result: Exclusive) -> None:
-        result.release()
-        raise SnapshotError(f"not storable ({result.reason})")
-
-    def not_shared(self, result: Any) -> None:
-        raise SnapshotError("not storable")
+        return waiter.addCallback(lambda result: result.deliver(SnapshotLanded(self._cache)))

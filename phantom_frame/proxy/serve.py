@@ -87,11 +87,12 @@ def vary_value(entry: CacheEntry) -> Optional[bytes]:
     """
     @return: the C{Vary} of every answer from C{entry}: the origin's,
         verbatim, with C{Accept-Encoding} appended when phantom-frame's own
-        negotiation can change the body (L{varies_by_coding}) and the
+        negotiation can change the body (L{varies_by_coding}, or the body
+        is to be compressed: L{CacheEntry.compress_pending}) and the
         origin did not list it; L{None} for no C{Vary} at all.
     """
     vary = entry.vary_header
-    if not varies_by_coding(entry.coding):
+    if not (varies_by_coding(entry.coding) or entry.compress_pending):
         return vary
     if vary is None:
         return b"Accept-Encoding"

@@ -16,9 +16,10 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent
 from twisted.web.server import NOT_DONE_YET
 
-from phantom_frame.cache.codec import Codec
+from phantom_frame.cache.codec import STORED_CODING, Codec
 from phantom_frame.cache.patterns import InvalidationPattern
 from phantom_frame.cache.redis import TieredCache
+from phantom_frame.cache.recoding import Recoder
 from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.store import FilesystemStore, MemoryStore
 from phantom_frame.proxy import status as statuses
@@ -108,7 +109,8 @@ class ProxyServer:
         @param agent: makes the webhook calls.
         @param reactor: clock, connections and threads.
         @param runner: runs blocking work (compression, file I/O) off the
-            reactor thread.
+            reactor thread; its C{background} runner, when it has one (a
+            L{ThreadRunner}), compresses stored bodies nobody waits for.
         @param client: reaches the origin (every upstream, when there are
             several); when C{None} and without C{client_for}, the server
             keeps its own L{OriginPool} (see L{origin_pool}).
@@ -146,7 +148,16 @@ class ProxyServer:
         codec = Codec(runner)
         self.decider = Decider(name, config, self.cache, reactor)
         policy, caching = self.decider.http_policy, self.decider.caching
-        self.filler = Filler(name, config, self.cache, self.origin, codec, reactor, runner, policy)
+        # Stored bodies are compressed once served again, on the runner's
+        # idle-priority threads; on a Redis tier, at the fill (the other
+        # nodes read the compressed body).
+        coding = STORED_CODING[config.compress_strategy]
+        later = coding != "identity" and not config.compress_on_fill and not self.tiered
+        if later:
+            self.decider.recoder = Recoder(self.cache, Codec(getattr(runner, "background", runner)), coding)
+        self.filler = Filler(
+            name, config, self.cache, self.origin, codec, reactor, runner, policy, compress_later=later
+        )
         self.passthrough = Passthrough(
             name, self.origin, reactor, config.upstream_timeout, self._invalidate_unsafe if policy else None,
             self._adopt_unsafe if policy and caching else None, config.max_cacheable_bytes,

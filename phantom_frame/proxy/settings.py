@@ -106,6 +106,7 @@ class CreateProxyConfig:
     compress_strategy: CompressStrategy = attr.ib(
         default=CompressStrategy.BROTLI, converter=CompressStrategy
     )
+    compress_on_fill: bool = False
     cache_storage_mode: CacheStorageMode = attr.ib(
         default=CacheStorageMode.MEMORY, converter=CacheStorageMode
     )

@@ -49,3 +49,25 @@ class ThreadRunnerTests(TestCase):
         if sys.platform.startswith("linux"):
             self.assertEqual(nice, 19)
             self.assertEqual(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), 0)
+
+    async def test_background_runner_idle(self) -> None:
+        """
+        The C{background} runner's work runs on threads of its own, under
+        C{SCHED_IDLE} on Linux, while the pool's own threads stay at nice 19
+        under the normal policy and the reactor's thread keeps its policy.
+        """
+        runner = ThreadRunner(reactor)
+        self.addCleanup(runner.stop)
+        self.assertIs(runner.background, runner.background)
+
+        def probe():
+            return threading.current_thread().name, os.sched_getscheduler(0)
+
+        name, policy = await runner.background(probe)
+        own, own_policy = await runner(probe)
+        self.assertIn("phantom-frame-idle", name)
+        self.assertNotIn("-idle", own)
+        if sys.platform.startswith("linux"):
+            self.assertEqual(policy, os.SCHED_IDLE)
+            self.assertEqual(own_policy, os.SCHED_OTHER)
+            self.assertEqual(os.sched_getscheduler(0), os.SCHED_OTHER)

@@ -166,6 +166,23 @@ class FastPathTests(SynchronousTestCase):
             self.assertEqual(answers[0][1][b"cache-status"], [b"phantom-frame; hit"])
             self.assertEqual(rig.origin.hits, {"/a": 1})
 
+    def test_compressed_once_served_again(self) -> None:
+        """
+        A stored body waits in identity until it is served again: both
+        paths answer that hit in identity, with C{Vary: Accept-Encoding},
+        and the hits after it in Brotli, the fast path from a L{Wire} of
+        the recoded entry.
+        """
+        br = request("/c", accept_encoding="br")
+        answers, _ = self.compare(br, br, [False], fast=1)
+        self.assertNotIn(b"content-encoding", answers[0][1])
+        self.assertEqual(answers[0][1][b"vary"], [b"Accept-Encoding"])
+        answers, rig = self.compare(br + br, br + request("/c"), [False, False], fast=2)
+        self.assertEqual(answers[0][1][b"content-encoding"], [b"br"])
+        self.assertEqual(answers[0][1][b"etag"], [b'W/"e1"'])
+        self.assertEqual(answers[1][2], PAGE + b"/c")
+        self.assertEqual(rig.server.cache.compressions, 1)
+
     def test_other_coding(self) -> None:
         """
         A gzip-only client in front of brotli storage: its first request
@@ -174,7 +191,8 @@ class FastPathTests(SynchronousTestCase):
         """
         gzip_only = request("/g", accept_encoding="gzip, deflate")
         rig = Rig(True)
-        rig.exchange(request("/g"))
+        # The fill, then the hit that has the body compressed in Brotli.
+        rig.exchange(request("/g") + request("/g"))
         before = rig.answered()
         first = parse(rig.exchange(gzip_only), [False])[0]
         self.assertEqual(rig.answered() - before, 0)
@@ -184,7 +202,7 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(gzip.decompress(second[2]), PAGE + b"/g")
         self.assertEqual(first[2], second[2])
         self.assertEqual(second[1][b"cache-status"], [b"phantom-frame; hit"])
-        self.compare(request("/g") + gzip_only, gzip_only, [False], fast=1)
+        self.compare(request("/g") + request("/g") + gzip_only, gzip_only, [False], fast=1)
         self.assertEqual(rig.origin.hits, {"/g": 1})
 
     def test_head(self) -> None:

@@ -14,9 +14,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
+from phantom_frame.cache.bus import RedisNode
 from phantom_frame.cache.codec import brotli
 from tests.proxy.test_http_semantics import PRERENDER, Harness, header
 
@@ -143,7 +145,7 @@ class VaryTests(SynchronousTestCase):
         codings: C{Accept-Encoding} is appended to the origin's C{Vary},
         whatever coding this client gets.
         """
-        h = Harness(PRERENDER, compress="brotli")
+        h = Harness(PRERENDER, compress="brotli", on_fill=True)
         c = Client(h)
         h.serve("/c", body=PAGE, vary="X-Theme")
         miss, _, _ = c.get("/c", accept_encoding="br")
@@ -180,6 +182,114 @@ class VaryTests(SynchronousTestCase):
         self.assertIsNone(vary(response))
 
 
+class LaterTests(SynchronousTestCase):
+    """
+    By default a stored body is compressed once it is served again: the
+    fill stores and answers it in identity, with C{Accept-Encoding} in its
+    C{Vary}; the first hit has it compressed; later hits get the stored
+    coding. Snapshots, and C{compress_on_fill}, are compressed at the fill.
+    """
+
+    def test_compressed_once_served_again(self) -> None:
+        """
+        The miss and the first hit of a Brotli client are identity (the
+        origin's strong ETag, C{Vary: Accept-Encoding}); the entry is then
+        stored in Brotli, and later hits get it with the ETag weakened,
+        while an identity client still gets the body it got before.
+        """
+        h = Harness(PRERENDER, compress="brotli")
+        c = Client(h)
+        server = next(h.handle.servers())
+        h.serve("/l", body=PAGE, etag='"l1"', vary="X-Theme")
+        answers = [c.get("/l", accept_encoding="br") for _ in range(2)]
+        [entry] = server.cache.entries()
+        for response, body, _ in answers:
+            self.assertEqual((header(response, "content-encoding"), body), (None, PAGE))
+            self.assertEqual(vary(response), "X-Theme, Accept-Encoding")
+            self.assertEqual(header(response, "etag"), '"l1"')
+            self.assertEqual(response.length, len(PAGE))
+        self.assertEqual([status for _, _, status in answers], ["phantom-frame; fwd=uri-miss; stored", "phantom-frame; hit"])
+        self.assertEqual((entry.coding, entry.compress_pending, server.cache.compressions), ("br", False, 1))
+        response, body, status = c.get("/l", accept_encoding="br")
+        self.assertEqual((header(response, "content-encoding"), status), ("br", "phantom-frame; hit"))
+        self.assertEqual(brotli.decompress(body), PAGE)
+        self.assertEqual(header(response, "etag"), 'W/"l1"')
+        response, body, _ = c.get("/l")
+        self.assertEqual((header(response, "content-encoding"), body, vary(response)), (None, PAGE, "X-Theme, Accept-Encoding"))
+        self.assertEqual(h.origin.hits("/l"), 1)
+
+    def test_waiting_entry(self) -> None:
+        """
+        Until it is served again, the entry holds the identity body, waits
+        to be compressed, and is accounted at its identity size.
+        """
+        h = Harness(PRERENDER, compress="gzip")
+        server = next(h.handle.servers())
+        h.serve("/w", body=PAGE)
+        Client(h).get("/w", accept_encoding="gzip")
+        [entry] = server.cache.entries()
+        self.assertEqual((entry.coding, entry.compress_pending, entry.body.data), ("identity", True, PAGE))
+        self.assertEqual(server.cache.bytes, entry.size)
+        self.assertGreater(entry.size, len(PAGE))
+
+    def test_on_fill(self) -> None:
+        """
+        With C{compress_on_fill}, the body is compressed before it is
+        stored, and the miss is answered compressed.
+        """
+        h = Harness(PRERENDER, compress="brotli", on_fill=True)
+        server = next(h.handle.servers())
+        h.serve("/f", body=PAGE)
+        response, body, _ = Client(h).get("/f", accept_encoding="br")
+        self.assertEqual(header(response, "content-encoding"), "br")
+        self.assertEqual(brotli.decompress(body), PAGE)
+        [entry] = server.cache.entries()
+        self.assertEqual((entry.coding, entry.compress_pending, server.cache.compressions), ("br", False, 0))
+
+    def test_snapshot_compressed_at_once(self) -> None:
+        """
+        A snapshot, fetched to be served, is compressed when fetched.
+        """
+        config = PRERENDER._with(proxy_mode="pre_generate", pre_generate_paths=("/s",))
+        h = Harness(config, compress="brotli")
+        server = next(h.handle.servers())
+        h.serve("/s", body=PAGE)
+        server.snapshots.warm_up()
+        Client(h).flush()
+        [entry] = server.cache.entries()
+        self.assertEqual((entry.pinned, entry.coding, entry.compress_pending), (True, "br", False))
+
+    def test_redis_tier(self) -> None:
+        """
+        A server whose cache is shared through Redis compresses at the fill:
+        the other nodes read the compressed body from Redis.
+        """
+        clock = Clock()
+        node = RedisNode("unix:///nonexistent.sock", clock, l1_bytes=1 << 20)
+        h = Harness(PRERENDER._with(cache_storage_mode="redis"), clock, compress="brotli", redis=node)
+        server = next(h.handle.servers())
+        h.serve("/r", body=PAGE)
+        response, body, _ = Client(h).get("/r", accept_encoding="br")
+        self.assertEqual(brotli.decompress(body), PAGE)
+        [entry] = server.cache.entries()
+        self.assertEqual((entry.coding, entry.compress_pending), ("br", False))
+        self.flushLoggedErrors()
+
+    def test_identity_storage(self) -> None:
+        """
+        With C{compress_strategy = "none"}, nothing waits to be compressed.
+        """
+        h = Harness(PRERENDER, compress="none")
+        server = next(h.handle.servers())
+        h.serve("/n", body=PAGE)
+        c = Client(h)
+        for _ in range(2):
+            response, _, _ = c.get("/n", accept_encoding="br")
+            self.assertIsNone(vary(response))
+        [entry] = server.cache.entries()
+        self.assertEqual((entry.coding, entry.compress_pending), ("identity", False))
+
+
 class OtherCodingTests(SynchronousTestCase):
     """
     A client that does not accept the stored coding gets one phantom-frame
@@ -188,9 +298,10 @@ class OtherCodingTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         """
-        A brotli-storing proxy whose origin serves a page at C{/p}.
+        A brotli-storing proxy whose origin serves a page at C{/p}, stored
+        compressed at the fill.
         """
-        self.h = Harness(PRERENDER, compress="brotli")
+        self.h = Harness(PRERENDER, compress="brotli", on_fill=True)
         self.c = Client(self.h)
         self.server = next(self.h.handle.servers())
         self.h.serve("/p", body=PAGE, etag='"p1"')
@@ -281,7 +392,7 @@ class OtherCodingTests(SynchronousTestCase):
         read back for later clients, and removed with its entry.
         """
         config = PRERENDER._with(cache_storage_mode="filesystem", cache_directory=self.mktemp())
-        h = Harness(config, compress="brotli")
+        h = Harness(config, compress="brotli", on_fill=True)
         c = Client(h)
         h.serve("/f", body=PAGE)
         c.get("/f")

@@ -61,19 +61,27 @@ class Harness:
     """
 
     def __init__(
-        self, config: CreateProxyConfig, clock: Optional[Clock] = None, compress: str = "none"
+        self, config: CreateProxyConfig, clock: Optional[Clock] = None, compress: str = "none",
+        on_fill: bool = False, redis: Any = None,
     ) -> None:
+        """
+        @param compress: the C{compress_strategy}.
+        @param on_fill: compress stored bodies at the fill
+            (C{compress_on_fill}) rather than once served again.
+        @param redis: the Redis node of a C{redis} server.
+        """
         self.clock = clock or Clock()
         self.clock.advance(1_700_000_000)
         self.origin = Scripted()
         self.agent = MemoryOrigin(self.origin, self.clock)
         self.switch = self.agent
         self.resource, self.handle = create_proxy(
-            config.with_compress_strategy(compress),
+            config.with_compress_strategy(compress)._with(compress_on_fill=on_fill),
             self.clock,
             agent=object(),
             client=self.agent.client_for(config),
             runner=runInline,
+            redis=redis,
         )
         self.client = StubTreq(self.resource)
 
@@ -182,7 +190,7 @@ class ValidatorTests(SynchronousTestCase):
         A body served in a coding phantom-frame applied carries a weakened
         ETag; If-None-Match still matches it.
         """
-        h = Harness(PRERENDER, compress="deflate")
+        h = Harness(PRERENDER, compress="deflate", on_fill=True)
         h.serve("/z", body=b"z" * 5000, etag='"z1"')
         h.get("/z")
         response, _, _ = h.get("/z", accept_encoding="deflate")

@@ -224,9 +224,9 @@ class CombineTests(SynchronousTestCase):
 
     def test_combined(self) -> None:
         """
-        Two parts covering 0..N-1 become a complete 200 entry, stored
-        compressed per the strategy, that answers a plain GET from the
-        cache; the partial entry is dropped.
+        Two parts covering 0..N-1 become a complete 200 entry, stored in
+        identity and compressed per the strategy once served again, that
+        answers a plain GET from the cache; the partial entry is dropped.
         """
         h = Harness(HTTP, compress="gzip")
         body = b"<p>some text</p>" * 1000
@@ -239,7 +239,8 @@ class CombineTests(SynchronousTestCase):
         self.assertEqual(cache.partial_count, 0)
         self.assertEqual(cache.entry_count, 1)
         entry = next(iter(cache.entries()))
-        self.assertEqual((entry.status, entry.coding, entry.identity_length), (200, "gzip", len(body)))
+        self.assertEqual((entry.status, entry.coding, entry.identity_length), (200, "identity", len(body)))
+        self.assertTrue(entry.compress_pending)
         self.assertNotIn(b"content-range", [n.lower() for n, _ in entry.headers])
         response, got, status = Client(h).get("/v")
         self.assertEqual((response.code, got), (200, body))
@@ -247,6 +248,8 @@ class CombineTests(SynchronousTestCase):
         self.assertIsNone(header(response, "content-range"))
         self.assertTrue(status.startswith("phantom-frame; hit"), status)
         self.assertEqual(h.origin.hits("/v"), 2)
+        self.assertEqual((entry.coding, entry.compress_pending), ("gzip", False))
+        self.assertEqual(Client(h).get("/v")[1], body)
 
 
 class ReplaceTests(SynchronousTestCase):

@@ -376,14 +376,21 @@ class CacheTests(TestCase):
 
     async def test_compression_modes(self) -> None:
         """
-        Stored bodies are compressed with the server's strategy; clients
-        that accept it get the stored coding, others the identity body.
+        Stored bodies are compressed with the server's strategy once served
+        again (in identity until then, with C{Vary: Accept-Encoding}), on
+        the idle threads; clients that accept it get the stored coding,
+        others the identity body.
         """
         decoders = {"br": brotli.decompress, "gzip": gzip.decompress, "deflate": zlib.decompress}
         for strategy, coding in (("brotli", "br"), ("gzip", "gzip"), ("deflate", "deflate")):
             run = Running(self, CreateProxyConfig().with_compress_strategy(strategy))
-            await run.fetch("GET", "/page/c")
-            response, body = await run.fetch("GET", "/page/c", headers={"Accept-Encoding": coding})
+            headers = {"Accept-Encoding": coding}
+            for _ in range(2):
+                response, body = await run.fetch("GET", "/page/c", headers=headers)
+                self.assertIsNone(header(response, "content-encoding"))
+                self.assertEqual(header(response, "vary"), "Accept-Encoding")
+            await until(lambda: run.server.cache.compressions == 1)
+            response, body = await run.fetch("GET", "/page/c", headers=headers)
             self.assertEqual(header(response, "content-encoding"), coding)
             self.assertEqual(response.length, len(body))
             expected = decoders[coding](body)
@@ -416,6 +423,9 @@ class CacheTests(TestCase):
         run = Running(self)
         response, body = await run.fetch("GET", "/gzip", headers={"Accept-Encoding": "identity"})
         self.assertEqual(body, PAGE)
+        response, body = await run.fetch("GET", "/gzip", headers={"Accept-Encoding": "br"})
+        self.assertEqual((header(response, "content-encoding"), body), (None, PAGE))
+        await until(lambda: run.server.cache.compressions == 1)
         response, body = await run.fetch("GET", "/gzip", headers={"Accept-Encoding": "br"})
         self.assertEqual(header(response, "content-encoding"), "br")
         self.assertEqual(brotli.decompress(body), PAGE)
@@ -556,7 +566,8 @@ class CacheTests(TestCase):
     async def test_filesystem_mode(self) -> None:
         """
         In filesystem mode bodies live in files under the server's bucket,
-        hits are served from them, and invalidation deletes them.
+        hits are served from them, a body compressed after its fill replaces
+        its file, and invalidation deletes them.
         """
         import os
 
@@ -568,8 +579,12 @@ class CacheTests(TestCase):
         response, body = await run.fetch("GET", "/page/f", headers={"Accept-Encoding": "identity"})
         self.assertTrue(body.startswith(PAGE))
         self.assertEqual(run.origin.hits["/page/f"], 1)
+        # The identity file gives way to the compressed one.
+        await until(lambda: run.server.cache.compressions == 1)
         bucket = os.path.join(directory, "default")
         self.assertEqual(len(os.listdir(bucket)), 1)
+        response, again = await run.fetch("GET", "/page/f", headers={"Accept-Encoding": "identity"})
+        self.assertEqual(again, body)
         run.handle.invalidate_all()
         for _ in range(50):
             if not os.listdir(bucket):
