@@ -174,10 +174,10 @@ def report(args: argparse.Namespace, selected: List[str], results: Results, head
                 out.append(f"| {number} | {v['count']:,} cached entries | **{v['bytes']:.0f} bytes** "
                            f"per entry beyond the body |")
             elif name == "compress":
-                out.append(f"| {number} | hit p99 (`wrk -c10`, br) alone / during 5 MB Brotli fills "
+                out.append(f"| {number} | hit p99 (`wrk -c10`, br) alone / during 5 MB Brotli compressions "
                            f"| {v['alone_p99']:.2f} ms / {v['busy_p99']:.2f} ms, ratio **{v['ratio']:.2f}** "
-                           f"({v['alone_rps']:,.0f} / {v['busy_rps']:,.0f} req/s; {v['fills']} fills, "
-                           f"median {v['fill_ms']:.0f} ms each) |")
+                           f"({v['alone_rps']:,.0f} / {v['busy_rps']:,.0f} req/s; {v['started']} started, "
+                           f"{v['fills']} done, median {v['fill_ms']:.0f} ms each) |")
             elif name in ("workers", "redis-l1"):
                 out.append(f"| {number} | {name}: {SCALE_LABELS[name]} | in the table below |")
             elif name == "ws":

@@ -209,6 +209,13 @@ class CreateProxyConfig:
 
     compression_strategy = with_compress_strategy
 
+    def with_compress_on_fill(self, enabled: bool) -> CreateProxyConfig:
+        """
+        @param enabled: compress stored bodies at the fill, before they are
+            stored and answered, rather than once served again.
+        """
+        return self._with(compress_on_fill=enabled)
+
     def with_cache_storage_mode(self, mode) -> CreateProxyConfig:
         """
         @param mode: a L{CacheStorageMode} or its name.
