@@ -10,6 +10,7 @@ and is what the synchronous tests use.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any, Callable, Optional
 
@@ -34,6 +35,9 @@ def runInline(f: Callable[..., Any], *args: Any) -> Deferred:
 
 _thread = threading.local()
 
+#: Linux's C{SCHED_IDLE} policy (PyPy's C{os} lacks the constant).
+SCHED_IDLE: Optional[int] = getattr(os, "SCHED_IDLE", 5 if sys.platform.startswith("linux") else None)
+
 
 def _lower_priority(idle: bool) -> None:
     """
@@ -42,9 +46,9 @@ def _lower_priority(idle: bool) -> None:
     wants), else C{nice 19}, or C{nice 19} where C{SCHED_IDLE} is refused.
     """
     tid = threading.get_native_id()
-    if idle:
+    if idle and SCHED_IDLE is not None:
         try:
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+            os.sched_setscheduler(tid, SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
             return
         except (AttributeError, OSError):
             pass

@@ -11,7 +11,7 @@ import threading
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from phantom_frame.cache.threads import ThreadRunner, runInline
+from phantom_frame.cache.threads import SCHED_IDLE, ThreadRunner, runInline
 
 
 class InlineTests(SynchronousTestCase):
@@ -68,6 +68,6 @@ class ThreadRunnerTests(TestCase):
         self.assertIn("phantom-frame-idle", name)
         self.assertNotIn("-idle", own)
         if sys.platform.startswith("linux"):
-            self.assertEqual(policy, os.SCHED_IDLE)
+            self.assertEqual(policy, SCHED_IDLE)
             self.assertEqual(own_policy, os.SCHED_OTHER)
             self.assertEqual(os.sched_getscheduler(0), os.SCHED_OTHER)
