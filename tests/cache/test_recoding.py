@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from phantom_frame.cache.codec import Codec, decode
 from phantom_frame.cache.entry import NOT_YET_COMPRESSED, CacheEntry
 from phantom_frame.cache.recoding import Recoder
+from phantom_frame.cache.threads import runInline
 from tests.cache.support import NO_HEADERS, CacheTestMixin, ids
 
 PAGE = b"<html>" + b"compress me later " * 400 + b"</html>"
@@ -44,12 +45,7 @@ class HeldRunner:
         Run the oldest waiting work.
         """
         d, f, args = self.calls.pop(0)
-        try:
-            result = f(*args)
-        except Exception as e:
-            d.errback(e)
-        else:
-            d.callback(result)
+        runInline(f, *args).chainDeferred(d)
 
 
 class RecoderTests(SynchronousTestCase, CacheTestMixin):
