@@ -113,17 +113,19 @@ class ByteRequest:
         if not self.startedWriting:
             self.startedWriting = True
             headers = self.responseHeaders
-            if (
-                headers.getRawHeaders(b"Content-Length") is None
-                and self.method != b"HEAD"
-                and self.code not in NO_BODY_CODES
-            ):
+            silent = self._silent = self.method == b"HEAD" or self.code in NO_BODY_CODES
+            if headers.getRawHeaders(b"Content-Length") is None and not silent:
                 headers.setRawHeaders(b"Transfer-Encoding", [b"chunked"])
                 self._chunked = True
             if self.requestId:
                 headers.setRawHeaders(b"X-Request-Id", [self.requestId.encode("latin-1")])
-            channel.writeHeaders(self.clientproto, b"%d" % (self.code,), self.code_message, headers)
-            self._silent = self.method == b"HEAD" or self.code in NO_BODY_CODES
+            # The head goes out with the first body bytes, in one send.
+            first = b""
+            if data and not silent:
+                self.sentLength += len(data)
+                first = b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data
+            channel.writeHeaders(self.clientproto, b"%d" % (self.code,), self.code_message, headers, first)
+            return
         if self._silent:
             return
         self.sentLength += len(data)

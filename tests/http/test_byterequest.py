@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 from typing import Any, List
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from phantom_frame import CreateProxyConfig, create_proxy
@@ -194,3 +196,46 @@ class NoCycleTests(SynchronousTestCase):
         rig, names = self.garbage(PASSTHROUGH, ["/a", "/b"])
         self.assertEqual(rig.relayed(), 3)
         self.assertEqual(names & {"ByteRelay", "_Exchange", "RequestView"}, set())
+
+
+class _Counting(StringTransport):
+    """
+    A transport that counts its writes.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+    def writeSequence(self, data: List[bytes]) -> None:
+        self.writes += 1
+        super().writeSequence(data)
+
+
+class OneWriteTests(SynchronousTestCase):
+    """
+    A fill answered on the channel is written in one go.
+    """
+
+    def test_headAndBody(self) -> None:
+        """
+        The answer's head and body reach the client's transport in one
+        write (one send, at once, on a plain TCP connection).
+        """
+        rig = RelayRig(True, FillTests.CACHING)
+        self.addCleanup(rig.handle.close)
+        address = IPv4Address("TCP", "192.0.2.7", 4321)
+        protocol = rig.site.buildProtocol(address)
+        transport = _Counting(peerAddress=address)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(request("/f"))
+        rig.settle()
+        self.assertEqual(rig.filled(), 1)
+        [(code, headers, body)] = parse(transport.value(), [False])
+        self.assertEqual((code, headers[b"cache-status"]), (200, [b"phantom-frame; fwd=uri-miss; stored"]))
+        self.assertEqual(headers[b"content-length"], [b"%d" % len(body)])
+        self.assertEqual(transport.writes, 1)
