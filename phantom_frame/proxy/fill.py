@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -30,6 +30,7 @@ from phantom_frame.cache.freshness import (
     initial_age,
 )
 from phantom_frame.cache.policy import (
+    as_pairs,
     header_value,
     header_values,
     is_soft_404,
@@ -40,6 +41,7 @@ from phantom_frame.cache.policy import (
 )
 from phantom_frame.proxy.parts import RANGED_DROPPED, Parts
 from phantom_frame.proxy.passthrough import forward_headers
+from phantom_frame.proxy.receivers import SnapshotLanded, release
 from phantom_frame.proxy.settings import CacheStrategy, CreateProxyConfig
 from phantom_frame.proxy.snapshots import SnapshotError
 from phantom_frame.proxy.view import RequestView
@@ -59,21 +61,14 @@ _RECOMPUTED = frozenset(
     {b"content-length", b"content-encoding", b"vary", b"age", b"set-cookie", b"x-request-id"}
 )
 
+#: What the cache recomputes of a body whose coding it cannot undo: its
+#: C{Content-Encoding} is kept.
+_RECOMPUTED_OPAQUE = _RECOMPUTED - {b"content-encoding"}
+
 #: Media types whose bodies are compressed already: stored as they are.
 _PRECOMPRESSED = (
-    "image/jpeg",
-    "image/png",
-    "image/gif",
-    "image/webp",
-    "image/avif",
-    "video/",
-    "audio/",
-    "font/woff",
-    "font/woff2",
-    "application/zip",
-    "application/gzip",
-    "application/x-gzip",
-    "application/octet-stream",
+    "image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "video/", "audio/", "font/woff",
+    "font/woff2", "application/zip", "application/gzip", "application/x-gzip", "application/octet-stream",
 )
 
 #: Stored headers a 304 from the origin never replaces.
@@ -158,11 +153,9 @@ class Filler:
         header = view.headers.get
         return self._cache.fill(
             key,
-            lambda: Deferred.fromCoroutine(
-                self.fetch(
-                    key, method, target, fwd, header, stale=stale, authorized=authorized,
-                    body=None if method == b"GET" else body, private=private, ranged=ranged,
-                )
+            lambda: self.fetch(
+                key, method, target, fwd, header, stale=stale, authorized=authorized,
+                body=None if method == b"GET" else body, private=private, ranged=ranged,
             ),
         )
 
@@ -172,7 +165,7 @@ class Filler:
         clients ask); a refresh that fails keeps the stale entry.
         """
         waiter, _ = self.fill(view, key, entry)
-        waiter.addCallbacks(_release, self._refresh_failed, errbackArgs=(key,))
+        waiter.addCallbacks(release, self._refresh_failed, errbackArgs=(key,))
 
     def _refresh_failed(self, failure: Failure, key: str) -> None:
         log.warn(
@@ -182,7 +175,7 @@ class Filler:
             error=failure.getErrorMessage(),
         )
 
-    async def fetch(
+    def fetch(
         self,
         key: str,
         method: bytes,
@@ -195,7 +188,7 @@ class Filler:
         body=None,
         private: bool = False,
         ranged: bool = False,
-    ):
+    ) -> Deferred:
         """
         Fetch C{path_qs} from the origin for the fill of C{key}: a
         conditional request when C{stale} is given, a snapshot (stored
@@ -203,15 +196,15 @@ class Filler:
         with an error page) when C{snapshot} is set; a 206 to a C{ranged}
         fill is a part (L{Parts.store}).
 
-        @return: a L{Shared} stored entry, or an L{Exclusive} response for
-            the one client that asked, with why it is not stored (C{cookie}
-            for a C{private} request's response the origin did not mark
-            shareable).
-        @raise SnapshotError: a snapshot that cannot be stored.
-        @raise UpstreamError: the origin failed, or sent a body that broke
-            off or does not decode.
+        @return: a L{Deferred} firing with a L{Shared} stored entry, or an
+            L{Exclusive} response for the one client that asked, with why
+            it is not stored (C{cookie} for a C{private} request's response
+            the origin did not mark shareable); failing with
+            L{SnapshotError} for a snapshot that cannot be stored, or
+            L{UpstreamError} when the origin failed, or sent a body that
+            broke off or does not decode. Cancelling it cancels the request,
+            or abandons the body.
         """
-        config = self._config
         if stale is not None:
             # Revalidate with the stored validators (RFC 9111 §4.3.1).
             headers = list(headers)
@@ -219,8 +212,23 @@ class Filler:
                 headers.append((b"If-None-Match", stale.etag))
             if stale.last_modified is not None:
                 headers.append((b"If-Modified-Since", stale.last_modified))
-        request_time = self._clock.seconds()
-        response = await self._origin.request(method, path_qs, headers, body)
+        # (Plain callbacks rather than a coroutine: a fill waiting for its
+        # origin holds as little as it can.)
+        return self._origin.request(method, path_qs, headers, body).addCallback(
+            self._answered, key, header, snapshot, stale, authorized, private, ranged, self._clock.seconds()
+        )
+
+    def _answered(
+        self, response: Any, key: str, header: Callable[[str], Optional[str]], snapshot: bool,
+        stale: Optional[CacheEntry], authorized: bool, private: bool, ranged: bool, request_time: float,
+    ) -> Any:
+        """
+        The origin's answer head came (see L{fetch}): decide what becomes of
+        it, and read its body when it may be stored.
+
+        @return: the fill's result, or a L{Deferred} of it.
+        """
+        config = self._config
         response_time = self._clock.seconds()
         rheaders = tuple(response.pairs)
         status = response.code
@@ -229,7 +237,9 @@ class Filler:
             self._freshen(stale, rheaders, request_time, response_time)
             return Shared(stale, 304)
         if ranged and status == 206:
-            return await self.parts.store(key, response, rheaders, header, authorized, private, request_time, response_time)
+            return Deferred.fromCoroutine(
+                self.parts.store(key, response, rheaders, header, authorized, private, request_time, response_time)
+            )
         directives = ResponseDirectives.parse(rheaders) if self._http_policy else None
         if snapshot:
             # Snapshots are stored whatever their media type; an error
@@ -275,7 +285,23 @@ class Filler:
         response.deliverBody(relay)
         if not buffered:
             return Exclusive((response, relay), reason, relay.abort)
-        complete = await relay.ready()
+        return relay.ready().addCallback(
+            self._buffered, key, response, relay, reason, rheaders, directives, header, snapshot,
+            (request_time, response_time, shareable),
+        )
+
+    def _buffered(
+        self, complete: bool, key: str, response: Any, relay: BodyRelay, reason: Optional[str],
+        rheaders: Tuple[Header, ...], directives: Any, header: Callable[[str], Optional[str]], snapshot: bool,
+        times: Tuple[float, float, bool],
+    ) -> Any:
+        """
+        The body L{_answered} reads came whole (C{complete}), or overflowed
+        the limit: store it, or hand the response on.
+
+        @param times: the request and response times, and whether the
+            response is marked shareable.
+        """
         if reason is not None:
             return Exclusive((response, relay), reason, relay.abort)
         if not complete:
@@ -283,32 +309,41 @@ class Filler:
                 relay.abort()
                 raise SnapshotError("larger than max_cacheable_bytes")
             return Exclusive((response, relay), "size", relay.abort)
-        stored = await self._stored(
-            key, status, response.phrase, rheaders, relay.collected(), directives, header, snapshot,
-            request_time, response_time,
+        request_time, response_time, shareable = times
+        stored = Deferred.fromCoroutine(
+            self._stored(
+                key, response.code, response.phrase, rheaders, relay.collected(), directives, header, snapshot,
+                request_time, response_time, shareable,
+            )
         )
-        return Exclusive((response, relay), "status", relay.abort) if stored is None else stored
+        return stored.addCallback(_kept, response, relay)
 
     async def _stored(
         self, key: str, status: int, phrase: bytes, rheaders: List[Header], body: bytes, directives: Any,
         header: Callable[[str], Optional[str]], snapshot: bool, request_time: float, response_time: float,
+        shareable: Optional[bool] = None,
     ) -> Optional[Shared]:
         """
         Store a whole response as the entry of C{key}.
 
+        @param shareable: whether the origin marked it shareable, when the
+            caller knows (L{marked_shareable} of C{rheaders}).
         @return: the L{Shared} entry, or C{None} for a soft 404 that has no
             404 cache to go to.
         @raise UpstreamError: the body does not decode.
         """
         config = self._config
+        rheaders = as_pairs(rheaders)
+        coding = header_value(rheaders, b"content-encoding")
         # A coding phantom-frame cannot undo: the body is the origin's
         # representation, stored and sent as it is, Content-Encoding kept.
-        opaque = opaque_coding(rheaders)
-        try:
-            coding = header_value(rheaders, b"content-encoding")
-            identity = body if opaque else await self._codec.decode(body, coding)
-        except DecodeError as e:
-            raise UpstreamError(f"origin sent a body that does not decode: {e}")
+        opaque = coding is not None and opaque_coding(rheaders)
+        identity = body
+        if coding is not None and not opaque:
+            try:
+                identity = await self._codec.decode(body, coding)
+            except DecodeError as e:
+                raise UpstreamError(f"origin sent a body that does not decode: {e}")
         not_found = status == 404
         if (
             not not_found
@@ -329,31 +364,30 @@ class Filler:
             encoded = await self._codec.encode(identity, coding)
             if len(encoded) >= len(identity):
                 coding, encoded = "identity", identity
-        names = vary_names(rheaders)
+        vary = header_values(rheaders, b"vary")
+        names = vary_names(rheaders) if vary else ()
         etag = header_value(rheaders, b"etag")
         if etag is None and config.generate_etag:
             etag = await self._runner(_strong_etag, identity)
         stored = await self._cache.put_body(key, encoded)
+        recomputed = _RECOMPUTED_OPAQUE if opaque else _RECOMPUTED
         entry = CacheEntry(
             key=key,
             status=status,
             phrase=phrase,
-            headers=tuple(
-                (n, v) for n, v in rheaders
-                if n.lower() not in _RECOMPUTED or (opaque and n.lower() == b"content-encoding")
-            ),
+            headers=tuple([pair for pair in rheaders if pair[0].lower() not in recomputed]),
             coding=coding,
             body=stored,
             identity_length=len(identity),
             stored_at=self._clock.seconds(),
             vary=names,
-            vary_header=b", ".join(header_values(rheaders, b"vary")) or None,
+            vary_header=b", ".join(vary) or None,
             variant=variant_of(names, header) if names else (),
             not_found=not_found,
             pinned=snapshot,
             etag=etag,
             last_modified=header_value(rheaders, b"last-modified"),
-            shareable=snapshot or marked_shareable(rheaders),
+            shareable=(snapshot or marked_shareable(rheaders)) if shareable is None else shareable,
         )
         if not snapshot:
             self.set_freshness(entry, rheaders, directives, request_time, response_time)
@@ -424,7 +458,7 @@ class Filler:
             return stored or NOT_SHARED
 
         waiter, _ = self._cache.fill(key, lambda: Deferred.fromCoroutine(store()))
-        waiter.addCallbacks(_release, self._adopt_failed, errbackArgs=(key,))
+        waiter.addCallbacks(release, self._adopt_failed, errbackArgs=(key,))
 
     def _adopt_failed(self, failure: Failure, key: str) -> None:
         log.warn(
@@ -450,51 +484,17 @@ class Filler:
         """
 
         def fetch() -> Deferred:
-            return limiter.run(
-                lambda: Deferred.fromCoroutine(
-                    self.fetch(key, b"GET", target, [], _no_header, snapshot=True)
-                )
-            )
+            return limiter.run(lambda: self.fetch(key, b"GET", target, [], _no_header, snapshot=True))
 
         shared = getattr(self._cache, "fill_snapshot", None)
         waiter, _ = self._cache.fill(key, fetch) if shared is None else shared(key, fetch, since)
-        return waiter.addCallback(lambda result: result.deliver(_SnapshotLanded(self._cache)))
+        return waiter.addCallback(lambda result: result.deliver(SnapshotLanded(self._cache)))
 
 
-class _Discard:
+def _kept(stored: Optional[Shared], response: Any, relay: BodyRelay) -> Any:
     """
-    Lets go of a fill result nobody answers a client with.
+    @return: what storing a response gave: its L{Shared} entry, or the
+        response for the one client that asked (a soft 404 with no 404
+        cache to go to).
     """
-
-    def shared(self, result: Shared) -> None:
-        pass
-
-    def exclusive(self, result: Exclusive) -> None:
-        result.release()
-
-    def not_shared(self, result: Any) -> None:
-        pass
-
-
-def _release(result: Any) -> None:
-    result.deliver(_Discard())
-
-
-class _SnapshotLanded:
-    """
-    What a snapshot fetch's fill result means: pinned, or a failure.
-    """
-
-    def __init__(self, cache: Any) -> None:
-        self._cache = cache
-
-    def shared(self, result: Shared) -> None:
-        if not result.entry.pinned:
-            self._cache.pin(result.entry)
-
-    def exclusive(self, result: Exclusive) -> None:
-        result.release()
-        raise SnapshotError(f"not storable ({result.reason})")
-
-    def not_shared(self, result: Any) -> None:
-        raise SnapshotError("not storable")
+    return Exclusive((response, relay), "status", relay.abort) if stored is None else stored

@@ -16,8 +16,9 @@ from phantom_frame.proxy.answers import error_response, send_error
 from phantom_frame.proxy.decision import NOT_PRE_GENERATED, Fill, Reject
 from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.parts import PART_STORED
+from phantom_frame.proxy.snapshots import SnapshotError
 
-__all__ = ["FillAnswer", "SnapshotAnswer", "reject_now", "send_reject"]
+__all__ = ["FillAnswer", "SnapshotAnswer", "SnapshotLanded", "reject_now", "release", "send_reject"]
 
 
 def reject_now(request, decision: Reject) -> bytes:
@@ -115,3 +116,58 @@ class FillAnswer:
         await self._server.passthrough.forward(
             self._exchange, statuses.forwarded(self._fwd, "not-shared")
         )
+
+
+class _Discard:
+    """
+    Lets go of a fill result nobody answers a client with.
+    """
+
+    def shared(self, result: Shared) -> None:
+        pass
+
+    def exclusive(self, result: Exclusive) -> None:
+        result.release()
+
+    def not_shared(self, result: Any) -> None:
+        pass
+
+
+def release(result: Any) -> None:
+    """
+    Let go of the fill result C{result}, which no client is answered with
+    (a background refresh's, a stored POST answer's).
+    """
+    result.deliver(_Discard())
+
+
+class SnapshotLanded:
+    """
+    What a snapshot fetch's fill result means: pinned, or a failure.
+    """
+
+    def __init__(self, cache: Any) -> None:
+        """
+        @param cache: where the snapshot is pinned.
+        """
+        self._cache = cache
+
+    def shared(self, result: Shared) -> None:
+        """
+        Pin the stored entry (unless it is already).
+        """
+        if not result.entry.pinned:
+            self._cache.pin(result.entry)
+
+    def exclusive(self, result: Exclusive) -> None:
+        """
+        @raise SnapshotError: the response cannot be stored.
+        """
+        result.release()
+        raise SnapshotError(f"not storable ({result.reason})")
+
+    def not_shared(self, result: Any) -> None:
+        """
+        @raise SnapshotError: nothing was stored.
+        """
+        raise SnapshotError("not storable")
