@@ -21,6 +21,7 @@ from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.threads import runInline
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
+from phantom_frame.ops.timing import TimingClient
 from tests.memory import MemoryOrigin
 
 PAGE = b"<html>" + b"stored " * 100 + b"</html>"
@@ -28,7 +29,8 @@ PAGE = b"<html>" + b"stored " * 100 + b"</html>"
 
 class _Origin(Resource):
     """
-    The page at any path; C{/gzip} in gzip; C{/slow} when told.
+    The page at any path; C{/gzip} in gzip; C{/slow} when told, and
+    C{/varies} (varying on C{X-Variant}) too.
 
     @ivar waiting: the requests for C{/slow} not answered yet.
     """
@@ -44,6 +46,10 @@ class _Origin(Resource):
         The page, as the path says.
         """
         request.setHeader(b"content-type", b"text/html")
+        if request.path == b"/varies":
+            request.setHeader(b"vary", b"X-Variant")
+            self.waiting.append(request)
+            return NOT_DONE_YET
         if request.path == b"/slow":
             self.waiting.append(request)
             return NOT_DONE_YET
@@ -55,32 +61,37 @@ class _Origin(Resource):
 
 class _Rig:
     """
-    A caching proxy site over L{_Origin} in memory, on a fake clock.
+    A caching proxy site over L{_Origin} in memory, on a fake clock, its
+    origin requests timed.
+
+    @ivar observed: the upstream durations its timing client recorded.
     """
 
     def __init__(self, testcase: SynchronousTestCase) -> None:
         self.clock = Clock()
         self.origin = _Origin()
         self.memory = MemoryOrigin(self.origin, self.clock)
+        self.observed: List[float] = []
         config = CreateProxyConfig("http://origin.test")
-        resource, handle = create_proxy(
-            config, self.clock, agent=object(), client=self.memory.client_for(config), runner=runInline
-        )
+        client = TimingClient(self.memory.client_for(config), self.clock, self.observed.append, lambda: None)
+        resource, handle = create_proxy(config, self.clock, agent=object(), client=client, runner=runInline)
         testcase.addCleanup(handle.close)
         self.server = next(handle.servers())
         self.site = ProxySite(Router([("*", resource)]), reactor=self.clock, access_log=False)
 
-    def get(self, path: bytes) -> StringTransport:
+    def get(self, path: bytes, *headers: bytes) -> StringTransport:
         """
         Ask for C{path} on a new connection, and move the bytes.
 
-        @return: the client's transport.
+        @return: the client's transport (its protocol as C{protocol}).
         """
         address = IPv4Address("TCP", "192.0.2.7", 4321)
         protocol = self.site.buildProtocol(address)
         transport = StringTransport(peerAddress=address)
+        transport.protocol = protocol
         protocol.makeConnection(transport)
-        protocol.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+        lines = [b"GET " + path + b" HTTP/1.1", b"Host: proxy.test", *headers]
+        protocol.dataReceived(b"\r\n".join(lines) + b"\r\n\r\n")
         self.settle()
         return transport
 
@@ -100,15 +111,16 @@ class WaitTests(SynchronousTestCase):
 
     def test_noCoroutine(self) -> None:
         """
-        While the origin has not answered, no coroutine of the fill is
-        alive; the answer comes once it does.
+        While the origin has not answered, no coroutine of the fill, nor
+        of the answer waiting for it, is alive; the answer comes once it
+        does.
         """
         rig = _Rig(self)
         transport = rig.get(b"/slow")
         self.assertEqual(len(rig.origin.waiting), 1)
         waiting = [
-            o for o in gc.get_objects()
-            if inspect.iscoroutine(o) and o.cr_code.co_filename.endswith("fill.py")
+            o.cr_code.co_qualname for o in gc.get_objects()
+            if inspect.iscoroutine(o) and "phantom_frame" in o.cr_code.co_filename
         ]
         self.assertEqual(waiting, [])
         request = rig.origin.waiting.pop()
@@ -118,6 +130,28 @@ class WaitTests(SynchronousTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertTrue(transport.value().endswith(PAGE))
         self.assertEqual(rig.server.cache.entry_count, 1)
+
+
+    def test_otherVariant(self) -> None:
+        """
+        A request that joined a fill whose answer varies to another variant
+        asks the origin itself, that request timed for it.
+        """
+        rig = _Rig(self)
+        first = rig.get(b"/varies", b"X-Variant: a")
+        second = rig.get(b"/varies", b"X-Variant: b")
+        self.assertEqual(len(rig.origin.waiting), 1)
+        fill = second.protocol._channel._relay
+        rig.origin.waiting.pop().finish()
+        rig.settle()
+        self.assertTrue(first.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(len(rig.origin.waiting), 1)
+        rig.clock.advance(2)
+        rig.origin.waiting.pop().finish()
+        rig.settle()
+        self.assertIn(b"fwd=uri-miss; detail=vary", second.value())
+        self.assertEqual(rig.observed, [0.0, 2.0])
+        self.assertEqual(fill.upstream, 2.0)
 
 
 class DecodeTests(SynchronousTestCase):
