@@ -43,6 +43,7 @@ from phantom_frame.proxy.parts import RANGED_DROPPED, Parts
 from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.receivers import SnapshotLanded, release
 from phantom_frame.proxy.settings import CacheStrategy, CreateProxyConfig
+from phantom_frame.proxy.settle import settle
 from phantom_frame.proxy.snapshots import SnapshotError
 from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.origin import (
@@ -198,12 +199,11 @@ class Filler:
 
         @return: a L{Deferred} firing with a L{Shared} stored entry, or an
             L{Exclusive} response for the one client that asked, with why
-            it is not stored (C{cookie} for a C{private} request's response
-            the origin did not mark shareable); failing with
-            L{SnapshotError} for a snapshot that cannot be stored, or
-            L{UpstreamError} when the origin failed, or sent a body that
-            broke off or does not decode. Cancelling it cancels the request,
-            or abandons the body.
+            it is not stored (C{cookie}: a C{private} request's response the
+            origin did not mark shareable); failing with L{SnapshotError}
+            (a snapshot that cannot be stored) or L{UpstreamError} (the
+            origin failed, or its body broke off or does not decode).
+            Cancelling it cancels the request, or abandons the body.
         """
         if stale is not None:
             # Revalidate with the stored validators (RFC 9111 §4.3.1).
@@ -212,8 +212,7 @@ class Filler:
                 headers.append((b"If-None-Match", stale.etag))
             if stale.last_modified is not None:
                 headers.append((b"If-Modified-Since", stale.last_modified))
-        # (Plain callbacks rather than a coroutine: a fill waiting for its
-        # origin holds as little as it can.)
+        # (Callbacks, not a coroutine: a fill waiting holds less.)
         return self._origin.request(method, path_qs, headers, body).addCallback(
             self._answered, key, header, snapshot, stale, authorized, private, ranged, self._clock.seconds()
         )
@@ -225,8 +224,6 @@ class Filler:
         """
         The origin's answer head came (see L{fetch}): decide what becomes of
         it, and read its body when it may be stored.
-
-        @return: the fill's result, or a L{Deferred} of it.
         """
         config = self._config
         response_time = self._clock.seconds()
@@ -310,13 +307,15 @@ class Filler:
                 raise SnapshotError("larger than max_cacheable_bytes")
             return Exclusive((response, relay), "size", relay.abort)
         request_time, response_time, shareable = times
-        stored = Deferred.fromCoroutine(
+        stored = settle(
             self._stored(
                 key, response.code, response.phrase, rheaders, relay.collected(), directives, header, snapshot,
                 request_time, response_time, shareable,
             )
         )
-        return stored.addCallback(_kept, response, relay)
+        if isinstance(stored, Deferred):
+            return stored.addCallback(_kept, response, relay)
+        return _kept(stored, response, relay)
 
     async def _stored(
         self, key: str, status: int, phrase: bytes, rheaders: List[Header], body: bytes, directives: Any,

@@ -11,6 +11,7 @@ import inspect
 from typing import Any, List
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -152,6 +153,25 @@ class WaitTests(SynchronousTestCase):
         self.assertIn(b"fwd=uri-miss; detail=vary", second.value())
         self.assertEqual(rig.observed, [0.0, 2.0])
         self.assertEqual(fill.upstream, 2.0)
+
+
+    def test_noCoroutineDeferred(self) -> None:
+        """
+        A fill of a page stored in memory, and its answer on the channel,
+        make no L{Deferred} of a coroutine: storing it runs at once.
+        """
+        rig = _Rig(self)
+        made: List[Any] = []
+        fromCoroutine = Deferred.fromCoroutine
+
+        def counting(coroutine: Any) -> Any:
+            made.append(coroutine.cr_code.co_qualname)
+            return fromCoroutine(coroutine)
+
+        self.patch(Deferred, "fromCoroutine", staticmethod(counting))
+        self.assertTrue(rig.get(b"/plain").value().endswith(PAGE))
+        self.assertEqual(rig.server.cache.entry_count, 1)
+        self.assertEqual(made, [])
 
 
 class DecodeTests(SynchronousTestCase):
