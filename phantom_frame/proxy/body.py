@@ -289,7 +289,7 @@ def _whole(reason: Failure) -> bool:
         length, its last chunk, or the end of a body delimited by the
         connection's close).
     """
-    return bool(reason.check(ResponseDone, PotentialDataLoss))
+    return isinstance(reason.value, (ResponseDone, PotentialDataLoss))
 
 
 def known_length(response: IResponse) -> Optional[int]:
