@@ -131,7 +131,7 @@ class BodyRelay(Protocol):
         self._idle: Optional[IDelayedCall] = None
         self._lost: Optional[Failure] = None
         self._timedOut = False
-        self._ready: Deferred[bool] = Deferred(lambda d: self.abort())
+        self._ready: Deferred[bool] = Deferred(self._abandon)
         self._streamed: Optional[Deferred[None]] = None
         self._keep: Optional[int] = None
         self._kept: Optional[List[bytes]] = None
@@ -235,6 +235,12 @@ class BodyRelay(Protocol):
             request.registerProducer(self.transport, True)
             self.transport.resumeProducing()
         return streamed
+
+    def _abandon(self, ready: Deferred[bool]) -> None:
+        """
+        L{ready} was cancelled: give up on the body.
+        """
+        self.abort()
 
     def abort(self) -> None:
         """
