@@ -31,8 +31,8 @@ from phantom_frame.cache.freshness import (
 )
 from phantom_frame.cache.policy import (
     as_pairs,
+    header_index,
     header_value,
-    header_values,
     is_soft_404,
     media_type,
     opaque_coding,
@@ -296,8 +296,7 @@ class Filler:
         The body L{_answered} reads came whole (C{complete}), or overflowed
         the limit: store it, or hand the response on.
 
-        @param times: the request and response times, and whether the
-            response is marked shareable.
+        @param times: the request and response times, and whether it is shareable.
         """
         if reason is not None:
             return Exclusive((response, relay), reason, relay.abort)
@@ -333,7 +332,8 @@ class Filler:
         """
         config = self._config
         rheaders = as_pairs(rheaders)
-        coding = header_value(rheaders, b"content-encoding")
+        index = header_index(rheaders)  # (read directly: the names asked of every fill)
+        coding = b", ".join(index[b"content-encoding"]) if b"content-encoding" in index else None
         # A coding phantom-frame cannot undo: the body is the origin's
         # representation, stored and sent as it is, Content-Encoding kept.
         opaque = coding is not None and opaque_coding(rheaders)
@@ -363,9 +363,9 @@ class Filler:
             encoded = await self._codec.encode(identity, coding)
             if len(encoded) >= len(identity):
                 coding, encoded = "identity", identity
-        vary = header_values(rheaders, b"vary")
+        vary = index.get(b"vary", ())
         names = vary_names(rheaders) if vary else ()
-        etag = header_value(rheaders, b"etag")
+        etag = b", ".join(index[b"etag"]) if b"etag" in index else None
         if etag is None and config.generate_etag:
             etag = await self._runner(_strong_etag, identity)
         stored = await self._cache.put_body(key, encoded)
@@ -385,7 +385,7 @@ class Filler:
             not_found=not_found,
             pinned=snapshot,
             etag=etag,
-            last_modified=header_value(rheaders, b"last-modified"),
+            last_modified=b", ".join(index[b"last-modified"]) if b"last-modified" in index else None,
             shareable=(snapshot or marked_shareable(rheaders)) if shareable is None else shareable,
         )
         if not snapshot:
