@@ -353,7 +353,8 @@ def run_wrk(wrk: str, url: str, seconds: float, connections: int = 50,
             headers: Sequence[str] = (), pid: Optional[int] = None,
             origin: Optional[int] = None, script: Optional[str] = None) -> Dict[str, float]:
     """
-    Run C{wrk} against C{url} on the client CPU.
+    Run C{wrk} against C{url} on the client CPU (its script given a token
+    of this run's own as its argument).
 
     @param pid: the server process whose CPU time is measured.
     @param origin: the origin process, whose CPU time is measured too.
@@ -374,7 +375,8 @@ def run_wrk(wrk: str, url: str, seconds: float, connections: int = 50,
             argv += ["-s", script]
         for header in headers:
             argv += ["-H", header]
-        argv.append(url)
+        # A token of the run's own, for the scripts that make new paths.
+        argv += [url, "--", uuid.uuid4().hex[:12]]
     pids = [p for p in (pid, origin) if p]
     before = {p: cpu_seconds(p) for p in pids}
     own_before, (busy_before, steal_before) = own_cpu(pids), system_cpu()
@@ -554,10 +556,15 @@ HEAD_LOAD = os.path.join(BENCH_DIR, "head_load.py")
 #: wrk Lua scripts: 1 MB POST bodies, a new path per request.
 WRK_SCRIPTS = {
     "post": 'wrk.method = "POST"\nwrk.body = string.rep("x", 1048576)\n',
+    # (wrk's math.random gives the same numbers in every run: the run's own
+    # token, its first argument, keeps one run from asking for the keys an
+    # earlier one stored.)
     "fill": ('local n = 0\n'
+             'local run = ""\n'
+             'init = function(args) run = (args[1] or "") .. "-" end\n'
              'request = function()\n'
              '  n = n + 1\n'
-             '  return wrk.format(nil, wrk.path .. tostring(n) .. "-" .. tostring(math.random(1e9)))\n'
+             '  return wrk.format(nil, wrk.path .. run .. tostring(n))\n'
              'end\n'),
 }
 

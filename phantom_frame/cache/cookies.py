@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Iterable, Optional, Sequence, Tuple
 
 from phantom_frame.cache.globs import Glob, GlobSet
-from phantom_frame.cache.policy import as_pairs, header_values, parse_cache_control
+from phantom_frame.cache.policy import as_pairs, header_index, parse_cache_control
 
 __all__ = ["CookieRule", "marked_shareable"]
 
@@ -45,12 +45,14 @@ def marked_shareable(headers: Iterable[Tuple[bytes, bytes]]) -> bool:
         C{CDN-Cache-Control} or C{Surrogate-Control} lifetime
         (C{max-age=N}, C{s-maxage=N}).
     """
-    headers = as_pairs(headers)
-    directives = parse_cache_control(header_values(headers, b"cache-control"))
-    if "public" in directives or _seconds(directives.get("s-maxage")):
-        return True
+    index = header_index(as_pairs(headers))
+    values = index.get(b"cache-control")
+    if values:
+        directives = parse_cache_control(values)
+        if "public" in directives or _seconds(directives.get("s-maxage")):
+            return True
     for name in _SURROGATE:
-        values = header_values(headers, name)
+        values = index.get(name)
         if values:
             surrogate = parse_cache_control(values)
             if any(_seconds(surrogate.get(lifetime)) for lifetime in _LIFETIMES):

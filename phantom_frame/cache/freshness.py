@@ -10,8 +10,10 @@ freshness information is read the conservative way RFC 9111 recommends
 
 from __future__ import annotations
 
+import base64
 import calendar
 import datetime
+import hashlib
 import math
 import re
 import time
@@ -396,6 +398,15 @@ def _split_tags(header: bytes):
             current += c
     tags.append(current)
     return [t.strip() for t in tags if t.strip()]
+
+
+def strong_etag(body: bytes) -> bytes:
+    """
+    @return: a strong entity-tag for C{body}, made when the origin sent
+        none (C{generate_etag}): a hash of its bytes.
+    """
+    digest = hashlib.sha256(body).digest()[:12]
+    return b'"pf-' + base64.urlsafe_b64encode(digest).rstrip(b"=") + b'"'
 
 
 def weakened(etag: bytes) -> bytes:

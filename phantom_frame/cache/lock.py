@@ -281,6 +281,16 @@ class _Flight:
             # started reading it.
             self.lock._forget(entry)
 
+    def landed(self, result: Any) -> None:
+        """
+        The fetch fired: hand its result out (L{succeeded}) or its failure
+        (L{failed}).
+        """
+        if isinstance(result, Failure):
+            self.failed(result)
+        else:
+            self.succeeded(result)
+
     def failed(self, failure: Failure) -> None:
         """
         Fail every waiter, each with a L{Failure} of its own; log a failure
@@ -365,7 +375,7 @@ class FillLock:
             fetching = Deferred()
             fetching.errback()
         flight.fetching = fetching
-        fetching.addCallbacks(flight.succeeded, flight.failed)
+        fetching.addBoth(flight.landed)
         return waiter
 
     def join(self, key: str) -> Optional[Deferred[FillResult]]:

@@ -58,17 +58,15 @@ _SOFT_404_WINDOW = 64 * 1024
 _indexed: Tuple[Any, Dict[bytes, List[bytes]]] = ((), {})
 
 
-def header_values(headers: Headers, name: bytes) -> List[bytes]:
+def header_index(headers: Tuple[Tuple[bytes, bytes], ...]) -> Dict[bytes, List[bytes]]:
     """
-    Every value of a header.
+    The values of a tuple of headers by lower-cased name, made once for
+    the calls that follow with the same tuple.
 
-    @param headers: C{(name, value)} pairs; a tuple of them is indexed
-        once for the calls that follow with the same tuple.
-    @return: the values in order; empty when the header is absent.
+    @param headers: C{(name, value)} pairs, as a tuple (see L{as_pairs}).
+    @return: the values of each name present, in order; the caller reads
+        it and never changes it.
     """
-    wanted = name.lower()
-    if headers.__class__ is not tuple:
-        return [value for key, value in headers if key.lower() == wanted]
     global _indexed
     last = _indexed
     if last[0] is not headers:
@@ -76,7 +74,22 @@ def header_values(headers: Headers, name: bytes) -> List[bytes]:
         for key, value in headers:
             index.setdefault(key.lower(), []).append(value)
         last = _indexed = (headers, index)
-    return list(last[1].get(wanted, ()))
+    return last[1]
+
+
+def header_values(headers: Headers, name: bytes) -> List[bytes]:
+    """
+    Every value of a header.
+
+    @param headers: C{(name, value)} pairs; a tuple of them is indexed
+        once for the calls that follow with the same tuple
+        (L{header_index}).
+    @return: the values in order; empty when the header is absent.
+    """
+    wanted = name.lower()
+    if headers.__class__ is not tuple:
+        return [value for key, value in headers if key.lower() == wanted]
+    return list(header_index(headers).get(wanted, ()))  # type: ignore[arg-type]
 
 
 def as_pairs(headers: Iterable[Tuple[bytes, bytes]]) -> Tuple[Tuple[bytes, bytes], ...]:
@@ -304,16 +317,20 @@ def response_bypass_reason(
     headers = as_pairs(headers)
     if check_status and status not in MAIN_STATUSES and status not in NOT_FOUND_STATUSES:
         return "status"
-    if header_values(headers, b"set-cookie"):
+    # (The index read directly: these names are asked of every response.)
+    index = header_index(headers)
+    if index.get(b"set-cookie"):
         return "set-cookie"
-    directives = parse_cache_control(cache_control_values(headers)[0])
-    if "no-store" in directives and not (
-        "must-understand" in directives and status in UNDERSTOOD_STATUSES
-    ):
-        return "no-store"
-    if "private" in directives:
-        return "private"
-    if "*" in _tokens(header_values(headers, b"vary")):
+    if b"cache-control" in index or b"cdn-cache-control" in index:
+        directives = parse_cache_control(cache_control_values(headers)[0])
+        if "no-store" in directives and not (
+            "must-understand" in directives and status in UNDERSTOOD_STATUSES
+        ):
+            return "no-store"
+        if "private" in directives:
+            return "private"
+    vary = index.get(b"vary")
+    if vary and "*" in _tokens(vary):
         return "vary-star"
     if not strategy_allows(strategy, media_type(headers)):
         return "strategy"

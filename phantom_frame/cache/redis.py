@@ -47,19 +47,12 @@ from phantom_frame.cache.redisentry import (
 )
 from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.store import MemoryStore
-from phantom_frame.cache.variance import variant_of
+from phantom_frame.cache.variance import no_header, variant_of
 
 log = Logger()
 
 #: How long the first snapshot fills of a node wait for Redis to be reached.
 READY_WITHIN = 5.0
-
-
-def _no_header(name: str) -> Optional[str]:
-    """
-    A request without headers (snapshots are fetched so).
-    """
-    return None
 
 
 def _forget(waiting: Deferred[Any]) -> None:
@@ -298,7 +291,7 @@ class TieredCache(ResponseCache):
             headers, when C{usable} accepts it, as a fill's result; else
             L{None}.
         """
-        data = await self._current(key, _no_header)
+        data = await self._current(key, no_header)
         if data is None:
             return None
         try:

@@ -50,6 +50,14 @@ _PLAIN: Tuple[Variant, ...] = ((),)
 NEGOTIATION = frozenset({"accept", "accept-charset", "accept-encoding", "accept-language"})
 
 
+def no_header(name: str) -> Optional[str]:
+    """
+    Look a header up in a request without headers (snapshots are fetched
+    so): none is there.
+    """
+    return None
+
+
 def normalise(value: Optional[str], name: str = "") -> Optional[str]:
     """
     Normalise a request header value for Vary matching (see the module's

@@ -9,7 +9,7 @@ path's.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
@@ -31,6 +31,12 @@ def _finished(request: "ByteRequest") -> None:
     """
 
 
+#: The attributes of a L{ByteRequest} made when first asked for.
+_MADE_WHEN_ASKED: Dict[str, Callable[[], Any]] = {
+    "prepath": list, "postpath": list, "requestHeaders": Headers, "responseHeaders": Headers,
+}
+
+
 class ByteRequest:
     """
     What the proxy's renderers use of a twisted.web request, over an
@@ -48,10 +54,6 @@ class ByteRequest:
         self.method = method
         self.uri = uri
         self.path = uri.split(b"?", 1)[0]
-        self.prepath: List[bytes] = []
-        self.postpath: List[bytes] = []
-        self.requestHeaders = Headers()
-        self.responseHeaders = Headers()
         self.code = 200
         self.code_message = b"OK"
         self.startedWriting = False
@@ -65,7 +67,20 @@ class ByteRequest:
         self._silent = False
         self._gone = False
         self._done = done
-        self._finishes: List[Deferred[None]] = []
+        self._finishes: Optional[List[Deferred[None]]] = None
+
+    def __getattr__(self, name: str) -> Any:
+        """
+        Make C{prepath}, C{postpath} (empty lists), C{requestHeaders} and
+        C{responseHeaders} (empty L{Headers}) when first asked for: most
+        answers never read them, or replace the response headers whole.
+        """
+        make = _MADE_WHEN_ASKED.get(name)
+        if make is None:
+            raise AttributeError(name)
+        value = make()
+        setattr(self, name, value)
+        return value
 
     def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:
         """
@@ -86,6 +101,8 @@ class ByteRequest:
             when the client went away first.
         """
         d: Deferred[None] = Deferred()
+        if self._finishes is None:
+            self._finishes = []
         self._finishes.append(d)
         return d
 
@@ -113,17 +130,19 @@ class ByteRequest:
         if not self.startedWriting:
             self.startedWriting = True
             headers = self.responseHeaders
-            if (
-                headers.getRawHeaders(b"Content-Length") is None
-                and self.method != b"HEAD"
-                and self.code not in NO_BODY_CODES
-            ):
+            silent = self._silent = self.method == b"HEAD" or self.code in NO_BODY_CODES
+            if headers.getRawHeaders(b"Content-Length") is None and not silent:
                 headers.setRawHeaders(b"Transfer-Encoding", [b"chunked"])
                 self._chunked = True
             if self.requestId:
                 headers.setRawHeaders(b"X-Request-Id", [self.requestId.encode("latin-1")])
-            channel.writeHeaders(self.clientproto, b"%d" % (self.code,), self.code_message, headers)
-            self._silent = self.method == b"HEAD" or self.code in NO_BODY_CODES
+            # The head goes out with the first body bytes, in one send.
+            first = b""
+            if data and not silent:
+                self.sentLength += len(data)
+                first = b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data
+            channel.writeHeaders(self.clientproto, b"%d" % (self.code,), self.code_message, headers, first)
+            return
         if self._silent:
             return
         self.sentLength += len(data)
@@ -144,9 +163,10 @@ class ByteRequest:
         if self._chunked:
             self.channel.transport.write(b"0\r\n\r\n")
         self.finished = True
-        finishes, self._finishes = self._finishes, []
-        for d in finishes:
-            d.callback(None)
+        finishes, self._finishes = self._finishes, None
+        if finishes:
+            for d in finishes:
+                d.callback(None)
         # (Dropped once called: it refers back to this request's owner.)
         done, self._done = self._done, _finished
         done(self)
@@ -157,8 +177,39 @@ class ByteRequest:
         """
         if not self.finished and not self._gone:
             self._gone = True
-            for d in self._finishes:
+            for d in self._finishes or ():
                 d.errback(Failure(CancelledError("the client went away")))
+
+    @property
+    def gone(self) -> bool:
+        """
+        Whether the client went away before the answer was finished.
+        """
+        return self._gone
+
+
+class _ByteExchange(Exchange):
+    """
+    The L{Exchange} of a L{ByteRequest}: whether its client is still there
+    is read off the request (finished, or gone), without a C{notifyFinish}
+    L{Deferred} per answer.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, request: ByteRequest, view: Any, rules: Any) -> None:
+        self.request = request
+        self.view = view
+        self.rules = rules
+        self._over = False
+
+    @property
+    def alive(self) -> bool:
+        """
+        @return: whether the request may still be written to.
+        """
+        request = self.request
+        return not request.finished and not request.gone
 
 
 class ByteFill:
@@ -185,6 +236,7 @@ class ByteFill:
         self.request.requestId = headers.get("x-request-id", "")
         self._started = clock.seconds()
         self._deferred: Optional[Deferred[None]] = None
+        self._exchange: Any = None
 
     @property
     def code(self) -> int:
@@ -216,13 +268,13 @@ class ByteFill:
         """
         Render the decision.
         """
-        exchange = Exchange(self.request, self.view, self.server.config.headers)
+        exchange = self._exchange = _ByteExchange(self.request, self.view, self.server.config.headers)
         token = current_request.set(self.request)
         try:
-            d = self._deferred = Deferred.fromCoroutine(self.server.render_fill(exchange, self._decision))
+            d = self._deferred = self.server.render_fill(exchange, self._decision)
         finally:
             current_request.reset(token)
-        d.addErrback(self._unexpected, exchange)
+        d.addErrback(self._unexpected)
 
     def cancel(self) -> None:
         """
@@ -232,9 +284,10 @@ class ByteFill:
         if self._deferred is not None:
             self._deferred.cancel()
 
-    def _unexpected(self, failure: Failure, exchange: Exchange) -> None:
+    def _unexpected(self, failure: Failure) -> None:
         if failure.check(CancelledError):
             return
+        exchange = self._exchange
         log.failure(
             "unexpected error answering {method} {uri} for server {server}",
             failure, method=self.method, uri=self.target, server=self.server.name,

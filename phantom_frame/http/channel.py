@@ -236,20 +236,33 @@ class FastHTTPChannel(GuardedHTTPChannel):
             return
         GuardedHTTPChannel.resumeProducing(self)
 
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Any, body: Optional[bytes] = None
+    ) -> None:
         """
         Write an answer head as twisted.web does, as one string: the same
         bytes, without a check of every fragment of every line.
+
+        @param body: the bytes that follow the head (the first of the
+            body, framed), for a writer that has them (a
+            L{phantom_frame.http.byterequest.ByteRequest}): head and body
+            are sent together, at once when the socket takes them
+            (L{send_parts}).
         """
         if not isinstance(headers, Headers):
             GuardedHTTPChannel.writeHeaders(self, version, code, reason, headers)
+            if body:
+                self.transport.write(body)
             return
         lines = [version + b" " + code + b" " + reason + b"\r\n"]
         for name, values in headers.getAllRawHeaders():
             for value in values:
                 lines.append(name + b": " + value + b"\r\n")
         lines.append(b"\r\n")
-        self.transport.write(b"".join(lines))
+        if body is None:
+            self.transport.write(b"".join(lines))
+        else:
+            send_parts(self.transport, [b"".join(lines), body] if body else [b"".join(lines)])
 
     @property
     def relaying(self) -> bool:

@@ -17,7 +17,7 @@ served as usual, since HTTP/2 has no C{Connection: close}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -153,15 +153,18 @@ class DrainingChannel(FastHTTPChannel):
             return False
         return FastHTTPChannel.checkPersistence(self, request, version)
 
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Any, body: Optional[bytes] = None
+    ) -> None:
         """
-        Write an answer head; once the site drains, the answer is the
-        connection's last, and says so.
+        Write an answer head (and C{body}, as L{FastHTTPChannel.writeHeaders}
+        does); once the site drains, the answer is the connection's last,
+        and says so.
         """
         if not code.startswith(b"1") and self._draining():
             self.persistent = False
             headers.setRawHeaders(b"connection", [b"close"])
-        FastHTTPChannel.writeHeaders(self, version, code, reason, headers)
+        FastHTTPChannel.writeHeaders(self, version, code, reason, headers, body)
 
 
 class TrackedConnection(PriorKnowledgeChannel):

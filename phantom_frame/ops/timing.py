@@ -139,13 +139,16 @@ class TimingClient:
     def relay(self, method: bytes, target: bytes, headers: Any, receiver: Any, body: Any = None) -> Any:
         """
         Make the request with the wrapped client, the receiver timing it
-        (as its C{timing}, this client's L{timed} is called). A wrapped
+        (as its C{timing}, this client's L{timed} is called; the time is
+        also added to the client request being answered, if any, as
+        L{request} does). A wrapped
         client that is no L{IRelayingClient} is asked with C{request}, its
         L{Deferred} ending the receiver's answer.
 
         @return: what cancels the request.
         """
-        receiver.timing = self
+        client = current_request.get()
+        receiver.timing = self if client is None else _Attributed(self, client)
         relay = getattr(self._client, "relay", None)
         if relay is not None:
             return relay(method, target, headers, receiver, body)
@@ -204,3 +207,25 @@ class _Timed:
             self._timing._record(self._started, self._client)
             self._timing._failed()
         return failure
+
+
+class _Attributed:
+    """
+    The C{timing} of a relayed request made while a client request was
+    being answered: recorded by the L{TimingClient}, and added to that
+    request's C{phantomUpstream}.
+    """
+
+    __slots__ = ("_timing", "_client")
+
+    def __init__(self, timing: TimingClient, client: Any) -> None:
+        self._timing = timing
+        self._client = client
+
+    def timed(self, seconds: float, failed: bool) -> None:
+        """
+        See L{TimingClient.timed}.
+        """
+        self._timing.timed(seconds, failed)
+        client = self._client
+        client.phantomUpstream = (getattr(client, "phantomUpstream", None) or 0.0) + seconds

@@ -131,7 +131,7 @@ class BodyRelay(Protocol):
         self._idle: Optional[IDelayedCall] = None
         self._lost: Optional[Failure] = None
         self._timedOut = False
-        self._ready: Deferred[bool] = Deferred(lambda d: self.abort())
+        self._ready: Deferred[bool] = Deferred(self._abandon)
         self._streamed: Optional[Deferred[None]] = None
         self._keep: Optional[int] = None
         self._kept: Optional[List[bytes]] = None
@@ -236,6 +236,12 @@ class BodyRelay(Protocol):
             self.transport.resumeProducing()
         return streamed
 
+    def _abandon(self, ready: Deferred[bool]) -> None:
+        """
+        L{ready} was cancelled: give up on the body.
+        """
+        self.abort()
+
     def abort(self) -> None:
         """
         Give up on the body: close the origin connection.
@@ -289,7 +295,7 @@ def _whole(reason: Failure) -> bool:
         length, its last chunk, or the end of a body delimited by the
         connection's close).
     """
-    return bool(reason.check(ResponseDone, PotentialDataLoss))
+    return isinstance(reason.value, (ResponseDone, PotentialDataLoss))
 
 
 def known_length(response: IResponse) -> Optional[int]:

@@ -26,6 +26,7 @@ from phantom_frame.cache.freshness import NO_REQUEST_DIRECTIVES, RequestDirectiv
 from phantom_frame.cache.partial import if_range_matches, single_range
 from phantom_frame.cache.patterns import RequestFilter
 from phantom_frame.cache.strategy import CacheStrategy
+from phantom_frame.cache.variance import no_header
 from phantom_frame.cache.topkeys import TopKeys
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.decisions import (
@@ -79,13 +80,6 @@ def _purge_of(view: RequestView) -> Purge:
     """
     pattern = view.path.decode("latin-1")
     return Purge(pattern + "?" + view.query.decode("latin-1") if view.query else pattern)
-
-
-def _no_header(name: str) -> Optional[str]:
-    """
-    The request headers of a snapshot fetch: none.
-    """
-    return None
 
 
 class Freshness(enum.Enum):
@@ -315,7 +309,7 @@ class Decider:
             # was fetched as (without request headers): the origin is never
             # asked for another.
             shared = self.scope.key(view.method, view.path, view.query, view.headers)
-            entry = self._cache.lookup(shared, _no_header)
+            entry = self._cache.lookup(shared, no_header)
             if entry is not None:
                 key = shared
         stale = None

@@ -8,10 +8,8 @@ gives entries their freshness, and fetches the pre-generated pages
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -22,16 +20,18 @@ from phantom_frame.cache.codec import STORED_CODING, Codec, DecodeError
 from phantom_frame.cache.cookies import marked_shareable
 from phantom_frame.cache.entry import NOT_YET_COMPRESSED, CacheEntry
 from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared
-from phantom_frame.cache.variance import variant_of
+from phantom_frame.cache.variance import no_header, variant_of
 from phantom_frame.cache.freshness import (
     ResponseDirectives,
     freshness_lifetime,
     http_bypass_reason,
     initial_age,
+    strong_etag,
 )
 from phantom_frame.cache.policy import (
+    as_pairs,
+    header_index,
     header_value,
-    header_values,
     is_soft_404,
     media_type,
     opaque_coding,
@@ -39,9 +39,10 @@ from phantom_frame.cache.policy import (
     vary_names,
 )
 from phantom_frame.proxy.parts import RANGED_DROPPED, Parts
-from phantom_frame.proxy.receivers import SnapshotLanded, release
 from phantom_frame.proxy.passthrough import forward_headers
+from phantom_frame.proxy.receivers import SnapshotLanded, release
 from phantom_frame.proxy.settings import CacheStrategy, CreateProxyConfig
+from phantom_frame.proxy.settle import settle
 from phantom_frame.proxy.snapshots import SnapshotError
 from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.origin import (
@@ -60,39 +61,20 @@ _RECOMPUTED = frozenset(
     {b"content-length", b"content-encoding", b"vary", b"age", b"set-cookie", b"x-request-id"}
 )
 
+#: What the cache recomputes of a body whose coding it cannot undo: its
+#: C{Content-Encoding} is kept.
+_RECOMPUTED_OPAQUE = _RECOMPUTED - {b"content-encoding"}
+
 #: Media types whose bodies are compressed already: stored as they are.
 _PRECOMPRESSED = (
-    "image/jpeg",
-    "image/png",
-    "image/gif",
-    "image/webp",
-    "image/avif",
-    "video/",
-    "audio/",
-    "font/woff",
-    "font/woff2",
-    "application/zip",
-    "application/gzip",
-    "application/x-gzip",
-    "application/octet-stream",
+    "image/jpeg", "image/png", "image/gif", "image/webp", "image/avif", "video/", "audio/", "font/woff",
+    "font/woff2", "application/zip", "application/gzip", "application/x-gzip", "application/octet-stream",
 )
 
 #: Stored headers a 304 from the origin never replaces.
 _NOT_UPDATED = frozenset(
     {b"content-length", b"content-encoding", b"transfer-encoding", b"content-range", b"set-cookie"}
 )
-
-
-def _strong_etag(body: bytes) -> bytes:
-    """
-    @return: a strong entity-tag for C{body}: a hash of its bytes.
-    """
-    digest = hashlib.sha256(body).digest()[:12]
-    return b'"pf-' + base64.urlsafe_b64encode(digest).rstrip(b"=") + b'"'
-
-
-def _no_header(name: str) -> Optional[str]:
-    return None
 
 
 class Filler:
@@ -165,11 +147,9 @@ class Filler:
         header = view.headers.get
         return self._cache.fill(
             key,
-            lambda: Deferred.fromCoroutine(
-                self.fetch(
-                    key, method, target, fwd, header, stale=stale, authorized=authorized,
-                    body=None if method == b"GET" else body, private=private, ranged=ranged,
-                )
+            lambda: self.fetch(
+                key, method, target, fwd, header, stale=stale, authorized=authorized,
+                body=None if method == b"GET" else body, private=private, ranged=ranged,
             ),
         )
 
@@ -189,7 +169,7 @@ class Filler:
             error=failure.getErrorMessage(),
         )
 
-    async def fetch(
+    def fetch(
         self,
         key: str,
         method: bytes,
@@ -202,7 +182,7 @@ class Filler:
         body=None,
         private: bool = False,
         ranged: bool = False,
-    ):
+    ) -> Deferred:
         """
         Fetch C{path_qs} from the origin for the fill of C{key}: a
         conditional request when C{stale} is given, a snapshot (stored
@@ -210,15 +190,14 @@ class Filler:
         with an error page) when C{snapshot} is set; a 206 to a C{ranged}
         fill is a part (L{Parts.store}).
 
-        @return: a L{Shared} stored entry, or an L{Exclusive} response for
-            the one client that asked, with why it is not stored (C{cookie}
-            for a C{private} request's response the origin did not mark
-            shareable).
-        @raise SnapshotError: a snapshot that cannot be stored.
-        @raise UpstreamError: the origin failed, or sent a body that broke
-            off or does not decode.
+        @return: a L{Deferred} firing with a L{Shared} stored entry, or an
+            L{Exclusive} response for the one client that asked, with why
+            it is not stored (C{cookie}: a C{private} request's response the
+            origin did not mark shareable); failing with L{SnapshotError}
+            (a snapshot that cannot be stored) or L{UpstreamError} (the
+            origin failed, or its body broke off or does not decode).
+            Cancelling it cancels the request, or abandons the body.
         """
-        config = self._config
         if stale is not None:
             # Revalidate with the stored validators (RFC 9111 §4.3.1).
             headers = list(headers)
@@ -226,8 +205,20 @@ class Filler:
                 headers.append((b"If-None-Match", stale.etag))
             if stale.last_modified is not None:
                 headers.append((b"If-Modified-Since", stale.last_modified))
-        request_time = self._clock.seconds()
-        response = await self._origin.request(method, path_qs, headers, body)
+        # (Callbacks, not a coroutine: a fill waiting holds less.)
+        return self._origin.request(method, path_qs, headers, body).addCallback(
+            self._answered, key, header, snapshot, stale, authorized, private, ranged, self._clock.seconds()
+        )
+
+    def _answered(
+        self, response: Any, key: str, header: Callable[[str], Optional[str]], snapshot: bool,
+        stale: Optional[CacheEntry], authorized: bool, private: bool, ranged: bool, request_time: float,
+    ) -> Any:
+        """
+        The origin's answer head came (see L{fetch}): decide what becomes of
+        it, and read its body when it may be stored.
+        """
+        config = self._config
         response_time = self._clock.seconds()
         rheaders = tuple(response.pairs)
         status = response.code
@@ -236,7 +227,9 @@ class Filler:
             self._freshen(stale, rheaders, request_time, response_time)
             return Shared(stale, 304)
         if ranged and status == 206:
-            return await self.parts.store(key, response, rheaders, header, authorized, private, request_time, response_time)
+            return Deferred.fromCoroutine(
+                self.parts.store(key, response, rheaders, header, authorized, private, request_time, response_time)
+            )
         directives = ResponseDirectives.parse(rheaders) if self._http_policy else None
         if snapshot:
             # Snapshots are stored whatever their media type; an error
@@ -282,7 +275,22 @@ class Filler:
         response.deliverBody(relay)
         if not buffered:
             return Exclusive((response, relay), reason, relay.abort)
-        complete = await relay.ready()
+        return relay.ready().addCallback(
+            self._buffered, key, response, relay, reason, rheaders, directives, header, snapshot,
+            (request_time, response_time, shareable),
+        )
+
+    def _buffered(
+        self, complete: bool, key: str, response: Any, relay: BodyRelay, reason: Optional[str],
+        rheaders: Tuple[Header, ...], directives: Any, header: Callable[[str], Optional[str]], snapshot: bool,
+        times: Tuple[float, float, bool],
+    ) -> Any:
+        """
+        The body L{_answered} reads came whole (C{complete}), or overflowed
+        the limit: store it, or hand the response on.
+
+        @param times: the request and response times, and whether it is shareable.
+        """
         if reason is not None:
             return Exclusive((response, relay), reason, relay.abort)
         if not complete:
@@ -290,32 +298,44 @@ class Filler:
                 relay.abort()
                 raise SnapshotError("larger than max_cacheable_bytes")
             return Exclusive((response, relay), "size", relay.abort)
-        stored = await self._stored(
-            key, status, response.phrase, rheaders, relay.collected(), directives, header, snapshot,
-            request_time, response_time,
+        request_time, response_time, shareable = times
+        stored = settle(
+            self._stored(
+                key, response.code, response.phrase, rheaders, relay.collected(), directives, header, snapshot,
+                request_time, response_time, shareable,
+            )
         )
-        return Exclusive((response, relay), "status", relay.abort) if stored is None else stored
+        if isinstance(stored, Deferred):
+            return stored.addCallback(_kept, response, relay)
+        return _kept(stored, response, relay)
 
     async def _stored(
         self, key: str, status: int, phrase: bytes, rheaders: List[Header], body: bytes, directives: Any,
         header: Callable[[str], Optional[str]], snapshot: bool, request_time: float, response_time: float,
+        shareable: Optional[bool] = None,
     ) -> Optional[Shared]:
         """
         Store a whole response as the entry of C{key}.
 
+        @param shareable: whether the origin marked it shareable, when the
+            caller knows (L{marked_shareable} of C{rheaders}).
         @return: the L{Shared} entry, or C{None} for a soft 404 that has no
             404 cache to go to.
         @raise UpstreamError: the body does not decode.
         """
         config = self._config
+        rheaders = as_pairs(rheaders)
+        index = header_index(rheaders)  # (read directly: the names asked of every fill)
+        coding = b", ".join(index[b"content-encoding"]) if b"content-encoding" in index else None
         # A coding phantom-frame cannot undo: the body is the origin's
         # representation, stored and sent as it is, Content-Encoding kept.
-        opaque = opaque_coding(rheaders)
-        try:
-            coding = header_value(rheaders, b"content-encoding")
-            identity = body if opaque else await self._codec.decode(body, coding)
-        except DecodeError as e:
-            raise UpstreamError(f"origin sent a body that does not decode: {e}")
+        opaque = coding is not None and opaque_coding(rheaders)
+        identity = body
+        if coding is not None and not opaque:
+            try:
+                identity = await self._codec.decode(body, coding)
+            except DecodeError as e:
+                raise UpstreamError(f"origin sent a body that does not decode: {e}")
         not_found = status == 404
         if (
             not not_found
@@ -340,31 +360,30 @@ class Filler:
             encoded = await self._codec.encode(identity, coding)
             if len(encoded) >= len(identity):
                 coding, encoded = "identity", identity
-        names = vary_names(rheaders)
-        etag = header_value(rheaders, b"etag")
+        vary = index.get(b"vary", ())
+        names = vary_names(rheaders) if vary else ()
+        etag = b", ".join(index[b"etag"]) if b"etag" in index else None
         if etag is None and config.generate_etag:
-            etag = await self._runner(_strong_etag, identity)
+            etag = await self._runner(strong_etag, identity)
         stored = await self._cache.put_body(key, encoded)
+        recomputed = _RECOMPUTED_OPAQUE if opaque else _RECOMPUTED
         entry = CacheEntry(
             key=key,
             status=status,
             phrase=phrase,
-            headers=tuple(
-                (n, v) for n, v in rheaders
-                if n.lower() not in _RECOMPUTED or (opaque and n.lower() == b"content-encoding")
-            ),
+            headers=tuple([pair for pair in rheaders if pair[0].lower() not in recomputed]),
             coding=coding,
             body=stored,
             identity_length=len(identity),
             stored_at=self._clock.seconds(),
             vary=names,
-            vary_header=b", ".join(header_values(rheaders, b"vary")) or None,
+            vary_header=b", ".join(vary) or None,
             variant=variant_of(names, header) if names else (),
             not_found=not_found,
             pinned=snapshot,
             etag=etag,
-            last_modified=header_value(rheaders, b"last-modified"),
-            shareable=snapshot or marked_shareable(rheaders),
+            last_modified=b", ".join(index[b"last-modified"]) if b"last-modified" in index else None,
+            shareable=(snapshot or marked_shareable(rheaders)) if shareable is None else shareable,
             alternates=NOT_YET_COMPRESSED if pending else None,
         )
         if not snapshot:
@@ -462,12 +481,17 @@ class Filler:
         """
 
         def fetch() -> Deferred:
-            return limiter.run(
-                lambda: Deferred.fromCoroutine(
-                    self.fetch(key, b"GET", target, [], _no_header, snapshot=True)
-                )
-            )
+            return limiter.run(lambda: self.fetch(key, b"GET", target, [], no_header, snapshot=True))
 
         shared = getattr(self._cache, "fill_snapshot", None)
         waiter, _ = self._cache.fill(key, fetch) if shared is None else shared(key, fetch, since)
         return waiter.addCallback(lambda result: result.deliver(SnapshotLanded(self._cache)))
+
+
+def _kept(stored: Optional[Shared], response: Any, relay: BodyRelay) -> Any:
+    """
+    @return: what storing a response gave: its L{Shared} entry, or the
+        response for the one client that asked (a soft 404 with no 404
+        cache to go to).
+    """
+    return Exclusive((response, relay), "status", relay.abort) if stored is None else stored

@@ -21,7 +21,7 @@ from zope.interface import implementer
 from phantom_frame.proxy.client import (
     Framing,
     IOriginClient,
-    IResponseReceiver,
+    IRelayReceiver,
     OriginTimeout,
     RequestBody,
     ResponseHead,
@@ -151,8 +151,15 @@ class Origin:
         """
         response = OriginResponse(self, method)
         headers = [self.host] + headers
+        client = self.client
+        # A relaying client tells the response of its end itself: no
+        # Deferred per request (see IRelayingClient).
+        relay = getattr(client, "relay", None)
         try:
-            done = self.client.request(method, self.base_path + path_and_query, headers, response, body)
+            if relay is not None:
+                response.started = self._clock.seconds()
+                return response.relayed(relay(method, self.base_path + path_and_query, headers, response, body))
+            done = client.request(method, self.base_path + path_and_query, headers, response, body)
         except ValueError as e:
             return fail(UpstreamError(f"cannot forward the request: {e}"))
         return response.start(done)
@@ -171,13 +178,15 @@ def upstream_error(failure: Failure, origin: Origin) -> Exception:
     return UpstreamError(failure.getErrorMessage() or failure.type.__name__)
 
 
-@implementer(IResponseReceiver, IPushProducer)
+@implementer(IRelayReceiver, IPushProducer)
 class OriginResponse:
     """
     An origin's answer as the proxy reads it: the final head's status and
     end-to-end fields, and the body, handed to one L{Protocol} (a
     L{BodyRelay}) with L{deliverBody} as an L{IResponse} does; transfer
-    codings other than C{chunked} are undone on the way.
+    codings other than C{chunked} are undone on the way. The receiver of
+    its request: told of the end by the client's L{Deferred}
+    (L{start}), or by the client itself (L{relayed}).
 
     @ivar code: the status code.
     @ivar phrase: the reason phrase.
@@ -186,6 +195,8 @@ class OriginResponse:
     @ivar length: the body's length, C{None} when unknown.
     @ivar method: the request's method.
     @ivar head: the L{ResponseHead}.
+    @ivar timing: see L{IRelayReceiver.timing}.
+    @ivar started: when a relayed request was made (for L{timing}).
     """
 
     def __init__(self, origin: Origin, method: bytes) -> None:
@@ -198,10 +209,14 @@ class OriginResponse:
         self.length: Optional[int] = None
         self._result: Deferred[OriginResponse] = Deferred(self._cancel)
         self._waiting: Optional[Deferred[OriginResponse]] = self._result
-        self._done: Optional[Deferred[ResponseHead]] = None
+        #: The client's Deferred of the exchange, or the relayed exchange:
+        #: what cancels the request.
+        self._done: Any = None
+        self.timing: Any = None
+        self.started = 0.0
         self._producer: Any = None
         self._protocol: Optional[Protocol] = None
-        self._pending: List[bytes] = []
+        self._pending: Optional[List[bytes]] = None
         self._end: Optional[Failure] = None
         self._inflater: Optional[Inflater] = None
         self._paused = False
@@ -215,6 +230,27 @@ class OriginResponse:
         self._done = done
         done.addCallbacks(self._whole, self._broken)
         return self._result
+
+    def relayed(self, exchange: Any) -> Deferred[OriginResponse]:
+        """
+        @param exchange: what a relaying client returned for the request
+            (its C{cancel()} abandons it); the client tells this response
+            of the end (L{responseDone}, L{responseFailed}), possibly
+            before this is called.
+        @return: the L{Deferred} of the head (see L{Origin.request}).
+        """
+        self._done = exchange
+        return self._result
+
+    def _timed(self, failed: bool) -> None:
+        """
+        Tell the timing client, once, how long the request took to its
+        final head (or to its failure before it).
+        """
+        timing = self.timing
+        if timing is not None:
+            self.timing = None
+            timing.timed(self._origin._clock.seconds() - self.started, failed)
 
     def _cancel(self, waiting: Deferred[OriginResponse]) -> None:
         if self._done is not None:
@@ -239,6 +275,8 @@ class OriginResponse:
         The final head: fire the head's L{Deferred}; hold the body until a
         protocol takes it.
         """
+        if self.timing is not None:
+            self._timed(False)
         self.head = head
         self.code = head.status
         self.phrase = head.phrase
@@ -268,11 +306,28 @@ class OriginResponse:
             if not data:
                 return
         if self._protocol is None:
+            if self._pending is None:
+                self._pending = []
             self._pending.append(data)
         else:
             self._protocol.dataReceived(data)
 
     # The end
+
+    def responseDone(self, head: ResponseHead) -> None:
+        """
+        The whole answer came (a relaying client's word).
+        """
+        self._whole(head)
+
+    def responseFailed(self, failure: Failure) -> None:
+        """
+        The request failed, or its body broke off (a relaying client's
+        word).
+        """
+        if self.timing is not None:
+            self._timed(True)
+        self._broken(failure)
 
     def _whole(self, head: ResponseHead) -> None:
         if self._inflater is not None:
@@ -324,9 +379,10 @@ class OriginResponse:
         """
         self._protocol = protocol
         protocol.makeConnection(self)
-        pending, self._pending = self._pending, []
-        for data in pending:
-            protocol.dataReceived(data)
+        pending, self._pending = self._pending, None
+        if pending:
+            for data in pending:
+                protocol.dataReceived(data)
         if self._end is not None:
             protocol.connectionLost(self._end)
             self._let_go()

@@ -7,7 +7,10 @@ L{phantom_frame.proxy.server.ProxyServer}, and its short refusals.
 
 from __future__ import annotations
 
-from typing import Any
+from contextvars import Context, copy_context
+from typing import Any, Coroutine, Optional
+
+from twisted.internet.defer import Deferred
 
 from phantom_frame.cache.lock import Exclusive, Shared
 from phantom_frame.cache.variance import variant_of
@@ -18,7 +21,7 @@ from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.parts import PART_STORED
 from phantom_frame.proxy.snapshots import SnapshotError
 
-__all__ = ["Discard", "FillAnswer", "SnapshotAnswer", "SnapshotLanded", "reject_now", "release", "send_reject"]
+__all__ = ["FillAnswer", "SnapshotAnswer", "SnapshotLanded", "reject_now", "release", "send_reject"]
 
 
 def reject_now(request, decision: Reject) -> bytes:
@@ -68,30 +71,56 @@ class FillAnswer:
     """
     How a client is answered with its fill's result (a receiver of
     L{phantom_frame.cache.lock.Shared}, L{Exclusive} and C{NOT_SHARED}:
-    an L{phantom_frame.cache.lock.IFillReceiver}).
+    an L{phantom_frame.cache.lock.IFillReceiver}). Each method returns a
+    L{Deferred} firing once the client is answered.
     """
 
-    def __init__(self, server: Any, exchange: Exchange, collapsed: bool, fill: Fill) -> None:
+    def __init__(
+        self, server: Any, exchange: Exchange, collapsed: bool, fill: Fill, context: Optional[Context] = None
+    ) -> None:
+        """
+        @param context: the context variables of the request being answered
+            (the current ones when omitted): an answer that asks the origin
+            again, or streams, runs in a copy of them, as the fill's own
+            request did.
+        """
         self._server = server
         self._exchange = exchange
         self._collapsed = collapsed
         self._fill = fill
         self._fwd = "stale" if fill.stale is not None else "uri-miss"
+        self._context = copy_context() if context is None else context
 
-    async def shared(self, result: Shared) -> None:
+    def _run(self, answer: Coroutine[Any, Any, None]) -> Deferred[None]:
+        """
+        @return: the L{Deferred} of C{answer}, run in the request's context.
+        """
+        return self._context.run(Deferred.fromCoroutine, answer)
+
+    def shared(self, result: Shared) -> Deferred[None]:
+        """
+        Answer from the entry the fill gave (or forward a request of
+        another variant); a stored body in memory is written at once.
+        """
         server, exchange = self._server, self._exchange
         view = exchange.view
         entry = result.entry
         if entry.vary and entry.variant != variant_of(entry.vary, view.headers.get):
-            await server.passthrough.forward(exchange, statuses.forwarded(self._fwd, "vary"))
-            return
+            return self._run(server.passthrough.forward(exchange, statuses.forwarded(self._fwd, "vary")))
         if self._fill.stale is not None:
             status = statuses.revalidated(result.origin_status)
         else:
             status = statuses.COLLAPSED if self._collapsed else statuses.STORED
-        await server.entries.render(exchange, entry, server.decider.answer(view, entry), status, result.identity)
+        return server.entries.render(exchange, entry, server.decider.answer(view, entry), status, result.identity)
 
-    async def exclusive(self, result: Exclusive) -> None:
+    def exclusive(self, result: Exclusive) -> Deferred[None]:
+        """
+        Relay the response that is this client's alone (or a stale entry
+        standing in for an origin error).
+        """
+        return self._run(self._exclusive(result))
+
+    async def _exclusive(self, result: Exclusive) -> None:
         server, exchange = self._server, self._exchange
         response, relay = result.value
         stale = self._fill.stale
@@ -112,13 +141,16 @@ class FillAnswer:
             identity=True,
         )
 
-    async def not_shared(self, result: Any) -> None:
-        await self._server.passthrough.forward(
-            self._exchange, statuses.forwarded(self._fwd, "not-shared")
+    def not_shared(self, result: Any) -> Deferred[None]:
+        """
+        Forward a request of the client's own.
+        """
+        return self._run(
+            self._server.passthrough.forward(self._exchange, statuses.forwarded(self._fwd, "not-shared"))
         )
 
 
-class Discard:
+class _Discard:
     """
     Lets go of a fill result nobody answers a client with.
     """
@@ -135,9 +167,10 @@ class Discard:
 
 def release(result: Any) -> None:
     """
-    Let go of C{result}, a fill result nobody answers a client with.
+    Let go of the fill result C{result}, which no client is answered with
+    (a background refresh's, a stored POST answer's).
     """
-    result.deliver(Discard())
+    result.deliver(_Discard())
 
 
 class SnapshotLanded:
@@ -146,15 +179,27 @@ class SnapshotLanded:
     """
 
     def __init__(self, cache: Any) -> None:
+        """
+        @param cache: where the snapshot is pinned.
+        """
         self._cache = cache
 
     def shared(self, result: Shared) -> None:
+        """
+        Pin the stored entry (unless it is already).
+        """
         if not result.entry.pinned:
             self._cache.pin(result.entry)
 
     def exclusive(self, result: Exclusive) -> None:
+        """
+        @raise SnapshotError: the response cannot be stored.
+        """
         result.release()
         raise SnapshotError(f"not storable ({result.reason})")
 
     def not_shared(self, result: Any) -> None:
+        """
+        @raise SnapshotError: nothing was stored.
+        """
         raise SnapshotError("not storable")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 
@@ -152,21 +153,59 @@ class EntryRenderer:
         self._clock = clock
         self.alternates = Alternates(cache, codec)
 
-    async def render(
+    def render(
         self, exchange: Exchange, entry: CacheEntry, answer: EntryAnswer, status: CacheStatus,
         identity: Optional[bytes] = None,
-    ) -> None:
+    ) -> Deferred[None]:
         """
         Answer C{exchange} from C{entry} as C{answer} says.
 
         @param identity: C{entry}'s decoded body when the caller has it (the
             fill that stored it), for an answer in identity.
+        @return: a L{Deferred} firing once the answer is written: at once
+            when the body it needs is at hand (the stored bytes in memory,
+            or C{identity}); else once the body is read or made (cancelling
+            it then gives the answer up).
         """
         if isinstance(answer, NotAcceptable):
             send_error(exchange, 406, "Not Acceptable: no acceptable content-coding", status)
-            return
+            return succeed(None)
         now = self._clock.seconds()
         base = entry_headers(entry, answer.coding, http_date(now))
+        if isinstance(answer, (NotModified, Unsatisfiable)):
+            self._write(exchange, entry, answer, status, now, base, b"")
+            return succeed(None)
+        coding = answer.coding
+        if identity is not None and coding == "identity":
+            self._write(exchange, entry, answer, status, now, base, identity)
+            return succeed(None)
+        data = entry.body.data
+        if data is not None and coding == entry.coding:
+            # The stored bytes in memory: what reading them gives at once.
+            if exchange.alive:
+                self._write(exchange, entry, answer, status, now, base, data)
+            return succeed(None)
+        return self.alternates.body(entry, coding).addCallback(self._read, exchange, entry, answer, status, now, base)
+
+    def _read(
+        self, body: bytes, exchange: Exchange, entry: CacheEntry, answer: EntryAnswer, status: CacheStatus,
+        now: float, base: List[Header],
+    ) -> None:
+        """
+        The body L{render} waited for: answer with it, unless the client is
+        gone.
+        """
+        if exchange.alive:
+            self._write(exchange, entry, answer, status, now, base, body)
+
+    def _write(
+        self, exchange: Exchange, entry: CacheEntry, answer: EntryAnswer, status: CacheStatus, now: float,
+        base: List[Header], body: bytes,
+    ) -> None:
+        """
+        Write the answer L{render} prepared: its head (from C{base}, the
+        entry's headers) and C{body} (the whole body in C{answer}'s coding).
+        """
         request = exchange.request
         if isinstance(answer, NotModified):
             headers = not_modified_headers(base)
@@ -176,23 +215,13 @@ class EntryRenderer:
             return
         code, phrase = entry.status, entry.phrase
         if isinstance(answer, Unsatisfiable):
-            body = b""
             code, phrase = 416, b"Range Not Satisfiable"
             base = [(n, v) for n, v in base if n.lower() != b"content-type"]
             base.append((b"Content-Range", b"bytes */%d" % entry.identity_length))
-        else:
-            if identity is not None and answer.coding == "identity":
-                body = identity
-            else:
-                body = await self.alternates.body(entry, answer.coding)
-                if not exchange.alive:
-                    return
-            if isinstance(answer, Partial):
-                code, phrase = 206, b"Partial Content"
-                base.append(
-                    (b"Content-Range", b"bytes %d-%d/%d" % (answer.first, answer.last, len(body)))
-                )
-                body = body[answer.first : answer.last + 1]
+        elif isinstance(answer, Partial):
+            code, phrase = 206, b"Partial Content"
+            base.append((b"Content-Range", b"bytes %d-%d/%d" % (answer.first, answer.last, len(body))))
+            body = body[answer.first : answer.last + 1]
         base.append((b"Content-Length", b"%d" % len(body)))
         self._write_head(exchange, code, phrase, base, entry, now, status)
         request.write(body)

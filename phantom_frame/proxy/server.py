@@ -8,6 +8,7 @@ decision for twisted.web requests.
 from __future__ import annotations
 
 import tempfile
+from contextvars import Context, copy_context
 from typing import Any, Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -165,13 +166,8 @@ class ProxyServer:
         self.entries = EntryRenderer(reactor, self.cache, codec)
         self.snapshots = (
             Snapshots(
-                name,
-                config.pre_generate_paths,
-                config.pre_generate_concurrency,
-                self.filler,
-                self.cache,
-                self.decider.key_of_target,
-                clock=reactor,
+                name, config.pre_generate_paths, config.pre_generate_concurrency, self.filler, self.cache,
+                self.decider.key_of_target, clock=reactor,
             )
             if config.proxy_mode == ProxyMode.PRE_GENERATE
             else None
@@ -297,16 +293,26 @@ class ProxyServer:
             return  # the decision logs it and bypasses
         await self.cache.prefetch(key, view.headers.get)
 
-    async def render_fill(self, exchange: Exchange, fill: Decision) -> None:
+    def render_fill(self, exchange: Exchange, fill: Fill) -> Deferred[None]:
         """
         Answer C{exchange}, decided a L{Fill} from L1 alone (by the HTTP/1.1
         channel): a C{redis} server reads Redis first and decides again.
+
+        @return: a L{Deferred} firing once answered; cancelling it gives
+            the answer up.
         """
         if self.tiered:
-            view = exchange.view
-            await self._prefetch(view, None)
-            fill = self.decider.decide(view)
-        await self.render(exchange, fill)
+            return Deferred.fromCoroutine(self._render_tiered(exchange))
+        # (The channel fills only for requests without a body.)
+        return self._fill(exchange, fill, None)
+
+    async def _render_tiered(self, exchange: Exchange) -> None:
+        """
+        L{render_fill} for a C{redis} server.
+        """
+        view = exchange.view
+        await self._prefetch(view, None)
+        await self.render(exchange, self.decider.decide(view))
 
     async def render(self, exchange: Exchange, decision: Decision) -> None:
         """
@@ -321,11 +327,7 @@ class ProxyServer:
             self.decider.note(decision)
             self.entries.render_part(exchange, decision.partial, decision.first, decision.last, decision.status)
         elif isinstance(decision, Fill):
-            waiter, collapsed = self.filler.fill(
-                exchange.view, decision.key, decision.stale, request_body(exchange.request), decision.private,
-                decision.ranged,
-            )
-            await self._answer_fill(exchange, waiter, collapsed, decision)
+            await self._fill(exchange, decision, request_body(exchange.request))
         elif isinstance(decision, Await):
             await self._await_snapshot(exchange, decision.key)
         elif isinstance(decision, Bypass):
@@ -335,26 +337,48 @@ class ProxyServer:
         else:
             raise TypeError(f"cannot render {decision!r}")
 
-    async def _answer_fill(self, exchange: Exchange, waiter: Deferred, collapsed: bool, fill: Fill) -> None:
+    def _fill(self, exchange: Exchange, fill: Fill, body: Any) -> Deferred[None]:
         """
-        Answer with what the fill it waits for gives; with a stale entry
-        being revalidated, fall back on it when the origin fails and that
-        is allowed.
+        Start (or join) the fill C{fill} decided, and answer with what it
+        gives; with a stale entry being revalidated, fall back on it when
+        the origin fails and that is allowed.
+
+        @param body: the request's body (see L{request_body}), or C{None}.
+
+        @return: a L{Deferred} firing once answered (cancelling it gives
+            the answer up: a fill nobody waits for any more is cancelled).
         """
-        stale = fill.stale
-        try:
-            result = await waiter
-        except UpstreamError as e:
+        waiter, collapsed = self.filler.fill(exchange.view, fill.key, fill.stale, body, fill.private, fill.ranged)
+        # What follows runs when the fill is done, with the context
+        # variables of the request being answered (an answer that asks the
+        # origin again is timed for it).
+        return waiter.addBoth(self._filled, exchange, collapsed, fill, copy_context())
+
+    def _filled(self, result: Any, exchange: Exchange, collapsed: bool, fill: Fill, context: Context) -> Any:
+        """
+        Answer with the fill's result, or for its failure (L{_fill_failed}).
+        """
+        if isinstance(result, Failure):
+            return self._fill_failed(result, exchange, fill, context)
+        return result.deliver(FillAnswer(self, exchange, collapsed, fill, context))
+
+    def _fill_failed(self, failure: Failure, exchange: Exchange, fill: Fill, context: Context) -> Any:
+        """
+        Answer for a fill that failed: from the stale entry, or as an origin
+        that failed; a request that joined a snapshot fetch that stored
+        nothing asks the origin itself.
+        """
+        error = failure.value
+        if isinstance(error, UpstreamError):
+            stale = fill.stale
             if stale is not None and self.decider.may_serve_stale(stale, fill.directives):
-                await self._serve_stale(exchange, stale)
-                return
-            self.passthrough.origin_failed(exchange, e, "stale" if stale is not None else "uri-miss")
-            return
-        except SnapshotError:
-            # It joined a snapshot fetch that stored nothing: it asks itself.
-            await self.passthrough.forward(exchange, statuses.forwarded("uri-miss", "not-shared"))
-            return
-        await result.deliver(FillAnswer(self, exchange, collapsed, fill))
+                return context.run(Deferred.fromCoroutine, self._serve_stale(exchange, stale))
+            self.passthrough.origin_failed(exchange, error, "stale" if stale is not None else "uri-miss")
+            return None
+        if isinstance(error, SnapshotError):
+            forward = self.passthrough.forward(exchange, statuses.forwarded("uri-miss", "not-shared"))
+            return context.run(Deferred.fromCoroutine, forward)
+        return failure
 
     async def _await_snapshot(self, exchange: Exchange, key: str) -> None:
         """

@@ -9,11 +9,14 @@ from __future__ import annotations
 import gzip
 from typing import Any, List
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from phantom_frame import CreateProxyConfig, create_proxy
 from phantom_frame.cache.threads import runInline
+from phantom_frame.http.byterequest import ByteFill, ByteRequest
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
 from tests.http.test_relay import PAGE, PASSTHROUGH, RelayRig, _with_url, parse, request
@@ -194,3 +197,86 @@ class NoCycleTests(SynchronousTestCase):
         rig, names = self.garbage(PASSTHROUGH, ["/a", "/b"])
         self.assertEqual(rig.relayed(), 3)
         self.assertEqual(names & {"ByteRelay", "_Exchange", "RequestView"}, set())
+
+
+class _Counting(StringTransport):
+    """
+    A transport that counts its writes.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+    def writeSequence(self, data: List[bytes]) -> None:
+        self.writes += 1
+        super().writeSequence(data)
+
+
+class OneWriteTests(SynchronousTestCase):
+    """
+    A fill answered on the channel is written in one go.
+    """
+
+    def test_headAndBody(self) -> None:
+        """
+        The answer's head and body reach the client's transport in one
+        write (one send, at once, on a plain TCP connection).
+        """
+        rig = RelayRig(True, FillTests.CACHING)
+        self.addCleanup(rig.handle.close)
+        address = IPv4Address("TCP", "192.0.2.7", 4321)
+        protocol = rig.site.buildProtocol(address)
+        transport = _Counting(peerAddress=address)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(request("/f"))
+        rig.settle()
+        self.assertEqual(rig.filled(), 1)
+        [(code, headers, body)] = parse(transport.value(), [False])
+        self.assertEqual((code, headers[b"cache-status"]), (200, [b"phantom-frame; fwd=uri-miss; stored"]))
+        self.assertEqual(headers[b"content-length"], [b"%d" % len(body)])
+        self.assertEqual(transport.writes, 1)
+
+
+class ExchangeTests(SynchronousTestCase):
+    """
+    A fill answered on the channel reads whether its client is there off
+    its L{ByteRequest}, which makes what it is seldom asked for when asked.
+    """
+
+    def test_noFinishDeferred(self) -> None:
+        """
+        The fill's exchange asks its request for no C{notifyFinish}
+        L{Deferred}; it is alive until the client goes away.
+        """
+        rig = RelayRig(True, FillTests.CACHING)
+        self.addCleanup(rig.handle.close)
+        protocol, transport = rig.connect()
+        protocol.dataReceived(request("/slow"))
+        fill = protocol._channel._relay
+        self.assertIs(fill.__class__, ByteFill)
+        self.assertIsNone(fill.request._finishes)
+        self.assertTrue(fill._exchange.alive)
+        protocol.connectionLost(None)
+        self.assertTrue(fill.request.gone)
+        self.assertFalse(fill._exchange.alive)
+
+    def test_madeWhenAsked(self) -> None:
+        """
+        A request's paths and headers are made when first asked for, and
+        kept.
+        """
+        made = ByteRequest(None, b"GET", b"/a?b", lambda request: None)
+        self.assertEqual(set(vars(made)) & {"prepath", "postpath", "requestHeaders", "responseHeaders"}, set())
+        headers = made.requestHeaders
+        self.assertEqual(list(headers.getAllRawHeaders()), [])
+        self.assertIs(made.requestHeaders, headers)
+        made.postpath.append(b"a")
+        self.assertEqual((made.prepath, made.postpath), ([], [b"a"]))
+        made.setHeader(b"x-a", b"1")
+        self.assertEqual(made.responseHeaders.getRawHeaders(b"x-a"), [b"1"])
+        self.assertRaises(AttributeError, getattr, made, "nothing")

@@ -68,3 +68,27 @@ class WriteHeadersTests(SynchronousTestCase):
         """
         stock, fast = self.heads([(b"x-a", b"1\r\n2")])
         self.assertEqual(fast.value(), stock.value())
+
+    def test_withBody(self) -> None:
+        """
+        Given the bytes that follow it, the head goes out with them in one
+        write: twisted.web's head, then the body.
+        """
+        headers = Headers()
+        headers.addRawHeader(b"content-length", b"5")
+        stock, _ = self.heads(headers)
+        channel = FastHTTPChannel()
+        fast = channel.transport = _Counting()
+        channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", headers, b"hello")
+        self.assertEqual(fast.value(), stock.value() + b"hello")
+        self.assertEqual(len(fast.writes), 1)
+
+    def test_withNoBody(self) -> None:
+        """
+        An empty body: the head alone, in one write.
+        """
+        stock, _ = self.heads(Headers())
+        channel = FastHTTPChannel()
+        fast = channel.transport = _Counting()
+        channel.writeHeaders(b"HTTP/1.1", b"200", b"OK", Headers(), b"")
+        self.assertEqual((fast.value(), len(fast.writes)), (stock.value(), 1))
