@@ -14,7 +14,7 @@ from scale import report_lines
 SCENARIOS = (
     "nginx", "nginx-pass", "ceiling", "data", "rpr",
     "hit", "hit-br", "hit-vary", "hit-304", "hit-range", "hit-head",
-    "pass", "pass-post", "fill", "fill-plain",
+    "pass", "pass-post", "fill", "fill-plain", "pass-new",
     "misses", "stream", "entries", "compress", "ws",
     "workers", "redis-l1",
 )
@@ -74,6 +74,7 @@ LABELS = {
     "pass-post": "phantom-frame pass-through, 1 MB POST",
     "fill": "phantom-frame fill (a new key every request)",
     "fill-plain": "phantom-frame fill, stored uncompressed (`compress_strategy = \"none\"`)",
+    "pass-new": "phantom-frame pass-through, a new path every request",
 }
 
 #: The scale-out scenarios (C{bench/scale.py}), in the report.
@@ -86,7 +87,8 @@ SCALE_LABELS = {
 REFERENCES = {
     "hit": "nginx", "hit-br": "nginx", "hit-vary": "nginx", "hit-304": "nginx",
     "hit-range": "nginx", "hit-head": "nginx", "ceiling": "nginx", "data": "nginx",
-    "pass": "nginx-pass", "pass-post": "nginx-pass", "fill": "nginx-pass", "fill-plain": "nginx-pass", "rpr": "nginx-pass",
+    "pass": "nginx-pass", "pass-post": "nginx-pass", "fill": "nginx-pass", "fill-plain": "nginx-pass",
+    "pass-new": "nginx-pass", "rpr": "nginx-pass",
 }
 
 
@@ -145,7 +147,7 @@ def report(args: argparse.Namespace, selected: List[str], results: Results, head
                    "`proxy_pass` for the rows that reach the origin): the share of nginx's "
                    "efficiency the row reaches. req/s is given beside it, not compared: `wrk -t1` "
                    "saturates before nginx does.")
-        for name in ("rpr", "pass", "pass-post", "fill", "fill-plain"):
+        for name in ("rpr", "pass", "pass-post", "fill", "fill-plain", "pass-new"):
             if name in results.rounds:
                 out.append(f"In row {SCENARIOS.index(name) + 1} the origin used "
                            f"{_fmt(results.median(name, 'origin_us'), 1)} µs/req "
@@ -239,6 +241,8 @@ def targets(args: argparse.Namespace, selected: List[str], results: Results) -> 
     cpu_target("pass", "rpr", 5.0, "pass-through ≥ 5 × `ReverseProxyResource` (CPU)")
     cpu_target("fill", "pass", 3.0, "fill ≤ 3 × pass-through (CPU)", lower=False)
     cpu_target("fill-plain", "pass", 3.0, "fill stored uncompressed ≤ 3 × pass-through (CPU)", lower=False)
+    cpu_target("fill", "pass-new", 3.0, "fill ≤ 3 × pass-through of new paths (CPU, the same requests)",
+               lower=False)
     if "misses" in selected:
         v = results.values.get("misses")
         if v:

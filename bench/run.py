@@ -44,22 +44,25 @@ Scenarios (C{--only} takes these names, or their numbers):
 11. C{hit-head}: a HEAD hit.
 12. C{pass}: phantom-frame pass-through (C{cache_strategy = "none"}).
 13. C{pass-post}: pass-through of 1 MB POST bodies.
-14. C{fill}: every request a new key: fetched, compressed and stored.
+14. C{fill}: every request a new key: fetched and stored (Brotli storage,
+    compressed once asked for again, so never here).
 15. C{fill-plain}: the same on a server that stores bodies as they are
-    (C{compress_strategy = "none"}): the fill without Brotli's cost.
-16. C{misses}: concurrent misses of one new key, with the origin counting
+    (C{compress_strategy = "none"}).
+16. C{pass-new}: pass-through with a new path every request, as the
+    fills have: what a fill costs beyond relaying the same requests.
+17. C{misses}: concurrent misses of one new key, with the origin counting
     the requests it gets for it (its answer takes 200 ms).
-17. C{stream}: RSS growth while a large body streams through the proxy.
-18. C{entries}: memory per cached entry beyond the body
+18. C{stream}: RSS growth while a large body streams through the proxy.
+19. C{entries}: memory per cached entry beyond the body
     (C{bench/entry_memory.py}).
-19. C{compress}: hit latency alone and while 5 MB pages are compressed
+20. C{compress}: hit latency alone and while 5 MB pages are compressed
     with Brotli (each filled, then asked for again, which has it
     compressed), with how long each compression took meanwhile.
-20. C{ws}: WebSocket echo through the tunnel and directly
+21. C{ws}: WebSocket echo through the tunnel and directly
     (C{bench/ws_echo.py}).
-21. C{workers}: hits with C{workers = 1} and C{workers = 2}, CPU summed
+22. C{workers}: hits with C{workers = 1} and C{workers = 2}, CPU summed
     over the supervisor and the workers (C{bench/scale.py}).
-22. C{redis-l1}: hits that miss the memory L1 and are read from a real
+23. C{redis-l1}: hits that miss the memory L1 and are read from a real
     redis-server, next to memory hits (C{bench/scale.py}).
 
 Compare the rows by CPU per request, not by req/s: C{wrk -t1} has one core
@@ -547,6 +550,7 @@ PROXY_TARGETS: Dict[str, Tuple[str, Tuple[str, ...], Optional[str]]] = {
     "pass-post": ("/pass/post", ("Content-Type: application/octet-stream",), "post"),
     "fill": ("/fill/", (), "fill"),
     "fill-plain": ("/plain/fill/", (), "fill"),
+    "pass-new": ("/pass/new/", (), "fill"),
 }
 PROXY_SCENARIOS = tuple(PROXY_TARGETS)
 

@@ -108,6 +108,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
     """
     if reactor is None:
         from twisted.internet import reactor
+    from phantom_frame.ops.collector import tune_collector
     from phantom_frame.ops.inherit import WorkerSetup
     from phantom_frame.ops.loop import lean_poll
     from phantom_frame.ops.workers import build_supervisor
@@ -134,4 +135,5 @@ def makeService(options: Options, reactor=None) -> MultiService:
     for extra in [] if worker is None else worker.services(reactor):
         extra.setServiceParent(service)
     lean_poll(reactor)
+    tune_collector(reactor)
     return service
