@@ -35,11 +35,10 @@ def tune_collector(reactor: Any, enabled: bool = ENABLED) -> bool:
 
     @param reactor: an L{twisted.internet.interfaces.IReactorCore}.
     @param enabled: whether to change anything (see L{ENABLED}).
-    @return: whether anything was changed.
+    @return: whether anything was changed (never on PyPy).
     """
-    if not enabled:
-        return False
+    if not enabled or not hasattr(gc, "set_threshold"):
+        return False  # (PyPy's collector is another, without these knobs)
     gc.set_threshold(*THRESHOLDS)
-    if hasattr(gc, "freeze"):  # not on PyPy, whose collector is another
-        reactor.callWhenRunning(gc.freeze)
+    reactor.callWhenRunning(gc.freeze)
     return True
