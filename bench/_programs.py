@@ -173,8 +173,17 @@ bind_to = "/pass"
 proxy_url = "http://127.0.0.1:{origin}"
 cache_strategy = "none"
 
+# The fills have servers of their own, whose bounded caches keep them from
+# evicting the pages the hits ask for.
+[server.fill]
+bind_to = "/fill"
+proxy_url = "http://127.0.0.1:{origin}"
+compress_strategy = "brotli"
+cache_max_bytes = "64 MiB"
+
 [server.plain]
 bind_to = "/plain"
 proxy_url = "http://127.0.0.1:{origin}"
 compress_strategy = "none"
+cache_max_bytes = "64 MiB"
 """

@@ -142,7 +142,7 @@ def report(args: argparse.Namespace, selected: List[str], results: Results, head
         out.append(f"Median of {args.rounds} interleaved round(s) of `wrk -t1 -c50 -d{args.duration:g}s "
                    "--latency`, keep-alive, 10 KB HTML page. CPU µs/req, server CPU (the share of "
                    "one CPU it used) and peak RSS are the server process's (nginx's worker for "
-                   "nginx); the phantom-frame rows are one process. \"nginx ÷ this\" is nginx's "
+                   "nginx); the phantom-frame rows are one process, but the fills' (another, so that what they store and evict weighs on no other row). \"nginx ÷ this\" is nginx's "
                    "CPU per request divided by the row's (its `proxy_cache` hit for hits, its "
                    "`proxy_pass` for the rows that reach the origin): the share of nginx's "
                    "efficiency the row reaches. req/s is given beside it, not compared: `wrk -t1` "

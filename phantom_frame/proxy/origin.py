@@ -197,7 +197,12 @@ class OriginResponse:
     @ivar head: the L{ResponseHead}.
     @ivar timing: see L{IRelayReceiver.timing}.
     @ivar started: when a relayed request was made (for L{timing}).
+    @cvar attributed: its origin time is added to that of the client
+        request being answered (see
+        L{phantom_frame.ops.timing.TimingClient.relay}).
     """
+
+    attributed = True
 
     def __init__(self, origin: Origin, method: bytes) -> None:
         self._origin = origin
