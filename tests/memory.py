@@ -37,6 +37,20 @@ from phantom_frame.proxy.pool import OriginAddress, OriginClient, OriginPool
 from phantom_frame.service import ServerBuilder
 
 
+
+class Holding(Resource):
+    """
+    An origin resource that holds some requests until the test answers them.
+
+    @ivar waiting: the requests held, not answered yet.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: List[Any] = []
+
 class _Endpoints:
     """
     Gives an L{Agent} TCP endpoints on a memory reactor.

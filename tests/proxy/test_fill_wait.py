@@ -15,7 +15,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame import CreateProxyConfig, create_proxy
@@ -23,24 +22,16 @@ from phantom_frame.cache.threads import runInline
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
 from phantom_frame.ops.timing import TimingClient
-from tests.memory import MemoryOrigin
+from tests.memory import Holding, MemoryOrigin
 
 PAGE = b"<html>" + b"stored " * 100 + b"</html>"
 
 
-class _Origin(Resource):
+class _Origin(Holding):
     """
-    The page at any path; C{/gzip} in gzip; C{/slow} when told, and
-    C{/varies} (varying on C{X-Variant}) too.
-
-    @ivar waiting: the requests for C{/slow} not answered yet.
+    The page at any path; C{/gzip} in gzip; C{/slow} when told (held in
+    C{waiting}), and C{/varies} (varying on C{X-Variant}) too.
     """
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: List[Any] = []
 
     def render_GET(self, request: Any) -> Any:
         """

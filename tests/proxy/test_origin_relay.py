@@ -12,28 +12,19 @@ from typing import Any, List
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from phantom_frame.http.routing import current_request
 from phantom_frame.ops.timing import TimingClient
 from phantom_frame.proxy.body import BodyRelay, UpstreamError
 from phantom_frame.proxy.origin import Origin
-from tests.memory import MemoryOrigin
+from tests.memory import Holding, MemoryOrigin
 
 
-class _Site(Resource):
+class _Site(Holding):
     """
-    C{/slow} answers when told; any other path at once.
-
-    @ivar waiting: the requests for C{/slow} not answered yet.
+    C{/slow} answers when told (held in C{waiting}); any other path at once.
     """
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: List[Any] = []
 
     def render_GET(self, request: Any) -> Any:
         """
