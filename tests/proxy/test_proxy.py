@@ -579,10 +579,13 @@ class CacheTests(TestCase):
         response, body = await run.fetch("GET", "/page/f", headers={"Accept-Encoding": "identity"})
         self.assertTrue(body.startswith(PAGE))
         self.assertEqual(run.origin.hits["/page/f"], 1)
-        # The identity file gives way to the compressed one.
+        # The identity file gives way to the compressed one (deleted off
+        # the reactor thread, once no read of it is under way).
         await until(lambda: run.server.cache.compressions == 1)
         bucket = os.path.join(directory, "default")
-        self.assertEqual(len(os.listdir(bucket)), 1)
+        await until(lambda: len(os.listdir(bucket)) == 1)
+        [entry] = run.server.cache.entries()
+        self.assertEqual(os.listdir(bucket), [os.path.basename(entry.body.path)])
         response, again = await run.fetch("GET", "/page/f", headers={"Accept-Encoding": "identity"})
         self.assertEqual(again, body)
         run.handle.invalidate_all()
