@@ -83,6 +83,25 @@ _HEADS_KEPT = 1024
 _HEAD_KEPT_BYTES = 2048
 
 
+
+def _header_fields(block: bytes, bodied: bool) -> Optional[Dict[str, str]]:
+    """
+    @param block: a request head's header lines, without the request line.
+    @param bodied: whether the request's method has a body.
+    @return: its fields by lower-cased name, or C{None} when the channel
+        may not answer it (malformed, repeated or disqualifying fields).
+    """
+    if _HEADER_BLOCK.fullmatch(block) is None:
+        return None
+    headers: Dict[str, str] = {}
+    for line in block.decode("ascii").split("\r\n"):
+        name, _, value = line.partition(":")
+        name = name.lower()
+        if name in headers or (name in _DISQUALIFYING and not (bodied and name == "content-length")):
+            return None
+        headers[name] = value.strip(" \t")
+    return headers
+
 class FastHits:
     """
     Recognises and answers hits for a site whose resource is a
@@ -111,6 +130,9 @@ class FastHits:
         self.filled = 0
         self._hosts: Dict[str, Tuple[Any, bool]] = {}
         self._heads: Dict[bytes, Any] = {}
+        #: The headers of the header blocks seen (those of new paths are
+        #: often the same), by whether the method has a body and the bytes.
+        self._blocks: Dict[Any, Optional[Dict[str, str]]] = {}
         self._memoResource: Any = None
         self._memoLimits: Any = None
 
@@ -141,6 +163,7 @@ class FastHits:
         limits = getattr(site, "limits", None)
         if resource is not self._memoResource or limits is not self._memoLimits:
             self._heads.clear()
+            self._blocks.clear()
             self._memoResource, self._memoLimits = resource, limits
         head = data[start:end]
         secure = channel.secure
@@ -240,18 +263,21 @@ class FastHits:
             return _NOT_FAST
         method, target = request_line.group(1), request_line.group(2)
         bodied = method in BODY_METHODS
-        headers: Dict[str, str] = {}
+        headers: Optional[Dict[str, str]] = {}
         if line_end < end:
-            if _HEADER_BLOCK.fullmatch(data, line_end + 2, end) is None:
+            block = data[line_end + 2 : end]
+            memo = (bodied, block)
+            headers = self._blocks.get(memo, _NOT_FAST)
+            if headers is _NOT_FAST:
+                headers = _header_fields(block, bodied)
+                if len(block) <= _HEAD_KEPT_BYTES:
+                    if len(self._blocks) >= _HEADS_KEPT:
+                        self._blocks.clear()
+                    # (Shared by the views of every head with this block:
+                    # never changed, copied by whoever adds to it.)
+                    self._blocks[memo] = headers
+            if headers is None:
                 return _NOT_FAST
-            for line in data[line_end + 2 : end].decode("ascii").split("\r\n"):
-                name, _, value = line.partition(":")
-                name = name.lower()
-                if name in headers or (
-                    name in _DISQUALIFYING and not (bodied and name == "content-length")
-                ):
-                    return _NOT_FAST
-                headers[name] = value.strip(" \t")
         length = None
         if bodied and "content-length" in headers:
             text = headers["content-length"]

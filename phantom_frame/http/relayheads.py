@@ -33,9 +33,9 @@ def error_head(code: int, text: str, status: CacheStatus, close: bool, request_i
     return [head, b"\r\n", body]
 
 
-#: The fields forwarded for a remembered request head and a client (see
-#: L{forwarded_fields}), and how many are kept.
-_forwarded: Dict[Tuple[int, Optional[str]], Tuple[Any, Any, Any, Fields]] = {}
+#: The fields forwarded for the header fields of a remembered request head
+#: and a client (see L{forwarded_fields}), and how many are kept.
+_forwarded: Dict[Tuple[int, Optional[str], bool], Tuple[Any, Any, Any, Fields]] = {}
 FORWARDED_KEPT = 1024
 
 
@@ -47,7 +47,8 @@ def forwarded_fields(shared: Any, view: Any, origin: Any, rules: Any) -> Union[F
     @param shared: the view remembered for the request's head, that every
         request with the same head bytes shares (C{view} is its copy with
         the client's address and request id), or C{None}.
-    @return: L{Fields} serialised once per remembered head and client
+    @return: L{Fields} serialised once per remembered head's header fields
+        (shared by heads that differ only in their request line) and client
         (header rules with request headers to set or remove are applied
         anew each time, as pairs).
     @raise ValueError: for fields that cannot be sent.
@@ -63,16 +64,20 @@ def forwarded_fields(shared: Any, view: Any, origin: Any, rules: Any) -> Union[F
         headers = forward_headers(view, rules=rules)
         headers.insert(0, origin.host)
         return headers
-    key = (id(shared), view.client)
+    # (By the remembered head's fields, which the heads of new paths with
+    # the same header lines share: what is forwarded depends on nothing
+    # else but the client and the connection's security.)
+    fields = shared.headers
+    key = (id(fields), view.client, shared.secure)
     known = _forwarded.get(key)
-    if known is None or known[0] is not shared or known[1] is not origin or known[2] is not rules:
+    if known is None or known[0] is not fields or known[1] is not origin or known[2] is not rules:
         base = RequestView(
             shared.method, shared.path, shared.query, shared.headers, None, view.client, shared.secure,
             shared.prefix,
         )
         headers = forward_headers(base, rules=rules)
         headers.insert(0, origin.host)
-        known = (shared, origin, rules, Fields.of(headers))
+        known = (fields, origin, rules, Fields.of(headers))
         if len(_forwarded) >= FORWARDED_KEPT:
             _forwarded.clear()
         _forwarded[key] = known

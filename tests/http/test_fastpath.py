@@ -459,6 +459,36 @@ class HeadMemoryTests(SynchronousTestCase):
         self.assertEqual(rig.answered() - before, 2)
         self.assertEqual(len(parses), 1)
 
+    def test_header_lines_shared(self) -> None:
+        """
+        Heads of new paths with the same header lines share their parsed
+        fields (never changed: a request that adds its id gets a copy), and
+        each is still answered as its own path; header lines the fast path
+        cannot answer (a repeated field) stay unanswered by it for every
+        path.
+        """
+        rig = Rig(True)
+        fast = rig.site.fastHit
+        views = []
+        original = fast._parse
+
+        def parse_head(*args):
+            parsed = original(*args)
+            views.append(parsed[1])
+            return parsed
+
+        self.patch(fast, "_parse", parse_head)
+        answers = parse(rig.exchange(request("/s1", accept="*/*") + request("/s2", accept="*/*")), [False, False])
+        self.assertEqual([body for _, _, body in answers], [PAGE + b"/s1", PAGE + b"/s2"])
+        self.assertIs(views[0].headers, views[1].headers)
+        self.assertEqual(views[0].headers, {"host": "proxy.test", "accept": "*/*"})
+        self.patch(fast, "_parse", original)
+        repeated = b"GET /d%d HTTP/1.1\r\nHost: proxy.test\r\nAccept: a\r\nAccept: b\r\n\r\n"
+        before = rig.answered()
+        for n in (0, 0, 1, 1):
+            self.assertEqual(parse(rig.exchange(repeated % n), [False])[0][0], 200)
+        self.assertEqual(rig.answered(), before)
+
     def test_forgotten_on_reload(self) -> None:
         """
         Replacing the site's resource (a reload) forgets every head: the

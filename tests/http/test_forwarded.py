@@ -72,6 +72,23 @@ class ForwardedFieldsTests(SynchronousTestCase):
         self.assertIn(b"X-Forwarded-For: 10.0.0.2\r\n", data)
         self.assertEqual(len(relayheads._forwarded), 2)
 
+    def test_sharedFields(self) -> None:
+        """
+        Remembered heads of other paths whose header fields are the same
+        object (as the channel shares them) get the very same L{Fields};
+        the same fields on a secure connection get their own.
+        """
+        fields = {"host": "example.com", "accept": "*/*"}
+        first = view(fields)
+        second = RequestView(b"GET", b"/other", b"", fields, None, None, False, b"")
+        own = view(dict(fields), "10.0.0.1")
+        made = forwarded_fields(first, own, self.origin, NO_RULES)
+        self.assertIs(forwarded_fields(second, own, self.origin, NO_RULES), made)
+        secure = RequestView(b"GET", b"/other", b"", fields, None, None, True, b"")
+        mine = forwarded_fields(secure, own, self.origin, NO_RULES)
+        self.assertIsNot(mine, made)
+        self.assertEqual(len(relayheads._forwarded), 2)
+
     def test_newRequestId(self) -> None:
         """
         An id the proxy made for a request without one is forwarded after
