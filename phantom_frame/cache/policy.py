@@ -104,11 +104,15 @@ def header_value(headers: Headers, name: bytes) -> Optional[bytes]:
     """
     A header's values joined as one.
 
-    @param headers: C{(name, value)} pairs.
+    @param headers: C{(name, value)} pairs; a tuple of them is read
+        through its index (L{header_index}).
     @param name: the header name, in any case.
     @return: the values joined with C{b", "}, or L{None} when absent.
     """
-    values = header_values(headers, name)
+    if headers.__class__ is tuple:
+        values = header_index(headers).get(name.lower())  # type: ignore[arg-type]
+    else:
+        values = header_values(headers, name)
     if not values:
         return None
     return b", ".join(values)

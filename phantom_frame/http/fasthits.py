@@ -83,7 +83,6 @@ _HEADS_KEPT = 1024
 _HEAD_KEPT_BYTES = 2048
 
 
-
 def _header_fields(block: bytes, bodied: bool) -> Optional[Dict[str, str]]:
     """
     @param block: a request head's header lines, without the request line.
@@ -101,6 +100,7 @@ def _header_fields(block: bytes, bodied: bool) -> Optional[Dict[str, str]]:
             return None
         headers[name] = value.strip(" \t")
     return headers
+
 
 class FastHits:
     """

@@ -30,7 +30,6 @@ from phantom_frame.cache.freshness import (
 )
 from phantom_frame.cache.policy import (
     as_pairs,
-    header_index,
     header_value,
     is_soft_404,
     media_type,
@@ -325,8 +324,7 @@ class Filler:
         """
         config = self._config
         rheaders = as_pairs(rheaders)
-        index = header_index(rheaders)  # (read directly: the names asked of every fill)
-        coding = b", ".join(index[b"content-encoding"]) if b"content-encoding" in index else None
+        coding = header_value(rheaders, b"content-encoding")
         # A coding phantom-frame cannot undo: the body is the origin's
         # representation, stored and sent as it is, Content-Encoding kept.
         opaque = coding is not None and opaque_coding(rheaders)
@@ -360,9 +358,9 @@ class Filler:
             encoded = await self._codec.encode(identity, coding)
             if len(encoded) >= len(identity):
                 coding, encoded = "identity", identity
-        vary = index.get(b"vary", ())
-        names = vary_names(rheaders) if vary else ()
-        etag = b", ".join(index[b"etag"]) if b"etag" in index else None
+        vary = header_value(rheaders, b"vary")
+        names = vary_names(rheaders) if vary is not None else ()
+        etag = header_value(rheaders, b"etag")
         if etag is None and config.generate_etag:
             etag = await self._runner(strong_etag, identity)
         stored = await self._cache.put_body(key, encoded)
@@ -377,12 +375,12 @@ class Filler:
             identity_length=len(identity),
             stored_at=self._clock.seconds(),
             vary=names,
-            vary_header=b", ".join(vary) or None,
+            vary_header=vary or None,
             variant=variant_of(names, header) if names else (),
             not_found=not_found,
             pinned=snapshot,
             etag=etag,
-            last_modified=b", ".join(index[b"last-modified"]) if b"last-modified" in index else None,
+            last_modified=header_value(rheaders, b"last-modified"),
             shareable=(snapshot or marked_shareable(rheaders)) if shareable is None else shareable,
             alternates=NOT_YET_COMPRESSED if pending else None,
         )
