@@ -18,8 +18,11 @@ from twisted.web.http import NO_BODY_CODES, RESPONSES
 from twisted.web.http_headers import Headers
 
 from phantom_frame.http.routing import current_request
+from phantom_frame.http.wires import answer_parts, wire_answer
 from phantom_frame.proxy.answers import send_error
 from phantom_frame.proxy.exchange import Exchange
+from phantom_frame.proxy.negotiation import NotModified
+from phantom_frame.proxy.optimistic import send_parts
 from phantom_frame.proxy.status import NONE, CacheStatus
 
 log = Logger()
@@ -48,6 +51,8 @@ class ByteRequest:
 
     clientproto = b"HTTP/1.1"
     content = None
+    #: Whether the connection closes after this answer (the client asked).
+    closing = False
 
     def __init__(self, channel: Any, method: bytes, uri: bytes, done: Callable[[ByteRequest], None]) -> None:
         self.channel = channel
@@ -136,6 +141,8 @@ class ByteRequest:
                 self._chunked = True
             if self.requestId:
                 headers.setRawHeaders(b"X-Request-Id", [self.requestId.encode("latin-1")])
+            if self.closing:
+                headers.setRawHeaders(b"Connection", [b"close"])
             # The head goes out with the first body bytes, in one send.
             first = b""
             if data and not silent:
@@ -151,6 +158,24 @@ class ByteRequest:
                 channel.transport.writeSequence([b"%x\r\n" % (len(data),), data, b"\r\n"])
             else:
                 channel.transport.write(data)
+
+    def send_whole(self, code: int, parts: List[bytes], sent: int) -> None:
+        """
+        Send a whole answer made beforehand, head and body, in one go, and
+        finish.
+
+        @param parts: its bytes.
+        @param sent: how many of them are body bytes.
+        """
+        if self.finished:
+            raise RuntimeError("write after finish")
+        if self._gone:
+            return
+        self.startedWriting = True
+        self.code = code
+        self.sentLength = sent
+        send_parts(self.channel.transport, parts)
+        self.finish()
 
     def finish(self) -> None:
         """
@@ -197,10 +222,11 @@ class _ByteExchange(Exchange):
 
     __slots__ = ()
 
-    def __init__(self, request: ByteRequest, view: Any, rules: Any) -> None:
+    def __init__(self, request: ByteRequest, view: Any, rules: Any, shared: Any = None) -> None:
         self.request = request
         self.view = view
         self.rules = rules
+        self.shared = shared
         self._over = False
 
     @property
@@ -210,6 +236,46 @@ class _ByteExchange(Exchange):
         """
         request = self.request
         return not request.finished and not request.gone
+
+    def write_entry(self, entry: Any, answer: Any, status: CacheStatus, now: float, identity: Optional[bytes]) -> bool:
+        """
+        Write the answer from C{entry} as a hit's is written: from the
+        entry's pre-serialised head for its coding (made here when it is
+        the entry's first answer, and kept for the hits that follow), with
+        the per-request C{Age}, C{Cache-Status}, C{X-Request-Id} (and
+        C{Date}, C{Connection: close}), head and body in one send.
+
+        @param identity: C{entry}'s decoded body, if the caller has it: not
+            used, since an answer in a coding other than the stored one's is
+            left to the renderer, which does not keep the decoded body.
+        @return: whether it was written (not with header rules, nor for an
+            answer that has no pre-serialised form: L{wire_answer}).
+        """
+        rules = self.rules
+        request = self.request
+        if rules.response_set or rules.response_remove or not request.requestId:
+            return False
+        wires = entry.wire
+        if answer.coding != entry.coding and type(answer) is not NotModified and (
+            wires is None or answer.coding not in wires
+        ):
+            # (A body decoded for a fill's client is not kept for the hits.)
+            return False
+        chunks = wire_answer(entry, answer)
+        if chunks is None:
+            return False
+        request.phantomStatus = status
+        if request.finished or request.gone:
+            return True
+        channel = request.channel
+        close = request.closing
+        if not close and channel._draining():
+            channel.persistent = False
+            close = True
+        bodied = request.method != b"HEAD"
+        parts = answer_parts(chunks, int(entry.age(now)), status.header, request.requestId, now, close, bodied)
+        request.send_whole(chunks[0], parts, len(chunks[3]) if bodied else 0)
+        return True
 
 
 class ByteFill:
@@ -222,8 +288,14 @@ class ByteFill:
     body_left = 0
 
     def __init__(self, channel: Any, server: Any, view: Any, decision: Any, target: bytes,
-                 headers: Any, close: bool, clock: Any) -> None:
+                 headers: Any, close: bool, clock: Any, shared: Any = None) -> None:
+        """
+        @param view: the request's own view.
+        @param shared: the view the channel remembers for its head, that
+            C{view} copies (see L{Exchange.shared}), or C{None}.
+        """
         self._channel = channel
+        self._shared = shared
         self._clock = clock
         self._decision = decision
         self._close = close
@@ -234,6 +306,7 @@ class ByteFill:
         self.headers = headers
         self.request = ByteRequest(channel, view.method, target, self._finished)
         self.request.requestId = headers.get("x-request-id", "")
+        self.request.closing = close
         self._started = clock.seconds()
         self._deferred: Optional[Deferred[None]] = None
         self._exchange: Any = None
@@ -268,7 +341,7 @@ class ByteFill:
         """
         Render the decision.
         """
-        exchange = self._exchange = _ByteExchange(self.request, self.view, self.server.config.headers)
+        exchange = self._exchange = _ByteExchange(self.request, self.view, self.server.config.headers, self._shared)
         token = current_request.set(self.request)
         try:
             d = self._deferred = self.server.render_fill(exchange, self._decision)

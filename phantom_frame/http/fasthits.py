@@ -17,10 +17,8 @@ from phantom_frame.http.byterequest import ByteFill
 from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host
 from phantom_frame.http.relay import ByteRelay
 from phantom_frame.http.request_id import acceptable, new_request_id
-from phantom_frame.http.wires import Wire, _serialise, build_not_modified, build_partial, build_wire
-from phantom_frame.proxy.answers import http_date
+from phantom_frame.http.wires import Wire, _serialise, answer_parts, wire_answer
 from phantom_frame.proxy.decision import Bypass, Fill, Hit, PartHit, Stale
-from phantom_frame.proxy.negotiation import Full, NotModified, Partial
 from phantom_frame.proxy.rules import apply_rewrite
 from phantom_frame.proxy.serve import needs_date, part_headers
 from phantom_frame.proxy.target import TargetError, normalise_path
@@ -64,7 +62,7 @@ _HOSTS_KEPT = 256
 def _render_part(decision: PartHit):
     """
     @return: the parts of the 206 a L{PartHit} answers with, as
-        L{FastHits._render} gives them.
+        L{phantom_frame.http.wires.wire_answer} gives them.
     """
     partial, first, last = decision.partial, decision.first, decision.last
     headers = part_headers(partial, first, last, None)
@@ -199,9 +197,9 @@ class FastHits:
             return self._relay(channel, server, view, decision, target, close, length)
         if kind is Fill and not bodied and decision.stale is None and server.fast_path_ok:
             # (On a Redis tier, the fill reads Redis first: ByteFill.)
-            view = self._own(channel, view)
+            own = self._own(channel, view)
             self.filled += 1
-            return ByteFill(channel, server, view, decision, target, view.headers, close, self._clock)
+            return ByteFill(channel, server, own, decision, target, own.headers, close, self._clock, view)
         if bodied or not server.fast_path_ok:
             return None
         rules = server.config.headers
@@ -214,7 +212,7 @@ class FastHits:
             chunks = _render_part(decision)
         elif kind is Hit or kind is Stale:
             entry = decision.entry
-            chunks = self._render(entry, decision.answer, method)
+            chunks = wire_answer(entry, decision.answer)
         else:
             return None
         if chunks is None:
@@ -227,21 +225,11 @@ class FastHits:
         self.answered += 1
         now = self._clock.seconds()
         status = decision.status
-        wire = chunks[1]
         rid = headers.get("x-request-id")
         if rid is None or not acceptable(rid):
             rid = new_request_id()
-        tail = b"Age: %d\r\nCache-Status: %s\r\nX-Request-Id: %s\r\n" % (
-            int(entry.age(now)), status.header, rid.encode("latin-1"))
-        if wire.needs_date:
-            tail += b"Date: " + http_date(now) + b"\r\n"
-        if close:
-            tail += b"Connection: close\r\n"
-        out: List[bytes] = [b"HTTP/1.1", wire.head, chunks[2], tail, b"\r\n"]
-        body = chunks[3]
-        if method == b"GET" and body:
-            out.append(body)
-        code = chunks[0]
+        out = answer_parts(chunks, int(entry.age(now)), status.header, rid, now, close, method == b"GET")
+        code, body = chunks[0], chunks[3]
         record = self._site.recordFastHit
         if record is not None:
             record(channel, server, method, target, headers, code, len(body), status, rid)
@@ -356,49 +344,3 @@ class FastHits:
 
     def _limits(self) -> Any:
         return getattr(self._site, "limits", None) or DEFAULT_LIMITS
-
-    @staticmethod
-    def _render(entry: Any, answer: Any, method: bytes):
-        """
-        The pre-serialised parts of an answer from C{entry}.
-
-        @return: C{(status code, wire, per-request headers, body)}, or
-            C{None} when the fast path cannot give this answer (its body is
-            not in memory, or it is not a 200, 206 or 304 from a stored
-            body).
-        """
-        wires = entry.wire
-        if wires is None:
-            wires = entry.wire = {}
-        kind = type(answer)
-        if kind is Full:
-            coding = answer.coding
-            wire = wires.get(coding)
-            if wire is None:
-                wire = build_wire(entry, coding)
-                if wire is None:
-                    return None
-                wires[coding] = wire
-            return entry.status, wire, b"", wire.body
-        if kind is NotModified:
-            slot = ("304", answer.coding)
-            wire = wires.get(slot)
-            if wire is None:
-                if entry.body.data is None:
-                    return None
-                wire = wires[slot] = build_not_modified(entry, answer.coding)
-            return 304, wire, b"", b""
-        if kind is Partial:
-            wire = wires.get("206")
-            if wire is None:
-                identity = wires.get("identity") or build_wire(entry, "identity")
-                if identity is None:
-                    return None
-                wires["identity"] = identity
-                wire = wires["206"] = build_partial(entry, identity)
-            first, last = answer.first, answer.last
-            body = wire.body
-            extra = b"Content-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
-                first, last, len(body), last - first + 1)
-            return 206, wire, extra, body[first : last + 1]
-        return None

@@ -7,13 +7,13 @@ heads that come again), and the short error answers.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple
 
-from phantom_frame.proxy.client import Framing, Header, ResponseHead
-from phantom_frame.proxy.heads import Fields
-from phantom_frame.proxy.passthrough import forward_headers
+from phantom_frame.proxy.client import Framing, ResponseHead
+from phantom_frame.proxy.forwarded import forwarded_fields
 from phantom_frame.proxy.status import CacheStatus
-from phantom_frame.proxy.view import RequestView
+
+__all__ = ["error_head", "forwarded_fields", "relay_head", "relay_start"]
 
 
 def error_head(code: int, text: str, status: CacheStatus, close: bool, request_id: str = "") -> List[bytes]:
@@ -31,59 +31,6 @@ def error_head(code: int, text: str, status: CacheStatus, close: bool, request_i
     if close:
         head += b"Connection: close\r\n"
     return [head, b"\r\n", body]
-
-
-#: The fields forwarded for the header fields of a remembered request head
-#: and a client (see L{forwarded_fields}), and how many are kept.
-_forwarded: Dict[Tuple[int, Optional[str], bool], Tuple[Any, Any, Any, Fields]] = {}
-FORWARDED_KEPT = 1024
-
-
-def forwarded_fields(shared: Any, view: Any, origin: Any, rules: Any) -> Union[Fields, List[Header]]:
-    """
-    The header fields that pass C{view} through to C{origin}: those of
-    L{forward_headers} after the origin's C{Host}.
-
-    @param shared: the view remembered for the request's head, that every
-        request with the same head bytes shares (C{view} is its copy with
-        the client's address and request id), or C{None}.
-    @return: L{Fields} serialised once per remembered head's header fields
-        (shared by heads that differ only in their request line) and client
-        (header rules with request headers to set or remove are applied
-        anew each time, as pairs).
-    @raise ValueError: for fields that cannot be sent.
-    """
-    if shared is None or rules.request_set or rules.request_remove:
-        headers = forward_headers(view, rules=rules)
-        headers.insert(0, origin.host)
-        return headers
-    rid = view.headers.get("x-request-id")
-    known_rid = shared.headers.get("x-request-id")
-    if known_rid is not None and known_rid != rid:
-        # The client's id was refused: it is not forwarded.
-        headers = forward_headers(view, rules=rules)
-        headers.insert(0, origin.host)
-        return headers
-    # (By the remembered head's fields, which the heads of new paths with
-    # the same header lines share: what is forwarded depends on nothing
-    # else but the client and the connection's security.)
-    fields = shared.headers
-    key = (id(fields), view.client, shared.secure)
-    known = _forwarded.get(key)
-    if known is None or known[0] is not fields or known[1] is not origin or known[2] is not rules:
-        base = RequestView(
-            shared.method, shared.path, shared.query, shared.headers, None, view.client, shared.secure,
-            shared.prefix,
-        )
-        headers = forward_headers(base, rules=rules)
-        headers.insert(0, origin.host)
-        known = (fields, origin, rules, Fields.of(headers))
-        if len(_forwarded) >= FORWARDED_KEPT:
-            _forwarded.clear()
-        _forwarded[key] = known
-    if known_rid is None and rid is not None:
-        return known[3].plus(b"x-request-id", rid.encode("latin-1"))
-    return known[3]
 
 
 #: The client heads made of origin heads (see L{_relay_head}), by the

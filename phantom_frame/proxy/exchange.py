@@ -28,12 +28,16 @@ class Exchange:
         headers (L{set_status}) and to what is forwarded.
     """
 
-    __slots__ = ("request", "view", "rules", "_over")
+    __slots__ = ("request", "view", "rules", "shared", "_over")
 
     def __init__(self, request: Any, view: Optional[RequestView] = None, rules: HeaderRules = NO_RULES) -> None:
         self.request = request
         self.view = view
         self.rules = rules
+        #: The view the HTTP/1.1 channel remembers for the request's head,
+        #: shared by every request with the same head bytes (L{view} is its
+        #: copy), or C{None}: what is forwarded for it is made once.
+        self.shared: Optional[RequestView] = None
         self._over = False
         request.notifyFinish().addBoth(self._ended)
 
@@ -46,6 +50,15 @@ class Exchange:
         @return: whether the request may still be written to.
         """
         return not self._over and not self.request.finished
+
+    def write_entry(self, entry: Any, answer: Any, status: CacheStatus, now: float, identity: Optional[bytes]) -> bool:
+        """
+        Write the whole answer from a stored entry in one go, when this
+        exchange can (see L{phantom_frame.proxy.serve.EntryRenderer.render}).
+
+        @return: whether it did; a twisted.web request never does.
+        """
+        return False
 
     def set_status(self, status: CacheStatus, headers: Headers) -> None:
         """

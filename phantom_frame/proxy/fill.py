@@ -37,8 +37,8 @@ from phantom_frame.cache.policy import (
     response_bypass_reason,
     vary_names,
 )
+from phantom_frame.proxy.forwarded import fill_fields
 from phantom_frame.proxy.parts import RANGED_DROPPED, Parts
-from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.receivers import SnapshotLanded, release
 from phantom_frame.proxy.settings import CacheStrategy, CreateProxyConfig
 from phantom_frame.proxy.settle import settle
@@ -125,7 +125,7 @@ class Filler:
 
     def fill(
         self, view: RequestView, key: str, stale: Optional[CacheEntry], body: Any = None, private: bool = False,
-        ranged: bool = False,
+        ranged: bool = False, shared: Optional[RequestView] = None,
     ):
         """
         Start (or join) the single-flight fill of C{key} for the request
@@ -136,10 +136,15 @@ class Filler:
         @param private: whether the request's cookies make it private: its
             response is stored only when the origin marked it shareable.
         @param ranged: forward C{Range} and C{If-Range}: a 206 is a part.
+        @param shared: the view the HTTP/1.1 channel remembers for the
+            request's head (see L{phantom_frame.proxy.exchange.Exchange.shared}):
+            the fields forwarded for it are made once.
         @return: this caller's L{Deferred} and whether it joined a fill
             another request started (see C{ResponseCache.fill}).
         """
-        fwd = forward_headers(view, RANGED_DROPPED if ranged else FILL_DROPPED, self._config.headers)
+        drop = RANGED_DROPPED if ranged else FILL_DROPPED
+        # (A revalidation adds its validators to the pairs.)
+        fwd = fill_fields(view, shared if stale is None else None, self._origin, self._config.headers, drop)
         authorized = "authorization" in view.headers
         method = b"GET" if view.method == b"HEAD" else view.method
         target = view.target

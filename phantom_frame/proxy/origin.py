@@ -27,6 +27,7 @@ from phantom_frame.proxy.client import (
     ResponseHead,
     StalledBody,
 )
+from phantom_frame.proxy.heads import Fields
 from phantom_frame.proxy.body import (
     BodyRelay,
     BrokenBody,
@@ -143,14 +144,17 @@ class Origin:
         """
         Send a request and wait (at most C{timeout}) for the response head.
 
-        @param headers: the fields to send; C{Host} is the origin's.
+        @param headers: the fields to send, as pairs (C{Host} is the
+            origin's), or L{Fields} made with the origin's C{Host} (see
+            L{phantom_frame.proxy.forwarded.forwarded_fields}).
         @param body: see L{IOriginClient.request}.
         @return: a L{Deferred} firing with the L{OriginResponse}, or failing
             with L{UpstreamTimeout} or L{UpstreamError}. Cancelling it
             cancels the request.
         """
         response = OriginResponse(self, method)
-        headers = [self.host] + headers
+        if headers.__class__ is not Fields:
+            headers = [self.host] + headers
         client = self.client
         # A relaying client tells the response of its end itself: no
         # Deferred per request (see IRelayingClient).
@@ -163,6 +167,11 @@ class Origin:
         except ValueError as e:
             return fail(UpstreamError(f"cannot forward the request: {e}"))
         return response.start(done)
+
+
+#: Why a whole body ended (one for all: it carries no traceback, and its
+#: readers only check it).
+_WHOLE = Failure(ResponseDone())
 
 
 def upstream_error(failure: Failure, origin: Origin) -> Exception:
@@ -343,7 +352,7 @@ class OriginResponse:
                 return
             if tail:
                 self.bodyReceived(tail)
-        self._ended(Failure(ResponseDone()))
+        self._ended(_WHOLE)
 
     def _broken(self, failure: Failure) -> None:
         waiting, self._waiting = self._waiting, None

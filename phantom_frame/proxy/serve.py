@@ -165,12 +165,16 @@ class EntryRenderer:
         @return: a L{Deferred} firing once the answer is written: at once
             when the body it needs is at hand (the stored bytes in memory,
             or C{identity}); else once the body is read or made (cancelling
-            it then gives the answer up).
+            it then gives the answer up). An exchange that writes
+            pre-serialised answers writes it itself when it can
+            (L{Exchange.write_entry}).
         """
         if isinstance(answer, NotAcceptable):
             send_error(exchange, 406, "Not Acceptable: no acceptable content-coding", status)
             return succeed(None)
         now = self._clock.seconds()
+        if exchange.write_entry(entry, answer, status, now, identity):
+            return succeed(None)
         base = entry_headers(entry, answer.coding, http_date(now))
         if isinstance(answer, (NotModified, Unsatisfiable)):
             self._write(exchange, entry, answer, status, now, base, b"")

@@ -344,11 +344,11 @@ class ProxyServer:
         the origin fails and that is allowed.
 
         @param body: the request's body (see L{request_body}), or C{None}.
-
         @return: a L{Deferred} firing once answered (cancelling it gives
             the answer up: a fill nobody waits for any more is cancelled).
         """
-        waiter, collapsed = self.filler.fill(exchange.view, fill.key, fill.stale, body, fill.private, fill.ranged)
+        filler, shared = self.filler, exchange.shared
+        waiter, collapsed = filler.fill(exchange.view, fill.key, fill.stale, body, fill.private, fill.ranged, shared)
         # What follows runs when the fill is done, with the context
         # variables of the request being answered (an answer that asks the
         # origin again is timed for it).

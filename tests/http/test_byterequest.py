@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 from typing import Any, List
 
+import attr
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
@@ -19,6 +21,7 @@ from phantom_frame.cache.threads import runInline
 from phantom_frame.http.byterequest import ByteFill, ByteRequest
 from phantom_frame.http.routing import Router
 from phantom_frame.http.site import ProxySite
+from phantom_frame.proxy.rules import HeaderRules
 from tests.http.test_relay import PAGE, PASSTHROUGH, RelayRig, _with_url, parse, request
 
 
@@ -240,6 +243,102 @@ class OneWriteTests(SynchronousTestCase):
         self.assertEqual((code, headers[b"cache-status"]), (200, [b"phantom-frame; fwd=uri-miss; stored"]))
         self.assertEqual(headers[b"content-length"], [b"%d" % len(body)])
         self.assertEqual(transport.writes, 1)
+
+
+class WireAnswerTests(SynchronousTestCase):
+    """
+    A fill answered on the channel is written as a hit is, from the
+    stored entry's pre-serialised head (L{phantom_frame.http.wires}), made
+    once and kept for the hits that follow; with header rules, through
+    the renderer.
+    """
+
+    def fill(self, data: bytes, config: Any = FillTests.CACHING) -> Any:
+        """
+        Send C{data} (a request the channel fills) on a new connection.
+
+        @return: the rig, its L{ByteFill} and the client's transport.
+        """
+        rig = RelayRig(True, config)
+        self.addCleanup(rig.handle.close)
+        fast = self.fast = rig.site.fastHit
+        made: List[Any] = []
+
+        def spy(*args: Any) -> Any:
+            answer = fast(*args)
+            made.append(answer)
+            return answer
+
+        rig.site.fastHit = spy
+        protocol, transport = rig.connect()
+        protocol.dataReceived(data)
+        rig.settle()
+        [fill] = made
+        self.assertIs(fill.__class__, ByteFill)
+        self.assertEqual(fast.filled, 1)
+        return rig, fill, transport
+
+    def entry(self, rig: RelayRig) -> Any:
+        """
+        @return: the one stored entry.
+        """
+        [entry] = list(next(rig.handle.servers()).cache.entries())
+        return entry
+
+    def test_keptForHits(self) -> None:
+        """
+        The fill's answer is the entry's identity wire, without a
+        twisted.web header object on the way; the hit that follows is
+        answered from that very wire (bodies stored as they came: a
+        compressed one would replace it).
+        """
+        rig, fill, transport = self.fill(request("/f"), FillTests.CACHING.with_compress_strategy("none"))
+        self.assertNotIn("responseHeaders", vars(fill.request))
+        entry = self.entry(rig)
+        wire = entry.wire["identity"]
+        [(code, headers, body)] = parse(transport.value(), [False])
+        self.assertEqual((code, body), (200, PAGE + b"/f"))
+        self.assertIs(wire.body, entry.body.data)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1" + wire.head), transport.value()[:200])
+        self.assertEqual(headers[b"cache-status"], [b"phantom-frame; fwd=uri-miss; stored"])
+        self.assertEqual(headers[b"x-request-id"], [fill.request.requestId.encode()])
+        rig.site.fastHit = self.fast
+        hit = rig.exchange(request("/f"))
+        self.assertEqual(parse(hit, [False])[0][1][b"cache-status"], [b"phantom-frame; hit"])
+        self.assertIs(entry.wire["identity"], wire)
+
+    def test_close(self) -> None:
+        """
+        A request that asks to close gets C{Connection: close} (as from the
+        stock path), and the connection closes after the answer.
+        """
+        rig, fill, transport = self.fill(request("/f", connection="close"))
+        [(code, headers, _)] = parse(transport.value(), [False])
+        self.assertEqual((code, headers[b"connection"]), (200, [b"close"]))
+        self.assertTrue(transport.disconnecting)
+
+    def test_notModified(self) -> None:
+        """
+        A fill for a request whose validator the stored entry matches is
+        answered with the entry's pre-serialised 304.
+        """
+        rig, fill, transport = self.fill(request("/etag", if_none_match='"v1"'))
+        self.assertNotIn("responseHeaders", vars(fill.request))
+        [(code, headers, body)] = parse(transport.value(), [False])
+        self.assertEqual((code, body, headers[b"etag"]), (304, b"", [b'"v1"']))
+        self.assertIn(("304", "identity"), self.entry(rig).wire)
+
+    def test_headerRules(self) -> None:
+        """
+        With response header rules, the renderer writes the answer and
+        applies them; no wire is made.
+        """
+        config = attr.evolve(FillTests.CACHING, headers=HeaderRules(response_set=((b"X-Set", "yes"),)))
+        rig, fill, transport = self.fill(request("/f"), config)
+        self.assertIn("responseHeaders", vars(fill.request))
+        [(code, headers, _)] = parse(transport.value(), [False])
+        self.assertEqual((code, headers[b"x-set"]), (200, [b"yes"]))
+        self.assertIsNone(self.entry(rig).wire)
 
 
 class ExchangeTests(SynchronousTestCase):

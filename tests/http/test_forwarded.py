@@ -1,6 +1,6 @@
 """
-Tests for L{phantom_frame.http.relayheads.forwarded_fields}: the fields a
-pass-through forwards, serialised once per remembered head and client.
+Tests for L{phantom_frame.proxy.forwarded}: the fields a pass-through or a
+fill forwards, serialised once per remembered head and client.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from typing import Dict, Optional
 from twisted.trial.unittest import SynchronousTestCase
 
 from phantom_frame.http import relayheads
-from phantom_frame.http.relayheads import forwarded_fields
+from phantom_frame.proxy import forwarded
+from phantom_frame.proxy.forwarded import fill_fields, forwarded_fields
+from phantom_frame.proxy.origin import FILL_DROPPED
 from phantom_frame.proxy.heads import Fields, read_head, request_head
 from phantom_frame.proxy.passthrough import forward_headers
 from phantom_frame.proxy.rules import NO_RULES, HeaderRules
@@ -43,8 +45,8 @@ class ForwardedFieldsTests(SynchronousTestCase):
         """
         Start with nothing remembered.
         """
-        relayheads._forwarded.clear()
-        self.addCleanup(relayheads._forwarded.clear)
+        forwarded._forwarded.clear()
+        self.addCleanup(forwarded._forwarded.clear)
         self.origin = FakeOrigin()
 
     def expected(self, own: RequestView, rules: HeaderRules = NO_RULES) -> bytes:
@@ -70,7 +72,7 @@ class ForwardedFieldsTests(SynchronousTestCase):
         other = view(dict(shared.headers), "10.0.0.2")
         data = request_head(b"GET", b"/", b"o", forwarded_fields(shared, other, self.origin, NO_RULES))[0]
         self.assertIn(b"X-Forwarded-For: 10.0.0.2\r\n", data)
-        self.assertEqual(len(relayheads._forwarded), 2)
+        self.assertEqual(len(forwarded._forwarded), 2)
 
     def test_sharedFields(self) -> None:
         """
@@ -87,7 +89,7 @@ class ForwardedFieldsTests(SynchronousTestCase):
         secure = RequestView(b"GET", b"/other", b"", fields, None, None, True, b"")
         mine = forwarded_fields(secure, own, self.origin, NO_RULES)
         self.assertIsNot(mine, made)
-        self.assertEqual(len(relayheads._forwarded), 2)
+        self.assertEqual(len(forwarded._forwarded), 2)
 
     def test_newRequestId(self) -> None:
         """
@@ -102,7 +104,7 @@ class ForwardedFieldsTests(SynchronousTestCase):
         self.assertIn(b"x-request-id: made-1\r\n", heads[0])
         self.assertIn(b"x-request-id: made-2\r\n", heads[1])
         self.assertEqual(heads[0].count(b"x-request-id"), 1)
-        self.assertEqual(len(relayheads._forwarded), 1)
+        self.assertEqual(len(forwarded._forwarded), 1)
 
     def test_refusedRequestId(self) -> None:
         """
@@ -128,7 +130,82 @@ class ForwardedFieldsTests(SynchronousTestCase):
         fields = forwarded_fields(shared, own, self.origin, rules)
         self.assertIsInstance(fields, list)
         self.assertNotIn(b"accept", request_head(b"GET", b"/", b"o", fields)[0].lower())
-        self.assertEqual(relayheads._forwarded, {})
+        self.assertEqual(forwarded._forwarded, {})
+
+
+class FillFieldsTests(SynchronousTestCase):
+    """
+    A fill forwards the fields of a pass-through but those it drops, made
+    once per remembered head and client; without a remembered head, or
+    with header rules, as pairs without C{Host}.
+    """
+
+    HEADERS = {
+        "host": "example.com", "accept": "*/*", "accept-encoding": "br", "if-none-match": '"a"',
+        "range": "bytes=0-1",
+    }
+
+    def setUp(self) -> None:
+        """
+        Start with nothing remembered.
+        """
+        forwarded._forwarded.clear()
+        self.addCleanup(forwarded._forwarded.clear)
+        self.origin = FakeOrigin()
+
+    def test_remembered(self) -> None:
+        """
+        The fields of a remembered head leave out what a fill drops, carry
+        the origin's C{Host} first and the request's own id, and are made
+        once: another request of the same head gets the very same fields
+        but its id; a pass-through of that head gets fields of its own.
+        """
+        shared = view(dict(self.HEADERS))
+        own = view(dict(self.HEADERS, **{"x-request-id": "made-1"}), "10.0.0.1")
+        fields = fill_fields(own, shared, self.origin, NO_RULES, FILL_DROPPED)
+        self.assertIsInstance(fields, Fields)
+        data = request_head(b"GET", b"/page?q=1", b"unused", fields)[0]
+        expected = forward_headers(own, FILL_DROPPED)
+        expected.insert(0, self.origin.host)
+        # (The id the proxy made comes after the remembered fields.)
+        made = request_head(b"GET", b"/page?q=1", b"unused", expected)[0]
+        self.assertEqual(sorted(data.split(b"\r\n")), sorted(made.split(b"\r\n")))
+        self.assertTrue(data.startswith(b"GET /page?q=1 HTTP/1.1\r\nHost: origin:3000\r\n"), data)
+        for dropped in (b"accept-encoding", b"if-none-match", b"range"):
+            self.assertNotIn(dropped, data.lower())
+        self.assertIn(b"x-request-id: made-1\r\n", data)
+        again = view(dict(self.HEADERS, **{"x-request-id": "made-2"}), "10.0.0.1")
+        second = fill_fields(again, shared, self.origin, NO_RULES, FILL_DROPPED)
+        self.assertIn(b"x-request-id: made-2\r\n", second.data)
+        self.assertEqual(second.data.replace(b"made-2", b"made-1"), fields.data)
+        self.assertEqual(len(forwarded._forwarded), 1)
+        passed = forwarded_fields(shared, own, self.origin, NO_RULES)
+        self.assertIn(b"accept-encoding", passed.data.lower())
+        self.assertEqual(len(forwarded._forwarded), 2)
+
+    def test_notRemembered(self) -> None:
+        """
+        Without a remembered head the fields are pairs, without C{Host}
+        (the origin adds its own), and nothing is remembered.
+        """
+        own = view(dict(self.HEADERS), "10.0.0.1")
+        pairs = fill_fields(own, None, self.origin, NO_RULES, FILL_DROPPED)
+        self.assertEqual(pairs, forward_headers(own, FILL_DROPPED))
+        self.assertNotIn(b"host", [n.lower() for n, _ in pairs])
+        self.assertEqual(forwarded._forwarded, {})
+
+    def test_rules(self) -> None:
+        """
+        With header rules that set or remove request headers, the pairs
+        are made anew for each request, the rules applied.
+        """
+        rules = HeaderRules(request_remove=frozenset({b"accept"}))
+        shared = view(dict(self.HEADERS))
+        own = view(dict(self.HEADERS), "10.0.0.1")
+        pairs = fill_fields(own, shared, self.origin, rules, FILL_DROPPED)
+        self.assertEqual(pairs, forward_headers(own, FILL_DROPPED, rules))
+        self.assertNotIn(b"accept", [n.lower() for n, _ in pairs])
+        self.assertEqual(forwarded._forwarded, {})
 
 
 class RelayHeadTests(SynchronousTestCase):
