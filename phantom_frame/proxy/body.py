@@ -6,7 +6,7 @@ cache.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -109,7 +109,8 @@ class BodyRelay(Protocol):
     _BUFFER, _HELD, _STREAM = range(3)
 
     def __init__(
-        self, clock: IReactorTime, idleTimeout: Optional[float], limit: Optional[int] = None
+        self, clock: IReactorTime, idleTimeout: Optional[float], limit: Optional[int] = None,
+        ready: Optional[Once] = None,
     ) -> None:
         """
         @param clock: for the idle timeout.
@@ -118,6 +119,7 @@ class BodyRelay(Protocol):
             L{OriginResponse}).
         @param limit: bytes to buffer before overflowing; C{None} to hold the
             body for L{stream_to} from the start.
+        @param ready: told what L{ready} would fire with, instead of it.
         """
         self._clock = clock
         self._idleTimeout = idleTimeout
@@ -131,7 +133,7 @@ class BodyRelay(Protocol):
         self._idle: Optional[IDelayedCall] = None
         self._lost: Optional[Failure] = None
         self._timedOut = False
-        self._ready: Deferred[bool] = Deferred(self._abandon)
+        self._ready: Any = Deferred(self._abandon) if ready is None else ready
         self._streamed: Optional[Deferred[None]] = None
         self._keep: Optional[int] = None
         self._kept: Optional[List[bytes]] = None

@@ -37,6 +37,7 @@ from phantom_frame.cache.policy import (
     response_bypass_reason,
     vary_names,
 )
+from phantom_frame.proxy.fetch import PENDING, Fetch
 from phantom_frame.proxy.forwarded import fill_fields
 from phantom_frame.proxy.parts import RANGED_DROPPED, Parts
 from phantom_frame.proxy.receivers import SnapshotLanded, release
@@ -209,19 +210,16 @@ class Filler:
                 headers.append((b"If-None-Match", stale.etag))
             if stale.last_modified is not None:
                 headers.append((b"If-Modified-Since", stale.last_modified))
-        # (Callbacks, not a coroutine: a fill waiting holds less.)
-        return self._origin.request(method, path_qs, headers, body).addCallback(
-            self._answered, key, header, snapshot, stale, authorized, private, ranged, self._clock.seconds()
-        )
+        fetch = Fetch(self, key, header, snapshot, stale, authorized, private, ranged)
+        return fetch.start(self._origin, method, path_qs, headers, body, self._clock.seconds())
 
-    def _answered(
-        self, response: Any, key: str, header: Callable[[str], Optional[str]], snapshot: bool,
-        stale: Optional[CacheEntry], authorized: bool, private: bool, ranged: bool, request_time: float,
-    ) -> Any:
+    def _answered(self, response: Any, fetch: Fetch) -> Any:
         """
         The origin's answer head came (see L{fetch}): decide what becomes of
-        it, and read its body when it may be stored.
+        it (what the fill gives), or read its body to store (L{PENDING}).
         """
+        key, header, snapshot, stale = fetch.key, fetch.header, fetch.snapshot, fetch.stale
+        authorized, private, ranged, request_time = fetch.authorized, fetch.private, fetch.ranged, fetch.request_time
         config = self._config
         response_time = self._clock.seconds()
         rheaders = tuple(response.pairs)
@@ -273,16 +271,17 @@ class Filler:
         # A revalidation's answer is read whole (up to the limit) before
         # any client sees it, stored or not, so that a body that breaks
         # off can fall back on the stale entry.
-        buffered = reason is None or (stale is not None and status < 500)
-        limit = config.max_cacheable_bytes if buffered else None
-        relay = BodyRelay(self._clock, None, limit)
-        response.deliverBody(relay)
-        if not buffered:
+        if not (reason is None or (stale is not None and status < 500)):
+            relay = BodyRelay(self._clock, None, None)
+            response.deliverBody(relay)
             return Exclusive((response, relay), reason, relay.abort)
-        return relay.ready().addCallback(
-            self._buffered, key, response, relay, reason, rheaders, directives, header, snapshot,
-            (request_time, response_time, shareable),
-        )
+        times = (request_time, response_time, shareable)
+        relay = BodyRelay(self._clock, None, config.max_cacheable_bytes, fetch.ready(
+            lambda complete: self._buffered(
+                complete, key, response, relay, reason, rheaders, directives, header, snapshot, times)
+        ))
+        response.deliverBody(relay)
+        return PENDING
 
     def _buffered(
         self, complete: bool, key: str, response: Any, relay: BodyRelay, reason: Optional[str],

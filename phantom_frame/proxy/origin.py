@@ -7,7 +7,7 @@ L{UpstreamError}s) and hands the body to a L{BodyRelay}
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -28,6 +28,7 @@ from phantom_frame.proxy.client import (
     StalledBody,
 )
 from phantom_frame.proxy.heads import Fields
+from phantom_frame.proxy.settle import Once
 from phantom_frame.proxy.body import (
     BodyRelay,
     BrokenBody,
@@ -152,7 +153,37 @@ class Origin:
             with L{UpstreamTimeout} or L{UpstreamError}. Cancelling it
             cancels the request.
         """
-        response = OriginResponse(self, method)
+        return self.send(OriginResponse(self, method), method, path_and_query, headers, body)
+
+    def request_then(
+        self,
+        method: bytes,
+        path_and_query: bytes,
+        headers: Union[List[Header], Fields],
+        body: Union[None, bytes, RequestBody],
+        answered: Callable[[OriginResponse], object],
+        failed: Callable[[Exception], object],
+    ) -> OriginResponse:
+        """
+        L{request}, its outcome told to plain functions rather than through
+        a L{Deferred}: C{answered} with the L{OriginResponse} once its head
+        came, or C{failed} with the L{UpstreamTimeout}, L{UpstreamError} or
+        C{CancelledError} before it (C{stopProducing} on the response
+        cancels the request).
+        """
+        response = OriginResponse(self, method, Once(answered, failed))
+        self.send(response, method, path_and_query, headers, body)
+        return response
+
+    def send(
+        self, response: OriginResponse, method: bytes, path_and_query: bytes,
+        headers: Union[List[Header], Fields], body: Union[None, bytes, RequestBody],
+    ) -> Optional[Deferred[OriginResponse]]:
+        """
+        Send a request whose answer C{response} reads.
+
+        @return: C{response}'s L{Deferred} of the head (see L{request}).
+        """
         if headers.__class__ is not Fields:
             headers = [self.host] + headers
         client = self.client
@@ -165,7 +196,11 @@ class Origin:
                 return response.relayed(relay(method, self.base_path + path_and_query, headers, response, body))
             done = client.request(method, self.base_path + path_and_query, headers, response, body)
         except ValueError as e:
-            return fail(UpstreamError(f"cannot forward the request: {e}"))
+            error = UpstreamError(f"cannot forward the request: {e}")
+            if response._result is None:
+                response._waiting.errback(error)
+                return None
+            return fail(error)
         return response.start(done)
 
 
@@ -213,7 +248,11 @@ class OriginResponse:
 
     attributed = True
 
-    def __init__(self, origin: Origin, method: bytes) -> None:
+    def __init__(self, origin: Origin, method: bytes, waiting: Optional[Once] = None) -> None:
+        """
+        @param waiting: told of the head (or of the failure before it)
+            instead of the L{Deferred} of L{start} and L{relayed}.
+        """
         self._origin = origin
         self.method = method
         self.head: Optional[ResponseHead] = None
@@ -221,8 +260,10 @@ class OriginResponse:
         self.phrase = b""
         self.pairs: List[Header] = []
         self.length: Optional[int] = None
-        self._result: Deferred[OriginResponse] = Deferred(self._cancel)
-        self._waiting: Optional[Deferred[OriginResponse]] = self._result
+        self._result: Optional[Deferred[OriginResponse]] = None
+        if waiting is None:
+            waiting = self._result = Deferred(self._cancel)
+        self._waiting: Any = waiting
         #: The client's Deferred of the exchange, or the relayed exchange:
         #: what cancels the request.
         self._done: Any = None
@@ -253,7 +294,8 @@ class OriginResponse:
             before this is called.
         @return: the L{Deferred} of the head (see L{Origin.request}).
         """
-        self._done = exchange
+        if self._end is None:  # (one that ended has nothing left to cancel)
+            self._done = exchange
         return self._result
 
     def _timed(self, failed: bool) -> None:

@@ -12,11 +12,11 @@ yields it, however often it is asked.
 
 from __future__ import annotations
 
-from typing import Any, Coroutine, TypeVar, Union
+from typing import Any, Callable, Coroutine, TypeVar, Union
 
 from twisted.internet.defer import Deferred
 
-__all__ = ["settle"]
+__all__ = ["Once", "settle"]
 
 _T = TypeVar("_T")
 
@@ -35,3 +35,56 @@ def settle(coroutine: Coroutine[Any, Any, _T]) -> Union[_T, Deferred[_T]]:
         return done.value
     # It waits for a Deferred: Twisted drives it from there on.
     return Deferred.fromCoroutine(coroutine)
+
+
+class Once:
+    """
+    What stands in for a L{Deferred} fired once by whoever makes a result,
+    when the one who waits for it is known beforehand: C{callback} and
+    C{errback} call its functions, the first call only.
+
+    @ivar called: whether it fired.
+    """
+
+    __slots__ = ("_callback", "_errback", "called")
+
+    def __init__(self, callback: Callable[[Any], object], errback: Callable[[Any], object]) -> None:
+        """
+        @param callback: called with the result.
+        @param errback: called with the exception (or L{Failure}) instead.
+        """
+        self._callback = callback
+        self._errback = errback
+        self.called = False
+
+    def callback(self, result: Any) -> None:
+        """
+        Fire with C{result}, unless fired already.
+        """
+        if not self.called:
+            call = self._fired()[0]
+            call(result)
+
+    def errback(self, error: Any) -> None:
+        """
+        Fail with C{error}, unless fired already.
+        """
+        if not self.called:
+            call = self._fired()[1]
+            call(error)
+
+    def _fired(self) -> Any:
+        """
+        @return: the functions, let go of (what they refer to may refer
+            back to this: nothing of it waits for the cycle collector).
+        """
+        self.called = True
+        functions = self._callback, self._errback
+        self._callback = self._errback = _nothing
+        return functions
+
+
+def _nothing(result: Any) -> None:
+    """
+    What a fired L{Once} calls no more.
+    """
