@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Tuple
 from phantom_frame.cache.codec import decode_content
 from phantom_frame.proxy.answers import http_date
 from phantom_frame.proxy.negotiation import Full, NotModified, Partial
-from phantom_frame.proxy.serve import entry_headers, needs_date, not_modified_headers
+from phantom_frame.proxy.serve import dated_entry_headers, entry_headers, needs_date, not_modified_headers
 
 
 class Wire:
@@ -30,10 +30,7 @@ class Wire:
 
 
 def _serialise(status: bytes, headers: List[Tuple[bytes, bytes]]) -> bytes:
-    lines = [status]
-    for name, value in headers:
-        lines.append(name + b": " + value + b"\r\n")
-    return b"".join(lines)
+    return status + b"".join([name + b": " + value + b"\r\n" for name, value in headers])
 
 
 def build_wire(entry: Any, coding: str) -> Optional[Wire]:
@@ -55,10 +52,10 @@ def build_wire(entry: Any, coding: str) -> Optional[Wire]:
         data = None if kept is None else kept.data
         if data is None:
             return None
-    headers = entry_headers(entry, coding, None)
+    headers, dated = dated_entry_headers(entry, coding, None)
     headers.append((b"Content-Length", b"%d" % len(data)))
     head = _serialise(b" %d %s\r\n" % (entry.status, entry.phrase), headers)
-    return Wire(head, data, needs_date(entry))
+    return Wire(head, data, not dated)
 
 
 def build_not_modified(entry: Any, coding: str) -> Wire:

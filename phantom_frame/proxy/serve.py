@@ -60,15 +60,24 @@ def entry_headers(entry: CacheEntry, coding: str, date: Optional[bytes]) -> List
         encoded), C{Date}, C{Vary} (see L{vary_value}), C{Accept-Ranges}
         (for a 200) and C{Content-Encoding}.
     """
+    return dated_entry_headers(entry, coding, date)[0]
+
+
+def dated_entry_headers(entry: CacheEntry, coding: str, date: Optional[bytes]) -> Tuple[List[Header], bool]:
+    """
+    @return: L{entry_headers}, and whether the origin sent a C{Date}.
+    """
     etag = entry.etag
     headers: List[Header] = []
     has_date = False
     for name, value in entry.headers:
-        lowered = name.lower()
-        if lowered == b"etag" and etag is not None:
-            continue
-        if lowered == b"date":
-            has_date = True
+        if len(name) == 4:
+            # (The two names looked for are four letters long.)
+            lowered = name.lower()
+            if lowered == b"etag" and etag is not None:
+                continue
+            if lowered == b"date":
+                has_date = True
         headers.append((name, value))
     if etag is not None:
         headers.append((b"Etag", etag if coding == "identity" else weakened(etag)))
@@ -81,7 +90,7 @@ def entry_headers(entry: CacheEntry, coding: str, date: Optional[bytes]) -> List
         headers.append((b"Accept-Ranges", b"bytes"))
     if coding != "identity":
         headers.append((b"Content-Encoding", CODING_NAMES[coding]))
-    return headers
+    return headers, has_date
 
 
 def vary_value(entry: CacheEntry) -> Optional[bytes]:
