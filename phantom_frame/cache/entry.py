@@ -135,10 +135,10 @@ class CacheEntry:
         changed).
         """
         alternates = self.alternates
-        self.size = (
-            self.body.size
-            + (sum(stored.size for stored in alternates.values()) if alternates else 0)
-            + sum(len(n) + len(v) for n, v in self.headers)
-            + len(self.key)
-            + ENTRY_OVERHEAD
-        )
+        size = self.body.size + len(self.key) + ENTRY_OVERHEAD
+        for name, value in self.headers:
+            size += len(name) + len(value)
+        if alternates:
+            for stored in alternates.values():
+                size += stored.size
+        self.size = size
