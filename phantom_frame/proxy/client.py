@@ -19,7 +19,7 @@ import attr
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from zope.interface import Attribute, Interface, implementer
 
-from phantom_frame.proxy.transfer import HOP_BY_HOP
+from phantom_frame.proxy.transfer import HOP_BY_HOP, HOP_BY_HOP_AND_LENGTH
 
 Header = Tuple[bytes, bytes]
 
@@ -161,12 +161,13 @@ class ResponseHead:
         """
         return [v for n, v in self.headers if n.lower() == name]
 
-    def end_to_end(self) -> List[Header]:
+    def end_to_end(self, length: bool = True) -> List[Header]:
         """
         @return: the fields a proxy passes on: without hop-by-hop fields and
-            without those named in C{Connection}.
+            those named in C{Connection} (nor C{Content-Length}, unless C{length}).
         """
-        drop = HOP_BY_HOP | self.connection
+        drop = HOP_BY_HOP if length else HOP_BY_HOP_AND_LENGTH
+        drop = drop | self.connection if self.connection else drop
         return [(n, v) for n, v in self.headers if n.lower() not in drop]
 
 

@@ -337,14 +337,12 @@ class OriginResponse:
         self.code = head.status
         self.phrase = head.phrase
         framing = head.framing
-        pairs = head.end_to_end()
         if framing is Framing.EMPTY:
             self.length = 0
+            self.pairs = head.end_to_end()
         else:
             self.length = head.length if framing is Framing.LENGTH else None
-            if head.length is not None or framing is Framing.CHUNKED:
-                pairs = [(n, v) for n, v in pairs if n.lower() != b"content-length"]
-        self.pairs = pairs
+            self.pairs = head.end_to_end(head.length is None and framing is not Framing.CHUNKED)
         if head.codings:
             self._inflater = Inflater(head.codings)
         self._producer = producer

@@ -23,6 +23,9 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+#: The hop-by-hop fields and C{Content-Length}: what a head relayed with
+#: framing of its own leaves out.
+HOP_BY_HOP_AND_LENGTH = HOP_BY_HOP | {b"content-length"}
 
 #: The transfer codings phantom-frame undoes, with their zlib window bits.
 INFLATE = {"gzip": 31, "x-gzip": 31, "deflate": 15}
