@@ -240,8 +240,8 @@ class _ByteExchange(Exchange):
     def write_entry(self, entry: Any, answer: Any, status: CacheStatus, now: float, identity: Optional[bytes]) -> bool:
         """
         Write the answer from C{entry} as a hit's is written: from the
-        entry's pre-serialised head for its coding (made here when it is
-        the entry's first answer, and kept for the hits that follow), with
+        entry's pre-serialised head for its coding (made here, not kept,
+        when it is the entry's first answer), with
         the per-request C{Age}, C{Cache-Status}, C{X-Request-Id} (and
         C{Date}, C{Connection: close}), head and body in one send.
 
@@ -259,9 +259,10 @@ class _ByteExchange(Exchange):
         if answer.coding != entry.coding and type(answer) is not NotModified and (
             wires is None or answer.coding not in wires
         ):
-            # (A body decoded for a fill's client is not kept for the hits.)
+            # (An answer in another coding than the stored one's is the
+            # renderer's: it has the fill's decoded body at hand.)
             return False
-        chunks = wire_answer(entry, answer)
+        chunks = wire_answer(entry, answer, keep=False)
         if chunks is None:
             return False
         request.phantomStatus = status

@@ -77,18 +77,23 @@ def build_partial(entry: Any, identity: Wire) -> Wire:
     return Wire(_serialise(b" 206 Partial Content\r\n", headers), identity.body, needs_date(entry))
 
 
-def wire_answer(entry: Any, answer: Any):
+def wire_answer(entry: Any, answer: Any, keep: bool = True):
     """
     The pre-serialised parts of an answer from C{entry} (made once, and
     kept in C{entry.wire} by coding and kind).
 
     @param answer: the L{phantom_frame.proxy.negotiation.EntryAnswer}.
+    @param keep: whether what is made is kept for the answers that follow
+        (not for a fill's own answer: an entry never asked for again holds
+        no pre-serialised head, which its size does not count).
     @return: C{(status code, wire, per-request headers, body)}, or C{None}
         when it cannot be given so (its body is not in memory, or it is not
         a 200, 206 or 304 from a stored body): the stock path gives it.
     """
     wires = entry.wire
-    if wires is None:
+    if not keep:
+        wires = {} if wires is None else dict(wires)
+    elif wires is None:
         wires = entry.wire = {}
     kind = type(answer)
     if kind is Full:

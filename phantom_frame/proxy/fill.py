@@ -29,13 +29,7 @@ from phantom_frame.cache.freshness import (
     strong_etag,
 )
 from phantom_frame.cache.policy import (
-    as_pairs,
-    header_value,
-    is_soft_404,
-    media_type,
-    opaque_coding,
-    response_bypass_reason,
-    vary_names,
+    as_pairs, header_index, header_value, is_soft_404, media_type, opaque_coding, response_bypass_reason, vary_names,
 )
 from phantom_frame.proxy.fetch import PENDING, Fetch
 from phantom_frame.proxy.forwarded import fill_fields
@@ -369,11 +363,14 @@ class Filler:
             etag = await self._runner(strong_etag, identity)
         stored = await self._cache.put_body(key, encoded)
         recomputed = _RECOMPUTED_OPAQUE if opaque else _RECOMPUTED
+        kept = rheaders
+        if not recomputed.isdisjoint(header_index(rheaders)):
+            kept = tuple([pair for pair in rheaders if pair[0].lower() not in recomputed])
         entry = CacheEntry(
             key=key,
             status=status,
             phrase=phrase,
-            headers=tuple([pair for pair in rheaders if pair[0].lower() not in recomputed]),
+            headers=kept,
             coding=coding,
             body=stored,
             identity_length=len(identity),
