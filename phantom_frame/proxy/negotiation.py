@@ -138,6 +138,8 @@ class Negotiator:
         inm = headers.get("if-none-match")
         if inm is not None:
             return etag_matches_weak(inm.encode("latin-1"), entry.etag)
+        if "if-modified-since" not in headers:
+            return False
         ims = view.values(b"if-modified-since")
         if not ims:
             return False
