@@ -237,7 +237,7 @@ class _ByteExchange(Exchange):
         request = self.request
         return not request.finished and not request.gone
 
-    def write_entry(self, entry: Any, answer: Any, status: CacheStatus, now: float, identity: Optional[bytes]) -> bool:
+    def write_entry(self, entry: Any, answer: Any, status: CacheStatus, now: float) -> bool:
         """
         Write the answer from C{entry} as a hit's is written: from the
         entry's pre-serialised head for its coding (made here, not kept,
@@ -245,9 +245,6 @@ class _ByteExchange(Exchange):
         the per-request C{Age}, C{Cache-Status}, C{X-Request-Id} (and
         C{Date}, C{Connection: close}), head and body in one send.
 
-        @param identity: C{entry}'s decoded body, if the caller has it: not
-            used, since an answer in a coding other than the stored one's is
-            left to the renderer, which does not keep the decoded body.
         @return: whether it was written (not with header rules, nor for an
             answer that has no pre-serialised form: L{wire_answer}).
         """

@@ -91,14 +91,13 @@ def wire_answer(entry: Any, answer: Any, keep: bool = True):
         a 200, 206 or 304 from a stored body): the stock path gives it.
     """
     wires = entry.wire
+    if wires is None:
+        wires = {}
+        if keep:
+            entry.wire = wires
+    elif not keep:
+        wires = dict(wires)
     kind = type(answer)
-    if not keep:
-        if wires is None and kind is Full:
-            wire = build_wire(entry, answer.coding)
-            return None if wire is None else (entry.status, wire, b"", wire.body)
-        wires = {} if wires is None else dict(wires)
-    elif wires is None:
-        wires = entry.wire = {}
     if kind is Full:
         coding = answer.coding
         wire = wires.get(coding)

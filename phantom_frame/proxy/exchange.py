@@ -51,7 +51,7 @@ class Exchange:
         """
         return not self._over and not self.request.finished
 
-    def write_entry(self, entry: Any, answer: Any, status: CacheStatus, now: float, identity: Optional[bytes]) -> bool:
+    def write_entry(self, entry: Any, answer: Any, status: CacheStatus, now: float) -> bool:
         """
         Write the whole answer from a stored entry in one go, when this
         exchange can (see L{phantom_frame.proxy.serve.EntryRenderer.render}).

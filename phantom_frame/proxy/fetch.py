@@ -78,7 +78,7 @@ class Fetch:
         self.request_time = now
         result = self._result
         response = origin.request_then(method, path_qs, headers, body, self._answered, self.fail)
-        if self._response is None and self._result is not None:
+        if self._result is not None:
             self._response = response
         return result
 

@@ -41,17 +41,42 @@ def forwarded_fields(
         applied anew each time, as pairs).
     @raise ValueError: for fields that cannot be sent.
     """
+    fields = _remembered(shared, view, origin, rules, drop)
+    if fields is not None:
+        return fields
+    headers = forward_headers(view, drop, rules)
+    headers.insert(0, origin.host)
+    return headers
+
+
+def fill_fields(
+    view: Any, shared: Any, origin: Any, rules: Any, drop: FrozenSet[bytes]
+) -> Union[Fields, List[Header]]:
+    """
+    The header fields a fill forwards C{view} with, but C{drop}: the
+    L{Fields} of L{forwarded_fields} (with the origin's C{Host}) when the
+    channel remembers the request's head (C{shared}), else pairs without
+    C{Host} (for L{phantom_frame.proxy.origin.Origin.request} to add).
+
+    @raise ValueError: for fields that cannot be sent.
+    """
+    fields = _remembered(shared, view, origin, rules, drop)
+    return forward_headers(view, drop, rules) if fields is None else fields
+
+
+def _remembered(shared: Any, view: Any, origin: Any, rules: Any, drop: FrozenSet[bytes]) -> Optional[Fields]:
+    """
+    @return: the L{Fields} of L{forwarded_fields} made once per remembered
+        head, or C{None} when they are made anew (no remembered head,
+        header rules with request headers to set or remove, or a client
+        request id that was refused, which is not forwarded).
+    """
     if shared is None or rules.request_set or rules.request_remove:
-        headers = forward_headers(view, drop, rules)
-        headers.insert(0, origin.host)
-        return headers
+        return None
     rid = view.headers.get("x-request-id")
     known_rid = shared.headers.get("x-request-id")
     if known_rid is not None and known_rid != rid:
-        # The client's id was refused: it is not forwarded.
-        headers = forward_headers(view, drop, rules)
-        headers.insert(0, origin.host)
-        return headers
+        return None
     # (By the remembered head's fields, which the heads of new paths with
     # the same header lines share: what is forwarded depends on nothing
     # else but the client and the connection's security.)
@@ -73,20 +98,3 @@ def forwarded_fields(
         return known[3].plus(b"x-request-id", rid.encode("latin-1"))
     return known[3]
 
-
-def fill_fields(
-    view: Any, shared: Any, origin: Any, rules: Any, drop: FrozenSet[bytes]
-) -> Union[Fields, List[Header]]:
-    """
-    The header fields a fill forwards C{view} with, but C{drop}: the
-    L{Fields} of L{forwarded_fields} (with the origin's C{Host}) when the
-    channel remembers the request's head (C{shared}), else pairs without
-    C{Host} (for L{phantom_frame.proxy.origin.Origin.request} to add).
-
-    @raise ValueError: for fields that cannot be sent.
-    """
-    if shared is not None and not (rules.request_set or rules.request_remove):
-        fields = forwarded_fields(shared, view, origin, rules, drop)
-        if fields.__class__ is Fields:
-            return fields
-    return forward_headers(view, drop, rules)

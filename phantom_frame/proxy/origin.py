@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -196,11 +196,9 @@ class Origin:
                 return response.relayed(relay(method, self.base_path + path_and_query, headers, response, body))
             done = client.request(method, self.base_path + path_and_query, headers, response, body)
         except ValueError as e:
-            error = UpstreamError(f"cannot forward the request: {e}")
-            if response._result is None:
-                response._waiting.errback(error)
-                return None
-            return fail(error)
+            waiting, response._waiting = response._waiting, None
+            waiting.errback(UpstreamError(f"cannot forward the request: {e}"))
+            return response._result
         return response.start(done)
 
 

@@ -72,8 +72,7 @@ class FillAnswer:
     How a client is answered with its fill's result (a receiver of
     L{phantom_frame.cache.lock.Shared}, L{Exclusive} and C{NOT_SHARED}:
     an L{phantom_frame.cache.lock.IFillReceiver}). Each method returns a
-    L{Deferred} firing once the client is answered (L{shared}: or C{None}
-    when it is answered at once).
+    L{Deferred} firing once the client is answered.
     """
 
     def __init__(
@@ -112,9 +111,7 @@ class FillAnswer:
             status = statuses.revalidated(result.origin_status)
         else:
             status = statuses.COLLAPSED if self._collapsed else statuses.STORED
-        written = server.entries.render(exchange, entry, server.decider.answer(view, entry), status, result.identity)
-        # (Written at once, as a fill's answer usually is: nothing to wait for.)
-        return None if written.called else written
+        return server.entries.render(exchange, entry, server.decider.answer(view, entry), status, result.identity)
 
     def exclusive(self, result: Exclusive) -> Deferred[None]:
         """

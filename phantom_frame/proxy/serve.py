@@ -182,7 +182,7 @@ class EntryRenderer:
             send_error(exchange, 406, "Not Acceptable: no acceptable content-coding", status)
             return succeed(None)
         now = self._clock.seconds()
-        if exchange.write_entry(entry, answer, status, now, identity):
+        if exchange.write_entry(entry, answer, status, now):
             return succeed(None)
         base = entry_headers(entry, answer.coding, http_date(now))
         if isinstance(answer, (NotModified, Unsatisfiable)):
