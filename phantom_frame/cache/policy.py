@@ -127,12 +127,24 @@ def media_type(headers: Headers) -> Optional[str]:
         whitespace (the last one when the header is repeated); L{None} when
         absent or empty.
     """
-    values = header_values(headers, b"content-type")
+    if headers.__class__ is tuple:
+        values = header_index(headers).get(b"content-type", ())  # type: ignore[arg-type]
+    else:
+        values = header_values(headers, b"content-type")
     for value in reversed(values):
-        media = value.split(b";", 1)[0].strip().lower()
+        media = _MEDIA_TYPES.get(value, "")
+        if media == "":
+            media = value.split(b";", 1)[0].strip().lower().decode("latin-1") or None
+            if len(_MEDIA_TYPES) < 512:
+                _MEDIA_TYPES[value] = media
         if media:
-            return media.decode("latin-1")
+            return media
     return None
+
+
+#: The media type of each C{Content-Type} value read so far (a few hundred
+#: at most: an origin sends the same few again and again).
+_MEDIA_TYPES: Dict[bytes, Optional[str]] = {}
 
 
 def strategy_allows(strategy: CacheStrategy, media: Optional[str]) -> bool:

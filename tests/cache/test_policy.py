@@ -80,6 +80,21 @@ class HeaderTests(SynchronousTestCase):
         headers = [(b"Content-Type", b"text/plain"), (b"Content-Type", b"text/html")]
         self.assertEqual(media_type(headers), "text/html")
 
+    def test_mediaTypeRemembered(self) -> None:
+        """
+        Each C{Content-Type} value is read once: asked again, as a list or
+        as a tuple of pairs, it gives the same answer from what is
+        remembered, which holds a bounded number of values.
+        """
+        value = b"Application/JSON; charset=utf-8"
+        self.assertEqual(media_type([(b"Content-Type", value)]), "application/json")
+        self.assertEqual(policy._MEDIA_TYPES[value], "application/json")
+        self.assertEqual(media_type(((b"content-type", value),)), "application/json")
+        self.assertIsNone(media_type(((b"content-type", b" ;q"),)))
+        self.patch(policy, "_MEDIA_TYPES", {b"x/%d" % i: "x/%d" % i for i in range(512)})
+        self.assertEqual(media_type(((b"content-type", b"Text/CSV"),)), "text/csv")
+        self.assertNotIn(b"Text/CSV", policy._MEDIA_TYPES)
+
 
 class StrategyAllowsTests(SynchronousTestCase):
     """
