@@ -209,7 +209,7 @@ class _Flight:
 
     @ivar doomed: an invalidation overtook the fill: its result is not
         stored.
-    @ivar fetching: the fetch's Deferred, until it fires.
+    @ivar fetching: what the fetch gave (see L{FillLock}), until it fires.
     """
 
     def __init__(self, lock: FillLock, key: str) -> None:
@@ -221,7 +221,7 @@ class _Flight:
         self.key = key
         self.doomed = False
         self.waiters: List[Deferred[FillResult]] = []
-        self.fetching: Optional[Deferred[FillResult]] = None
+        self.fetching: Any = None
 
     def join(self) -> Deferred[FillResult]:
         """
@@ -314,7 +314,10 @@ class FillLock:
     One fill per key at a time, with any number of waiters.
 
     The first caller of L{start} runs the fetch; L{join} waits for the fill
-    in flight. The fetch fires with a L{FillResult} or fails:
+    in flight. The fetch gives a L{Deferred}, or anything with the two
+    methods the lock uses of one (C{addBoth}, told once of the outcome, and
+    C{cancel}: a L{phantom_frame.proxy.fetch.Fetch}); it fires with a
+    L{FillResult} or fails:
 
       - a result whose C{exclusive} is true goes to the first waiter still
         waiting and L{NOT_SHARED} to the others; with nobody waiting, it is
@@ -355,10 +358,11 @@ class FillLock:
         """
         return key in self._flights
 
-    def start(self, key: str, fetch: Callable[[], Deferred[FillResult]]) -> Deferred[FillResult]:
+    def start(self, key: str, fetch: Callable[[], Any]) -> Deferred[FillResult]:
         """
         Start the fill of C{key}: call C{fetch} (a fetch that raises fails
-        at once).
+        at once), which gives a L{Deferred} of the L{FillResult} or its like
+        (see L{FillLock}).
 
         @raise ValueError: a fill of C{key} is in flight already (L{join}
             it).

@@ -2,15 +2,16 @@
 L{Fetch}: one fill's request to its origin, from the request to what the
 fill gives (see L{phantom_frame.proxy.fill.Filler.fetch}), told through
 plain callbacks: the head to the filler, which decides what becomes of the
-response, the whole body back to it to be stored, and one L{Deferred} for
-the outcome.
+response, the whole body back to it to be stored, and the outcome to one
+listener (the fill lock's flight), with no L{Deferred} on the way.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, List, Optional, Union
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from phantom_frame.cache.entry import CacheEntry
@@ -20,6 +21,9 @@ from phantom_frame.proxy.settle import Once
 
 __all__ = ["Fetch", "PENDING"]
 
+#: Logged as the server's own events (namespace C{phantom_frame.proxy}).
+log = Logger(namespace="phantom_frame.proxy")
+
 #: What the filler's decision on a head gives when the body is being read:
 #: the outcome comes later (L{Fetch.land}).
 PENDING = object()
@@ -27,7 +31,9 @@ PENDING = object()
 
 class Fetch:
     """
-    One fill's request to the origin.
+    One fill's request to the origin, and its outcome: told to one
+    listener (L{addBoth}) as a L{Deferred} would tell its callback, or
+    through a L{Deferred} (L{deferred}, or awaiting it).
 
     @ivar key: the key filled.
     @ivar header: reads the client request's headers (for the variant).
@@ -41,7 +47,7 @@ class Fetch:
 
     __slots__ = (
         "key", "header", "snapshot", "stale", "authorized", "private", "ranged", "request_time",
-        "_filler", "_result", "_response",
+        "_filler", "_listener", "_outcome", "_over", "_response",
     )
 
     def __init__(
@@ -61,26 +67,77 @@ class Fetch:
         self.private = private
         self.ranged = ranged
         self.request_time = 0.0
-        self._result: Deferred[Any] = Deferred(self._cancel)
+        #: Told of the outcome; the outcome itself while nobody listens.
+        self._listener: Optional[Callable[[Any], object]] = None
+        self._outcome: Any = _NOTHING
+        self._over = False
         self._response: Any = None
 
     def start(
         self, origin: Origin, method: bytes, path_qs: bytes, headers: Union[List[Header], Fields], body: Any,
         now: float,
-    ) -> Deferred[Any]:
+    ) -> Fetch:
         """
-        Send the request.
+        Send the request: with the stored validators when it revalidates
+        C{stale} (RFC 9111 §4.3.1).
 
         @param now: the time it is sent.
-        @return: the L{Deferred} of the outcome: cancelling it cancels the
-            request, or abandons the body.
+        @return: this fetch, whose outcome L{addBoth} tells (L{cancel}
+            cancels the request, or abandons the body).
         """
         self.request_time = now
-        result = self._result
+        stale = self.stale
+        if stale is not None:
+            headers = list(headers)
+            if stale.etag is not None and not stale.etag.startswith(b'"pf-'):
+                headers.append((b"If-None-Match", stale.etag))
+            if stale.last_modified is not None:
+                headers.append((b"If-Modified-Since", stale.last_modified))
         response = origin.request_then(method, path_qs, headers, body, self._answered, self.fail)
-        if self._result is not None:
+        if not self._over:
             self._response = response
+        return self
+
+    def addBoth(self, listener: Callable[[Any], object]) -> Fetch:
+        """
+        Tell C{listener} of the outcome, as a L{Deferred}'s callback is
+        told: what the fill gives, or a L{Failure}; at once when it came
+        already. A fetch has one listener; what it raises is logged.
+
+        @return: this fetch.
+        """
+        outcome, self._outcome = self._outcome, _NOTHING
+        if outcome is not _NOTHING:
+            _tell(listener, outcome)
+        elif not self._over:
+            self._listener = listener
+        return self
+
+    def deferred(self) -> Deferred[Any]:
+        """
+        @return: a L{Deferred} of the outcome (its listener): cancelling it
+            cancels this fetch.
+        """
+        result: Deferred[Any] = Deferred(lambda _: self.cancel())
+        self.addBoth(result.callback)
         return result
+
+    def __await__(self) -> Any:
+        """
+        Awaiting a fetch awaits its L{deferred}.
+        """
+        return self.deferred().__await__()
+
+    def cancel(self) -> None:
+        """
+        The outcome is no longer wanted: cancel the request, or abandon the
+        body; the outcome is a C{CancelledError} unless stopping gave
+        another.
+        """
+        if not self._over:
+            if self._response is not None:
+                self._response.stopProducing()
+            self.fail(CancelledError())
 
     def ready(self, complete: Callable[[bool], Any]) -> Once:
         """
@@ -94,7 +151,7 @@ class Fetch:
         """
         The head came: the filler decides.
         """
-        if self._result is not None:
+        if not self._over:
             self._response = response
             self._land(self._filler._answered, response, self)
 
@@ -119,31 +176,41 @@ class Fetch:
         """
         The fill gives C{outcome}.
         """
-        result = self._over()
-        if result is not None:
-            result.callback(outcome)
+        if not self._over:
+            self._give(outcome)
 
     def fail(self, error: Any) -> None:
         """
         The fill fails with C{error} (an exception or a L{Failure}).
         """
-        result = self._over()
-        if result is not None:
-            result.errback(error)
+        if not self._over:
+            self._give(error if isinstance(error, Failure) else Failure(error))
 
-    def _over(self) -> Optional[Deferred[Any]]:
+    def _give(self, outcome: Any) -> None:
         """
-        @return: the outcome's L{Deferred}, unless it fired, let go of with
-            the response (they refer back to this).
+        The outcome came: tell the listener, or hold it for the one to
+        come; let go of the response (which refers back to this).
         """
-        result, self._result = self._result, None
+        self._over = True
         self._response = None
-        return None if result is None or result.called else result
+        listener, self._listener = self._listener, None
+        if listener is None:
+            self._outcome = outcome
+        else:
+            _tell(listener, outcome)
 
-    def _cancel(self, result: Deferred[Any]) -> None:
-        """
-        The outcome is no longer wanted: cancel the request, or abandon the
-        body.
-        """
-        if self._response is not None:
-            self._response.stopProducing()
+
+#: What a fetch holds before its outcome came, or once told.
+_NOTHING = object()
+
+
+def _tell(listener: Callable[[Any], object], outcome: Any) -> None:
+    """
+    Call C{listener} with C{outcome}; log what it raises (as a failing
+    L{Deferred} callback would be): the origin's connection, which tells
+    the outcome, goes on.
+    """
+    try:
+        listener(outcome)
+    except BaseException:
+        log.failure("telling the outcome of a fill failed")

@@ -181,7 +181,7 @@ class Filler:
         body=None,
         private: bool = False,
         ranged: bool = False,
-    ) -> Deferred:
+    ) -> Fetch:
         """
         Fetch C{path_qs} from the origin for the fill of C{key}: a
         conditional request when C{stale} is given, a snapshot (stored
@@ -189,21 +189,16 @@ class Filler:
         with an error page) when C{snapshot} is set; a 206 to a C{ranged}
         fill is a part (L{Parts.store}).
 
-        @return: a L{Deferred} firing with a L{Shared} stored entry, or an
-            L{Exclusive} response for the one client that asked, with why
-            it is not stored (C{cookie}: a C{private} request's response the
-            origin did not mark shareable); failing with L{SnapshotError}
-            (a snapshot that cannot be stored) or L{UpstreamError} (the
-            origin failed, or its body broke off or does not decode).
-            Cancelling it cancels the request, or abandons the body.
+        @return: the L{Fetch}, which tells its one listener (the fill lock's
+            flight; see L{Fetch.addBoth}, or L{Fetch.deferred}) of a
+            L{Shared} stored entry, or an L{Exclusive} response for the one
+            client that asked, with why it is not stored (C{cookie}: a
+            C{private} request's response the origin did not mark
+            shareable); or of a failure: L{SnapshotError} (a snapshot that
+            cannot be stored) or L{UpstreamError} (the origin failed, or its
+            body broke off or does not decode). Cancelling it cancels the
+            request, or abandons the body.
         """
-        if stale is not None:
-            # Revalidate with the stored validators (RFC 9111 §4.3.1).
-            headers = list(headers)
-            if stale.etag is not None and not stale.etag.startswith(b'"pf-'):
-                headers.append((b"If-None-Match", stale.etag))
-            if stale.last_modified is not None:
-                headers.append((b"If-Modified-Since", stale.last_modified))
         fetch = Fetch(self, key, header, snapshot, stale, authorized, private, ranged)
         return fetch.start(self._origin, method, path_qs, headers, body, self._clock.seconds())
 
@@ -480,7 +475,7 @@ class Filler:
         """
 
         def fetch() -> Deferred:
-            return limiter.run(lambda: self.fetch(key, b"GET", target, [], no_header, snapshot=True))
+            return limiter.run(lambda: self.fetch(key, b"GET", target, [], no_header, snapshot=True).deferred())
 
         shared = getattr(self._cache, "fill_snapshot", None)
         waiter, _ = self._cache.fill(key, fetch) if shared is None else shared(key, fetch, since)

@@ -10,8 +10,10 @@ from typing import Any, List
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from phantom_frame.proxy import fetch as fetch_module
 from phantom_frame.proxy.body import UpstreamError
 from phantom_frame.proxy.fetch import PENDING, Fetch
 from phantom_frame.proxy.origin import Origin
@@ -70,14 +72,15 @@ def _fetch(outcome: Any) -> Any:
     """
     origin, filler = _Origin(), _Filler(outcome)
     fetch = Fetch(filler, "k", lambda name: None, False, None, False, False, False)
-    result = fetch.start(origin, b"GET", b"/p", [], None, 12.5)
+    result = fetch.start(origin, b"GET", b"/p", [], None, 12.5).deferred()
     return fetch, origin, filler, result
 
 
 class FetchTests(SynchronousTestCase):
     """
     A fetch sends its request, lets the filler decide on the head, and
-    fires its one L{Deferred} with what the fill gives.
+    tells its one listener (here its L{Fetch.deferred}) what the fill
+    gives.
     """
 
     def test_decided(self) -> None:
@@ -186,7 +189,83 @@ class FetchTests(SynchronousTestCase):
         fetch, origin, _, result = _fetch("stored")
         origin.answered(origin.response)
         self.assertIsNone(fetch._response)
-        self.assertIsNone(fetch._result)
+        self.assertIsNone(fetch._listener)
+
+    def test_listener(self) -> None:
+        """
+        L{Fetch.addBoth} tells its listener of the outcome as it comes,
+        with no L{Deferred}: a result, or a L{Failure}; the outcome is told
+        once.
+        """
+        origin, seen = _Origin(), []
+        fetch = Fetch(_Filler("stored"), "k", lambda name: None, False, None, False, False, False)
+        self.assertIs(fetch.start(origin, b"GET", b"/p", [], None, 1.0), fetch)
+        self.assertIs(fetch.addBoth(seen.append), fetch)
+        self.assertEqual(seen, [])
+        origin.answered(origin.response)
+        fetch.land("again")
+        self.assertEqual(seen, ["stored"])
+        failing = Fetch(_Filler("stored"), "k", lambda name: None, False, None, False, False, False)
+        failing.start(origin, b"GET", b"/p", [], None, 1.0).addBoth(seen.append)
+        origin.failed(UpstreamError("refused"))
+        self.assertIsInstance(seen[-1], Failure)
+        seen[-1].trap(UpstreamError)
+
+    def test_listenerLate(self) -> None:
+        """
+        An outcome that came before anybody listened (a request that could
+        not be sent) is told to the listener at once, then let go of.
+        """
+        fetch = Fetch(_Filler("stored"), "k", lambda name: None, False, None, False, False, False)
+        fetch.fail(UpstreamError("cannot forward"))
+        seen: List[Any] = []
+        fetch.addBoth(seen.append)
+        [failure] = seen
+        failure.trap(UpstreamError)
+        self.assertIs(fetch._outcome, fetch_module._NOTHING)
+
+    def test_listenerRaises(self) -> None:
+        """
+        A listener that raises is logged; the one who told the outcome (the
+        origin's connection) is not disturbed.
+        """
+        origin = _Origin()
+        fetch = Fetch(_Filler("stored"), "k", lambda name: None, False, None, False, False, False)
+        fetch.start(origin, b"GET", b"/p", [], None, 1.0).addBoth(lambda outcome: 1 / 0)
+        origin.answered(origin.response)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_cancelListened(self) -> None:
+        """
+        L{Fetch.cancel} stops the response and tells the listener of a
+        C{CancelledError}; cancelling again, or after the outcome, does
+        nothing.
+        """
+        origin = _Origin()
+        fetch = Fetch(_Filler("stored"), "k", lambda name: None, False, None, False, False, False)
+        seen: List[Any] = []
+        fetch.start(origin, b"GET", b"/p", [], None, 1.0).addBoth(seen.append)
+        fetch.cancel()
+        fetch.cancel()
+        self.assertEqual(origin.response.stopped, 1)
+        [failure] = seen
+        failure.trap(CancelledError)
+
+    def test_awaited(self) -> None:
+        """
+        Awaiting a fetch gives its outcome.
+        """
+        origin = _Origin()
+        other = Fetch(_Filler("stored"), "k", lambda name: None, False, None, False, False, False)
+        other.start(origin, b"GET", b"/p", [], None, 1.0)
+
+        async def wait() -> Any:
+            return await other
+
+        result = Deferred.fromCoroutine(wait())
+        self.assertNoResult(result)
+        origin.answered(origin.response)
+        self.assertEqual(self.successResultOf(result), "stored")
 
 
 class OnceTests(SynchronousTestCase):
