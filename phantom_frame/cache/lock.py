@@ -203,6 +203,57 @@ class NotShared(FillResult):
 NOT_SHARED = NotShared()
 
 
+class Waiter:
+    """
+    A waiter told of a fill's result by a plain call rather than through a
+    L{Deferred} of its own (see L{FillLock.start}): its listener is called
+    once with the L{FillResult} or a L{Failure}, as a waiter's L{Deferred}
+    would call its callback; L{cancel} detaches it as cancelling that
+    L{Deferred} does (the listener is told of a C{CancelledError}).
+
+    @ivar called: whether it was told.
+    """
+
+    __slots__ = ("called", "_listener", "_flight")
+
+    def __init__(self, listener: Callable[[Any], object]) -> None:
+        """
+        @param listener: told of the result; what it raises is logged (the
+            other waiters are told all the same).
+        """
+        self.called = False
+        self._listener = listener
+        self._flight: Optional[_Flight] = None
+
+    def callback(self, result: Any) -> None:
+        """
+        Tell the listener of C{result}, unless told already.
+        """
+        if not self.called:
+            self.called = True
+            listener, self._listener, self._flight = self._listener, _told, None
+            try:
+                listener(result)
+            except BaseException:
+                log.failure("answering a fill's waiter failed")
+
+    errback = callback
+
+    def cancel(self) -> None:
+        """
+        Stop waiting: the fetch is cancelled when no waiter is left.
+        """
+        flight = self._flight
+        if not self.called and flight is not None:
+            flight._cancelWaiter(self)
+
+
+def _told(result: Any) -> None:
+    """
+    What a waiter that was told calls no more.
+    """
+
+
 class _Flight:
     """
     One in-flight fill and the Deferreds of those waiting for it.
@@ -220,18 +271,23 @@ class _Flight:
         self.lock = lock
         self.key = key
         self.doomed = False
-        self.waiters: List[Deferred[FillResult]] = []
+        self.waiters: List[Any] = []
         self.fetching: Any = None
 
-    def join(self) -> Deferred[FillResult]:
+    def join(self, waiter: Optional[Waiter] = None) -> Any:
         """
-        @return: a new waiter's L{Deferred}, cancellable on its own.
+        @param waiter: the new waiter, told by a plain call; without it,
+            the new waiter is a L{Deferred}.
+        @return: the new waiter, cancellable on its own.
         """
-        waiter: Deferred[FillResult] = Deferred(self._cancelWaiter)
+        if waiter is None:
+            waiter = Deferred(self._cancelWaiter)
+        else:
+            waiter._flight = self
         self.waiters.append(waiter)
         return waiter
 
-    def _cancelWaiter(self, waiter: Deferred[FillResult]) -> None:
+    def _cancelWaiter(self, waiter: Any) -> None:
         """
         Detach a cancelled waiter; cancel the fetch when it was the last.
         """
@@ -242,7 +298,7 @@ class _Flight:
             self.lock._land(self)
             self.fetching.cancel()
 
-    def _landed(self) -> List[Deferred[FillResult]]:
+    def _landed(self) -> List[Any]:
         """
         The fetch has fired: free the key for new fills.
 
@@ -328,8 +384,9 @@ class FillLock:
         have had it;
       - a failure goes to every waiter, each a L{Failure} of its own.
 
-    Cancelling a waiter's Deferred detaches that waiter only; the fetch is
-    cancelled when no waiter is left.
+    A waiter is a L{Deferred}, or a L{Waiter} told by a plain call.
+    Cancelling a waiter detaches that waiter only; the fetch is cancelled
+    when no waiter is left.
 
     @ivar name: the server's name, for logs.
     """
@@ -358,21 +415,23 @@ class FillLock:
         """
         return key in self._flights
 
-    def start(self, key: str, fetch: Callable[[], Any]) -> Deferred[FillResult]:
+    def start(self, key: str, fetch: Callable[[], Any], waiter: Optional[Waiter] = None) -> Any:
         """
         Start the fill of C{key}: call C{fetch} (a fetch that raises fails
         at once), which gives a L{Deferred} of the L{FillResult} or its like
         (see L{FillLock}).
 
+        @param waiter: the first waiter, told by a plain call (possibly
+            before this returns, when the fetch fails at once).
         @raise ValueError: a fill of C{key} is in flight already (L{join}
             it).
-        @return: the first waiter's L{Deferred}.
+        @return: the first waiter: C{waiter}, or else a L{Deferred}.
         """
         if key in self._flights:
             raise ValueError(f"a fill of {key!r} is in flight already")
         flight = _Flight(self, key)
         self._flights[key] = flight
-        waiter = flight.join()
+        waiter = flight.join(waiter)
         try:
             fetching = fetch()
         except BaseException:
@@ -382,17 +441,19 @@ class FillLock:
         fetching.addBoth(flight.landed)
         return waiter
 
-    def join(self, key: str) -> Optional[Deferred[FillResult]]:
+    def join(self, key: str, waiter: Optional[Waiter] = None) -> Any:
         """
         Wait for the fill of C{key} in flight, if there is one, without
         starting one.
 
-        @return: a waiter's L{Deferred} (as L{start}'s), or L{None}.
+        @param waiter: the waiter, told by a plain call.
+        @return: the waiter (C{waiter}, or else a L{Deferred}; as
+            L{start}'s), or L{None} when no fill is in flight.
         """
         flight = self._flights.get(key)
         if flight is None:
             return None
-        return flight.join()
+        return flight.join(waiter)
 
     def doom_matching(self, matches: Callable[[str], bool]) -> None:
         """

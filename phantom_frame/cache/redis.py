@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from phantom_frame.cache.bus import RedisNode, RedisUnavailable
 from phantom_frame.cache.entry import CacheEntry, Variant
-from phantom_frame.cache.lock import FillResult, Shared
+from phantom_frame.cache.lock import FillResult, Shared, Waiter
 from phantom_frame.cache.patterns import InvalidationPattern
 from phantom_frame.cache.redisentry import (
     REVALIDATION_GRACE,
@@ -202,8 +202,9 @@ class TieredCache(ResponseCache):
     # Filling across nodes
 
     def fill(
-        self, key: str, fetch: Callable[[], Deferred[FillResult]], usable: Optional[Callable[[CacheEntry], bool]] = None
-    ) -> Tuple[Deferred[FillResult], bool]:
+        self, key: str, fetch: Callable[[], Any], waiter: Optional[Waiter] = None,
+        usable: Optional[Callable[[CacheEntry], bool]] = None,
+    ) -> Tuple[Any, bool]:
         """
         As L{ResponseCache.fill}, single-flight across every node on the
         same Redis as well.
@@ -212,7 +213,7 @@ class TieredCache(ResponseCache):
             answers this fill (then nothing is fetched); without it, the
             fill fetches unless another node's fill of C{key} is under way.
         """
-        return super().fill(key, lambda: Deferred.fromCoroutine(self._fill_across(key, fetch, usable)))
+        return super().fill(key, lambda: Deferred.fromCoroutine(self._fill_across(key, fetch, usable)), waiter)
 
     def fill_snapshot(
         self, key: str, fetch: Callable[[], Deferred[FillResult]], since: Optional[float] = None
@@ -225,7 +226,7 @@ class TieredCache(ResponseCache):
         (a few seconds at most) for Redis to be reached, so that the nodes
         starting together share their warm-up.
         """
-        return self.fill(key, fetch, lambda entry: entry.pinned and (since is None or entry.stored_at >= since))
+        return self.fill(key, fetch, None, lambda entry: entry.pinned and (since is None or entry.stored_at >= since))
 
     async def _fill_across(
         self, key: str, fetch: Callable[[], Deferred[FillResult]], usable: Optional[Callable[[CacheEntry], bool]] = None

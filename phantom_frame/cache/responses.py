@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from phantom_frame.cache.entry import CacheEntry, Variant
 from phantom_frame.cache.inplace import InPlace
-from phantom_frame.cache.lock import FillLock, FillResult
+from phantom_frame.cache.lock import FillLock, FillResult, Waiter
 from phantom_frame.cache.lru import LRU, Slot
 from phantom_frame.cache.partial import PartialEntry, merge
 from phantom_frame.cache.patterns import InvalidationPattern
@@ -162,8 +162,8 @@ class ResponseCache(InPlace):
     # Filling
 
     def fill(
-        self, key: str, fetch: Callable[[], Deferred[FillResult]]
-    ) -> Tuple[Deferred[FillResult], bool]:
+        self, key: str, fetch: Callable[[], Any], waiter: Optional[Waiter] = None
+    ) -> Tuple[Any, bool]:
         """
         Fetch C{key} once however many ask at the same time.
 
@@ -171,18 +171,20 @@ class ResponseCache(InPlace):
         fetch fires with L{Shared} (stored unless an invalidation overtook
         it, and given to every waiter), L{Exclusive} (given to the first
         waiter still waiting, L{NOT_SHARED} to the others) or a failure
-        (given to every waiter). Cancelling a waiter's Deferred detaches
-        that waiter only; the fetch is cancelled when no waiter is left.
-        See L{FillLock}.
+        (given to every waiter). Cancelling a waiter detaches that waiter
+        only; the fetch is cancelled when no waiter is left. See
+        L{FillLock}.
 
-        @return: this caller's L{Deferred}, and whether it joined a fill
-            another request started.
+        @param waiter: this caller's L{Waiter}, told by a plain call;
+            without it, this caller waits through a L{Deferred}.
+        @return: this caller's waiter (C{waiter}, or else a L{Deferred}),
+            and whether it joined a fill another request started.
         """
-        waiter = self.join(key)
-        if waiter is not None:
-            return waiter, True
+        joined = self.join(key, waiter)
+        if joined is not None:
+            return joined, True
         self.misses += 1
-        return self._lock.start(key, fetch), False
+        return self._lock.start(key, fetch, waiter), False
 
     def in_flight(self, key: str) -> bool:
         """
@@ -190,14 +192,16 @@ class ResponseCache(InPlace):
         """
         return key in self._lock
 
-    def join(self, key: str) -> Optional[Deferred[FillResult]]:
+    def join(self, key: str, waiter: Optional[Waiter] = None) -> Any:
         """
         Wait for the fill of C{key} in flight, if there is one, without
         starting one.
 
-        @return: a waiter's L{Deferred} (as L{fill}'s), or C{None}.
+        @param waiter: the waiter, told by a plain call (see
+            L{FillLock.start}); without it, the waiter is a L{Deferred}.
+        @return: the waiter (as L{fill}'s), or C{None}.
         """
-        waiter = self._lock.join(key)
+        waiter = self._lock.join(key, waiter)
         if waiter is not None:
             self.coalesced += 1
         return waiter

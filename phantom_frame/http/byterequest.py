@@ -306,7 +306,8 @@ class ByteFill:
         self.request.requestId = headers.get("x-request-id", "")
         self.request.closing = close
         self._started = clock.seconds()
-        self._deferred: Optional[Deferred[None]] = None
+        #: What gives the answer up (see ProxyServer.render_fill).
+        self._waiter: Any = None
         self._exchange: Any = None
 
     @property
@@ -342,18 +343,17 @@ class ByteFill:
         exchange = self._exchange = _ByteExchange(self.request, self.view, self.server.config.headers, self._shared)
         token = current_request.set(self.request)
         try:
-            d = self._deferred = self.server.render_fill(exchange, self._decision)
+            self._waiter = self.server.render_fill(exchange, self._decision, self._unexpected)
         finally:
             current_request.reset(token)
-        d.addErrback(self._unexpected)
 
     def cancel(self) -> None:
         """
         The client went away: stop.
         """
         self.request.lost()
-        if self._deferred is not None:
-            self._deferred.cancel()
+        if self._waiter is not None:
+            self._waiter.cancel()
 
     def _unexpected(self, failure: Failure) -> None:
         if failure.check(CancelledError):

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from phantom_frame.cache.codec import STORED_CODING, Codec, DecodeError
 from phantom_frame.cache.cookies import marked_shareable
 from phantom_frame.cache.entry import NOT_YET_COMPRESSED, CacheEntry
-from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared
+from phantom_frame.cache.lock import NOT_SHARED, Exclusive, Shared, Waiter
 from phantom_frame.cache.variance import no_header, variant_of
 from phantom_frame.cache.freshness import (
     ResponseDirectives,
@@ -120,7 +120,7 @@ class Filler:
 
     def fill(
         self, view: RequestView, key: str, stale: Optional[CacheEntry], body: Any = None, private: bool = False,
-        ranged: bool = False, shared: Optional[RequestView] = None,
+        ranged: bool = False, shared: Optional[RequestView] = None, waiter: Optional[Waiter] = None,
     ):
         """
         Start (or join) the single-flight fill of C{key} for the request
@@ -134,8 +134,10 @@ class Filler:
         @param shared: the view the HTTP/1.1 channel remembers for the
             request's head (see L{phantom_frame.proxy.exchange.Exchange.shared}):
             the fields forwarded for it are made once.
-        @return: this caller's L{Deferred} and whether it joined a fill
-            another request started (see C{ResponseCache.fill}).
+        @param waiter: this caller's L{Waiter}, told by a plain call.
+        @return: this caller's waiter (C{waiter}, or else a L{Deferred})
+            and whether it joined a fill another request started (see
+            C{ResponseCache.fill}).
         """
         drop = RANGED_DROPPED if ranged else FILL_DROPPED
         # (A revalidation adds its validators to the pairs.)
@@ -150,6 +152,7 @@ class Filler:
                 key, method, target, fwd, header, stale=stale, authorized=authorized,
                 body=None if method == b"GET" else body, private=private, ranged=ranged,
             ),
+            waiter,
         )
 
     def refresh_behind(self, view: RequestView, key: str, entry: CacheEntry) -> None:

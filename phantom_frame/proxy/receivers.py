@@ -8,11 +8,12 @@ L{phantom_frame.proxy.server.ProxyServer}, and its short refusals.
 from __future__ import annotations
 
 from contextvars import Context, copy_context
-from typing import Any, Coroutine, Optional
+from typing import Any, Callable, Coroutine, Optional
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
-from phantom_frame.cache.lock import Exclusive, Shared
+from phantom_frame.cache.lock import Exclusive, Shared, Waiter
 from phantom_frame.cache.variance import variant_of
 from phantom_frame.proxy import status as statuses
 from phantom_frame.proxy.answers import error_response, send_error
@@ -65,6 +66,56 @@ class SnapshotAnswer:
 
     async def not_shared(self, result: Any) -> None:
         send_reject(self._exchange, NOT_PRE_GENERATED)
+
+
+class FillWaiting:
+    """
+    The listener of a request's L{phantom_frame.cache.lock.Waiter}: answers
+    it from the fill's result, told by a plain call, as the server answers
+    from a waiter's L{Deferred} (C{_filled}, in the request's context
+    variables); what fails unexpectedly goes to C{failed}.
+
+    @ivar collapsed: whether the request joined a fill another request
+        started, known once it started or joined it (a result told before
+        is that of a fill it started).
+    """
+
+    __slots__ = ("_server", "_exchange", "_fill", "_failed", "_context", "collapsed")
+
+    def __init__(self, server: Any, exchange: Exchange, fill: Fill, failed: Callable[[Failure], object]) -> None:
+        self._server = server
+        self._exchange = exchange
+        self._fill = fill
+        self._failed = failed
+        self._context = copy_context()
+        self.collapsed = False
+
+    def start(self) -> Waiter:
+        """
+        Start (or join) the fill, without a request body (the channel fills
+        only for requests without one).
+
+        @return: the request's L{Waiter} (its C{cancel()} gives the answer
+            up).
+        """
+        exchange, fill = self._exchange, self._fill
+        waiter, self.collapsed = self._server.filler.fill(
+            exchange.view, fill.key, fill.stale, None, fill.private, fill.ranged, exchange.shared, Waiter(self)
+        )
+        return waiter
+
+    def __call__(self, result: Any) -> None:
+        """
+        Answer with C{result} (a L{FillResult}, or a L{Failure}).
+        """
+        try:
+            answered = self._server._filled(result, self._exchange, self.collapsed, self._fill, self._context)
+        except BaseException:
+            answered = Failure()
+        if isinstance(answered, Deferred):
+            answered.addErrback(self._failed)
+        elif isinstance(answered, Failure):
+            self._failed(answered)
 
 
 class FillAnswer:

@@ -40,7 +40,7 @@ from phantom_frame.proxy.decision import (
     Tunnel,
 )
 from phantom_frame.proxy.exchange import Exchange
-from phantom_frame.proxy.receivers import FillAnswer, SnapshotAnswer, reject_now, send_reject
+from phantom_frame.proxy.receivers import FillAnswer, FillWaiting, SnapshotAnswer, reject_now, send_reject
 from phantom_frame.proxy.fill import Filler
 from phantom_frame.proxy.client import IOriginClient
 from phantom_frame.proxy.health import health_checks
@@ -293,18 +293,18 @@ class ProxyServer:
             return  # the decision logs it and bypasses
         await self.cache.prefetch(key, view.headers.get)
 
-    def render_fill(self, exchange: Exchange, fill: Fill) -> Deferred[None]:
+    def render_fill(self, exchange: Exchange, fill: Fill, failed: Callable[[Failure], object]) -> Any:
         """
         Answer C{exchange}, decided a L{Fill} from L1 alone (by the HTTP/1.1
-        channel): a C{redis} server reads Redis first and decides again.
+        channel), its fill's result told by a plain call (L{FillWaiting}): a
+        C{redis} server reads Redis first and decides again.
 
-        @return: a L{Deferred} firing once answered; cancelling it gives
-            the answer up.
+        @param failed: told of what fails unexpectedly.
+        @return: what gives the answer up (its C{cancel()}).
         """
         if self.tiered:
-            return Deferred.fromCoroutine(self._render_tiered(exchange))
-        # (The channel fills only for requests without a body.)
-        return self._fill(exchange, fill, None)
+            return Deferred.fromCoroutine(self._render_tiered(exchange)).addErrback(failed)
+        return FillWaiting(self, exchange, fill, failed).start()
 
     async def _render_tiered(self, exchange: Exchange) -> None:
         """

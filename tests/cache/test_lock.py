@@ -14,6 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from phantom_frame.cache import lock as lock_module
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.cache.lock import (
     NOT_SHARED,
@@ -23,6 +24,7 @@ from phantom_frame.cache.lock import (
     IFillReceiver,
     NotShared,
     Shared,
+    Waiter,
 )
 from tests.cache.support import NO_HEADERS, CacheTestMixin, FakeFetch, Private, Receiver
 
@@ -496,3 +498,94 @@ class FillTests(SynchronousTestCase, CacheTestMixin):
         [(d2, collapsed)] = again
         self.assertFalse(collapsed)
         self.assertNoResult(d2)
+
+
+class WaiterTests(SynchronousTestCase, CacheTestMixin):
+    """
+    Tests for L{Waiter}: a waiter told of the fill's result by a plain call,
+    beside waiters that wait through a L{Deferred}.
+    """
+
+    def test_told(self) -> None:
+        """
+        A L{Waiter} that starts a fill, or joins one, is told of the result
+        (after it is stored) as the L{Deferred} waiters are, and once.
+        """
+        cache = self.makeCache()
+        fetch = FakeFetch()
+        told: List[Any] = []
+        first = Waiter(lambda result: told.append(("first", result, cache.lookup("GET:/a", NO_HEADERS))))
+        self.assertEqual(cache.fill("GET:/a", fetch, first), (first, False))
+        other, _ = cache.fill("GET:/a", fetch)
+        joined = Waiter(lambda result: told.append(("joined", result)))
+        self.assertEqual(cache.fill("GET:/a", fetch, joined), (joined, True))
+        entry = self.makeEntry("GET:/a")
+        fetch.calls[0].callback(Shared(entry))
+        self.assertEqual(told, [("first", Shared(entry), entry), ("joined", Shared(entry))])
+        self.assertEqual(self.successResultOf(other), Shared(entry))
+        self.assertTrue(first.called)
+        first.callback("again")
+        first.cancel()
+        self.assertEqual(len(told), 2)
+        self.assertEqual(len(fetch.calls), 1)
+
+    def test_failure(self) -> None:
+        """
+        A fill that fails tells the waiter of a L{Failure} of its own; one
+        whose fetch raises at once tells it before the fill returns.
+        """
+        cache = self.makeCache()
+        told: List[Any] = []
+        cache.fill("GET:/a", lambda: 1 / 0, Waiter(told.append))
+        [failure] = told
+        failure.trap(ZeroDivisionError)
+        self.assertFalse(cache.in_flight("GET:/a"))
+
+    def test_cancel(self) -> None:
+        """
+        Cancelling a L{Waiter} tells it of a C{CancelledError} and detaches
+        it alone; the fetch is cancelled with the last waiter.
+        """
+        cache = self.makeCache()
+        fetch = FakeFetch()
+        told: List[Any] = []
+        first = Waiter(told.append)
+        cache.fill("GET:/a", fetch, first)
+        second, _ = cache.fill("GET:/a", fetch)
+        first.cancel()
+        [failure] = told
+        failure.trap(CancelledError)
+        self.assertEqual(fetch.cancelled, [])
+        second.cancel()
+        self.assertEqual(fetch.cancelled, [fetch.calls[0]])
+        self.failureResultOf(second, CancelledError)
+        self.assertEqual(len(told), 1)
+
+    def test_listenerRaises(self) -> None:
+        """
+        A listener that raises is logged; the waiters after it are told all
+        the same, and what the fill stored stays stored.
+        """
+        cache = self.makeCache()
+        fetch = FakeFetch()
+        cache.fill("GET:/a", fetch, Waiter(lambda result: 1 / 0))
+        told: List[Any] = []
+        cache.fill("GET:/a", fetch, Waiter(told.append))
+        entry = self.makeEntry("GET:/a")
+        fetch.calls[0].callback(Shared(entry))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(told, [Shared(entry)])
+        self.assertIs(cache.lookup("GET:/a", NO_HEADERS), entry)
+
+    def test_letsGo(self) -> None:
+        """
+        Told, a waiter holds neither its listener nor the flight.
+        """
+        cache = self.makeCache()
+        fetch = FakeFetch()
+        waiter = Waiter(lambda result: None)
+        cache.fill("GET:/a", fetch, waiter)
+        self.assertIsNotNone(waiter._flight)
+        fetch.calls[0].callback(Shared(self.makeEntry("GET:/a")))
+        self.assertIsNone(waiter._flight)
+        self.assertIs(waiter._listener, lock_module._told)

@@ -190,7 +190,10 @@ class NoCycleTests(SynchronousTestCase):
         """
         rig, names = self.garbage(FillTests.CACHING, ["/a", "/b", "/c"])
         self.assertEqual(rig.filled(), 4)
-        self.assertEqual(names & {"ByteFill", "ByteRequest", "OriginResponse", "BodyRelay", "Fill"}, set())
+        self.assertEqual(
+            names & {"ByteFill", "ByteRequest", "OriginResponse", "BodyRelay", "Fill", "Fetch", "Waiter", "FillWaiting"},
+            set(),
+        )
 
     def test_pass_through(self) -> None:
         """
@@ -380,3 +383,52 @@ class ExchangeTests(SynchronousTestCase):
         made.setHeader(b"x-a", b"1")
         self.assertEqual(made.responseHeaders.getRawHeaders(b"x-a"), [b"1"])
         self.assertRaises(AttributeError, getattr, made, "nothing")
+
+
+class FillWaitingTests(SynchronousTestCase):
+    """
+    A fill answered on the channel waits for its result without a
+    L{Deferred} (L{phantom_frame.proxy.receivers.FillWaiting}): a client
+    that goes away gives it up, and what fails unexpectedly is answered
+    with a 500.
+    """
+
+    def test_clientGone(self) -> None:
+        """
+        A client that disconnects while its fill is awaited cancels the
+        origin request: the origin connection is closed, nothing is stored
+        and the key is free for the next fill.
+        """
+        rig = RelayRig(True, FillTests.CACHING)
+        self.addCleanup(rig.handle.close)
+        protocol, transport = rig.connect()
+        protocol.dataReceived(request("/slow"))
+        rig.settle()
+        self.assertEqual(rig.filled(), 1)
+        [slow] = rig.scripted.waiting
+        lost = slow.notifyFinish()
+        protocol.connectionLost(None)
+        rig.settle()
+        self.failureResultOf(lost)
+        self.assertEqual(rig.origin.pool.idle, 0)
+        server = next(rig.handle.servers())
+        self.assertEqual(list(server.cache.entries()), [])
+        self.assertEqual(server.cache._lock._flights, {})
+        self.assertEqual(transport.value(), b"")
+
+    def test_unexpected(self) -> None:
+        """
+        An answer that fails unexpectedly is logged and answered with a
+        500; the connection goes on.
+        """
+        rig = RelayRig(True, FillTests.CACHING)
+        self.addCleanup(rig.handle.close)
+        server = next(rig.handle.servers())
+
+        def broken(*args: Any) -> None:
+            raise ZeroDivisionError()
+
+        self.patch(server, "_filled", broken)
+        answers = parse(rig.exchange(request("/a") + request("/b")), [False, False])
+        self.assertEqual([code for code, _, _ in answers], [500, 500])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
