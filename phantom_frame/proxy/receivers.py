@@ -123,7 +123,8 @@ class FillAnswer:
     How a client is answered with its fill's result (a receiver of
     L{phantom_frame.cache.lock.Shared}, L{Exclusive} and C{NOT_SHARED}:
     an L{phantom_frame.cache.lock.IFillReceiver}). Each method returns a
-    L{Deferred} firing once the client is answered.
+    L{Deferred} firing once the client is answered, or L{None} when it was
+    answered at once.
     """
 
     def __init__(
@@ -148,10 +149,11 @@ class FillAnswer:
         """
         return self._context.run(Deferred.fromCoroutine, answer)
 
-    def shared(self, result: Shared) -> Deferred[None]:
+    def shared(self, result: Shared) -> Optional[Deferred[None]]:
         """
         Answer from the entry the fill gave (or forward a request of
-        another variant); a stored body in memory is written at once.
+        another variant); a stored body in memory is written at once
+        (L{None}).
         """
         server, exchange = self._server, self._exchange
         view = exchange.view
@@ -162,7 +164,7 @@ class FillAnswer:
             status = statuses.revalidated(result.origin_status)
         else:
             status = statuses.COLLAPSED if self._collapsed else statuses.STORED
-        return server.entries.render(exchange, entry, server.decider.answer(view, entry), status, result.identity)
+        return server.entries.answer(exchange, entry, server.decider.answer(view, entry), status, result.identity)
 
     def exclusive(self, result: Exclusive) -> Deferred[None]:
         """

@@ -167,37 +167,49 @@ class EntryRenderer:
         identity: Optional[bytes] = None,
     ) -> Deferred[None]:
         """
-        Answer C{exchange} from C{entry} as C{answer} says.
+        Answer C{exchange} from C{entry} as C{answer} says (L{answer}).
+
+        @return: a L{Deferred} firing once the answer is written (cancelling
+            it while the body is read or made gives the answer up).
+        """
+        return self.answer(exchange, entry, answer, status, identity) or succeed(None)
+
+    def answer(
+        self, exchange: Exchange, entry: CacheEntry, answer: EntryAnswer, status: CacheStatus,
+        identity: Optional[bytes] = None,
+    ) -> Optional[Deferred[None]]:
+        """
+        Answer C{exchange} from C{entry} as C{answer} says: at once when the
+        body it needs is at hand (the stored bytes in memory, or
+        C{identity}); else once the body is read or made. An exchange that
+        writes pre-serialised answers writes it itself when it can
+        (L{Exchange.write_entry}).
 
         @param identity: C{entry}'s decoded body when the caller has it (the
             fill that stored it), for an answer in identity.
-        @return: a L{Deferred} firing once the answer is written: at once
-            when the body it needs is at hand (the stored bytes in memory,
-            or C{identity}); else once the body is read or made (cancelling
-            it then gives the answer up). An exchange that writes
-            pre-serialised answers writes it itself when it can
-            (L{Exchange.write_entry}).
+        @return: L{None} when the answer is written; else a L{Deferred}
+            firing once it is (cancelling it gives the answer up).
         """
         if isinstance(answer, NotAcceptable):
             send_error(exchange, 406, "Not Acceptable: no acceptable content-coding", status)
-            return succeed(None)
+            return None
         now = self._clock.seconds()
         if exchange.write_entry(entry, answer, status, now):
-            return succeed(None)
+            return None
         base = entry_headers(entry, answer.coding, http_date(now))
         if isinstance(answer, (NotModified, Unsatisfiable)):
             self._write(exchange, entry, answer, status, now, base, b"")
-            return succeed(None)
+            return None
         coding = answer.coding
         if identity is not None and coding == "identity":
             self._write(exchange, entry, answer, status, now, base, identity)
-            return succeed(None)
+            return None
         data = entry.body.data
         if data is not None and coding == entry.coding:
             # The stored bytes in memory: what reading them gives at once.
             if exchange.alive:
                 self._write(exchange, entry, answer, status, now, base, data)
-            return succeed(None)
+            return None
         return self.alternates.body(entry, coding).addCallback(self._read, exchange, entry, answer, status, now, base)
 
     def _read(
