@@ -215,6 +215,16 @@ class ResponseCache(InPlace):
         """
         return self.store.put(key, body)
 
+    def put_body_now(self, key: str, body: builtins.bytes) -> Optional[StoredBody]:
+        """
+        L{put_body}, when the store holds the body at once (in memory).
+
+        @return: the L{StoredBody}, or L{None}: the store writes it
+            (L{put_body} does).
+        """
+        put_now = getattr(self.store, "put_now", None)
+        return None if put_now is None else put_now(key, body)
+
     def _store(self, entry: CacheEntry) -> bool:
         """
         Hold C{entry}, dropping what it replaces and what it evicts.

@@ -68,6 +68,14 @@ class MemoryStore:
         """
         return succeed(StoredBody(len(body), body, None))
 
+    def put_now(self, name: str, body: bytes) -> StoredBody:
+        """
+        L{put}, without a L{Deferred}: a body in memory is held at once.
+
+        @return: the L{StoredBody}.
+        """
+        return StoredBody(len(body), body, None)
+
     def read(self, stored: StoredBody) -> Deferred[bytes]:
         """
         Give back a body.

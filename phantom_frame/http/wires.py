@@ -30,7 +30,10 @@ class Wire:
 
 
 def _serialise(status: bytes, headers: List[Tuple[bytes, bytes]]) -> bytes:
-    return status + b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+    parts = [status]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts)
 
 
 def build_wire(entry: Any, coding: str) -> Optional[Wire]:

@@ -359,7 +359,9 @@ class Filler:
         etag = header_value(rheaders, b"etag")
         if etag is None and config.generate_etag:
             etag = await self._runner(strong_etag, identity)
-        stored = await self._cache.put_body(key, encoded)
+        stored = self._cache.put_body_now(key, encoded)
+        if stored is None:
+            stored = await self._cache.put_body(key, encoded)
         recomputed = _RECOMPUTED_OPAQUE if opaque else _RECOMPUTED
         kept = rheaders
         if not recomputed.isdisjoint(header_index(rheaders)):

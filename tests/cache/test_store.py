@@ -10,9 +10,11 @@ import re
 from typing import Any, Callable, List
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from phantom_frame.cache.responses import ResponseCache
 from phantom_frame.cache.store import FilesystemStore, MemoryStore, StoredBody
 from phantom_frame.cache.threads import runInline
 
@@ -33,6 +35,22 @@ class MemoryStoreTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(store.read(stored)), b"body")
         store.delete(stored)
         store.close()
+
+    def test_putNow(self) -> None:
+        """
+        L{MemoryStore.put_now} holds a body at once, without a L{Deferred};
+        through a cache, L{ResponseCache.put_body_now} gives it, and gives
+        L{None} for a store that writes its bodies (which L{put_body} then
+        writes).
+        """
+        store = MemoryStore()
+        stored = store.put_now("GET:/", b"body")
+        self.assertEqual(stored, StoredBody(4, b"body", None))
+        self.assertEqual(self.successResultOf(store.read(stored)), b"body")
+        cache = ResponseCache("site", store, Clock(), 1024, 16)
+        self.assertEqual(cache.put_body_now("GET:/", b"x"), StoredBody(1, b"x", None))
+        files = ResponseCache("site", FilesystemStore(self.mktemp(), "site", runInline), Clock(), 1024, 16)
+        self.assertIsNone(files.put_body_now("GET:/", b"x"))
 
 
 class FilesystemStoreTests(SynchronousTestCase):
