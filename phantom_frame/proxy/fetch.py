@@ -43,10 +43,12 @@ class Fetch:
     @ivar private: whether the request's cookies make it private.
     @ivar ranged: whether a 206 is a part.
     @ivar request_time: when the request was sent.
+    @ivar reading: what the filler keeps of a response whose body is read
+        to be stored (L{ready}), for its C{_buffered(complete, fetch)}.
     """
 
     __slots__ = (
-        "key", "header", "snapshot", "stale", "authorized", "private", "ranged", "request_time",
+        "key", "header", "snapshot", "stale", "authorized", "private", "ranged", "request_time", "reading",
         "_filler", "_listener", "_outcome", "_over", "_response",
     )
 
@@ -67,6 +69,7 @@ class Fetch:
         self.private = private
         self.ranged = ranged
         self.request_time = 0.0
+        self.reading: Any = None
         #: Told of the outcome; the outcome itself while nobody listens.
         self._listener: Optional[Callable[[Any], object]] = None
         self._outcome: Any = _NOTHING
@@ -139,13 +142,20 @@ class Fetch:
                 self._response.stopProducing()
             self.fail(CancelledError())
 
-    def ready(self, complete: Callable[[bool], Any]) -> Once:
+    def ready(self) -> Once:
         """
-        @param complete: called once the body is read (C{True}), or
-            overflowed (C{False}), with what the fill gives.
-        @return: what a L{phantom_frame.proxy.body.BodyRelay} tells, for it.
+        @return: what a L{phantom_frame.proxy.body.BodyRelay} tells once
+            the body is read (C{True}) or overflowed (C{False}): the
+            filler's C{_buffered(complete, fetch)} gives the outcome.
         """
-        return Once(lambda whole: self._land(complete, whole), self.fail)
+        return Once(self._read, self.fail)
+
+    def _read(self, complete: bool) -> None:
+        """
+        The body was read, or overflowed: the filler stores it, or hands
+        the response on.
+        """
+        self._land(self._filler._buffered, complete, self)
 
     def _answered(self, response: Any) -> None:
         """
@@ -189,10 +199,11 @@ class Fetch:
     def _give(self, outcome: Any) -> None:
         """
         The outcome came: tell the listener, or hold it for the one to
-        come; let go of the response (which refers back to this).
+        come; let go of the response and what was kept of it (which refer
+        back to this).
         """
         self._over = True
-        self._response = None
+        self._response = self.reading = None
         listener, self._listener = self._listener, None
         if listener is None:
             self._outcome = outcome

@@ -9,7 +9,7 @@ gives entries their freshness, and fetches the pre-generated pages
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -267,25 +267,19 @@ class Filler:
             relay = BodyRelay(self._clock, None, None)
             response.deliverBody(relay)
             return Exclusive((response, relay), reason, relay.abort)
-        times = (request_time, response_time, shareable)
-        relay = BodyRelay(self._clock, None, config.max_cacheable_bytes, fetch.ready(
-            lambda complete: self._buffered(
-                complete, key, response, relay, reason, rheaders, directives, header, snapshot, times)
-        ))
+        relay = BodyRelay(self._clock, None, config.max_cacheable_bytes, fetch.ready())
+        fetch.reading = (response, relay, reason, rheaders, directives, response_time, shareable)
         response.deliverBody(relay)
         return PENDING
 
-    def _buffered(
-        self, complete: bool, key: str, response: Any, relay: BodyRelay, reason: Optional[str],
-        rheaders: Tuple[Header, ...], directives: Any, header: Callable[[str], Optional[str]], snapshot: bool,
-        times: Tuple[float, float, bool],
-    ) -> Any:
+    def _buffered(self, complete: bool, fetch: Fetch) -> Any:
         """
-        The body L{_answered} reads came whole (C{complete}), or overflowed
-        the limit: store it, or hand the response on.
-
-        @param times: the request and response times, and whether it is shareable.
+        The body L{_answered} reads (see C{fetch.reading}) came whole
+        (C{complete}), or overflowed the limit: store it, or hand the
+        response on.
         """
+        response, relay, reason, rheaders, directives, response_time, shareable = fetch.reading
+        snapshot = fetch.snapshot
         if reason is not None:
             return Exclusive((response, relay), reason, relay.abort)
         if not complete:
@@ -293,11 +287,10 @@ class Filler:
                 relay.abort()
                 raise SnapshotError("larger than max_cacheable_bytes")
             return Exclusive((response, relay), "size", relay.abort)
-        request_time, response_time, shareable = times
         stored = settle(
             self._stored(
-                key, response.code, response.phrase, rheaders, relay.collected(), directives, header, snapshot,
-                request_time, response_time, shareable,
+                fetch.key, response.code, response.phrase, rheaders, relay.collected(), directives, fetch.header,
+                snapshot, fetch.request_time, response_time, shareable,
             )
         )
         if isinstance(stored, Deferred):

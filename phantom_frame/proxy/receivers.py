@@ -68,56 +68,6 @@ class SnapshotAnswer:
         send_reject(self._exchange, NOT_PRE_GENERATED)
 
 
-class FillWaiting:
-    """
-    The listener of a request's L{phantom_frame.cache.lock.Waiter}: answers
-    it from the fill's result, told by a plain call, as the server answers
-    from a waiter's L{Deferred} (C{_filled}, in the request's context
-    variables); what fails unexpectedly goes to C{failed}.
-
-    @ivar collapsed: whether the request joined a fill another request
-        started, known once it started or joined it (a result told before
-        is that of a fill it started).
-    """
-
-    __slots__ = ("_server", "_exchange", "_fill", "_failed", "_context", "collapsed")
-
-    def __init__(self, server: Any, exchange: Exchange, fill: Fill, failed: Callable[[Failure], object]) -> None:
-        self._server = server
-        self._exchange = exchange
-        self._fill = fill
-        self._failed = failed
-        self._context = copy_context()
-        self.collapsed = False
-
-    def start(self) -> Waiter:
-        """
-        Start (or join) the fill, without a request body (the channel fills
-        only for requests without one).
-
-        @return: the request's L{Waiter} (its C{cancel()} gives the answer
-            up).
-        """
-        exchange, fill = self._exchange, self._fill
-        waiter, self.collapsed = self._server.filler.fill(
-            exchange.view, fill.key, fill.stale, None, fill.private, fill.ranged, exchange.shared, Waiter(self)
-        )
-        return waiter
-
-    def __call__(self, result: Any) -> None:
-        """
-        Answer with C{result} (a L{FillResult}, or a L{Failure}).
-        """
-        try:
-            answered = self._server._filled(result, self._exchange, self.collapsed, self._fill, self._context)
-        except BaseException:
-            answered = Failure()
-        if isinstance(answered, Deferred):
-            answered.addErrback(self._failed)
-        elif isinstance(answered, Failure):
-            self._failed(answered)
-
-
 class FillAnswer:
     """
     How a client is answered with its fill's result (a receiver of
@@ -201,6 +151,55 @@ class FillAnswer:
         return self._run(
             self._server.passthrough.forward(self._exchange, statuses.forwarded(self._fwd, "not-shared"))
         )
+
+
+class FillWaiting(FillAnswer):
+    """
+    A L{FillAnswer} that is the listener of its request's
+    L{phantom_frame.cache.lock.Waiter}: told the fill's result by a plain
+    call, it answers as the server answers from a waiter's L{Deferred}
+    (C{_filled}), the result delivered to itself; what fails unexpectedly
+    goes to C{failed}.
+    """
+
+    def __init__(self, server: Any, exchange: Exchange, fill: Fill, failed: Callable[[Failure], object]) -> None:
+        """
+        @param failed: told of what fails unexpectedly.
+        """
+        super().__init__(server, exchange, False, fill)
+        self._failed = failed
+
+    def start(self) -> Waiter:
+        """
+        Start (or join) the fill, without a request body (the channel fills
+        only for requests without one). Whether it joined one another
+        request started is known once this returns: a result told before is
+        that of a fill it started.
+
+        @return: the request's L{Waiter} (its C{cancel()} gives the answer
+            up).
+        """
+        exchange, fill = self._exchange, self._fill
+        waiter, self._collapsed = self._server.filler.fill(
+            exchange.view, fill.key, fill.stale, None, fill.private, fill.ranged, exchange.shared, Waiter(self)
+        )
+        return waiter
+
+    def __call__(self, result: Any) -> None:
+        """
+        Answer with C{result} (a L{FillResult}, or a L{Failure}).
+        """
+        try:
+            if isinstance(result, Failure):
+                answered = self._server._fill_failed(result, self._exchange, self._fill, self._context)
+            else:
+                answered = result.deliver(self)
+        except BaseException:
+            answered = Failure()
+        if isinstance(answered, Deferred):
+            answered.addErrback(self._failed)
+        elif isinstance(answered, Failure):
+            self._failed(answered)
 
 
 class _Discard:

@@ -428,7 +428,7 @@ class FillWaitingTests(SynchronousTestCase):
         def broken(*args: Any) -> None:
             raise ZeroDivisionError()
 
-        self.patch(server, "_filled", broken)
+        self.patch(server.entries, "answer", broken)
         answers = parse(rig.exchange(request("/a") + request("/b")), [False, False])
         self.assertEqual([code for code, _, _ in answers], [500, 500])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)

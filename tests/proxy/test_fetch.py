@@ -62,7 +62,12 @@ class _Filler:
         self.heads.append((response, fetch))
         if isinstance(self.outcome, Exception):
             raise self.outcome
+        if self.outcome is PENDING:
+            fetch.reading = ("what", "is", "kept")
         return self.outcome
+
+    def _buffered(self, complete: bool, fetch: Fetch) -> Any:
+        return ("kept", complete, fetch.reading)
 
 
 def _fetch(outcome: Any) -> Any:
@@ -99,19 +104,21 @@ class FetchTests(SynchronousTestCase):
     def test_pending(self) -> None:
         """
         A decision that reads the body first (L{PENDING}) fires nothing
-        until the body's step gives the outcome; a later outcome is
-        ignored.
+        until the body's step (the filler's C{_buffered}, with what it kept
+        on the fetch) gives the outcome, which lets go of what was kept; a
+        later outcome is ignored.
         """
         fetch, origin, _, result = _fetch(PENDING)
         origin.answered(origin.response)
         self.assertNoResult(result)
         outcomes: List[Any] = []
         result.addBoth(outcomes.append)
-        ready = fetch.ready(lambda whole: ("kept", whole))
+        ready = fetch.ready()
         ready.callback(True)
         fetch.land("again")
         fetch.fail(UpstreamError("late"))
-        self.assertEqual(outcomes, [("kept", True)])
+        self.assertEqual(outcomes, [("kept", True, ("what", "is", "kept"))])
+        self.assertIsNone(fetch.reading)
 
     def test_bodyBroke(self) -> None:
         """
@@ -119,7 +126,7 @@ class FetchTests(SynchronousTestCase):
         """
         fetch, origin, _, result = _fetch(PENDING)
         origin.answered(origin.response)
-        fetch.ready(lambda whole: "kept").errback(UpstreamError("broke off"))
+        fetch.ready().errback(UpstreamError("broke off"))
         self.assertEqual(self.failureResultOf(result, UpstreamError).getErrorMessage(), "broke off")
 
     def test_deferredOutcome(self) -> None:
