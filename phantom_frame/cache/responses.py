@@ -233,8 +233,9 @@ class ResponseCache(InPlace):
             LRU's bound); when it is not, its body is the caller's to delete.
         """
         key = entry.key
-        # A response of the key is stored: its parts are of the past.
-        self._drop_partial(key)
+        if self._partials:
+            # A response of the key is stored: its parts are of the past.
+            self._drop_partial(key)
         tracked = self._variance.track(key, entry.vary, entry.variant)
         if tracked.superseded:
             self._dropSlots(key, tracked.superseded)
@@ -260,7 +261,8 @@ class ResponseCache(InPlace):
         # Both LRUs together stay within max_bytes: the 404 cache's own
         # bound is a quarter of it, and the main cache yields the rest;
         # partial entries make room first.
-        self._trim_partials(self._maxBytes - self._main.bytes - self._notFound.bytes)
+        if self._partials:
+            self._trim_partials(self._maxBytes - self._main.bytes - self._notFound.bytes)
         dropped += self._main.trim(self._maxBytes - self._notFound.bytes - self._partialBytes)
         for victim in dropped:
             if victim is entry:

@@ -209,6 +209,11 @@ class Tracked:
     overflow: Tuple[Variant, ...] = ()
 
 
+#: What storing a plain entry of a plain key does (most stores): nothing
+#: to drop (one instance for all: it is immutable).
+_NOTHING_TO_DROP = Tracked()
+
+
 class Variance:
     """
     Per key, the C{Vary} names its responses vary on and the variants stored
@@ -281,8 +286,8 @@ class Variance:
                 overflow.append(oldest)
             return Tracked(superseded, tuple(overflow))
         if key in self._names:
-            superseded = self.forget(key)
-        return Tracked(superseded)
+            return Tracked(self.forget(key))
+        return _NOTHING_TO_DROP
 
     def untrack(self, key: str, variant: Variant) -> None:
         """
