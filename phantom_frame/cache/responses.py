@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from phantom_frame.cache.entry import CacheEntry, Variant
 from phantom_frame.cache.inplace import InPlace
-from phantom_frame.cache.lock import FillLock, FillResult, Waiter
+from phantom_frame.cache.lock import FillLock, Waiter
 from phantom_frame.cache.lru import LRU, Slot
 from phantom_frame.cache.partial import PartialEntry, merge
 from phantom_frame.cache.patterns import InvalidationPattern

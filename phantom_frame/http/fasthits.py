@@ -11,7 +11,7 @@ twisted.web path, which decides again: deciding changes nothing.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from phantom_frame.http.byterequest import ByteFill
 from phantom_frame.http.limits import DEFAULT_LIMITS, parse_host

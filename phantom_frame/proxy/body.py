@@ -18,6 +18,8 @@ from twisted.web.http import PotentialDataLoss, _DataLoss, _MalformedChunkedData
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from phantom_frame.proxy.settle import Once
+
 
 class UpstreamError(Exception):
     """

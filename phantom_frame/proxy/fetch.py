@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from phantom_frame.cache.entry import CacheEntry
 from phantom_frame.proxy.heads import Fields
 from phantom_frame.proxy.origin import Header, Origin
-from phantom_frame.proxy.settle import Once
+from phantom_frame.proxy.settle import Once, is_deferred
 
 __all__ = ["Fetch", "PENDING"]
 
@@ -177,7 +177,7 @@ class Fetch:
             return
         if outcome is PENDING:
             return
-        if isinstance(outcome, Deferred):
+        if is_deferred(outcome):
             outcome.addCallbacks(self.land, self.fail)
             return
         self.land(outcome)

@@ -36,7 +36,7 @@ from phantom_frame.proxy.forwarded import fill_fields
 from phantom_frame.proxy.parts import RANGED_DROPPED, Parts
 from phantom_frame.proxy.receivers import SnapshotLanded, release
 from phantom_frame.proxy.settings import CacheStrategy, CreateProxyConfig
-from phantom_frame.proxy.settle import settle
+from phantom_frame.proxy.settle import is_deferred, settle
 from phantom_frame.proxy.snapshots import SnapshotError
 from phantom_frame.proxy.view import RequestView
 from phantom_frame.proxy.origin import (
@@ -293,7 +293,7 @@ class Filler:
                 snapshot, fetch.request_time, response_time, shareable,
             )
         )
-        if isinstance(stored, Deferred):
+        if is_deferred(stored):
             return stored.addCallback(_kept, response, relay)
         return _kept(stored, response, relay)
 

@@ -21,6 +21,7 @@ from phantom_frame.proxy.decision import NOT_PRE_GENERATED, Fill, Reject
 from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.parts import PART_STORED
 from phantom_frame.proxy.snapshots import SnapshotError
+from phantom_frame.proxy.settle import is_deferred
 
 __all__ = ["FillAnswer", "SnapshotAnswer", "SnapshotLanded", "reject_now", "release", "send_reject"]
 
@@ -196,7 +197,7 @@ class FillWaiting(FillAnswer):
                 answered = result.deliver(self)
         except BaseException:
             answered = Failure()
-        if isinstance(answered, Deferred):
+        if is_deferred(answered):
             answered.addErrback(self._failed)
         elif isinstance(answered, Failure):
             self._failed(answered)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Coroutine, TypeVar, Union
 
 from twisted.internet.defer import Deferred
 
-__all__ = ["Once", "settle"]
+__all__ = ["Once", "is_deferred", "settle"]
 
 _T = TypeVar("_T")
 
@@ -35,6 +35,15 @@ def settle(coroutine: Coroutine[Any, Any, _T]) -> Union[_T, Deferred[_T]]:
         return done.value
     # It waits for a Deferred: Twisted drives it from there on.
     return Deferred.fromCoroutine(coroutine)
+
+
+def is_deferred(value: Any) -> bool:
+    """
+    @return: C{isinstance(value, Deferred)}, read off C{value}'s class:
+        L{Deferred} is an C{Awaitable} ABC, whose C{isinstance} runs a
+        Python-level check for every value that is not one.
+    """
+    return Deferred in type(value).__mro__
 
 
 class Once:

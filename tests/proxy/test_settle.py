@@ -1,5 +1,5 @@
 """
-Tests for L{phantom_frame.proxy.settle.settle}.
+Tests for L{phantom_frame.proxy.settle.settle} and L{is_deferred}.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from phantom_frame.proxy.settle import settle
+from phantom_frame.proxy.settle import is_deferred, settle
 
 
 async def _add(first: Deferred, second: Deferred) -> int:
@@ -75,3 +75,28 @@ class SettleTests(SynchronousTestCase):
         result.cancel()
         self.assertEqual(cancelled, [second])
         self.failureResultOf(result, CancelledError)
+
+
+class IsDeferredTests(SynchronousTestCase):
+    """
+    L{is_deferred} answers as C{isinstance(value, Deferred)}.
+    """
+
+    def test_values(self) -> None:
+        """
+        A L{Deferred} and an instance of a subclass are; anything else
+        (an awaitable too) is not.
+        """
+
+        class Sub(Deferred):
+            pass
+
+        async def coroutine() -> None:
+            pass
+
+        waiting = coroutine()
+        self.addCleanup(waiting.close)
+        for value in (Deferred(), Sub(), succeed(1)):
+            self.assertTrue(is_deferred(value))
+        for value in (None, 1, "d", Deferred, waiting, object()):
+            self.assertFalse(is_deferred(value))
