@@ -84,6 +84,8 @@ class Negotiator:
 
     def __init__(self) -> None:
         self._codings: Dict[Tuple[Optional[str], str, Tuple[str, ...]], Optional[str]] = {}
+        #: One L{Full} per coding (it is immutable).
+        self._full: Dict[str, Full] = {}
 
     def coding_for(self, accept: Optional[str], stored: str, made: Tuple[str, ...] = ()) -> Optional[str]:
         """
@@ -122,7 +124,10 @@ class Negotiator:
             return Unsatisfiable()
         if ranged is not None:
             return Partial(ranged[0], ranged[1])
-        return Full(coding)
+        full = self._full.get(coding)
+        if full is None:
+            full = self._full[coding] = Full(coding)
+        return full
 
     @staticmethod
     def _not_modified(view: RequestView, entry: CacheEntry) -> bool:

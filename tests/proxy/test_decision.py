@@ -112,6 +112,8 @@ class DeciderTests(SynchronousTestCase):
         self.assertEqual(answer(range="bytes=0-9", if_range='"other"'), n.Full("identity"))
         self.assertEqual(answer(accept_encoding="identity;q=0"), n.NotAcceptable())
         self.assertEqual(answer(accept_encoding="gzip, br"), n.Full("br"))
+        # (Immutable, a whole answer in a coding is made once.)
+        self.assertIs(answer(accept_encoding="br"), answer(accept_encoding="gzip, br"))
 
     def test_other_codings(self) -> None:
         """
