@@ -416,6 +416,31 @@ class FillWaitingTests(SynchronousTestCase):
         self.assertEqual(server.cache._lock._flights, {})
         self.assertEqual(transport.value(), b"")
 
+    def test_collapsed(self) -> None:
+        """
+        Requests that join a fill in flight wait as the first does, and are
+        answered from what it stored once it lands, as collapsed; the
+        origin is asked once.
+        """
+        rig = RelayRig(True, FillTests.CACHING)
+        self.addCleanup(rig.handle.close)
+        clients = [rig.connect() for _ in range(3)]
+        for protocol, _ in clients:
+            protocol.dataReceived(request("/slow"))
+        rig.settle()
+        self.assertEqual(rig.filled(), 3)
+        [slow] = rig.scripted.waiting
+        slow.write(b"late")
+        slow.finish()
+        rig.settle()
+        answers = [parse(transport.value(), [False])[0] for _, transport in clients]
+        self.assertEqual([(code, body) for code, _, body in answers], [(200, b"late")] * 3)
+        self.assertEqual(
+            [headers[b"cache-status"] for _, headers, _ in answers],
+            [[b"phantom-frame; fwd=uri-miss; stored"]] + [[b"phantom-frame; fwd=uri-miss; collapsed"]] * 2,
+        )
+        self.assertEqual(rig.scripted.waiting, [slow])
+
     def test_unexpected(self) -> None:
         """
         An answer that fails unexpectedly is logged and answered with a
