@@ -401,16 +401,8 @@ class FillWaitingTests(SynchronousTestCase):
         """
         rig = RelayRig(True, FillTests.CACHING)
         self.addCleanup(rig.handle.close)
-        protocol, transport = rig.connect()
-        protocol.dataReceived(request("/slow"))
-        rig.settle()
+        transport = rig.leave_waiting(self)
         self.assertEqual(rig.filled(), 1)
-        [slow] = rig.scripted.waiting
-        lost = slow.notifyFinish()
-        protocol.connectionLost(None)
-        rig.settle()
-        self.failureResultOf(lost)
-        self.assertEqual(rig.origin.pool.idle, 0)
         server = next(rig.handle.servers())
         self.assertEqual(list(server.cache.entries()), [])
         self.assertEqual(server.cache._lock._flights, {})

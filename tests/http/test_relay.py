@@ -133,6 +133,25 @@ class RelayRig:
             self.origin.flush()
             self.clock.advance(0)
 
+    def leave_waiting(self, test: Any) -> StringTransport:
+        """
+        A client asks for C{/slow} and goes away before the answer: check
+        that the origin request was cancelled (its connection closed).
+
+        @param test: the test case that checks.
+        @return: the client's transport.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(request("/slow"))
+        self.settle()
+        [slow] = self.scripted.waiting
+        lost = slow.notifyFinish()
+        protocol.connectionLost(None)
+        self.settle()
+        test.failureResultOf(lost)
+        test.assertEqual(self.origin.pool.idle, 0)
+        return transport
+
     def exchange(self, data: bytes) -> bytes:
         """
         Send C{data} on a new connection; return what came back.
@@ -369,15 +388,8 @@ class FlowTests(SynchronousTestCase):
         """
         rig = RelayRig(True)
         self.addCleanup(rig.handle.close)
-        protocol, transport = rig.connect()
-        protocol.dataReceived(request("/slow"))
-        rig.settle()
-        [slow] = rig.scripted.waiting
-        lost = slow.notifyFinish()
-        protocol.connectionLost(None)
-        rig.settle()
-        self.failureResultOf(lost)
-        self.assertEqual(rig.origin.pool.idle, 0)
+        rig.leave_waiting(self)
+        self.assertEqual(rig.relayed(), 1)
 
     def test_slow_client(self) -> None:
         """
