@@ -20,10 +20,10 @@ from phantom_frame.proxy.answers import error_response, send_error
 from phantom_frame.proxy.decision import NOT_PRE_GENERATED, Fill, Reject
 from phantom_frame.proxy.exchange import Exchange, set_status
 from phantom_frame.proxy.parts import PART_STORED
-from phantom_frame.proxy.snapshots import SnapshotError
 from phantom_frame.proxy.settle import is_deferred
+from phantom_frame.proxy.snapshots import SnapshotError
 
-__all__ = ["FillAnswer", "SnapshotAnswer", "SnapshotLanded", "reject_now", "release", "send_reject"]
+__all__ = ["FillAnswer", "FillWaiting", "SnapshotAnswer", "SnapshotLanded", "reject_now", "release", "send_reject"]
 
 
 def reject_now(request, decision: Reject) -> bytes:
