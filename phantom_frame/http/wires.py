@@ -86,9 +86,10 @@ def wire_answer(entry: Any, answer: Any, keep: bool = True):
     kept in C{entry.wire} by coding and kind).
 
     @param answer: the L{phantom_frame.proxy.negotiation.EntryAnswer}.
-    @param keep: whether what is made is kept for the answers that follow
-        (not for a fill's own answer: an entry never asked for again holds
-        no pre-serialised head, which its size does not count).
+    @param keep: whether an entry that keeps no pre-serialised head yet
+        keeps what is made, for the answers that follow (not for a fill's
+        own answer: an entry never asked for again holds none, which its
+        size does not count); one that keeps some keeps this one too.
     @return: C{(status code, wire, per-request headers, body)}, or C{None}
         when it cannot be given so (its body is not in memory, or it is not
         a 200, 206 or 304 from a stored body): the stock path gives it.
@@ -98,8 +99,6 @@ def wire_answer(entry: Any, answer: Any, keep: bool = True):
         wires = {}
         if keep:
             entry.wire = wires
-    elif not keep:
-        wires = dict(wires)
     kind = type(answer)
     if kind is Full:
         coding = answer.coding

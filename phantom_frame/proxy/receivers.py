@@ -94,6 +94,18 @@ class FillAnswer:
         self._fwd = "stale" if fill.stale is not None else "uri-miss"
         self._context = copy_context() if context is None else context
 
+    def take(self, result: Any) -> Any:
+        """
+        Answer with C{result}: a L{FillResult} delivered to this receiver,
+        or the L{Failure} of the fill (the server's C{_fill_failed}).
+
+        @return: what answering gives (a L{Deferred}, L{None}, or the
+            failure when it is not one to answer for).
+        """
+        if isinstance(result, Failure):
+            return self._server._fill_failed(result, self._exchange, self._fill, self._context)
+        return result.deliver(self)
+
     def _run(self, answer: Coroutine[Any, Any, None]) -> Deferred[None]:
         """
         @return: the L{Deferred} of C{answer}, run in the request's context.
@@ -159,8 +171,7 @@ class FillWaiting(FillAnswer):
     A L{FillAnswer} that is the listener of its request's
     L{phantom_frame.cache.lock.Waiter}: told the fill's result by a plain
     call, it answers as the server answers from a waiter's L{Deferred}
-    (C{_filled}), the result delivered to itself; what fails unexpectedly
-    goes to C{failed}.
+    (L{take}); what fails unexpectedly goes to C{failed}.
     """
 
     def __init__(self, server: Any, exchange: Exchange, fill: Fill, failed: Callable[[Failure], object]) -> None:
@@ -191,10 +202,7 @@ class FillWaiting(FillAnswer):
         Answer with C{result} (a L{FillResult}, or a L{Failure}).
         """
         try:
-            if isinstance(result, Failure):
-                answered = self._server._fill_failed(result, self._exchange, self._fill, self._context)
-            else:
-                answered = result.deliver(self)
+            answered = self.take(result)
         except BaseException:
             answered = Failure()
         if is_deferred(answered):

@@ -358,9 +358,7 @@ class ProxyServer:
         """
         Answer with the fill's result, or for its failure (L{_fill_failed}).
         """
-        if isinstance(result, Failure):
-            return self._fill_failed(result, exchange, fill, context)
-        return result.deliver(FillAnswer(self, exchange, collapsed, fill, context))
+        return FillAnswer(self, exchange, collapsed, fill, context).take(result)
 
     def _fill_failed(self, failure: Failure, exchange: Exchange, fill: Fill, context: Context) -> Any:
         """
